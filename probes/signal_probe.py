@@ -1,0 +1,438 @@
+"""SignalProbe: statistics of every tapped tensor and its gradient, at every step, cheaply.
+
+How it stays cheap (``experiments/bench_probes.py`` measures it):
+
+* A hook does five reductions of its tensor and writes them with ``out=`` into
+  preallocated buffers on the tensor's device (``stats.raw_sums``); it never reads a value
+  back, so it never synchronises with the host. ``step()`` derives every statistic of every
+  tap at once and moves them to the host in one transfer.
+* A tensor that passes several taps is measured once: the output of unit k is the input of
+  unit k+1, an identity shortcut returns its input, and the sum of a V2 unit is its output.
+  Backward likewise: the gradient of a sum is the same tensor object as the gradient of the
+  branch that fed it.
+* ``every=k``: on unprobed steps a hook returns at its first line.
+
+Correctness under ``torch.utils.checkpoint``: a forward that runs inside the backward pass
+is a recomputation; it records no forward statistics (no double counting) and only
+registers gradient hooks (which fire for the reentrant variant, whose first forward ran
+without grad). Under ``torch.no_grad`` only forward statistics are recorded.
+
+DistributedDataParallel: the probe sees the wrapped module's taps and measures the local
+rank's batch; statistics are not reduced across ranks. The training engine collects them
+on rank 0 only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from resnet_lab.taps import TAP_NAMES, Tap
+
+from . import stats as S
+
+PROBE_COLUMNS = ["step", "unit", "stage", "index", "tap", "direction", "stat", "value", "layer"]
+_SCALARS = 3          # sum t^2, sum sign(t), sum sign(t)^2
+
+
+def _in_backward() -> bool:
+    """True while the autograd engine runs, i.e. for a checkpoint's recomputed forward."""
+    return torch._C._current_graph_task_id() != -1
+
+
+class _Slots:
+    """Raw sums of one direction: one slot per (unit, tap), filled by hooks during a step.
+
+    A slot's channel sums live at a fixed offset of one flat buffer, assigned when the
+    slot is first measured (the buffer grows only during the first probed step).
+    """
+
+    def __init__(self, n_slots):
+        self.n = n_slots
+        self.offset = [-1] * n_slots         # start of the slot's channels in ``s1c``
+        self.channels = [0] * n_slots
+        self.count = [0] * n_slots           # elements per channel this step
+        self.source = list(range(n_slots))   # a slot measured as another (same tensor)
+        self.seen = [False] * n_slots
+        self.s1c = None
+        self.scalars = None
+        self.used = 0
+        self._layout = None                  # cached device tensors (seg, channels)
+
+    def ensure(self, device):
+        if self.scalars is None or self.scalars.device != device:
+            self.scalars = torch.zeros(_SCALARS, self.n, device=device)
+            self.s1c = torch.zeros(max(self.used, 1024), device=device)
+            self._layout = None
+
+    def measure(self, slot, t, signs):
+        """Hook body: reductions of ``t`` into this slot's views."""
+        c = t.shape[1]
+        if self.offset[slot] < 0:
+            self._allocate(slot, c)
+        off = self.offset[slot]
+        S.raw_sums(t, self.s1c[off:off + c], self.scalars[:, slot], signs)
+        self.count[slot] = t.numel() // c
+        self.source[slot] = slot
+        self.seen[slot] = True
+
+    def alias(self, slot, source):
+        self.source[slot] = source
+        self.seen[slot] = True
+
+    def _allocate(self, slot, c):
+        if self.used + c > self.s1c.numel():
+            grown = torch.zeros(2 * (self.used + c), device=self.s1c.device)
+            grown[: self.used] = self.s1c[: self.used]
+            self.s1c = grown
+        self.offset[slot], self.channels[slot] = self.used, c
+        self.used += c
+        self._layout = None
+
+    def finalize(self):
+        """All TENSOR_STATS of this step, (len(TENSOR_STATS), n) float64 on the device."""
+        device = self.scalars.device
+        if self._layout is None:
+            measured = [i for i in range(self.n) if self.offset[i] >= 0]
+            seg = torch.empty(self.used, dtype=torch.long)
+            for i in measured:
+                seg[self.offset[i]: self.offset[i] + self.channels[i]] = i
+            chans = torch.tensor([max(c, 1) for c in self.channels], dtype=torch.float64)
+            self._layout = (seg.to(device), chans.to(device))
+        seg, chans = self._layout
+        count = torch.tensor([max(c, 1) for c in self.count], dtype=torch.float64).to(device, non_blocking=True)
+        values = S.tensor_stats(self.s1c[: self.used].double(), seg, self.scalars.double(), count, chans)
+        out = torch.stack([values[name] for name in S.TENSOR_STATS])
+        source = torch.tensor(self.source).to(device, non_blocking=True)
+        return out[:, source]
+
+    def valid(self):
+        """Slots with a value this step: measured, or aliased to a measured slot."""
+        return [self.seen[i] and self.seen[self.source[i]] for i in range(self.n)]
+
+    def reset(self):
+        self.seen = [False] * self.n
+        self.source = list(range(self.n))
+
+
+class SignalProbe:
+    """Record forward and backward statistics at the taps of any model built from resnet_lab units.
+
+    Args:
+        model: a module containing ``resnet_lab.Tap`` s (each unit owns five in ``unit.taps``).
+        taps: which of ``input, shortcut, branch, sum, output`` to report.
+        stats: which statistics to report (``probes.stats`` defines each); default all.
+        every: probe one step in ``every``; the others cost (almost) nothing.
+        weight_inputs: also record the channel statistics of every Conv2d / Linear input.
+        param_grads: also record each unit's parameter-gradient norm at ``step()``.
+
+    Use it as a context manager -- hooks exist only inside the ``with`` -- and call
+    ``step()`` once after each backward (or after each forward when there is none).
+    """
+
+    def __init__(self, model: nn.Module, taps=TAP_NAMES, stats=None, every=1,
+                 weight_inputs=False, param_grads=True):
+        taps = (taps,) if isinstance(taps, str) else tuple(taps)
+        bad = [t for t in taps if t not in TAP_NAMES]
+        if bad:
+            raise ValueError(f"unknown tap {bad[0]!r}; valid: {', '.join(TAP_NAMES)}")
+        stats = S.ALL_STATS if stats is None else ((stats,) if isinstance(stats, str) else tuple(stats))
+        bad = [s for s in stats if s not in S.ALL_STATS]
+        if bad:
+            raise ValueError(f"unknown stat {bad[0]!r}; valid: {', '.join(S.ALL_STATS)}")
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self.model, self.taps, self.stats, self.every = model, taps, stats, every
+        self.weight_inputs, self.param_grads = weight_inputs, param_grads and "grad_norm" in stats
+        self._signs = any(s in stats for s in S.SIGN_STATS)
+        self._cut = "shortcut_cut" in stats and "sum" in taps
+        # Taps measured: those asked for, and those the two cut statistics are derived from.
+        measured = set(taps)
+        if self._cut:
+            measured.add("shortcut")
+        if "grad_cut" in stats and "sum" in taps:
+            measured.add("output")
+        self._measured = [tap in measured for tap in TAP_NAMES]
+        self._find_taps(model)
+        self._fwd, self._bwd = _Slots(len(self._slot_meta)), _Slots(len(self._slot_meta))
+        self._layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))] \
+            if weight_inputs else []
+        self._win = _Slots(len(self._layers))
+        self._win_s2c = None
+        self._handles = []
+        self._records = []
+        self._step = 0
+        self._clear_step_refs()
+
+    # ---- discovery -----------------------------------------------------------------------
+    def _find_taps(self, model):
+        units = [m for m in model.modules()
+                 if isinstance(getattr(m, "taps", None), nn.ModuleDict)
+                 and all(isinstance(t, Tap) for t in m.taps.values())]
+        if not units:
+            raise ValueError(f"{type(model).__name__} has no resnet_lab.Tap modules; build it "
+                             "from resnet_lab units (every unit owns unit.taps)")
+        names = {m: n for n, m in model.named_modules()}
+        self._units = units
+        self._unit_of = {id(m): u for u, unit in enumerate(units) for m in unit.modules()}
+        self._slot_meta = []          # (unit number, stage, index, tap name, module name)
+        for u, unit in enumerate(units):
+            for tap in TAP_NAMES:
+                module = unit.taps[tap]
+                self._slot_meta.append((u, getattr(unit, "stage", -1), getattr(unit, "index", u),
+                                        tap, names.get(module, "")))
+        self._unit_params = [[p for p in unit.parameters() if p.requires_grad] for unit in units]
+
+    # ---- context -------------------------------------------------------------------------
+    def __enter__(self):
+        self._active = self._step % self.every == 0
+        for u, unit in enumerate(self._units):
+            for k, tap in enumerate(TAP_NAMES):
+                slot = u * len(TAP_NAMES) + k
+                self._handles.append(unit.taps[tap].register_forward_hook(
+                    lambda m, args, out, slot=slot: self._on_tap(slot, out)))
+        for i, (_, layer) in enumerate(self._layers):
+            self._handles.append(layer.register_forward_pre_hook(
+                lambda m, args, i=i: self._on_weight_input(i, args[0])))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._clear_step_refs()
+        return False
+
+    def _clear_step_refs(self):
+        self._active = self._step % self.every == 0
+        self._last_fwd = (None, -1)          # (tensor, slot) most recently measured
+        self._recent_grads = []              # [(grad tensor, slot)], the last few
+        self._unit_h = None                  # this unit's shortcut and sum tensors
+        self._unit_y = None
+
+    # ---- hooks ---------------------------------------------------------------------------
+    def _on_tap(self, slot, t):
+        if not self._active or not isinstance(t, torch.Tensor):
+            return
+        tap = slot % len(TAP_NAMES)
+        if _in_backward():                   # a checkpoint's recomputation
+            if self._measured[tap] and t.requires_grad:
+                self._hook_grad(slot, t)
+            return
+        if self._measured[tap]:
+            last, last_slot = self._last_fwd
+            self._fwd.ensure(t.device)
+            if t is last:                    # the same tensor as the previous tap
+                self._fwd.alias(slot, last_slot)
+                if t.requires_grad:
+                    self._bwd.alias(slot, last_slot)
+            else:
+                self._fwd.measure(slot, t, self._signs)
+                self._last_fwd = (t, slot)
+                if t.requires_grad:
+                    self._hook_grad(slot, t)
+        if self._cut:
+            self._shortcut_cut(slot, tap, t)
+
+    def _hook_grad(self, slot, t):
+        t.register_hook(lambda g, slot=slot: self._on_grad(slot, g))
+
+    def _on_grad(self, slot, g):
+        self._bwd.ensure(g.device)
+        for seen, source in self._recent_grads:
+            if g is seen:
+                self._bwd.alias(slot, source)
+                return
+        self._bwd.measure(slot, g, self._signs)
+        self._recent_grads = [(g, slot)] + self._recent_grads[:2]
+
+    def _shortcut_cut(self, slot, tap, t):
+        """Forward numerator of ``shortcut_cut``, sum h^2 [f(y) = 0], at the output tap."""
+        if tap == 1:
+            self._unit_h = t
+        elif tap == 3:
+            self._unit_y = t
+        elif tap == 4 and self._unit_h is not None:
+            cut = self._cut_num
+            if cut is None or cut.device != t.device:
+                cut = self._cut_num = torch.zeros(len(self._units), device=t.device)
+            u = slot // len(TAP_NAMES)
+            if t is self._unit_y:            # f is the identity: it zeroes nothing
+                cut[u] = 0
+            else:
+                h = S.as_fp32(self._unit_h).reshape(-1)
+                masked = torch.where(t.reshape(-1) == 0, h, 0.0)
+                torch.dot(masked, masked, out=cut[u])
+            self._unit_h = self._unit_y = None
+
+    _cut_num = None
+
+    def _on_weight_input(self, i, x):
+        if not self._active or _in_backward() or not isinstance(x, torch.Tensor):
+            return
+        win = self._win
+        win.ensure(x.device)
+        c = x.shape[1]
+        if win.offset[i] < 0:
+            win._allocate(i, c)
+        if self._win_s2c is None or self._win_s2c.numel() < win.s1c.numel() \
+                or self._win_s2c.device != x.device:
+            grown = torch.zeros(win.s1c.numel(), device=x.device)
+            if self._win_s2c is not None:
+                grown[: self._win_s2c.numel()] = self._win_s2c
+            self._win_s2c = grown
+        off = win.offset[i]
+        S.channel_moments(x, win.s1c[off:off + c], self._win_s2c[off:off + c])
+        win.count[i] = x.numel() // c
+        win.seen[i] = True
+
+    # ---- per step ------------------------------------------------------------------------
+    def step(self):
+        """Close one step: derive all statistics and move them to the host in one transfer."""
+        if self._active:
+            parts, layout = [], []
+            for name, slots in (("forward", self._fwd), ("backward", self._bwd)):
+                valid = slots.valid()
+                if any(valid):
+                    parts.append(slots.finalize().flatten())
+                    layout.append((name, valid))
+            if self._cut_num is not None and any(self._fwd.seen):
+                parts.append(self._cut_num.double())
+                layout.append(("cut", None))
+            if self._layers and any(self._win.seen):
+                parts.append(self._finalize_weight_inputs())
+                layout.append(("weight_input", list(self._win.seen)))
+            grad_norms = self._param_grad_norms()
+            if grad_norms is not None:
+                parts.append(grad_norms)
+                layout.append(("params", None))
+            if parts:
+                host = torch.cat(parts).cpu().numpy()      # the step's one transfer
+                self._records.append((self._step, host, layout))
+            for slots in (self._fwd, self._bwd, self._win):
+                slots.reset()
+        self._step += 1
+        self._clear_step_refs()
+
+    def _finalize_weight_inputs(self):
+        win = self._win
+        if win._layout is None:
+            seg = torch.empty(win.used, dtype=torch.long)
+            for i in range(win.n):
+                if win.offset[i] >= 0:
+                    seg[win.offset[i]: win.offset[i] + win.channels[i]] = i
+            win._layout = (seg.to(win.s1c.device),
+                           torch.tensor([max(c, 1) for c in win.channels], dtype=torch.float64).to(win.s1c.device))
+        seg, chans = win._layout
+        count = torch.tensor([max(c, 1) for c in win.count], dtype=torch.float64).to(win.s1c.device)
+        values = S.weight_input_stats(win.s1c[: win.used].double(), self._win_s2c[: win.used].double(),
+                                      seg, count, chans)
+        return torch.stack([values[n] for n in S.WEIGHT_INPUT_STATS]).flatten()
+
+    def _param_grad_norms(self):
+        if not self.param_grads:
+            return None
+        grads, owner = [], []
+        for u, params in enumerate(self._unit_params):
+            for p in params:
+                if p.grad is not None:
+                    grads.append(p.grad)
+                    owner.append(u)
+        if not grads:
+            return None
+        device = grads[0].device
+        norms = torch.stack(torch._foreach_norm(grads)).double()
+        total = torch.zeros(len(self._units), dtype=torch.float64, device=device)
+        total.index_add_(0, torch.tensor(owner, device=device), norms * norms)
+        return total.sqrt()
+
+    # ---- results -------------------------------------------------------------------------
+    def collect(self) -> pd.DataFrame:
+        """All recorded steps as a tidy DataFrame (DESIGN.md probe schema, plus ``layer``)."""
+        frames = [self._frame(step, host, layout) for step, host, layout in self._records]
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+                PROBE_COLUMNS, ["int64", "int64", "int64", "int64", "object", "object", "object",
+                                "float64", "object"])})
+        return pd.concat(frames, ignore_index=True)
+
+    def _frame(self, step, host, layout):
+        meta = np.array(self._slot_meta, dtype=object)
+        n_slots, n_units = len(self._slot_meta), len(self._units)
+        want_tap = np.isin(meta[:, 3], self.taps)
+        pieces, pos = [], 0
+        norms = {}
+        for kind, seen in layout:
+            if kind in ("forward", "backward"):
+                block = host[pos: pos + len(S.TENSOR_STATS) * n_slots].reshape(len(S.TENSOR_STATS), n_slots)
+                pos += block.size
+                keep = np.asarray(seen) & want_tap
+                norms[kind] = (block[S.TENSOR_STATS.index("norm")], np.asarray(seen))
+                for k, stat in enumerate(S.TENSOR_STATS):
+                    if stat in self.stats:
+                        pieces.append(self._rows(meta[keep], kind, stat, block[k][keep]))
+            elif kind == "cut":
+                values = host[pos: pos + n_units]
+                pos += n_units
+                norms["cut"] = values
+            elif kind == "weight_input":
+                n = len(self._layers)
+                block = host[pos: pos + len(S.WEIGHT_INPUT_STATS) * n].reshape(-1, n)
+                pos += block.size
+                keep = np.asarray(seen)
+                wmeta = np.array([self._layer_meta(*nl) for nl in self._layers], dtype=object)
+                for k, stat in enumerate(S.WEIGHT_INPUT_STATS):
+                    if stat in self.stats:
+                        pieces.append(self._rows(wmeta[keep], "forward", stat, block[k][keep]))
+            elif kind == "params":
+                values = host[pos: pos + n_units]
+                pos += n_units
+                umeta = np.array([(u, *self._slot_meta[u * 5][1:3], "params", "") for u in range(n_units)],
+                                 dtype=object)
+                pieces.append(self._rows(umeta, "backward", "grad_norm", values))
+        pieces += self._cut_rows(norms)
+        df = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=PROBE_COLUMNS)
+        df.insert(0, "step", step)
+        return df[PROBE_COLUMNS]
+
+    def _cut_rows(self, norms):
+        """``shortcut_cut`` and ``grad_cut`` at every measured ``sum`` tap."""
+        if "sum" not in self.taps:
+            return []
+        meta = np.array(self._slot_meta, dtype=object)
+        sum_slots = np.arange(3, len(self._slot_meta), len(TAP_NAMES))
+        pieces = []
+        if "cut" in norms and "shortcut_cut" in self.stats and "forward" in norms:
+            norm, seen = norms["forward"]
+            h_energy = norm[sum_slots - 2] ** 2
+            keep = seen[sum_slots] & seen[sum_slots - 2]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                value = np.where(h_energy > 0, norms["cut"] / h_energy, 0.0)
+            pieces.append(self._rows(meta[sum_slots][keep], "forward", "shortcut_cut", value[keep]))
+        if "grad_cut" in self.stats and "backward" in norms:
+            norm, seen = norms["backward"]
+            keep = seen[sum_slots] & seen[sum_slots + 1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                value = 1 - (norm[sum_slots] / norm[sum_slots + 1]) ** 2
+            pieces.append(self._rows(meta[sum_slots][keep], "backward", "grad_cut", value[keep]))
+        return pieces
+
+    def _layer_meta(self, name, layer):
+        u = self._unit_of.get(id(layer), -1)
+        if u < 0:                            # stem or classifier
+            return (-1, -1, -1, "weight_input", name)
+        return (u, *self._slot_meta[u * len(TAP_NAMES)][1:3], "weight_input", name)
+
+    @staticmethod
+    def _rows(meta, direction, stat, values):
+        return pd.DataFrame({"unit": meta[:, 0].astype(np.int64), "stage": meta[:, 1].astype(np.int64),
+                             "index": meta[:, 2].astype(np.int64), "tap": meta[:, 3],
+                             "direction": direction, "stat": stat,
+                             "value": np.asarray(values, dtype=np.float64), "layer": meta[:, 4]})
+
+    def nbytes(self) -> int:
+        """Bytes of device buffers the probe holds between steps."""
+        tensors = [self._fwd.s1c, self._fwd.scalars, self._bwd.s1c, self._bwd.scalars,
+                   self._win.s1c, self._win.scalars, self._win_s2c, self._cut_num]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)

@@ -1,0 +1,234 @@
+"""SignalProbe against an independent computation: forward hooks keep every tapped tensor,
+autograd gives its gradient, plain torch computes each statistic."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probes import SignalProbe
+from resnet_lab import TAP_NAMES, ResidualUnit, cifar_resnet
+from resnet_lab.networks import ResNet
+
+
+def reference_stats(t):
+    t = t.detach().double()
+    c = t.shape[1]
+    per_ch = t.transpose(0, 1).reshape(c, -1)
+    m = per_ch.mean(1)
+    v = per_ch.var(1, unbiased=False)
+    return {"rms": t.square().mean().sqrt(), "norm": t.norm(), "mean": t.mean(),
+            "std": t.std(unbiased=False), "ch_sq_mean": (m * m).mean(), "ch_var": v.mean(),
+            "frac_neg": (t < 0).double().mean(), "frac_zero": (t == 0).double().mean()}
+
+
+def small_net(kind):
+    """A two-stage net: identity units and a dimension-changing unit with a projection."""
+    units = [[ResidualUnit(kind, "basic", 8, 8, stage=1, index=0),
+              ResidualUnit(kind, "basic", 8, 8, stage=1, index=1)],
+             [ResidualUnit(kind, "basic", 8, 16, 2, shortcut="B", stage=2, index=0),
+              ResidualUnit(kind, "bottleneck", 16, 16, stage=2, index=1)]]
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+    return ResNet(stem, units, nn.Identity(), 16, 5)
+
+
+def run_reference(net, x, y):
+    """Every tapped tensor and the gradient of the loss with respect to it."""
+    kept = {}
+    hooks = []
+    for u, unit in enumerate(net.units()):
+        for tap in TAP_NAMES:
+            hooks.append(unit.taps[tap].register_forward_hook(
+                lambda m, a, out, key=(u, tap): kept.__setitem__(key, out)))
+    loss = F.cross_entropy(net(x), y)
+    for h in hooks:
+        h.remove()
+    keys = list(kept)
+    grads = torch.autograd.grad(loss, [kept[k] for k in keys])
+    return kept, dict(zip(keys, grads))
+
+
+@pytest.mark.parametrize("kind", ["original", "full_preact", "bn_after_add"])
+def test_every_statistic_matches_independent_computation(kind):
+    torch.manual_seed(0)
+    net = small_net(kind)
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    acts, grads = run_reference(net, x, y)
+    net.zero_grad()
+    with SignalProbe(net) as probe:
+        F.cross_entropy(net(x), y).backward()
+        probe.step()
+    df = probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"]
+    for (u, tap), t in acts.items():
+        for direction, tensor in (("forward", t), ("backward", grads[(u, tap)])):
+            for stat, expected in reference_stats(tensor).items():
+                got = df[(u, tap, direction, stat)]
+                assert got == pytest.approx(expected.item(), rel=1e-5, abs=1e-7), (u, tap, direction, stat)
+        if tap == "sum":
+            h, out = acts[(u, "shortcut")], acts[(u, "output")]
+            cut = (h.square() * (out == 0)).sum() / h.square().sum() if out is not t else torch.tensor(0.0)
+            assert df[(u, "sum", "forward", "shortcut_cut")] == pytest.approx(cut.item(), rel=1e-5, abs=1e-9)
+            g_y, g_out = grads[(u, "sum")], grads[(u, "output")]
+            expected = 1 - g_y.double().square().sum() / g_out.double().square().sum()
+            assert df[(u, "sum", "backward", "grad_cut")] == pytest.approx(expected.item(), rel=1e-5, abs=1e-9)
+    for u, unit in enumerate(net.units()):
+        norm = torch.sqrt(sum(p.grad.double().square().sum() for p in unit.parameters()))
+        assert df[(u, "params", "backward", "grad_norm")] == pytest.approx(norm.item(), rel=1e-5)
+
+
+def test_v1_relu_cuts_and_v2_cuts_nothing():
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    result = {}
+    for version in (1, 2):
+        net = cifar_resnet(20, version=version)
+        with SignalProbe(net, taps="sum", stats=("shortcut_cut", "grad_cut")) as probe:
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+        result[version] = probe.collect().groupby("stat")["value"]
+    assert (result[2].max() == 0).all() and (result[2].min() == 0).all()   # identity f: exactly 0
+    assert (result[1].min() > 0).all() and (result[1].max() < 1).all()
+
+
+def test_weight_inputs_match_independent_computation():
+    net = small_net("original")
+    x = torch.randn(6, 3, 8, 8)
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, n=n: inputs.__setitem__(n, a[0]))
+             for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with SignalProbe(net, weight_inputs=True) as probe:
+        net(x)
+        probe.step()
+    for h in hooks:
+        h.remove()
+    df = probe.collect()
+    df = df[df.tap == "weight_input"].set_index(["layer", "stat"])["value"]
+    assert len(inputs) == 12                       # stem, 2+2+3 convs, a projection, 3, fc
+    for name, t in inputs.items():
+        t = t.double()
+        per_ch = (t.transpose(0, 1).reshape(t.shape[1], -1))
+        m, v = per_ch.mean(1), per_ch.var(1, unbiased=False)
+        expected = {"in_mean_mean": m.mean(), "in_mean_var": m.var(unbiased=False),
+                    "in_var_mean": v.mean(), "in_var_var": v.var(unbiased=False)}
+        for stat, value in expected.items():
+            assert df[(name, stat)] == pytest.approx(value.item(), rel=1e-5, abs=1e-9), (name, stat)
+
+
+def test_no_host_sync_inside_hooks(monkeypatch):
+    net = cifar_resnet(20, version=1)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    calls = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _o=original, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    probe = SignalProbe(net, weight_inputs=True)
+    with probe:
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        assert calls == []                       # forward and backward hooks never synchronise
+        probe.step()
+    assert calls.count("cpu") == 1               # one transfer per step
+    monkeypatch.undo()
+    assert len(probe.collect()) > 0
+
+
+def test_hooks_removed_after_context_and_exception_and_no_activation_kept():
+    net = cifar_resnet(20, version=2)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    probe = SignalProbe(net)
+    with pytest.raises(RuntimeError, match="boom"):
+        with probe:
+            net(x)
+            raise RuntimeError("boom")
+    taps = [m for m in net.modules() if type(m).__name__ == "Tap"]
+    assert all(not m._forward_hooks for m in taps)
+    with probe:
+        out = net(x)
+        ref = weakref.ref(out)
+        F.cross_entropy(out, y).backward()
+        probe.step()
+    del out
+    gc.collect()
+    assert ref() is None
+    assert all(not m._forward_hooks for m in taps)
+
+
+def test_checkpointed_forward_gives_same_statistics():
+    torch.manual_seed(0)
+    a = cifar_resnet(20, version=1)
+    b = cifar_resnet(20, version=1)
+    b.load_state_dict(a.state_dict())
+    b.checkpoint_units = True
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    frames = []
+    for net in (a, b):
+        with SignalProbe(net) as probe:
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+        frames.append(probe.collect())
+    assert len(frames[0]) == len(frames[1])
+    np.testing.assert_allclose(frames[0]["value"], frames[1]["value"], rtol=1e-5, atol=1e-8)
+
+
+def test_reentrant_checkpoint_counts_each_gradient_once():
+    from torch.utils.checkpoint import checkpoint
+    net = cifar_resnet(20, version=2)
+    x, y = torch.randn(4, 3, 8, 8).requires_grad_(), torch.randint(0, 10, (4,))
+
+    def forward(model, inp, ckpt):
+        h = model.stem(inp)
+        for unit in model.units():
+            h = checkpoint(unit, h, use_reentrant=True) if ckpt else unit(h)
+        return model.fc(model.pool(model.final(h)).flatten(1))
+
+    frames = []
+    for ckpt in (False, True):
+        with SignalProbe(net, param_grads=False) as probe:
+            F.cross_entropy(forward(net, x, ckpt), y).backward()
+            probe.step()
+        frames.append(probe.collect())
+    assert len(frames[0]) == len(frames[1])
+    np.testing.assert_allclose(frames[0]["value"], frames[1]["value"], rtol=1e-5, atol=1e-8)
+
+
+def test_no_grad_records_forward_only_and_every_k_skips():
+    net = cifar_resnet(20, version=1)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    with SignalProbe(net, every=3) as probe:
+        for _ in range(7):
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+        with torch.no_grad():
+            net(x)
+        probe.step()                                   # step 7: not probed
+    df = probe.collect()
+    assert sorted(df.step.unique()) == [0, 3, 6]
+    with SignalProbe(net, param_grads=False) as probe:
+        with torch.no_grad():
+            net(x)
+        probe.step()
+    assert set(probe.collect().direction) == {"forward"}
+
+
+def test_schema_and_memory():
+    net = cifar_resnet(1001, version=2, width=2)
+    with SignalProbe(net) as probe:
+        F.cross_entropy(net(torch.randn(2, 3, 8, 8)), torch.tensor([0, 1])).backward()
+        probe.step()
+    df = probe.collect()
+    assert list(df.columns)[:8] == ["step", "unit", "stage", "index", "tap", "direction", "stat", "value"]
+    assert df.unit.nunique() == 333 and np.isfinite(df.value).all()
+    assert probe.nbytes() < 1_000_000
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="resnet_lab.Tap"):
+        SignalProbe(nn.Sequential(nn.Conv2d(3, 3, 1)))
+    net = cifar_resnet(20, version=1)
+    with pytest.raises(ValueError, match="input, shortcut, branch, sum, output"):
+        SignalProbe(net, taps=("inputs",))
+    with pytest.raises(ValueError, match="rms"):
+        SignalProbe(net, stats=("variance",))
