@@ -57,6 +57,7 @@ class _Slots:
         self.seen = [False] * n_slots
         self.s1c = None
         self.scalars = None
+        self.views = [None] * n_slots       # per slot: (s1c view, three 0-d scalar views)
         self.used = 0
         self._layout = None                  # cached device tensors (seg, channels)
 
@@ -65,14 +66,15 @@ class _Slots:
             self.scalars = torch.zeros(_SCALARS, self.n, device=device)
             self.s1c = torch.zeros(max(self.used, 1024), device=device)
             self._layout = None
+            self._make_views()
 
-    def measure(self, slot, t, signs):
+    def measure(self, slot, t, scratch):
         """Hook body: reductions of ``t`` into this slot's views."""
         c = t.shape[1]
         if self.offset[slot] < 0:
             self._allocate(slot, c)
-        off = self.offset[slot]
-        S.raw_sums(t, self.s1c[off:off + c], self.scalars[:, slot], signs)
+        s1c, scalars = self.views[slot]
+        S.raw_sums(t, s1c, scalars, scratch)
         self.count[slot] = t.numel() // c
         self.source[slot] = slot
         self.seen[slot] = True
@@ -89,6 +91,14 @@ class _Slots:
         self.offset[slot], self.channels[slot] = self.used, c
         self.used += c
         self._layout = None
+        self._make_views()
+
+    def _make_views(self):
+        """Views into the buffers, made once: slicing in every hook call costs time."""
+        for i, off in enumerate(self.offset):
+            if off >= 0:
+                self.views[i] = (self.s1c[off: off + self.channels[i]],
+                                 tuple(self.scalars[k, i] for k in range(_SCALARS)))
 
     def finalize(self):
         """All TENSOR_STATS of this step, (len(TENSOR_STATS), n) float64 on the device."""
@@ -210,6 +220,7 @@ class SignalProbe:
         self._recent_grads = []              # [(grad tensor, slot)], the last few
         self._unit_h = None                  # this unit's shortcut and sum tensors
         self._unit_y = None
+        self._scratch_bufs = [None, None]
 
     # ---- hooks ---------------------------------------------------------------------------
     def _on_tap(self, slot, t):
@@ -228,7 +239,7 @@ class SignalProbe:
                 if t.requires_grad:
                     self._bwd.alias(slot, last_slot)
             else:
-                self._fwd.measure(slot, t, self._signs)
+                self._fwd.measure(slot, t, self._scratch(t, 0) if self._signs else None)
                 self._last_fwd = (t, slot)
                 if t.requires_grad:
                     self._hook_grad(slot, t)
@@ -244,7 +255,7 @@ class SignalProbe:
             if g is seen:
                 self._bwd.alias(slot, source)
                 return
-        self._bwd.measure(slot, g, self._signs)
+        self._bwd.measure(slot, g, self._scratch(g, 0) if self._signs else None)
         self._recent_grads = [(g, slot)] + self._recent_grads[:2]
 
     def _shortcut_cut(self, slot, tap, t):
@@ -261,12 +272,24 @@ class SignalProbe:
             if t is self._unit_y:            # f is the identity: it zeroes nothing
                 cut[u] = 0
             else:
-                h = S.as_fp32(self._unit_h).reshape(-1)
-                masked = torch.where(t.reshape(-1) == 0, h, 0.0)
-                torch.dot(masked, masked, out=cut[u])
+                sign_out = self._scratch(t, 0)[: t.numel()]
+                if not (self._signs and self._last_fwd[0] is t):   # else measure() left sign(t) there
+                    torch.sign(S.as_fp32(t).reshape(-1), out=sign_out)
+                S.masked_energy(self._unit_h, sign_out, self._scratch(t, 1), cut[u])
             self._unit_h = self._unit_y = None
 
     _cut_num = None
+
+    def _scratch(self, t, k):
+        """Reused flat fp32 buffer ``k`` (0 or 1) of at least t.numel() elements on t's device.
+
+        Held only during a probed step (released by ``step()``): fresh megabyte-sized
+        allocations in every hook would cost more than the reductions themselves on CPU.
+        """
+        buf = self._scratch_bufs[k]
+        if buf is None or buf.numel() < t.numel() or buf.device != t.device:
+            buf = self._scratch_bufs[k] = torch.empty(t.numel(), device=t.device)
+        return buf
 
     def _on_weight_input(self, i, x):
         if not self._active or _in_backward() or not isinstance(x, torch.Tensor):

@@ -74,24 +74,34 @@ def as_fp32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.float()
 
 
-def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars: torch.Tensor, signs: bool) -> None:
+def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch) -> None:
     """The hook's whole work for one tensor: five reductions written into preallocated views.
 
-    ``out_s1c`` (C,) gets the channel sums s1_c; ``out_scalars`` (3,) gets sum t^2,
-    sum sign(t) = n_pos - n_neg and sum sign(t)^2 = n_pos + n_neg. Everything in
-    ``TENSOR_STATS`` follows from these (``ch_var`` needs only the total sum t^2:
-    mean_c (s2_c / M) = sum t^2 / N). Two float reductions of one sign tensor are much
-    cheaper on CPU than boolean counts.
+    ``out_s1c`` (C,) gets the channel sums s1_c; ``out_scalars`` (three 0-d views) get
+    sum t^2, sum sign(t) = n_pos - n_neg and sum sign(t)^2 = n_pos + n_neg -- the last two
+    only when ``scratch`` (a flat fp32 buffer of at least t.numel() elements) is given; it
+    is left holding sign(t). Everything in ``TENSOR_STATS`` follows from these (``ch_var``
+    needs only the total: mean_c s2_c / M = sum t^2 / N). On CPU, two float reductions of
+    a sign tensor written into a reused buffer are many times cheaper than boolean counts,
+    and reusing buffers avoids the page faults of fresh megabyte allocations.
     """
     t = as_fp32(t)
     v, dims = channel_view(t)
     torch.sum(v, dim=dims, out=out_s1c)
     flat = t.reshape(-1)
     torch.dot(flat, flat, out=out_scalars[0])
-    if signs:
-        s = torch.sign(flat)
+    if scratch is not None:
+        s = torch.sign(flat, out=scratch[: flat.numel()])
         torch.sum(s, dim=0, out=out_scalars[1])
         torch.dot(s, s, out=out_scalars[2])
+
+
+def masked_energy(h: torch.Tensor, sign_out: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` = sum h^2 [f(y) = 0], given ``sign_out`` = sign(f(y)) (overwritten)."""
+    h = as_fp32(h).reshape(-1)
+    nonzero = torch.abs(sign_out, out=sign_out)
+    kept = torch.addcmul(h, h, nonzero, value=-1, out=scratch[: h.numel()])   # h [f(y) = 0]
+    torch.dot(kept, kept, out=out)
 
 
 def tensor_stats(s1c, seg, scalars, count, channels):
