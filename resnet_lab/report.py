@@ -129,10 +129,10 @@ def _find_key(config, key, depth=0):
     """First value of ``key`` in a JSON object, breadth-first (top level wins)."""
     if not isinstance(config, dict) or depth > 3:
         return None
-    if key in config:
-        value = config[key]
-        if isinstance(value, dict):
-            return value.get("name")
+    value = config.get(key)
+    if isinstance(value, dict):  # e.g. the resolved preset's settings: use its name if it has one
+        value = value.get("name")
+    if value is not None:
         return value
     for value in config.values():
         found = _find_key(value, key, depth + 1)

@@ -45,9 +45,10 @@ def _write_fixture(results: Path, deep_gap: float):
                                 claimed_depth=164))
     folder = results / "early_training"
     C.append_claims(folder, rows)
-    (folder / "config.json").write_text(json.dumps(
-        {"args": {"preset": "quick", "seeds": [0, 1, 2, 3]},
-         "preset": {"name": "quick", "dataset": "digits", "width": 16}}))
+    (folder / "config.json").write_text(json.dumps(  # the layout resnet_lab.runs writes
+        {"experiment": "early_training", "args": {"preset": "quick", "dataset": None,
+                                                  "seeds": [0, 1, 2, 3]},
+         "preset": {"dataset": "digits", "width": 16, "seeds": [0, 1]}, "status": "completed"}))
     for name in ("c3_loss_curves", "gap_vs_depth"):
         fig, ax = plt.subplots(figsize=(1, 1))
         ax.plot([0, 1], [0, 1])
@@ -81,7 +82,7 @@ def test_report_sections_figures_and_caveats(results):
     assert "](early_training/figures/gap_vs_depth.png)" in c3
     c5 = _section(text, "C5")
     assert "c3_loss_curves" not in c5 and "gap_vs_depth" in c5  # prefix restricts a figure
-    assert "preset quick; dataset digits; width 16; seeds 0, 1, 2, 3" in c5
+    assert "preset quick; dataset digits; width 16; seeds 0, 1, 2, 3; status completed" in c5
     assert "not the paper's setting" in c5
     assert "**Derived verdict: supported**" in _section(text, "C7")
     assert "| [C7](#c7) | V1 for shallow nets, V2 for deep ones | derived: **supported** | " \
