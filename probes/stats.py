@@ -74,6 +74,19 @@ def as_fp32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.float()
 
 
+def channel_sum(t: torch.Tensor, out: torch.Tensor) -> None:
+    """s1_c into ``out``. On CPU, two single-axis reductions in the right order beat one
+    reduction over (batch, space): space first when it is large, batch first when it is
+    small (up to 9x faster at 2x2 maps, measured); on GPU one kernel is best."""
+    v, dims = channel_view(t)
+    if t.device.type != "cpu" or not v.is_contiguous():
+        torch.sum(v, dim=dims, out=out)
+    elif v.shape[2] >= 32:
+        torch.sum(torch.sum(v, 2), 0, out=out)
+    else:
+        torch.sum(torch.sum(v, 0), 1, out=out)
+
+
 def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch) -> None:
     """The hook's whole work for one tensor: five reductions written into preallocated views.
 
@@ -86,8 +99,7 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch) -> No
     and reusing buffers avoids the page faults of fresh megabyte allocations.
     """
     t = as_fp32(t)
-    v, dims = channel_view(t)
-    torch.sum(v, dim=dims, out=out_s1c)
+    channel_sum(t, out_s1c)
     flat = t.reshape(-1)
     torch.dot(flat, flat, out=out_scalars[0])
     if scratch is not None:
