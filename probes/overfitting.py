@@ -1,0 +1,476 @@
+"""Claim C6 — "V2 overfits less, because every weight layer's input is normalized".
+
+The analysis of ``experiments/overfitting.py``: it reads the tidy tables the script wrote
+(no model code runs here) and turns them into
+
+* ``weight_inputs.csv.gz`` — every Conv2d / Linear input of every net at every probed step:
+  the four channel statistics of ``probes.stats`` (``in_mean_mean``, ``in_mean_var``,
+  ``in_var_mean``, ``in_var_var``), the layer's position and role, and how far the input
+  is from "normalized", i.e. from channel mean 0 and channel variance 1:
+
+  ``mean_rms``  = sqrt(mean_c m_c^2)       = sqrt(in_mean_mean^2 + in_mean_var)
+  ``var_dev``   = sqrt(mean_c (v_c - 1)^2) = sqrt((in_var_mean - 1)^2 + in_var_var)
+  ``distance``  = sqrt(mean_c [m_c^2 + (v_c - 1)^2]) = sqrt(mean_rms^2 + var_dev^2)
+
+  (exact identities; m_c, v_c are the channel means and variances of the layer's input).
+  A layer right after BN-ReLU sees ReLU of a standardised signal: at initialisation that is
+  channel mean 1/sqrt(2 pi) = 0.40 and variance 1/2 - 1/(2 pi) = 0.34 (distance 0.77), which
+  the figures mark; "normalized" in the article means that (a BN right before the layer),
+  not exactly (0, 1).
+* ``summary.csv`` — per net: final train loss (train mode, the mean over the last tenth of the
+  steps, as He et al. 2016 Fig. 6 plots it), train and test loss and error in eval mode at
+  the end, the generalization gaps (test - train, eval mode), and the mean input distance
+  at initialisation and at the last probed step of the weight layers that follow an
+  addition (each unit's first convolution and projection, and the classifier: the
+  article's "next weight layer" after the shortcut is added).
+* ``claims.csv`` rows for C6, per depth, every test paired by seed (V1 and V2 of a seed share
+  the initialisation stream, batches and augmentation).
+* the figures (``c6_*``), redrawn by ``draw_figures(run_dir)`` from the CSVs alone.
+
+Which rows count for C7 (``resnet_lab.claims``): the outcome rows that state a V2 advantage —
+the generalization gap in error (V1 − V2 > 0) and the final test error (V1 − V2 > 0). The
+weight-input rows test the article's *mechanism* (V1's inputs are further from normalized);
+it holds by construction at every depth, so it says nothing about which net to use at which
+depth and is written with ``for_c7=False``; so are the secondary loss gap and He et al.'s
+Fig. 6 pattern ("V2 ends with a *higher* training loss", effect V2 − V1).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from resnet_lab import claims as C  # noqa: E402
+from resnet_lab import plotting  # noqa: E402
+from resnet_lab.training import PAPER_ITERATIONS, PAPER_MILESTONES, Schedule  # noqa: E402
+
+EXPERIMENT = "overfitting"
+ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
+CELL = ["depth", "version", "seed"]
+WEIGHT_STATS = ["in_mean_mean", "in_mean_var", "in_var_mean", "in_var_var"]
+RELU_NORMAL_MEAN = 1 / math.sqrt(2 * math.pi)            # E[ReLU(z)], z ~ N(0, 1)
+RELU_NORMAL_VAR = 0.5 - 1 / (2 * math.pi)                # Var[ReLU(z)]
+FINAL_FRACTION = 0.1        # "final train loss": the mean over the last tenth of the steps
+UNDERFIT_ERROR = 0.10       # train error (eval mode) above which a net did not fit the data
+ROLE_ORDER = ["stem", "unit input", "inside branch", "classifier"]
+# He et al. 2016, CIFAR-10 test error (%), median of 5 runs (DESIGN.md).
+PAPER_TEST_ERROR = {110: (6.61, 6.37), 164: (5.93, 5.46), 1001: (7.61, 4.92)}
+
+# The files a run folder holds (and the committed reference keeps).
+FILES = ("config.json", "claims.csv", "summary.csv", "final.csv", "cells.csv",
+         "weight_inputs.csv.gz", "table.md")
+
+
+# --------------------------------------------------------------------------- the recipe
+def recipe_schedule(steps: int, lr: float = 0.1, warmup_steps: int = 0,
+                    warmup_lr: float = 0.01) -> Schedule:
+    """He et al.'s schedule on ``steps`` updates: ``warmup_lr`` for ``warmup_steps`` updates,
+    then ``lr``, divided by 10 at the paper's fractions of the run (32k/64k and 48k/64k).
+
+    The warm-up is given in steps, not as the paper's fraction (400/64k): the paper warms up
+    "until the training error is below 80%", which a compressed run reaches in a fixed
+    number of steps, not in 0.6% of them (measured, see experiments/overfitting.py).
+    """
+    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < steps:
+        raise ValueError(f"warm-up steps must be an integer in [0, {steps}), got {warmup_steps!r}")
+    if not lr > 0 or not warmup_lr > 0:
+        raise ValueError(f"learning rates must be positive, got lr={lr!r}, warmup_lr={warmup_lr!r}")
+    milestones = tuple(round(m * steps / PAPER_ITERATIONS) for m in PAPER_MILESTONES)
+    return Schedule(steps, lr=lr, warmup_lr=warmup_lr, warmup_steps=warmup_steps,
+                    milestones=milestones)
+
+
+def schedule_dict(schedule: Schedule) -> dict:
+    return dataclasses.asdict(schedule)
+
+
+# --------------------------------------------------------------------------- tables
+def _role(layer: str, first_branch: bool) -> str:
+    if layer.startswith("stem"):
+        return "stem"
+    if layer.startswith("fc"):
+        return "classifier"
+    if ".shortcut" in layer or first_branch:
+        return "unit input"          # sees the unit's input x_l, i.e. the previous sum's f(y)
+    return "inside branch"
+
+
+def _branch_index(layer: str) -> float:
+    parts = layer.split(".")
+    if "branch" in parts and parts.index("branch") + 1 < len(parts):
+        return float(parts[parts.index("branch") + 1])
+    return math.nan
+
+
+def weight_input_table(probe: pd.DataFrame) -> pd.DataFrame:
+    """Probe rows (tap ``weight_input``) -> one row per (net, step, layer), with the four
+    statistics, ``layer_pos`` (0 = the stem, in module order), ``position`` (0..1), ``role``
+    and the distances of the module docstring.
+
+    Roles: ``unit input`` — a unit's first branch convolution or its projection shortcut,
+    whose input is the previous unit's output, i.e. what follows the addition;
+    ``inside branch`` — the other branch convolutions; ``stem`` and ``classifier``.
+    """
+    rows = probe[probe["tap"] == "weight_input"]
+    if rows.empty:
+        raise ValueError("no weight_input rows in the probe table (SignalProbe(weight_inputs=True))")
+    keys = [c for c in ID_COLUMNS if c in rows.columns] + ["step", "unit", "stage", "index", "layer"]
+    wide = rows.pivot_table(index=keys, columns="stat", values="value", aggfunc="first",
+                            dropna=False).reset_index()
+    wide.columns.name = None
+    wide = wide.dropna(subset=WEIGHT_STATS)
+    # Module order: the order the probe listed the layers in (named_modules order).
+    first = rows.drop_duplicates(subset=[*CELL, "layer"])[[*CELL, "layer"]].copy()
+    first["layer_pos"] = first.groupby(CELL).cumcount()
+    first["n_layers"] = first.groupby(CELL)["layer"].transform("size")
+    wide = wide.merge(first, on=[*CELL, "layer"], how="left")
+    wide["position"] = wide["layer_pos"] / (wide["n_layers"] - 1).clip(lower=1)
+    wide["branch_k"] = [_branch_index(name) for name in wide["layer"]]
+    lowest = wide.groupby([*CELL, "step", "unit"])["branch_k"].transform("min")
+    wide["role"] = [_role(name, k == low) for name, k, low in
+                    zip(wide["layer"], wide["branch_k"], lowest)]
+    wide["mean_rms"] = np.sqrt(wide["in_mean_mean"] ** 2 + wide["in_mean_var"])
+    wide["var_dev"] = np.sqrt((wide["in_var_mean"] - 1) ** 2 + wide["in_var_var"])
+    wide["distance"] = np.sqrt(wide["mean_rms"] ** 2 + wide["var_dev"] ** 2)
+    wide = wide.drop(columns=["branch_k", "n_layers"])
+    return wide.sort_values([*CELL, "step", "layer_pos"], kind="stable").reset_index(drop=True)
+
+
+AFTER_ADDITION = ("unit input", "classifier")
+
+
+def input_distance(weight_inputs: pd.DataFrame) -> pd.DataFrame:
+    """Per net and probed step: the mean of ``distance``, ``mean_rms`` and ``var_dev`` over
+    the weight layers that follow an addition — the article's "next weight layer": each
+    unit's first convolution and projection, and the classifier. (The layers inside a
+    branch follow a BN-ReLU in both versions, and the stem sees the data.)"""
+    rows = weight_inputs[weight_inputs["role"].isin(AFTER_ADDITION)]
+    return (rows.groupby([*CELL, "step"])[["distance", "mean_rms", "var_dev"]].mean()
+            .reset_index())
+
+
+def final_rows(model_metrics: dict, cell_ids: dict) -> list[dict]:
+    """Tidy rows of the end-of-training evaluation of one net (``final.csv``)."""
+    return [{**cell_ids, "split": split, "metric": metric, "value": value}
+            for (split, metric), value in model_metrics.items()]
+
+
+def evaluate_final(model, data, device) -> dict:
+    """Loss and error of a trained net, eval mode, on the whole train and test sets (no
+    augmentation) — the two sides of the generalization gap."""
+    from resnet_lab.training import evaluate
+    data = data.to(device)
+    train_loss, train_error = evaluate(model, data.train_x, data.train_y)
+    test_loss, test_error = evaluate(model, data.test_x, data.test_y)
+    return {("train", "loss"): train_loss, ("train", "error"): train_error,
+            ("test", "loss"): test_loss, ("test", "error"): test_error}
+
+
+def summary(train: pd.DataFrame, final: pd.DataFrame, weight_inputs: pd.DataFrame | None):
+    """One row per net: see the module docstring."""
+    loss = train[(train["split"] == "train") & (train["metric"] == "loss")]
+    last_step = loss.groupby(CELL)["step"].transform("max")
+    window = loss[loss["step"] > last_step * (1 - FINAL_FRACTION)]
+    out = window.groupby(CELL)["value"].mean().rename("train_loss_final").to_frame()
+    wide = final.pivot_table(index=CELL, columns=["split", "metric"], values="value")
+    wide.columns = [f"{split}_{metric}" for split, metric in wide.columns]
+    out = out.join(wide, how="outer")
+    out["gap_error"] = out["test_error"] - out["train_error"]
+    out["gap_loss"] = out["test_loss"] - out["train_loss"]
+    if weight_inputs is not None and not weight_inputs.empty:
+        dist = input_distance(weight_inputs)
+        first = dist.loc[dist.groupby(CELL)["step"].idxmin()].set_index(CELL)
+        last = dist.loc[dist.groupby(CELL)["step"].idxmax()].set_index(CELL)
+        out["distance_init"] = first["distance"]
+        out["distance_final"] = last["distance"]
+        out["probe_step_final"] = last["step"]
+    out = out.reset_index()
+    widths = train.groupby(CELL)["width"].first() if "width" in train.columns else None
+    if widths is not None:
+        out = out.merge(widths.reset_index(), on=CELL, how="left")
+    return out.sort_values(CELL, kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- claims
+# (column of the summary, measure text, claimed direction, effect order, for_c7)
+MEASURES = [
+    ("distance_init", "input distance from (0, 1) of the weight layers after each addition, "
+     "at init, V1 − V2", "greater", "v1-v2", False),
+    ("distance_final", "input distance from (0, 1) of the weight layers after each addition, "
+     "at the last probed step, V1 − V2", "greater", "v1-v2", False),
+    ("gap_error", "generalization gap in error (test − train, eval mode), V1 − V2", "greater",
+     "v1-v2", True),
+    ("test_error", "final test error, V1 − V2", "greater", "v1-v2", True),
+    ("gap_loss", "generalization gap in loss (test − train, eval mode), V1 − V2", "greater",
+     "v1-v2", False),
+    ("train_loss_final", "final train loss (train mode, last 10% of steps), V2 − V1 "
+     "(He et al. Fig. 6: V2 higher)", "greater", "v2-v1", False),
+]
+
+
+def paired(table: pd.DataFrame, column: str, depth) -> tuple[np.ndarray, np.ndarray, list]:
+    """V1 and V2 values of ``column`` at ``depth``, aligned by seed (seeds present in both)."""
+    part = table[table["depth"] == depth].pivot_table(index="seed", columns="version",
+                                                      values=column, aggfunc="first")
+    if not {1, 2} <= set(part.columns):
+        return np.array([]), np.array([]), []
+    part = part[[1, 2]].dropna()
+    return part[1].to_numpy(), part[2].to_numpy(), part.index.tolist()
+
+
+def claims_rows(table: pd.DataFrame, *, dataset: str, preset: str) -> list[dict]:
+    """C6 rows: every measure of ``MEASURES`` at every depth, paired by seed."""
+    rows = []
+    for depth in sorted(table["depth"].unique()):
+        at = table[table["depth"] == depth]
+        width = int(at["width"].iloc[0]) if "width" in at.columns else None
+        fit = _fit_note(at)
+        for column, measure, direction, order, for_c7 in MEASURES:
+            if column not in table.columns:
+                continue
+            v1, v2, seeds = paired(table, column, depth)
+            a, b = (v1, v2) if order == "v1-v2" else (v2, v1)
+            result = C.paired_difference(a, b, alternative=direction)
+            row = C.claim_row("C6", EXPERIMENT, measure, int(depth), result, dataset=dataset,
+                              preset=preset, width=width, for_c7=for_c7)
+            if fit and column not in ("distance_init",):
+                row["note"] = "; ".join(x for x in (row["note"], fit) if x)
+            rows.append(row)
+    return rows
+
+
+def _fit_note(at: pd.DataFrame) -> str:
+    """Which version did not fit its training data (eval-mode train error above 10%)."""
+    if "train_error" not in at.columns:
+        return ""
+    means = at.groupby("version")["train_error"].mean()
+    bad = [f"V{v} train error {means[v]:.0%}" for v in (1, 2)
+           if v in means.index and means[v] > UNDERFIT_ERROR]
+    return ("did not fit the training set: " + ", ".join(bad)) if bad else ""
+
+
+def results_table(table: pd.DataFrame, *, dataset: str, preset: str) -> str:
+    """Markdown: ours (mean ± sd over seeds) next to He et al.'s CIFAR-10 test errors."""
+    lines = [f"# C6: V1 vs V2 at the end of training — ours ({dataset}, `{preset}` preset) "
+             "next to He et al. 2016 (CIFAR-10)", "",
+             "Ours: mean ± sd over seeds (n per cell in brackets); errors in %, eval mode on "
+             "the whole train / test split; train loss in train mode over the last 10% of "
+             "steps (as He et al. Fig. 6). He et al.: CIFAR-10 test error, median of 5 runs.", "",
+             "| depth | width | version | n | train loss (final) | train error | test error | "
+             "gap (test − train error) | input distance init → last | He et al. test error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(x, scale=1.0, digits=2):
+        x = np.asarray(x, dtype=float) * scale
+        if x.size == 0 or not np.isfinite(x).any():
+            return "—"
+        sd = np.std(x, ddof=1) if x.size > 1 else float("nan")
+        return f"{np.mean(x):.{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{np.mean(x):.{digits}f}"
+
+    for (depth, version), part in table.groupby(["depth", "version"], sort=True):
+        paper = PAPER_TEST_ERROR.get(int(depth))
+        ref = f"{paper[int(version) - 1]:.2f}" if paper else "—"
+        dist = "—"
+        if "distance_init" in part.columns:
+            dist = f"{ms(part['distance_init'])} → {ms(part['distance_final'])}"
+        width = int(part["width"].iloc[0]) if "width" in part.columns else "—"
+        lines.append(f"| {int(depth)} | {width} | V{int(version)} | {len(part)} | "
+                     f"{ms(part['train_loss_final'], digits=3)} | {ms(part['train_error'], 100)} | "
+                     f"{ms(part['test_error'], 100)} | {ms(part['gap_error'], 100)} | {dist} | {ref} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- figures
+def _version_label(df):
+    df = df.copy()
+    df["version"] = "V" + df["version"].astype(int).astype(str)
+    return df
+
+
+def figure_weight_inputs(wi: pd.DataFrame, folder, name="c6_weight_input_stats"):
+    """Channel mean and channel variance of every weight layer's input, per layer, at the
+    first and last probed step; columns: depth; marker: the layer's role."""
+    wi = _version_label(wi)
+    steps = {"first": wi.groupby(CELL)["step"].transform("min"),
+             "last": wi.groupby(CELL)["step"].transform("max")}
+    wi = wi.assign(when=np.where(wi["step"] == steps["first"], "initialisation",
+                                 np.where(wi["step"] == steps["last"], "last probed step", "")))
+    wi = wi[wi["when"] != ""]
+    avg = (wi.groupby(["depth", "version", "when", "layer_pos", "position", "role"])
+           [["in_mean_mean", "in_var_mean"]].mean().reset_index())
+    depths = sorted(avg["depth"].unique())
+    whens = ["initialisation", "last probed step"]
+    fig, axes = plt.subplots(4, len(depths), figsize=(3.4 * len(depths), 10.5), squeeze=False,
+                             sharex="col")
+    markers = {"stem": "s", "unit input": "o", "inside branch": ".", "classifier": "D"}
+    for j, depth in enumerate(depths):
+        for i, (when, stat) in enumerate([(w, s) for s in ("in_var_mean", "in_mean_mean")
+                                          for w in whens]):
+            ax = axes[i][j]
+            part = avg[(avg["depth"] == depth) & (avg["when"] == when)]
+            for (version, role), rows in part.groupby(["version", "role"]):
+                ax.scatter(rows["position"], rows[stat], s=14 if role != "inside branch" else 5,
+                           marker=markers.get(role, "o"), color=plotting.VERSION_COLORS[version],
+                           alpha=0.8, label=f"{version}, {role}")
+            target = 1.0 if stat == "in_var_mean" else 0.0
+            relu = RELU_NORMAL_VAR if stat == "in_var_mean" else RELU_NORMAL_MEAN
+            ax.axhline(target, color="0.2", lw=0.8, ls="-", label="normalized (0, 1)")
+            ax.axhline(relu, color="0.5", lw=0.8, ls=":", label="ReLU(N(0, 1))")
+            if stat == "in_var_mean":
+                ax.set_yscale("log")
+            if i == 0:
+                ax.set_title(f"{depth} layers")
+            if j == 0:
+                what = "mean channel variance" if stat == "in_var_mean" else "mean channel mean"
+                ax.set_ylabel(f"{what}\n({when})")
+            if i == 3:
+                ax.set_xlabel("weight layer position (0 stem, 1 fc)")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    fig.legend(seen.values(), seen.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.suptitle("C6: statistics of every weight layer's input (mean over seeds)")
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)
+
+
+def figure_distance(wi: pd.DataFrame, folder, name="c6_input_distance"):
+    """Mean distance of weight-layer inputs from (0, 1) over training, per depth, per seed."""
+    dist = _version_label(input_distance(wi))
+    depths = sorted(dist["depth"].unique())
+    fig, axes = plt.subplots(1, len(depths), figsize=(3.4 * len(depths), 3.3), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        part = dist[dist["depth"] == depth]
+        sns.lineplot(data=part, x="step", y="distance", hue="version", units="seed",
+                     estimator=None, palette=plotting.version_palette(), marker="o", lw=1,
+                     ax=ax, legend=ax is axes[0][-1])
+        ax.axhline(math.sqrt(RELU_NORMAL_MEAN ** 2 + (RELU_NORMAL_VAR - 1) ** 2), color="0.5",
+                   lw=0.8, ls=":", label="ReLU(N(0, 1))")
+        ax.set_yscale("log")
+        ax.set_title(f"{depth} layers")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("input distance from (0, 1),\nlayers after an addition" if ax is axes[0][0] else "")
+    fig.suptitle("C6: how far weight-layer inputs are from normalized (one line per seed)")
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)
+
+
+def figure_training(train: pd.DataFrame, folder, name="c6_training_curves"):
+    """He et al. Fig. 6 on our data: training loss (thin, train mode) and test error (bold),
+    mean over seeds, per depth."""
+    train = _version_label(train)
+    loss = train[(train["split"] == "train") & (train["metric"] == "loss")].copy()
+    loss = loss.sort_values([*CELL, "step"])
+    loss["smooth"] = (loss.groupby(CELL)["value"]
+                      .transform(lambda s: s.rolling(5, min_periods=1).mean()))
+    err = train[(train["split"] == "test") & (train["metric"] == "error")]
+    depths = sorted(loss["depth"].unique())
+    fig, axes = plt.subplots(1, len(depths), figsize=(3.6 * len(depths), 3.4), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        right = ax.twinx()
+        for version, color in plotting.VERSION_COLORS.items():
+            l_part = loss[(loss["depth"] == depth) & (loss["version"] == version)]
+            e_part = err[(err["depth"] == depth) & (err["version"] == version)]
+            if l_part.empty:
+                continue
+            mean_loss = l_part.groupby("step")["smooth"].mean()
+            right.plot(mean_loss.index, mean_loss.values, color=color, lw=0.8, ls="--",
+                       label=f"{version} train loss")
+            mean_err = e_part.groupby("step")["value"].mean() * 100
+            ax.plot(mean_err.index, mean_err.values, color=color, lw=2.0, marker="o", ms=3,
+                    label=f"{version} test error")
+        ax.set_title(f"{depth} layers")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("test error (%)" if ax is axes[0][0] else "")
+        right.set_ylabel("training loss" if ax is axes[0][-1] else "")
+        right.set_yscale("log")
+        right.grid(False)
+    handles = [*axes[0][-1].get_legend_handles_labels()]
+    h2 = fig.axes[-1].get_legend_handles_labels()
+    fig.legend(handles[0] + h2[0], handles[1] + h2[1], loc="upper left",
+               bbox_to_anchor=(1.0, 0.9))
+    fig.suptitle("C6 / He et al. Fig. 6: test error (bold) and training loss (dashed), "
+                 "mean over seeds")
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)
+
+
+def figure_final(table: pd.DataFrame, folder, name="c6_final_metrics"):
+    """Final train loss, train error, test error and gap per depth: one dot per seed, V1 and
+    V2 of a seed joined by a grey line (the pairing the tests use)."""
+    table = _version_label(table)
+    panels = [("train_loss_final", "final train loss (train mode)", 1),
+              ("train_error", "train error, eval mode (%)", 100),
+              ("test_error", "test error (%)", 100),
+              ("gap_error", "gap: test − train error (pp)", 100)]
+    depths = sorted(table["depth"].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), squeeze=False)
+    for ax, (column, label, scale) in zip(axes[0], panels):
+        for k, depth in enumerate(depths):
+            part = table[table["depth"] == depth]
+            wide = part.pivot_table(index="seed", columns="version", values=column) * scale
+            for _, r in wide.iterrows():
+                if {"V1", "V2"} <= set(r.index):
+                    ax.plot([k - 0.15, k + 0.15], [r["V1"], r["V2"]], color="0.7", lw=0.8, zorder=1)
+            for version, dx in (("V1", -0.15), ("V2", 0.15)):
+                if version in wide.columns:
+                    ax.scatter(np.full(len(wide), k + dx), wide[version],
+                               color=plotting.VERSION_COLORS[version], s=22, zorder=2,
+                               label=plotting.VERSION_LABELS[version] if k == 0 else None)
+        ax.set_xticks(range(len(depths)), [str(d) for d in depths])
+        ax.set_xlabel("depth (layers)")
+        ax.set_title(label)
+        if column == "gap_error":
+            ax.axhline(0, color="0.5", lw=0.8)
+    axes[0][0].legend(loc="best")
+    fig.suptitle("C6: end of training, one dot per seed (grey: same seed)")
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)
+
+
+def _read(run_dir: Path, stem: str) -> pd.DataFrame:
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (run_dir / name).exists():
+            return pd.read_csv(run_dir / name)
+    raise ValueError(f"{run_dir / (stem + '.csv')} not found: is {run_dir} an overfitting "
+                     "run folder?")
+
+
+def draw_figures(run_dir) -> list:
+    """Redraw every C6 figure from ``run_dir``'s CSVs alone (no model code runs)."""
+    run_dir = Path(run_dir)
+    train = _read(run_dir, "train")
+    table = _read(run_dir, "summary")
+    plotting.set_style()
+    folder = run_dir / "figures"
+    written = figure_training(train, folder) + figure_final(table, folder)
+    if any((run_dir / n).exists() for n in ("weight_inputs.csv", "weight_inputs.csv.gz")):
+        wi = _read(run_dir, "weight_inputs")
+        written += figure_weight_inputs(wi, folder) + figure_distance(wi, folder)
+    return written
+
+
+def publish(run_dir, dest) -> Path:
+    """Copy a run's reference files to ``dest`` (e.g. results/paper/overfitting) and redraw
+    the figures there from the copy. The raw probe table is left behind: ``weight_inputs``
+    holds every value the figures and claims use."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    from resnet_lab.runs import RunDir
+    RunDir(dest).write_csv("train.csv.gz", _read(run_dir, "train"))
+    for old in (dest / "figures").glob("*") if (dest / "figures").exists() else []:
+        old.unlink()
+    draw_figures(dest)
+    return dest

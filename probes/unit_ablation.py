@@ -1,0 +1,337 @@
+"""He et al. 2016, Table 2: the five residual unit kinds, our measurements next to theirs.
+
+The analysis of ``experiments/unit_ablation.py``; it reads the tidy tables the script wrote
+(no model code runs here):
+
+* ``summary.csv`` — one row per net (depth, unit kind, seed): signal statistics at
+  initialisation from the probe (``ch_var_growth``: forward channel variance at the last
+  unit's output over the first unit's input; ``grad_ratio``: gradient norm at the first
+  unit's input over the last unit's; ``shortcut_cut`` / ``grad_cut``: the share of shortcut
+  energy / gradient energy that the after-addition function zeroes, mean over units),
+  the early training loss (train mode, mean over the first 20% of steps), the final train
+  loss (mean over the last 10%) and the final test error.
+* ``table2.md`` / ``table2.csv`` — Table 2's layout: one row per unit kind (Fig. 4 a–e),
+  He et al.'s CIFAR-10 test errors at ResNet-110 and ResNet-164 next to ours, labelled with
+  dataset, preset, depth and width.
+* ``claims.csv`` rows (claim ``T2``, listed in the report under "Other measurements"): per
+  depth, each kind's final test error minus the original unit's, paired by seed, in the
+  direction He et al. report at both depths: BN after addition and ReLU before addition
+  worse (greater), ReLU-only pre-activation on par (equivalent within 5% of the original's
+  error), full pre-activation better (less).
+* the figures (``t2_*``), redrawn by ``draw_figures(run_dir)`` from the CSVs alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from resnet_lab import claims as C  # noqa: E402
+from resnet_lab import plotting  # noqa: E402
+from resnet_lab.units import UNIT_KINDS  # noqa: E402
+
+from .analysis import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
+
+EXPERIMENT = "unit_ablation"
+CLAIM = "T2"
+CELL = ["depth", "unit_kind", "seed"]
+EARLY_FRACTION = 0.2
+FINAL_FRACTION = 0.1
+FIG4 = {"original": "(a)", "bn_after_add": "(b)", "relu_before_add": "(c)",
+        "relu_only_preact": "(d)", "full_preact": "(e)"}
+# He et al. 2016, Table 2: CIFAR-10 test error (%) at ResNet-110 (basic) / ResNet-164 (bottleneck).
+PAPER_TABLE2 = {"original": (6.61, 5.93), "bn_after_add": (8.17, 6.50),
+                "relu_before_add": (7.84, 6.14), "relu_only_preact": (6.71, 5.91),
+                "full_preact": (6.37, 5.46)}
+# The direction He et al. report for (kind − original) at both depths.
+PAPER_DIRECTION = {"bn_after_add": "greater", "relu_before_add": "greater",
+                   "relu_only_preact": "equivalent", "full_preact": "less"}
+PROBE_TAPS = ("input", "output", "sum")
+PROBE_STATS = ("norm", "ch_var", "shortcut_cut", "grad_cut")
+FILES = ("config.json", "claims.csv", "summary.csv", "cells.csv", "probe.csv.gz",
+         "table2.md", "table2.csv")
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["_k"] = df["unit_kind"].map({k: i for i, k in enumerate(UNIT_KINDS)})
+    return df.sort_values(["depth", "_k", "seed"], kind="stable").drop(columns="_k")
+
+
+# --------------------------------------------------------------------------- tables
+def summary(train: pd.DataFrame, probe: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per net (see the module docstring)."""
+    loss = train[(train["split"] == "train") & (train["metric"] == "loss")]
+    last = loss.groupby(CELL)["step"].transform("max")
+    out = pd.DataFrame({
+        "early_loss": loss[loss["step"] <= np.maximum(1, last * EARLY_FRACTION)]
+        .groupby(CELL)["value"].mean(),
+        "train_loss_final": loss[loss["step"] > last * (1 - FINAL_FRACTION)]
+        .groupby(CELL)["value"].mean()})
+    test = train[(train["split"] == "test") & (train["metric"] == "error")]
+    final = test.loc[test.groupby(CELL)["step"].idxmax()].set_index(CELL)
+    out["test_error"] = final["value"]
+    out["diverged"] = ~np.isfinite(loss.groupby(CELL)["value"].last())
+    if probe is not None and not probe.empty:
+        keys = [*CELL, "step"]
+        init = probe[probe["step"] == probe.groupby(CELL)["step"].transform("min")]
+        parts = [forward_growth(init, keys, name="ch_var_growth"),
+                 first_to_last(init, keys, stat="norm", name="grad_ratio"),
+                 mean_over_units(init, keys, stat="shortcut_cut", direction="forward",
+                                 name="shortcut_cut"),
+                 mean_over_units(init, keys, stat="grad_cut", direction="backward",
+                                 name="grad_cut")]
+        for part in parts:
+            out = out.join(part.drop(columns="step").set_index(CELL))
+    width = train.groupby(CELL)["width"].first()
+    out = out.join(width).reset_index()
+    return _order(out).reset_index(drop=True)
+
+
+def claims_rows(table: pd.DataFrame, *, dataset: str, preset: str) -> list[dict]:
+    """T2 rows: per depth and kind, test error (kind − original), paired by seed."""
+    rows = []
+    for depth in sorted(table["depth"].unique()):
+        at = table[table["depth"] == depth]
+        wide = at.pivot_table(index="seed", columns="unit_kind", values="test_error",
+                              aggfunc="first")
+        if "original" not in wide.columns:
+            continue
+        for kind, direction in PAPER_DIRECTION.items():
+            if kind not in wide.columns:
+                continue
+            pair = wide[["original", kind]].dropna()
+            result = C.paired_difference(pair[kind].to_numpy(), pair["original"].to_numpy(),
+                                         alternative=direction)
+            paper = PAPER_TABLE2[kind][_paper_column(at)] - PAPER_TABLE2["original"][_paper_column(at)]
+            rows.append(C.claim_row(
+                CLAIM, EXPERIMENT, f"test error, {kind} − original (He et al. Table 2: "
+                f"{_paper_word(direction)})", int(depth), result, unit_kind=kind,
+                paper_effect_pp=round(paper, 2), dataset=dataset, preset=preset,
+                width=int(at["width"].iloc[0])))
+    return rows
+
+
+def _paper_column(at: pd.DataFrame) -> int:
+    """Which of He et al.'s columns a depth corresponds to: 0 = ResNet-110 (basic units),
+    1 = ResNet-164 (bottleneck units); by the unit block of our depth (6n+2 -> basic)."""
+    depth = int(at["depth"].iloc[0])
+    from resnet_lab.networks import resolve_cifar_block
+    return 0 if resolve_cifar_block(depth) == "basic" else 1
+
+
+def _paper_word(direction):
+    return {"greater": "worse", "less": "better", "equivalent": "on par"}[direction]
+
+
+def table2(table: pd.DataFrame, *, dataset: str, preset: str) -> pd.DataFrame:
+    """Table 2's layout, tidy: He et al.'s errors and ours (mean, sd, n per depth)."""
+    rows = []
+    for kind in UNIT_KINDS:
+        for col, depth in enumerate((110, 164)):
+            rows.append({"case": FIG4[kind], "unit_kind": kind, "source": "He et al. 2016",
+                         "dataset": "cifar10", "preset": "paper", "depth": depth, "width": 16,
+                         "n": 5, "test_error_pct": PAPER_TABLE2[kind][col],
+                         "sd_pct": np.nan, "statistic": "median of 5"})
+        for depth in sorted(table["depth"].unique()):
+            part = table[(table["depth"] == depth) & (table["unit_kind"] == kind)]
+            if part.empty:
+                continue
+            err = part["test_error"].to_numpy() * 100
+            rows.append({"case": FIG4[kind], "unit_kind": kind, "source": "ours",
+                         "dataset": dataset, "preset": preset, "depth": int(depth),
+                         "width": int(part["width"].iloc[0]), "n": len(err),
+                         "test_error_pct": float(np.mean(err)),
+                         "sd_pct": float(np.std(err, ddof=1)) if len(err) > 1 else np.nan,
+                         "statistic": "mean ± sd over seeds"})
+    return pd.DataFrame(rows)
+
+
+def table2_markdown(t2: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The paper's layout (rows: unit kinds; columns: He et al.'s ResNet-110 / 164, ours)."""
+    ours = t2[t2["source"] == "ours"]
+    ours_cols = (ours[["depth", "width", "dataset", "preset", "n"]].drop_duplicates("depth")
+                 .sort_values("depth").to_dict("records"))
+    header = ["case", "unit", "He et al. ResNet-110 (CIFAR-10)", "He et al. ResNet-164 (CIFAR-10)"]
+    header += [f"ours ResNet-{c['depth']} width {c['width']} ({c['dataset']}, `{c['preset']}`, "
+               f"n={c['n']})" for c in ours_cols]
+    lines = ["# He et al. 2016 Table 2: test error (%) of the five unit kinds", "",
+             "He et al.: CIFAR-10, median of 5 runs. Ours: mean ± sd over seeds, final test "
+             "error; different dataset, width and schedule — compare the order of the rows, "
+             "not the numbers.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for kind in UNIT_KINDS:
+        paper = PAPER_TABLE2[kind]
+        cells = [FIG4[kind], plotting.UNIT_LABELS.get(kind, kind), f"{paper[0]:.2f}",
+                 f"{paper[1]:.2f}"]
+        for c in ours_cols:
+            r = ours[(ours["unit_kind"] == kind) & (ours["depth"] == c["depth"])]
+            if r.empty:
+                cells.append("—")
+            else:
+                r = r.iloc[0]
+                sd = "" if pd.isna(r["sd_pct"]) else f" ± {r['sd_pct']:.2f}"
+                cells.append(f"{r['test_error_pct']:.2f}{sd}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Signal statistics at initialisation and early training loss (ours, mean over "
+              "seeds):", "",
+              "| depth | unit | ch_var growth (last output / first input) | gradient ratio "
+              "(first / last unit) | shortcut cut | gradient cut | early train loss | "
+              "final train loss |", "|---|---|---|---|---|---|---|---|"]
+    cols = ["ch_var_growth", "grad_ratio", "shortcut_cut", "grad_cut", "early_loss",
+            "train_loss_final"]
+    have = [c for c in cols if c in table.columns]
+    means = table.groupby(["depth", "unit_kind"])[have].mean()
+    for depth in sorted(table["depth"].unique()):
+        for kind in UNIT_KINDS:
+            if (depth, kind) not in means.index:
+                continue
+            r = means.loc[(depth, kind)]
+            cells = [f"{r[c]:.3g}" if c in have else "—" for c in cols]
+            lines.append(f"| {int(depth)} | {plotting.UNIT_LABELS.get(kind, kind)} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- figures
+def _labels(df):
+    df = df.copy()
+    df["unit kind"] = df["unit_kind"].map(plotting.UNIT_LABELS)
+    return df
+
+
+def _palette():
+    return {plotting.UNIT_LABELS[k]: c for k, c in plotting.unit_palette().items()}
+
+
+HUE_ORDER = [plotting.UNIT_LABELS[k] for k in UNIT_KINDS]
+
+
+def figure_signal(probe: pd.DataFrame, folder, name="t2_signal_at_init"):
+    """Forward channel variance at each unit's output and gradient norm at each unit's input,
+    at initialisation, per depth; one line per unit kind (mean over seeds)."""
+    init = probe[probe["step"] == probe.groupby(CELL)["step"].transform("min")]
+    panels = [("output", "forward", "ch_var", "channel variance at unit output (forward)"),
+              ("input", "backward", "norm", "‖∂L/∂x_l‖ at unit input (backward)")]
+    depths = sorted(init["depth"].unique())
+    fig, axes = plt.subplots(len(panels), len(depths), figsize=(3.8 * len(depths), 6.4),
+                             squeeze=False)
+    for i, (tap, direction, stat, label) in enumerate(panels):
+        for j, depth in enumerate(depths):
+            ax = axes[i][j]
+            rows = _labels(select(init, depth=depth, tap=tap, direction=direction, stat=stat))
+            sns.lineplot(data=rows, x="unit", y="value", hue="unit kind", hue_order=HUE_ORDER,
+                         palette=_palette(), errorbar=None, ax=ax,
+                         legend=(i == 0 and j == len(depths) - 1))
+            plotting.mark_stage_boundaries(ax, stage_boundaries(rows))
+            ax.set_yscale("log")
+            ax.set_xlabel("unit index")
+            ax.set_ylabel(label if j == 0 else "")
+            if i == 0:
+                ax.set_title(f"{depth} layers")
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("He et al. Table 2 units: signal at initialisation (mean over seeds)")
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)
+
+
+def figure_training(train: pd.DataFrame, folder, name="t2_training"):
+    """Training loss (train mode, 5-step running mean) and test error over training, per
+    depth and unit kind (mean over seeds)."""
+    train = _labels(train)
+    loss = train[(train["split"] == "train") & (train["metric"] == "loss")].sort_values([*CELL, "step"])
+    loss = loss.assign(value=loss.groupby(CELL)["value"]
+                       .transform(lambda s: s.rolling(5, min_periods=1).mean()))
+    err = train[(train["split"] == "test") & (train["metric"] == "error")]
+    err = err.assign(value=err["value"] * 100)
+    depths = sorted(loss["depth"].unique())
+    fig, axes = plt.subplots(2, len(depths), figsize=(3.8 * len(depths), 6.2), squeeze=False)
+    for j, depth in enumerate(depths):
+        for i, (rows, label, log) in enumerate([(loss, "training loss (train mode)", True),
+                                                (err, "test error (%)", False)]):
+            ax = axes[i][j]
+            sns.lineplot(data=rows[rows["depth"] == depth], x="step", y="value",
+                         hue="unit kind", hue_order=HUE_ORDER, palette=_palette(),
+                         errorbar=None, ax=ax, legend=(i == 0 and j == len(depths) - 1),
+                         marker="o" if i == 1 else None, markersize=3)
+            if log:
+                ax.set_yscale("log")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(label if j == 0 else "")
+            if i == 0:
+                ax.set_title(f"{depth} layers")
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle("He et al. Table 2 units: training (mean over seeds)")
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)
+
+
+def figure_test_error(table: pd.DataFrame, folder, name="t2_test_error"):
+    """Final test error per unit kind and depth: one dot per seed, bar = mean."""
+    table = _labels(table)
+    table = table.assign(test_error_pct=table["test_error"] * 100)
+    depths = sorted(table["depth"].unique())
+    fig, axes = plt.subplots(1, len(depths), figsize=(4.0 * len(depths), 3.6), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        part = table[table["depth"] == depth]
+        sns.barplot(data=part, x="unit kind", y="test_error_pct", order=HUE_ORDER,
+                    hue="unit kind", hue_order=HUE_ORDER, palette=_palette(), errorbar=None,
+                    alpha=0.45, ax=ax, legend=False)
+        sns.stripplot(data=part, x="unit kind", y="test_error_pct", order=HUE_ORDER,
+                      hue="unit kind", hue_order=HUE_ORDER, palette=_palette(), size=5,
+                      jitter=0.12, ax=ax, legend=False)
+        ax.set_title(f"{depth} layers (width {int(part['width'].iloc[0])})")
+        ax.set_xlabel("")
+        ax.set_ylabel("final test error (%)" if ax is axes[0][0] else "")
+        ax.set_xticks(range(len(HUE_ORDER)), [f"{FIG4[k]} {plotting.UNIT_LABELS[k]}"
+                                              for k in UNIT_KINDS], rotation=35, ha="right")
+    fig.suptitle("He et al. Table 2 units: final test error (dots: seeds, bars: mean)")
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)
+
+
+def _read(run_dir: Path, stem: str) -> pd.DataFrame:
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (run_dir / name).exists():
+            return pd.read_csv(run_dir / name)
+    raise ValueError(f"{run_dir / (stem + '.csv')} not found: is {run_dir} a unit_ablation "
+                     "run folder?")
+
+
+def draw_figures(run_dir) -> list:
+    """Redraw every Table 2 figure from ``run_dir``'s CSVs alone (no model code runs)."""
+    run_dir = Path(run_dir)
+    train = _read(run_dir, "train")
+    table = _read(run_dir, "summary")
+    plotting.set_style()
+    folder = run_dir / "figures"
+    written = figure_training(train, folder) + figure_test_error(table, folder)
+    if any((run_dir / n).exists() for n in ("probe.csv", "probe.csv.gz")):
+        written += figure_signal(_read(run_dir, "probe"), folder)
+    return written
+
+
+def publish(run_dir, dest) -> Path:
+    """Copy a run's reference files to ``dest`` (e.g. results/paper/unit_ablation), the
+    training rows gzipped, and redraw the figures there from the copy."""
+    import shutil
+
+    from resnet_lab.runs import RunDir
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    RunDir(dest).write_csv("train.csv.gz", _read(run_dir, "train"))
+    for old in (dest / "figures").glob("*") if (dest / "figures").exists() else []:
+        old.unlink()
+    draw_figures(dest)
+    return dest
