@@ -53,7 +53,7 @@ PRESETS = {
                   seeds=[0, 1, 2, 3, 4], steps=64000, warmup_steps=400, lr=0.1,
                   batch_size=128, checkpoints=9, dataset="cifar10"),
     # seconds: what the tests run.
-    "smoke": dict(depths=[20, 29], widths={20: 4, 29: 4}, seeds=[0, 1, 2], steps=4,
+    "smoke": dict(depths=[8, 11], widths={8: 4, 11: 4}, seeds=[0, 1, 2], steps=4,
                   warmup_steps=1, lr=0.1, batch_size=32, checkpoints=2, dataset="digits"),
 }
 

@@ -1,0 +1,128 @@
+"""experiments/unit_ablation.py (He et al. 2016 Table 2) end to end on the smoke preset: the
+files, the table in the paper's layout, verdicts recomputed from the data, figures redrawn
+from the CSVs alone, the report, and answers to bad input."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probes import unit_ablation as T2
+from resnet_lab import claims as C
+from resnet_lab.cli import main_guard
+from resnet_lab.report import render_report
+from resnet_lab.units import UNIT_KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "unit_ablation.py"
+FIGURES = ["t2_training", "t2_test_error", "t2_signal_at_init"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("unit_ablation_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    publish = tmp_path_factory.mktemp("paper") / "unit_ablation"
+    code = main_guard(load_script().main)(["--preset", "smoke", "--out", str(out),
+                                           "--publish", str(publish)])
+    assert code == 0
+    (run,) = (out / "unit_ablation").iterdir()
+    return run, publish
+
+
+def test_smoke_writes_the_table_claims_and_figures(smoke_run):
+    run, _ = smoke_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["status"] == "completed" and config["preset"]["units"] == list(UNIT_KINDS)
+    summary = pd.read_csv(run / "summary.csv")
+    assert len(summary) == 2 * 5 * 3 and summary[["early_loss", "test_error", "grad_ratio"]].notna().all().all()
+    # f is the identity for (c)-(e): nothing is cut; the original unit's ReLU cuts something
+    cut = summary.groupby("unit_kind")["shortcut_cut"].max()
+    assert (cut[["relu_before_add", "relu_only_preact", "full_preact"]] == 0).all()
+    assert cut["original"] > 0
+    probe = pd.read_csv(run / "probe.csv.gz")
+    assert set(probe["step"]) == {1}                 # signal at initialisation only
+    t2 = pd.read_csv(run / "table2.csv")
+    paper = t2[t2["source"] == "He et al. 2016"].set_index(["unit_kind", "depth"])["test_error_pct"]
+    assert paper[("bn_after_add", 110)] == 8.17 and paper[("full_preact", 164)] == 5.46
+    text = (run / "table2.md").read_text()
+    assert "ours ResNet-8 width 4 (digits, `smoke`, n=3)" in text
+    for kind in UNIT_KINDS:
+        assert T2.FIG4[kind] in text
+    claims = C.read_claims(run / "claims.csv")
+    assert set(claims["claim"]) == {T2.CLAIM} and len(claims) == 2 * 4
+    assert set(claims["unit_kind"]) == set(UNIT_KINDS) - {"original"}
+    assert dict(zip(claims["unit_kind"], claims["direction"])) == T2.PAPER_DIRECTION
+    for name in FIGURES:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_claims_are_recomputed_from_the_summary(smoke_run):
+    run, _ = smoke_run
+    table = pd.read_csv(run / "summary.csv")
+    again = pd.DataFrame(T2.claims_rows(table, dataset="digits", preset="smoke"))
+    written = C.read_claims(run / "claims.csv")
+    assert again["verdict"].tolist() == written["verdict"].tolist()
+    assert np.allclose(again["effect"], written["effect"], equal_nan=True)
+
+
+@pytest.mark.parametrize("delta, verdict", [(-0.02, C.SUPPORTED), (0.02, C.NOT_SUPPORTED)])
+def test_verdicts_follow_the_data(delta, verdict):
+    """Synthetic errors: full pre-activation differs from the original by ``delta``."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(4):
+        base = 0.06 + rng.normal(0, 0.003)
+        for kind in ("original", "full_preact"):
+            err = base + (delta + rng.normal(0, 0.002) if kind == "full_preact" else 0)
+            rows.append(dict(depth=164, unit_kind=kind, seed=seed, width=16, test_error=err))
+    (row,) = T2.claims_rows(pd.DataFrame(rows), dataset="digits", preset="quick")
+    assert row["unit_kind"] == "full_preact" and row["verdict"] == verdict
+    assert row["paper_effect_pp"] == pytest.approx(5.46 - 5.93)
+
+
+def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
+    _, publish = smoke_run
+    assert {"train.csv.gz", "probe.csv.gz", "summary.csv", "table2.md", "claims.csv"} <= \
+        {p.name for p in publish.iterdir()}
+    for png in (publish / "figures").glob("*.png"):
+        png.unlink()
+    code = ("import resnet_lab.networks as n, torch, runpy, sys\n"
+            "def boom(*a, **k): raise RuntimeError('model code ran')\n"
+            "n.ResNet.__init__ = boom\n"
+            "torch.nn.Module.__call__ = boom\n"
+            f"sys.argv = ['make_figures.py', 'unit_ablation', {str(publish)!r}]\n"
+            f"runpy.run_path({str(ROOT / 'experiments' / 'make_figures.py')!r}, run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    for name in FIGURES:
+        assert (publish / "figures" / f"{name}.png").exists()
+    text = render_report(publish.parent, tmp_path)
+    other = text.split("## Other measurements")[1]
+    assert f"### {T2.CLAIM}" in other and "t2_test_error.png" in other
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--units", "preact"], "valid: original, bn_after_add"),
+    (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
+    (["--seeds", "3"], "at least 3 distinct seeds"),
+    (["--width", "0"], "--width"),
+    (["--out", "/proc/version/x"], "--out"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "runs")]
+    assert main_guard(load_script().main)(["--preset", "smoke", *argv, *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
