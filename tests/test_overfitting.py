@@ -191,3 +191,15 @@ def test_help_documents_every_flag(capsys):
                  "--width", "--steps", "--warmup-steps", "--lr", "--batch-size", "--checkpoints",
                  "--threads", "--publish"):
         assert flag in text
+
+
+def test_gap_of_an_underfit_net_is_kept_out_of_c7():
+    rows = [dict(depth=164, version=v, seed=s, width=16, gap_error=0.01 * (s + 1) * v,
+                 test_error=0.5 if v == 1 else 0.05, train_error=0.5 if v == 1 else 0.01,
+                 gap_loss=0.1, train_loss_final=1.0, distance_init=1.0, distance_final=1.0)
+            for s in range(3) for v in (1, 2)]
+    out = C6.claims_rows(pd.DataFrame(rows), dataset="digits", preset="quick")
+    gaps = [r for r in out if r["measure"].startswith("generalization gap")]
+    assert gaps and all(r["for_c7"] is False and "V1 train error 50%" in r["note"] for r in gaps)
+    (test_error,) = [r for r in out if r["measure"].startswith("final test error")]
+    assert test_error["for_c7"] is True and "did not fit" in test_error["note"]
