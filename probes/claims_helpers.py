@@ -1,0 +1,300 @@
+"""What the experiments on claims C1–C5 share: settings checks, paired tests by depth, the
+depth threshold, reading and publishing run folders, and two figure pieces.
+
+Used by ``probes.signal_propagation`` (C1, C4, C5), ``probes.relu_blocking`` (C2) and
+``probes.early_training`` (C3, C4, C5). Nothing here decides a verdict: every test goes
+through ``resnet_lab.claims``.
+
+Conventions (``resnet_lab.claims``' module docstring): a depth-wise row of C3–C5 states a
+V2 advantage, so its effect is "V1 − V2" of a quantity where lower is better and its
+direction is "greater"; a row that states anything else carries ``for_c7=False``.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from resnet_lab import claims as C  # noqa: E402
+from resnet_lab import plotting  # noqa: E402
+from resnet_lab.networks import resolve_cifar_block  # noqa: E402
+
+ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
+CELL = ["depth", "version", "seed"]
+CLAIMED_THRESHOLD = 164          # the article: "below about 164 layers the difference is small"
+THRESHOLD_FACTOR = 2.0           # "about 164" = [82, 328] (resnet_lab.claims.threshold_verdict)
+VERDICT_MARKERS = {C.SUPPORTED: "o", C.NOT_SUPPORTED: "X", C.INCONCLUSIVE: "s"}
+
+
+# --------------------------------------------------------------------------- settings
+def check_depths(depths) -> list[int]:
+    """Every depth a CIFAR ResNet depth (ValueError naming the nearest valid ones), distinct."""
+    depths = list(depths)
+    if not depths:
+        raise ValueError("--depths: give at least one depth")
+    for depth in depths:
+        resolve_cifar_block(depth)
+    if len(set(depths)) != len(depths):
+        raise ValueError(f"--depths must be distinct, got {depths}")
+    return sorted(depths)
+
+
+def check_seeds(seeds, minimum: int = 3) -> list[int]:
+    seeds = list(seeds)
+    if len(seeds) < minimum or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: need at least {minimum} distinct seeds for the paired "
+                         f"tests, got {seeds}")
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds must be >= 0, got {seeds}")
+    return seeds
+
+
+def check_positive(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def resolve_widths(depths, width=None, preset_widths=None, default=16) -> dict:
+    """{depth: width}: ``width`` for every depth if given, else the preset's per-depth widths
+    (``default`` where the preset names none)."""
+    if width is not None:
+        check_positive("--width", width)
+        return {d: width for d in depths}
+    preset_widths = preset_widths or {}
+    return {d: int(preset_widths.get(d, default)) for d in depths}
+
+
+def describe_widths(widths: dict) -> str:
+    return ", ".join(f"{w} at {d} layers" for d, w in sorted(widths.items()))
+
+
+def set_threads(threads: int):
+    """``--threads``: 0 leaves torch's choice; on a shared 2-core machine 1 is fastest (two
+    threads spin against another process's work)."""
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {threads!r}")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+PAPER_WARMUP_STEPS, PAPER_WARMUP_LR = 400, 0.01
+
+
+def first_iterations_schedule(steps: int, lr: float = 0.1):
+    """He et al.'s first iterations: lr 0.01 for the first 400 (their warm-up), then ``lr``.
+    A run of at most 400 steps is all warm-up: exactly the paper's first ``steps`` updates."""
+    from resnet_lab.training import Schedule
+
+    check_positive("--steps", steps)
+    if not lr > 0:
+        raise ValueError(f"--lr must be positive, got {lr!r}")
+    return Schedule(steps, lr=lr, warmup_lr=PAPER_WARMUP_LR,
+                    warmup_steps=min(PAPER_WARMUP_STEPS, steps))
+
+
+def schedule_dict(schedule) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(schedule)
+
+
+def checkpoint_spacing(steps: int, checkpoints: int) -> int:
+    """probe_every so that ``checkpoints`` probed steps are spread from step 1 to near the end."""
+    check_positive("--steps", steps)
+    if not isinstance(checkpoints, int) or not 1 <= checkpoints <= steps:
+        raise ValueError(f"--checkpoints must be between 1 and --steps ({steps}), got {checkpoints!r}")
+    return max(1, (steps - 1) // max(1, checkpoints - 1))
+
+
+# --------------------------------------------------------------------------- tables
+def read_table(run_dir, stem: str, experiment: str) -> pd.DataFrame:
+    """``run_dir/stem.csv`` or ``stem.csv.gz`` (ValueError saying which experiment wrote it)."""
+    run_dir = Path(run_dir)
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (run_dir / name).exists():
+            return pd.read_csv(run_dir / name)
+    raise ValueError(f"{run_dir / (stem + '.csv')} not found: is {run_dir} a {experiment} "
+                     "run folder?")
+
+
+def has_table(run_dir, stem: str) -> bool:
+    return any((Path(run_dir) / f"{stem}{ext}").exists() for ext in (".csv", ".csv.gz"))
+
+
+def version_label(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["version"] = "V" + df["version"].astype(int).astype(str)
+    return df
+
+
+def paired(table: pd.DataFrame, column: str, depth, **where):
+    """V1 and V2 values of ``column`` at ``depth`` (and ``where``), aligned by seed."""
+    part = table[table["depth"] == depth]
+    for key, value in where.items():
+        part = part[part[key] == value]
+    wide = part.pivot_table(index="seed", columns="version", values=column, aggfunc="first",
+                            dropna=False)
+    if not {1, 2} <= set(wide.columns):
+        return np.array([]), np.array([]), []
+    wide = wide[[1, 2]]
+    return wide[1].to_numpy(float), wide[2].to_numpy(float), wide.index.tolist()
+
+
+def paired_rows(table, column, *, claim, experiment, measure, direction="greater",
+                margin=None, for_c7=True, where=None, depths=None, **extra):
+    """One claims row per depth: ``column`` V1 − V2 paired by seed (``direction`` as claimed).
+
+    Returns (rows, {depth: per-seed differences V1 − V2}) — the differences feed the
+    depth threshold."""
+    where = where or {}
+    rows, diffs = [], {}
+    for depth in sorted(depths if depths is not None else table["depth"].unique()):
+        v1, v2, _ = paired(table, column, depth, **where)
+        if not len(v1):
+            continue
+        result = C.paired_difference(v1, v2, alternative=direction, margin=margin)
+        width = _width_at(table, depth)
+        rows.append(C.claim_row(claim, experiment, measure, int(depth), result, width=width,
+                                for_c7=for_c7, **where, **extra))
+        diffs[int(depth)] = v1 - v2
+    return rows, diffs
+
+
+def _width_at(table, depth):
+    if "width" not in table.columns:
+        return None
+    widths = table.loc[table["depth"] == depth, "width"].dropna().unique()
+    return int(widths[0]) if len(widths) == 1 else None
+
+
+def threshold_from(rows: list[dict], diffs: dict, *, claim="C5", experiment, measure,
+                   margin_from_rows=True, n_boot=2000, **extra) -> tuple[dict, C.DepthThreshold]:
+    """C5's verdict row: the depth from which the gap of ``rows`` (one per depth, all with
+    direction "greater") is significant at it and every deeper depth, with a seed bootstrap;
+    "about 164" (×/÷ 2) is what the article claims."""
+    by_depth = {int(r["depth"]): r for r in rows}
+    depths = sorted(by_depth)
+    verdicts = [by_depth[d]["verdict"] for d in depths]
+    margin = 0.0
+    if margin_from_rows:      # the bootstrap re-tests each depth with the rows' own margin
+        margins = [float(by_depth[d]["margin"]) for d in depths]
+        margin = min(margins) if margins else 0.0
+    finite = {d: diffs[d] for d in depths if np.all(np.isfinite(diffs[d]))}
+    threshold = C.depth_threshold(depths, verdicts,
+                                  differences=finite if len(finite) == len(depths) else None,
+                                  direction="greater", margin=margin, n_boot=n_boot)
+    row = C.threshold_row(claim, experiment, measure, threshold, claimed_depth=CLAIMED_THRESHOLD,
+                          factor=THRESHOLD_FACTOR, **extra)
+    return row, threshold
+
+
+def equivalence_rows(table, column, *, experiment, measure, below=CLAIMED_THRESHOLD,
+                     where=None, **extra):
+    """C5, "below about 164 layers the difference is small": at each depth < ``below``,
+    V1 − V2 equivalent to 0 within the default margin (5% of V2's level). These rows claim
+    no V2 advantage, so they carry ``for_c7=False``."""
+    where = where or {}
+    depths = [d for d in sorted(table["depth"].unique()) if d < below]
+    rows, _ = paired_rows(table, column, claim="C5", experiment=experiment, measure=measure,
+                          direction="equivalent", for_c7=False, where=where, depths=depths,
+                          **extra)
+    return rows
+
+
+# --------------------------------------------------------------------------- figures
+def gap_axis(ax, claims: pd.DataFrame, *, label, color="0.2", offset=1.0, threshold=None):
+    """Effect (V1 − V2) with its 95% CI against depth (log x), marker = verdict."""
+    rows = claims.sort_values("depth")
+    depths = rows["depth"].to_numpy(float) * offset
+    effect = rows["effect"].to_numpy(float)
+    lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+    ax.errorbar(depths, effect, yerr=[effect - lo, hi - effect], color=color, lw=1, capsize=3,
+                fmt="none")
+    ax.plot(depths, effect, color=color, lw=0.8, alpha=0.6, label=label)
+    for verdict, marker in VERDICT_MARKERS.items():
+        sel = rows["verdict"].to_numpy() == verdict
+        if sel.any():
+            ax.scatter(depths[sel], effect[sel], marker=marker, color=color, s=36, zorder=3)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xscale("log")
+    ticks = sorted(claims["depth"].unique())
+    ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+    ax.minorticks_off()
+    if threshold is not None and math.isfinite(threshold.get("ci_low", math.nan)):
+        lo_t, hi_t = threshold["ci_low"], threshold["ci_high"]
+        hi_draw = hi_t if math.isfinite(hi_t) else ax.get_xlim()[1]
+        ax.axvspan(max(lo_t, ax.get_xlim()[0]), hi_draw, color=color, alpha=0.08,
+                   label=f"{label}: threshold bracket ({lo_t:g}, {hi_t:g}]")
+    ax.axvspan(CLAIMED_THRESHOLD / THRESHOLD_FACTOR, CLAIMED_THRESHOLD * THRESHOLD_FACTOR,
+               color="#E69F00", alpha=0.06)
+    ax.axvline(CLAIMED_THRESHOLD, color="#E69F00", lw=1, ls=":")
+
+
+def verdict_legend(ax):
+    handles = [plt.Line2D([], [], marker=m, color="0.3", ls="", label=v)
+               for v, m in VERDICT_MARKERS.items()]
+    handles.append(plt.Line2D([], [], color="#E69F00", ls=":", label="article: about 164 (×/÷2)"))
+    return handles
+
+
+def draw_per_depth(df, depths, draw, *, ncols=None, size=(3.2, 3.0), sharey=False):
+    """A row of panels, one per depth; ``draw(ax, depth, part)``. Returns (fig, axes)."""
+    ncols = ncols or len(depths)
+    nrows = -(-len(depths) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows),
+                             squeeze=False, sharey=sharey)
+    flat = axes.ravel()
+    for ax, depth in zip(flat, depths):
+        draw(ax, depth, df[df["depth"] == depth])
+    for ax in flat[len(depths):]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+# --------------------------------------------------------------------------- publishing
+def publish(run_dir, dest, *, files, tables: dict, draw_figures) -> Path:
+    """Copy ``files`` of a run to ``dest`` (e.g. results/paper/<experiment>), write
+    ``tables`` ({name: DataFrame}, the rows the figures and claims use), and redraw the
+    figures there from that copy alone."""
+    from resnet_lab.runs import RunDir
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    out = RunDir(dest)
+    for name, df in tables.items():
+        out.write_csv(name, df)
+    figures = dest / "figures"
+    if figures.exists():
+        for old in figures.glob("*"):
+            old.unlink()
+    draw_figures(dest)
+    return dest
+
+
+def print_claims(path):
+    """The claims table of a run, one line per row, for the script's summary."""
+    claims = C.read_claims(path)
+    cols = [c for c in ("claim", "depth", "dataset", "measure", "effect", "ci_low", "ci_high",
+                        "p_value", "n", "verdict") if c in claims.columns]
+    with pd.option_context("display.width", 250, "display.max_columns", 20,
+                           "display.max_colwidth", 60, "display.float_format", "{:.3g}".format):
+        print(claims[cols].to_string(index=False))
+
+
+def finish_plot(fig, folder, name, title=None):
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return plotting.save_figure(fig, folder, name)

@@ -1,0 +1,576 @@
+"""Claims C1 and C4 (and C5 from C4's gap): the unit formulas, and how signals travel at init.
+
+The analysis of ``experiments/signal_propagation.py``. For every dataset (Gaussian N(0, 1)
+inputs and real images), depth, version (V1 = original, V2 = full pre-activation) and seed
+it builds the net, feeds it one batch in train mode (BN on batch statistics, as training
+sees it) and back-propagates the cross-entropy once, with
+
+* a ``SignalProbe`` on every tap (``input, shortcut, branch, sum, output``), forward and
+  backward: the signal-propagation plot (SPP) of Brock et al. 2021 and its backward twin;
+* a :class:`FormulaCheck`, which reads every unit's five taps and compares the unit's output
+  with the paper's formula evaluated in fp64 from the unit's own tensors (C1):
+  ``out = f(x + F(x))`` for an identity shortcut (V1: f = ReLU; V2: f = identity, i.e.
+  ``x_{l+1} = x_l + F(x_l)``), ``out = f(h + F)`` where the shortcut is a projection or
+  zero-padding; and the ``sum`` tap against ``h + F``. Errors are relative to the largest
+  |value| of the reference. As a contrast it also scores the taps against the *other*
+  version's f, which must fail.
+
+Tables (``probe.csv.gz``: the probe rows; ``units.csv.gz``: one row per unit and net with
+the formula errors and the analytic variance increment; ``linear_fits.csv``; ``gaps.csv``)
+and claims rows:
+
+C1   per version and depth: the per-net maximum formula error is equivalent to 0 within
+     ``TOLERANCE`` (one-sample TOST over nets = seeds x datasets).
+C4   per dataset and depth, at initialisation, V2 advantage (``for_c7``): how much the
+     loss's sensitivity to a *relative* perturbation of a unit's input, rho_l =
+     ||dL/dx_l|| * ||x_l||, differs between the first unit's input and the last unit's
+     output: |log10(rho_first / rho_last)|, V1 − V2 > 0 (paired by seed). Zero means the
+     signal neither fades nor blows up between the two ends of the net. rho is used instead
+     of the raw gradient because BN makes a unit's gradient scale as 1 / (the scale of its
+     input): in a net whose activations grow, the raw gradient grows towards the input
+     although nothing is lost on the way. The raw ratio |log10(||g_first|| / ||g_last||)|,
+     He et al.'s own quantity (their eq. 5), is a second row per depth (``for_c7=False``,
+     so that a depth is not counted twice).
+C4   the analytic law, V2 (``for_c7=False``): with BN-ReLU before every weight layer each V2
+     unit adds an uncorrelated branch output of fixed channel variance delta to the shortcut,
+     so the channel variance at the k-th unit's output grows linearly in k within a stage,
+     and restarts where a dimension-changing unit halves (zero-padding, option A) or
+     replaces (projection, option B) the shortcut. delta follows from He init
+     (w ~ N(0, 2 / (K^2 C_out))) and a ReLU of a standardised input (E a^2 = 1/2,
+     E a = 1/sqrt(2 pi)) through the branch's last convolution, zero padding included:
+
+         delta = 2 C_in / (K^2 C_out) * [ 1/2 * S1 - 1/(2 pi) * S2 ],
+         S1 = sum_k n_k / P,  S2 = sum_k (n_k / P)^2,
+
+     n_k = the number of the P output positions at which kernel tap k falls inside the
+     image (for a 1x1 convolution S1 = S2 = 1, delta = (C_in / C_out)(1 − 1/pi)). The row
+     fits ch_var(out_k) − ch_var(out_0) against k·delta over every stage and seed (slope 1 =
+     the law) and tests slope = 1 within ``LAW_MARGIN`` (equivalence); per-stage fits of
+     ch_var on k (slope, intercept, R²) go to ``linear_fits.csv``. V1's branch ends in BN,
+     so it adds variance exactly 1 — but the ReLU after the addition truncates the sum where
+     the shortcut signal is small (the first units of a stage; the zero-padded channels), so
+     V1 follows slope 1 only once the summed signal is large and positive: its fits
+     (whole stage and second half) are in ``linear_fits.csv`` against that asymptote.
+C5   from the C4 gap rows (per dataset): the depth from which V1's gap is significant at it
+     and every deeper depth, with a seed bootstrap, against the article's "about 164".
+
+``draw_figures(run_dir)`` redraws every figure (``c1_*``, ``c4_*``, ``c4_c5_*``) from the
+CSVs alone.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from resnet_lab import claims as C  # noqa: E402
+from resnet_lab import plotting  # noqa: E402
+from resnet_lab.data import Batches, load_dataset  # noqa: E402
+from resnet_lab.sweep import Cell, build, label  # noqa: E402
+from resnet_lab.taps import TAP_NAMES  # noqa: E402
+from resnet_lab.units import reference_formula  # noqa: E402
+
+from . import claims_helpers as H  # noqa: E402
+from .analysis import select, stage_boundaries  # noqa: E402
+from .signal_probe import SignalProbe  # noqa: E402
+
+EXPERIMENT = "signal_propagation"
+KINDS = ("original", "full_preact")
+TOLERANCE = 1e-5         # C1: largest relative error that still counts as "the formula holds"
+LAW_MARGIN = 0.10        # C4 law: fitted slope / predicted slope within 1 ± 0.10
+RELU_SQ = 0.5                         # E[ReLU(z)^2], z ~ N(0, 1)
+RELU_MEAN_SQ = 1 / (2 * math.pi)      # E[ReLU(z)]^2
+PROBE_STATS = ("rms", "norm", "mean", "ch_var", "ch_sq_mean", "frac_neg", "frac_zero",
+               "shortcut_cut", "grad_cut")
+INIT_STEP = 1            # the training engine's number of the forward/backward at init
+KEYS = ["dataset", "depth", "version", "seed"]
+# The probe rows the figures and claims use (what the committed reference keeps).
+KEEP_ROWS = [("input", "forward", ("norm", "ch_var", "ch_sq_mean")),
+             ("input", "backward", ("norm", "rms")),
+             ("output", "forward", ("norm", "ch_var", "ch_sq_mean")),
+             ("output", "backward", ("norm", "rms")),
+             ("branch", "forward", ("ch_var",)),
+             ("sum", "forward", ("shortcut_cut", "frac_neg")),
+             ("sum", "backward", ("grad_cut",))]
+FILES = ("config.json", "claims.csv", "cells.csv", "linear_fits.csv", "gaps.csv")
+
+
+# --------------------------------------------------------------------------- C1 check
+def other_f(kind: str, total: torch.Tensor) -> torch.Tensor:
+    """The other version's after-addition function: identity for V1, ReLU for V2."""
+    return total if kind == "original" else torch.relu(total)
+
+
+class FormulaCheck:
+    """Compare every unit's taps with the paper's formula during a forward (C1).
+
+    Use as a context manager around the forward; ``rows`` then holds one dict per unit:
+    ``error`` (output vs the formula in fp64), ``error_sum`` (sum tap vs h + F),
+    ``error_other_f`` (output vs the formula with the other version's f: large where the
+    check can tell V1 from V2), ``shortcut_kind``, the branch output's ``map_h``/``map_w``
+    and ``delta``, the predicted channel-variance increment of the module docstring.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.units = [m for m in model.modules()
+                      if isinstance(getattr(m, "taps", None), nn.ModuleDict)]
+        if not self.units:
+            raise ValueError(f"{type(model).__name__} has no residual units with taps")
+        self.rows, self._handles, self._store = [], [], {}
+
+    def __enter__(self):
+        for u, unit in enumerate(self.units):
+            for name in TAP_NAMES:
+                self._handles.append(unit.taps[name].register_forward_hook(
+                    lambda m, a, out, u=u, name=name: self._on_tap(u, name, out)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._store.clear()
+        return False
+
+    def _on_tap(self, u, name, t):
+        self._store.setdefault(u, {})[name] = t.detach()
+        if name == "output":
+            self.rows.append(self._check(u, self.units[u], self._store.pop(u)))
+
+    @torch.no_grad()
+    def _check(self, u, unit, taps):
+        x, h, branch, total, out = (taps[k].double() for k in TAP_NAMES)
+        s = x if unit.shortcut_kind == "identity" else h
+        y64, out64 = reference_formula(unit, s, branch, s + branch)
+        scale_y = float(y64.abs().max()) or 1.0
+        scale_out = float(out64.abs().max()) or 1.0
+        return {"unit": u, "stage": unit.stage, "index": unit.index, "kind": unit.kind,
+                "shortcut_kind": unit.shortcut_kind,
+                "error": float((out - out64).abs().max()) / scale_out,
+                "error_sum": float((total - (h + branch)).abs().max()) / scale_y,
+                "error_other_f": float((out - other_f(unit.kind, y64)).abs().max()) / scale_out,
+                "map_h": branch.shape[-2], "map_w": branch.shape[-1],
+                "delta": predicted_increment(unit, branch.shape[-2], branch.shape[-1])}
+
+
+def predicted_increment(unit, height: int, width: int) -> float:
+    """delta of the module docstring: the channel variance the branch adds at init, for a
+    branch whose last layer is a convolution fed by BN-ReLU (V2); V1's branch ends in BN
+    (gamma = 1), which adds variance 1."""
+    if unit.kind == "original":
+        return 1.0
+    convs = [m for m in unit.branch.modules() if isinstance(m, nn.Conv2d)]
+    conv = convs[-1]
+    k_h, k_w = conv.kernel_size
+    p_h, p_w = conv.padding
+    c_in, c_out = conv.in_channels, conv.out_channels
+    var_w = 2.0 / (k_h * k_w * c_out)          # He fan-out init (resnet_lab.networks)
+
+    def counts(size, k, p):                    # valid positions per kernel offset, stride 1
+        return np.array([max(0, size - abs(o)) for o in range(-p, k - p)], dtype=float)
+
+    n_h, n_w = counts(height, k_h, p_h), counts(width, k_w, p_w)
+    positions = height * width
+    s1 = n_h.sum() * n_w.sum() / positions
+    s2 = (n_h ** 2).sum() * (n_w ** 2).sum() / positions ** 2
+    return var_w * c_in * (RELU_SQ * s1 - RELU_MEAN_SQ * s2)
+
+
+# --------------------------------------------------------------------------- measuring
+def measure_net(net: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """One forward/backward in train mode with the probe and the formula check.
+
+    Returns (probe rows with step = INIT_STEP, unit rows)."""
+    net.train()
+    probe = SignalProbe(net, stats=PROBE_STATS)
+    check = FormulaCheck(net)
+    with probe, check:
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        probe.step()
+    rows = probe.collect()
+    rows["step"] = INIT_STEP
+    net.zero_grad(set_to_none=True)
+    return rows, pd.DataFrame(check.rows)
+
+
+def input_batch(dataset: str, *, data, seed: int, batch_size: int):
+    """The batch a seed's nets see: the seed's first training batch (no augmentation) of the
+    real data, or ``batch_size`` fresh N(0, 1) images (random labels) of the same shape."""
+    if dataset == "gaussian":
+        g = load_dataset("gaussian", seed=seed, num_train=batch_size, num_test=1,
+                         image_size=data.image_size, channels=data.in_channels,
+                         num_classes=data.num_classes)
+        return g.train_x, g.train_y
+    idx = Batches(len(data.train_x), batch_size, seed).indices(0)
+    return data.train_x[idx], data.train_y[idx]
+
+
+def measure_all(run, *, datasets, data, depths, widths, seeds, batch_size, device="cpu",
+                log=print):
+    """Every (dataset, depth, seed, version); tables written to ``run`` after each depth.
+
+    Returns (probe rows, unit rows, cells)."""
+    probes, units, cells = [], [], []
+    total = len(datasets) * len(depths) * len(seeds) * len(KINDS)
+    i = 0
+    for dataset in datasets:
+        for depth in depths:
+            for seed in seeds:
+                x, y = input_batch(dataset, data=data, seed=seed, batch_size=batch_size)
+                x, y = x.to(device), y.to(device)
+                for kind in KINDS:
+                    i += 1
+                    t0 = time.perf_counter()
+                    cell = Cell(depth, kind, seed, widths[depth])
+                    net = build(cell, data).to(device)
+                    rows, checks = measure_net(net, x, y)
+                    probes.append(label(rows, EXPERIMENT, cell, dataset=dataset))
+                    units.append(label(checks, EXPERIMENT, cell, dataset=dataset))
+                    seconds = time.perf_counter() - t0
+                    cells.append({**dict(zip(H.ID_COLUMNS, (EXPERIMENT, kind, cell.version, depth,
+                                                            cell.width, seed))),
+                                  "dataset": dataset, "seconds": round(seconds, 3),
+                                  "max_error": float(checks["error"].max())})
+                    log(f"[{i}/{total}] {dataset} {cell.label()}: {seconds:.1f} s, "
+                        f"largest formula error {checks['error'].max():.2g}")
+            if run is not None:
+                run.write_csv("probe.csv.gz", pd.concat(probes, ignore_index=True))
+                run.write_csv("units.csv.gz", pd.concat(units, ignore_index=True))
+                run.write_csv("cells.csv", pd.DataFrame(cells))
+    return (pd.concat(probes, ignore_index=True), pd.concat(units, ignore_index=True),
+            pd.DataFrame(cells))
+
+
+def figure_rows(probe: pd.DataFrame) -> pd.DataFrame:
+    keep = pd.Series(False, index=probe.index)
+    for tap, direction, stats in KEEP_ROWS:
+        keep |= (probe["tap"] == tap) & (probe["direction"] == direction) & probe["stat"].isin(stats)
+    cols = [c for c in probe.columns if c not in ("layer", "experiment", "unit_kind")]
+    return probe.loc[keep, cols]
+
+
+# --------------------------------------------------------------------------- analysis
+def transmission(probe: pd.DataFrame, keys) -> pd.DataFrame:
+    """Per net (``keys``) and step: log10 of the raw gradient ratio ||g_first|| / ||g_last||
+    and of the relative-sensitivity ratio rho_first / rho_last, rho = ||dL/dx|| * ||x||
+    (first = the first unit's input, last = the last unit's output), and their absolute
+    values (the C4 measures; lower = the signal travels with less loss or blow-up)."""
+    keys = list(keys) + ["step"]
+    norm = probe[probe["stat"] == "norm"]
+    first_unit = norm.groupby(keys)["unit"].transform("min")
+    last_unit = norm.groupby(keys)["unit"].transform("max")
+
+    def end(rows, tap, direction):
+        part = rows[(rows["tap"] == tap) & (rows["direction"] == direction)]
+        return part.set_index(keys)["value"]
+
+    first = norm[(norm["unit"] == first_unit)]
+    last = norm[(norm["unit"] == last_unit)]
+    g0, x0 = end(first, "input", "backward"), end(first, "input", "forward")
+    g1, x1 = end(last, "output", "backward"), end(last, "output", "forward")
+    out = pd.DataFrame({"log_grad_ratio": np.log10(g0 / g1),
+                        "log_rho_ratio": np.log10((g0 * x0) / (g1 * x1))})
+    out["abs_log_grad_ratio"] = out["log_grad_ratio"].abs()
+    out["abs_log_rho_ratio"] = out["log_rho_ratio"].abs()
+    return out.reset_index()
+
+
+def rho_profile(probe: pd.DataFrame, keys) -> pd.DataFrame:
+    """Per unit: rho at its input relative to rho at the last unit's output (for figures)."""
+    keys = list(keys) + ["step"]
+    norm = probe[(probe["stat"] == "norm")]
+    at = keys + ["unit", "stage"]
+    g = norm[(norm["tap"] == "input") & (norm["direction"] == "backward")].set_index(at)["value"]
+    x = norm[(norm["tap"] == "input") & (norm["direction"] == "forward")].set_index(at)["value"]
+    rho = (g * x).rename("rho").reset_index()
+    last = norm[norm["tap"] == "output"]
+    last = last[last["unit"] == last.groupby(keys)["unit"].transform("max")]
+    end = (last[last["direction"] == "backward"].set_index(keys)["value"]
+           * last[last["direction"] == "forward"].set_index(keys)["value"]).rename("rho_last")
+    rho = rho.merge(end.reset_index(), on=keys)
+    rho["relative"] = rho["rho"] / rho["rho_last"]
+    gl = norm[(norm["direction"] == "backward")]
+    glast = gl[(gl["tap"] == "output") & (gl["unit"] == gl.groupby(keys)["unit"].transform("max"))]
+    glast = glast.set_index(keys)["value"].rename("g_last").reset_index()
+    rho = rho.merge(glast, on=keys).merge(g.rename("g").reset_index(), on=at)
+    rho["grad_relative"] = rho["g"] / rho["g_last"]
+    return rho
+
+
+def _output_var(probe: pd.DataFrame) -> pd.DataFrame:
+    rows = probe[(probe["tap"] == "output") & (probe["direction"] == "forward")
+                 & (probe["stat"] == "ch_var")]
+    return rows[KEYS + ["unit", "stage", "index", "value"]]
+
+
+def law_table(probe: pd.DataFrame, units: pd.DataFrame) -> pd.DataFrame:
+    """ch_var at each unit's output with the predicted increment delta and the per-stage
+    excess over the stage's first unit (``rise``) against ``k·delta`` (``predicted_rise``)."""
+    var = _output_var(probe).rename(columns={"value": "ch_var"})
+    geo = units[KEYS + ["unit", "delta"]]
+    var = var.merge(geo, on=KEYS + ["unit"], how="left")
+    group = KEYS + ["stage"]
+    var = var.sort_values(group + ["index"], kind="stable")
+    first = var.groupby(group)["ch_var"].transform("first")
+    # delta of the units after the first (they share one shape within a stage)
+    step_delta = var.groupby(group)["delta"].transform(lambda d: d.iloc[1:].mean() if len(d) > 1 else d.iloc[0])
+    var["rise"] = var["ch_var"] - first
+    var["predicted_rise"] = var["index"] * step_delta
+    var["stage_delta"] = step_delta
+    return var.reset_index(drop=True)
+
+
+def linear_fits(law: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, depth, version and stage (pooled over seeds): ch_var of the k-th unit's
+    output fitted on k — slope, intercept, R² — over the whole stage and over its second
+    half, next to the predicted slope (V2: delta; V1: the asymptote 1)."""
+    rows = []
+    for (dataset, depth, version, stage), part in law.groupby(["dataset", "depth", "version", "stage"]):
+        n_units = part["index"].max() + 1
+        for span, sel in (("stage", part), ("second half", part[part["index"] >= n_units // 2])):
+            if sel["index"].nunique() < 3:
+                continue
+            fit = C.fit_line(sel["index"], sel["ch_var"], alternative="greater")
+            rows.append({"dataset": dataset, "depth": depth, "version": version, "stage": stage,
+                         "span": span, "units": int(n_units), "n": fit.n, "slope": fit.slope,
+                         "slope_ci_low": fit.ci_low, "slope_ci_high": fit.ci_high,
+                         "intercept": fit.intercept, "r2": fit.r2,
+                         "predicted_slope": float(sel["stage_delta"].iloc[0]),
+                         "slope_over_predicted": fit.slope / float(sel["stage_delta"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- claims
+def claims_rows(probe: pd.DataFrame, units: pd.DataFrame, *, preset: str):
+    """All rows of the module docstring; returns (rows, gaps table)."""
+    rows = []
+    # C1
+    per_net = units.groupby(KEYS)[["error", "error_sum", "error_other_f"]].max().reset_index()
+    for (depth, version), part in per_net.groupby(["depth", "version"]):
+        result = C.one_sample(part["error"], null=0.0, alternative="equivalent", margin=TOLERANCE)
+        f = "ReLU" if version == 1 else "identity"
+        rows.append(C.claim_row(
+            "C1", EXPERIMENT, f"V{version}: largest relative error of a unit's output against "
+            f"out = {f}(x + F(x)) (fp64; projection units: h + F), per net", int(depth), result,
+            version=int(version), dataset="+".join(sorted(part["dataset"].unique())),
+            preset=preset, for_c7=False,
+            note=_join(result.note, f"sum tap vs h + F: max {part['error_sum'].max():.2g}; "
+                       f"against the other version's f: min {part['error_other_f'].min():.2g}")))
+    # C4 gaps at init
+    gaps = transmission(probe, KEYS)
+    gaps = gaps.merge(units.groupby(KEYS)["width"].first().reset_index(), on=KEYS, how="left")
+    c5 = []
+    for dataset in sorted(gaps["dataset"].unique()):
+        primary, diffs = H.paired_rows(
+            gaps, "abs_log_rho_ratio", claim="C4", experiment=EXPERIMENT,
+            measure="|log10 rho_first / rho_last| at init (rho = ||dL/dx|| ||x||), V1 − V2",
+            where={"dataset": dataset}, preset=preset)
+        secondary, _ = H.paired_rows(
+            gaps, "abs_log_grad_ratio", claim="C4", experiment=EXPERIMENT,
+            measure="|log10 ||g_first|| / ||g_last||| at init (raw gradient), V1 − V2",
+            where={"dataset": dataset}, preset=preset, for_c7=False)
+        rows += primary + secondary
+        if len(primary) >= 2:
+            row, _ = H.threshold_from(
+                primary, diffs, experiment=EXPERIMENT,
+                measure="depth from which V1's C4 gap (|log10 rho ratio| at init) is "
+                        "significant", dataset=dataset, preset=preset)
+            c5.append(row)
+    # C4 law
+    law = law_table(probe, units)
+    for (dataset, depth), part in law[law["version"] == 2].groupby(["dataset", "depth"]):
+        part = part[part["index"] > 0]
+        fit = C.fit_line(part["predicted_rise"], part["rise"], null=1.0,
+                         alternative="equivalent", margin=LAW_MARGIN)
+        rows.append(C.claim_row(
+            "C4", EXPERIMENT, "V2: within-stage rise of ch_var at unit outputs against the "
+            "analytic law k·delta (effect = fitted slope − 1; 0 = the law)", int(depth), fit, dataset=dataset,
+            preset=preset, for_c7=False, version=2, intercept=fit.intercept, r2=fit.r2,
+            note=_join(fit.note, f"intercept {fit.intercept:.3g}, R² {fit.r2:.3f}")))
+    rows += c5
+    return rows, gaps
+
+
+def _join(*parts):
+    return "; ".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------- figures
+def _mean_profile(df, by, value="value"):
+    return df.groupby(by)[value].agg(["mean", "min", "max"]).reset_index()
+
+
+def figure_formula(units: pd.DataFrame, folder, name="c1_formula_check"):
+    """Every unit's formula error (and against the other version's f) vs relative position."""
+    units = H.version_label(units)
+    units["position"] = units["unit"] / units.groupby(KEYS)["unit"].transform("max").clip(lower=1)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    floor = 1e-17
+    for ax, version in zip(axes, ("V1", "V2")):
+        part = units[units["version"] == version]
+        for depth, rows in part.groupby("depth"):
+            ax.scatter(rows["position"], rows["error"].clip(lower=floor), s=3, alpha=0.4,
+                       label=f"{depth} layers")
+        ax.scatter(part["position"], part["error_other_f"].clip(lower=floor), s=3, alpha=0.3,
+                   color="0.6", label="against the other version's f")
+        ax.axhline(TOLERANCE, color="k", lw=0.8, ls="--", label=f"tolerance {TOLERANCE:g}")
+        ax.set_yscale("log")
+        f = "ReLU" if version == "V1" else "identity"
+        ax.set_title(f"{plotting.VERSION_LABELS[version]}: out = {f}(x + F(x))")
+        ax.set_xlabel("relative unit position")
+    axes[0].set_ylabel("largest relative error (fp64 reference)")
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3)
+    return H.finish_plot(fig, folder, name, "C1: the taps obey each unit's formula")
+
+
+def figure_spp(probe: pd.DataFrame, units: pd.DataFrame, fits: pd.DataFrame, folder, dataset,
+               name=None):
+    """SPP (Brock et al. 2021) at init: channel variance and squared channel mean at every
+    unit's output, and the gradient rms at every unit's input; V1 vs V2 (mean over seeds),
+    with V2's per-stage fitted line and the analytic law anchored at the stage's first unit."""
+    name = name or f"c4_spp_{dataset}"
+    probe = probe[probe["dataset"] == dataset]
+    depths = sorted(probe["depth"].unique())
+    panels = [("output", "forward", "ch_var", "channel variance\n(unit output)"),
+              ("output", "forward", "ch_sq_mean", "squared channel mean\n(unit output)"),
+              ("input", "backward", "rms", "gradient rms\n(unit input)")]
+    law = law_table(probe, units[units["dataset"] == dataset])
+    fig, axes = plt.subplots(len(panels), len(depths), figsize=(3.3 * len(depths), 8.4),
+                             squeeze=False)
+    for j, depth in enumerate(depths):
+        at = probe[probe["depth"] == depth]
+        for i, (tap, direction, stat, ylabel) in enumerate(panels):
+            ax = axes[i][j]
+            rows = H.version_label(select(at, tap=tap, direction=direction, stat=stat))
+            for version, color in plotting.VERSION_COLORS.items():
+                prof = _mean_profile(rows[rows["version"] == version], ["unit"])
+                ax.plot(prof["unit"], prof["mean"], color=color, lw=1.2,
+                        label=plotting.VERSION_LABELS[version])
+                ax.fill_between(prof["unit"], prof["min"], prof["max"], color=color, alpha=0.2,
+                                lw=0)
+            if stat == "ch_var":
+                _overlay_law(ax, law[law["depth"] == depth],
+                             fits[(fits["dataset"] == dataset) & (fits["depth"] == depth)])
+            plotting.mark_stage_boundaries(ax, stage_boundaries(at))
+            ax.set_yscale("log")
+            if i == 0:
+                ax.set_title(f"{depth} layers")
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if i == len(panels) - 1:
+                ax.set_xlabel("unit index")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    fig.legend(seen.values(), seen.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    return H.finish_plot(fig, folder, name, f"C4: signal propagation at initialisation, "
+                         f"{dataset} inputs (line: mean over seeds, band: range)")
+
+
+def _overlay_law(ax, law, fits):
+    v2 = law[law["version"] == 2]
+    for stage, part in v2.groupby("stage"):
+        prof = part.groupby("unit")[["ch_var", "predicted_rise"]].mean()
+        units = prof.index.to_numpy()
+        start = part[part["index"] == 0]["ch_var"].mean()
+        ax.plot(units, start + prof["predicted_rise"].to_numpy(), color="k", lw=0.9, ls=":",
+                label="V2 analytic law (k·delta)")
+        fit = fits[(fits["version"] == 2) & (fits["stage"] == stage) & (fits["span"] == "stage")]
+        if len(fit):
+            f = fit.iloc[0]
+            k = part.groupby("unit")["index"].first().to_numpy()
+            ax.plot(units, f["intercept"] + f["slope"] * k, color="k", lw=0.7, ls="--",
+                    label="V2 least-squares line per stage")
+
+
+def figure_transmission(probe: pd.DataFrame, folder, name="c4_transmission"):
+    """rho at each unit's input relative to the last unit's output (top) and the raw gradient
+    norm relative to the last unit's (bottom), at init, per dataset and depth."""
+    prof = H.version_label(rho_profile(probe, KEYS))
+    datasets = sorted(prof["dataset"].unique())
+    depths = sorted(prof["depth"].unique())
+    fig, axes = plt.subplots(2 * len(datasets), len(depths),
+                             figsize=(3.2 * len(depths), 2.7 * 2 * len(datasets)), squeeze=False)
+    for d, dataset in enumerate(datasets):
+        for j, depth in enumerate(depths):
+            part = prof[(prof["dataset"] == dataset) & (prof["depth"] == depth)]
+            for r, (column, ylabel) in enumerate((("relative", "rho_l / rho_last"),
+                                                  ("grad_relative", "||g_l|| / ||g_last||"))):
+                ax = axes[2 * d + r][j]
+                for version, color in plotting.VERSION_COLORS.items():
+                    p = _mean_profile(part[part["version"] == version], ["unit"], column)
+                    ax.plot(p["unit"], p["mean"], color=color, lw=1.2,
+                            label=plotting.VERSION_LABELS[version])
+                    ax.fill_between(p["unit"], p["min"], p["max"], color=color, alpha=0.2, lw=0)
+                ax.axhline(1, color="0.5", lw=0.8, ls=":")
+                plotting.mark_stage_boundaries(ax, stage_boundaries(part))
+                ax.set_yscale("log")
+                if 2 * d + r == 0:
+                    ax.set_title(f"{depth} layers")
+                if j == 0:
+                    ax.set_ylabel(f"{dataset}: {ylabel}")
+    axes[-1][0].set_xlabel("unit index")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    return H.finish_plot(fig, folder, name, "C4: how much of the signal reaches each unit at "
+                         "init (rho = ||dL/dx|| ||x||; 1 = as much as at the last unit)")
+
+
+def figure_gap(claims: pd.DataFrame, folder, name="c4_c5_gap_vs_depth"):
+    """C4's gap (V1 − V2 of |log10 rho ratio| and of the raw ratio) with its 95% CI against
+    depth, per dataset, and C5's threshold bracket."""
+    c4 = claims[(claims["claim"] == "C4") & claims["measure"].str.startswith("|log10")]
+    c5 = claims[claims["claim"] == "C5"]
+    datasets = sorted(c4["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        part = c4[c4["dataset"] == dataset]
+        th = c5[c5["dataset"] == dataset]
+        for (measure, rows), color, offset in zip(part.groupby("measure", sort=False),
+                                                  ("#000000", "#999999"), (1.0, 1.04)):
+            short = "rho (scale-free)" if "rho" in measure else "raw gradient"
+            H.gap_axis(ax, rows, label=short, color=color, offset=offset,
+                       threshold=th.iloc[0].to_dict() if short.startswith("rho") and len(th) else None)
+        ax.set_title(f"{dataset} inputs")
+        ax.set_xlabel("depth (layers)")
+        ax.set_ylabel("V1 − V2 of |log10 first / last|\n(> 0: the signal travels better in V2)")
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=handles + H.verdict_legend(ax), fontsize=7, loc="upper left")
+    return H.finish_plot(fig, folder, name, "C4/C5: V1's gap to V2 at initialisation, 95% CI")
+
+
+def draw_figures(run_dir) -> list:
+    """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
+    run_dir = Path(run_dir)
+    probe = H.read_table(run_dir, "probe", EXPERIMENT)
+    units = H.read_table(run_dir, "units", EXPERIMENT)
+    claims = C.read_claims(run_dir / C.CLAIMS_FILE)
+    fits = H.read_table(run_dir, "linear_fits", EXPERIMENT)
+    plotting.set_style()
+    folder = run_dir / "figures"
+    written = figure_formula(units, folder)
+    for dataset in sorted(probe["dataset"].unique()):
+        written += figure_spp(probe, units, fits, folder, dataset)
+    written += figure_transmission(probe, folder) + figure_gap(claims, folder)
+    return written
+
+
+def publish(run_dir, dest) -> Path:
+    """Copy the run's reference files to ``dest``, keeping the probe rows the figures and
+    claims use (``KEEP_ROWS``), and redraw the figures there."""
+    run_dir = Path(run_dir)
+    probe = H.read_table(run_dir, "probe", EXPERIMENT)
+    units = H.read_table(run_dir, "units", EXPERIMENT)
+    return H.publish(run_dir, dest, files=FILES,
+                     tables={"probe.csv.gz": figure_rows(probe), "units.csv.gz": units},
+                     draw_figures=draw_figures)
