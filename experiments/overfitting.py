@@ -138,6 +138,8 @@ def main(argv=None):
           f"{s['batch_size']}, lr {s['lr']} after {s['warmup_steps']} warm-up steps at 0.01, "
           f"/10 at {list(schedule.milestones)}; weight inputs probed every {s['probe_every']} "
           f"steps; on {s['device']}\n-> {run.path}", flush=True)
+    run.update_config(device=f"{s['device']} ({torch.get_num_threads()} threads)"
+                      if s["device"] == "cpu" else s["device"])
     t0 = time.perf_counter()
     final = []
 

@@ -134,6 +134,8 @@ def main(argv=None):
           f"{s['seeds']}, {s['steps']} steps of {s['batch_size']}, lr {s['lr']} after "
           f"{s['warmup_steps']} warm-up steps at 0.01, /10 at {list(schedule.milestones)}; "
           f"signal probed at step 1; on {s['device']}\n-> {run.path}", flush=True)
+    run.update_config(device=f"{s['device']} ({torch.get_num_threads()} threads)"
+                      if s["device"] == "cpu" else s["device"])
     t0 = time.perf_counter()
     try:
         train, probe, _ = run_cells(

@@ -14,7 +14,9 @@ The analysis of ``experiments/unit_ablation.py``; it reads the tidy tables the s
   He et al.'s CIFAR-10 test errors at ResNet-110 and ResNet-164 next to ours, labelled with
   dataset, preset, depth and width.
 * ``claims.csv`` rows (claim ``T2``, listed in the report under "Other measurements"): per
-  depth, each kind's final test error minus the original unit's, paired by seed, in the
+  depth, each kind's final test error minus the original unit's (a fraction, like
+  ``paper_effect``: He et al.'s difference in the column of the same unit block, ResNet-110
+  for basic units, ResNet-164 for bottleneck units), paired by seed, in the
   direction He et al. report at both depths: BN after addition and ReLU before addition
   worse (greater), ReLU-only pre-activation on par (equivalent within 5% of the original's
   error), full pre-activation better (less).
@@ -109,12 +111,13 @@ def claims_rows(table: pd.DataFrame, *, dataset: str, preset: str) -> list[dict]
             pair = wide[["original", kind]].dropna()
             result = C.paired_difference(pair[kind].to_numpy(), pair["original"].to_numpy(),
                                          alternative=direction)
-            paper = PAPER_TABLE2[kind][_paper_column(at)] - PAPER_TABLE2["original"][_paper_column(at)]
+            col = _paper_column(at)
+            paper = (PAPER_TABLE2[kind][col] - PAPER_TABLE2["original"][col]) / 100
             rows.append(C.claim_row(
                 CLAIM, EXPERIMENT, f"test error, {kind} − original (He et al. Table 2: "
                 f"{_paper_word(direction)})", int(depth), result, unit_kind=kind,
-                paper_effect_pp=round(paper, 2), dataset=dataset, preset=preset,
-                width=int(at["width"].iloc[0])))
+                paper_effect=round(paper, 4), paper_depth=(110, 164)[col], dataset=dataset,
+                preset=preset, width=int(at["width"].iloc[0])))
     return rows
 
 

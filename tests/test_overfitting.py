@@ -3,6 +3,7 @@ schema, the weight-input statistics against a direct computation, verdicts that 
 data, figures redrawn from the CSVs alone, the report section, and answers to bad input."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +38,13 @@ def load_script():
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     publish = tmp_path_factory.mktemp("paper") / "overfitting"
-    code = main_guard(load_script().main)(["--preset", "smoke", "--out", str(out),
-                                           "--publish", str(publish)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # tiny nets: one thread is fastest, and a shared CPU stays usable
+    try:
+        code = main_guard(load_script().main)(["--preset", "smoke", "--out", str(out),
+                                               "--publish", str(publish)])
+    finally:
+        torch.set_num_threads(threads)
     assert code == 0
     (run,) = (out / "overfitting").iterdir()
     return run, publish
@@ -71,8 +77,11 @@ def test_smoke_writes_every_file_in_the_schema(smoke_run):
     assert set(claims["claim"]) == {"C6"} and len(claims) == 2 * len(C6.MEASURES)
     assert (claims["n"] == 3).all() and set(claims["depth"]) == {8, 11}
     c7 = claims.set_index("measure")["for_c7"].groupby(level=0).first()
-    assert c7[[m for m in c7.index if m.startswith(("generalization gap in error", "final test"))]].all()
+    assert c7[[m for m in c7.index if m.startswith("final test")]].all()
     assert not c7[[m for m in c7.index if "distance" in m or "train loss" in m]].any()
+    # 4 smoke steps fit nothing: the gaps compare underfit nets and stay out of C7
+    gaps = claims[claims["measure"].str.startswith("generalization gap")]
+    assert not gaps["for_c7"].any() and gaps["note"].str.contains("did not fit").all()
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
@@ -150,7 +159,9 @@ def test_published_copy_is_small_and_redraws_without_model_code(smoke_run):
             "torch.nn.Module.__call__ = boom\n"
             f"sys.argv = ['make_figures.py', 'overfitting', {str(publish)!r}]\n"
             f"runpy.run_path({str(ROOT / 'experiments' / 'make_figures.py')!r}, run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env=env)
     assert result.returncode == 0, result.stderr
     for name in FIGURES:
         assert (publish / "figures" / f"{name}.png").exists()

@@ -3,6 +3,7 @@ files, the table in the paper's layout, verdicts recomputed from the data, figur
 from the CSVs alone, the report, and answers to bad input."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from probes import unit_ablation as T2
 from resnet_lab import claims as C
@@ -33,8 +35,13 @@ def load_script():
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     publish = tmp_path_factory.mktemp("paper") / "unit_ablation"
-    code = main_guard(load_script().main)(["--preset", "smoke", "--out", str(out),
-                                           "--publish", str(publish)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # tiny nets: one thread is fastest, and a shared CPU stays usable
+    try:
+        code = main_guard(load_script().main)(["--preset", "smoke", "--out", str(out),
+                                               "--publish", str(publish)])
+    finally:
+        torch.set_num_threads(threads)
     assert code == 0
     (run,) = (out / "unit_ablation").iterdir()
     return run, publish
@@ -88,7 +95,7 @@ def test_verdicts_follow_the_data(delta, verdict):
             rows.append(dict(depth=164, unit_kind=kind, seed=seed, width=16, test_error=err))
     (row,) = T2.claims_rows(pd.DataFrame(rows), dataset="digits", preset="quick")
     assert row["unit_kind"] == "full_preact" and row["verdict"] == verdict
-    assert row["paper_effect_pp"] == pytest.approx(5.46 - 5.93)
+    assert row["paper_effect"] == pytest.approx((5.46 - 5.93) / 100) and row["paper_depth"] == 164
 
 
 def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
@@ -103,7 +110,9 @@ def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
             "torch.nn.Module.__call__ = boom\n"
             f"sys.argv = ['make_figures.py', 'unit_ablation', {str(publish)!r}]\n"
             f"runpy.run_path({str(ROOT / 'experiments' / 'make_figures.py')!r}, run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env=env)
     assert result.returncode == 0, result.stderr
     for name in FIGURES:
         assert (publish / "figures" / f"{name}.png").exists()
