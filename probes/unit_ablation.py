@@ -288,9 +288,11 @@ def figure_test_error(table: pd.DataFrame, folder, name="t2_test_error"):
         sns.barplot(data=part, x="unit kind", y="test_error_pct", order=HUE_ORDER,
                     hue="unit kind", hue_order=HUE_ORDER, palette=_palette(), errorbar=None,
                     alpha=0.45, ax=ax, legend=False)
-        sns.stripplot(data=part, x="unit kind", y="test_error_pct", order=HUE_ORDER,
-                      hue="unit kind", hue_order=HUE_ORDER, palette=_palette(), size=5,
-                      jitter=0.12, ax=ax, legend=False)
+        for k, kind in enumerate(UNIT_KINDS):          # seeds side by side, no random jitter
+            dots = part[part["unit_kind"] == kind].sort_values("seed")
+            dx = np.linspace(-0.12, 0.12, len(dots)) if len(dots) > 1 else np.zeros(len(dots))
+            ax.scatter(k + dx, dots["test_error_pct"], s=22, zorder=3,
+                       color=plotting.UNIT_COLORS[kind])
         ax.set_title(f"{depth} layers (width {int(part['width'].iloc[0])})")
         ax.set_xlabel("")
         ax.set_ylabel("final test error (%)" if ax is axes[0][0] else "")
