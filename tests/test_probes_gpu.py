@@ -3,6 +3,7 @@
 Marked ``gpu``: skipped without CUDA; run with ``pytest -m gpu`` (``make test-gpu``).
 """
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,15 @@ def test_cuda_statistics_equal_cpu(version):
     gpu.cuda()
     x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 10, (32,))
     expected = probed_step(cpu, x, y)
+    # TF32 convolutions (PyTorch's CUDA default) would change the numbers being compared.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     got = probed_step(gpu, x.cuda(), y.cuda())
     assert got.index.equals(expected.index)
-    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=2e-3, atol=1e-6)
+    # Relative agreement, except for values at the level of fp32 rounding of their statistic's
+    # largest value (e.g. the squared channel mean of a BN output: 1e-14 on one device, 0 on another).
+    scale = expected.abs().groupby(level="stat").transform("max")
+    bad = ~np.isclose(got, expected, rtol=2e-3, atol=0) & ((got - expected).abs() > 1e-5 * scale)
+    assert not bad.any(), pd.DataFrame({"cpu": expected[bad], "cuda": got[bad]}).head(12).to_string()
 
 
 def test_bf16_autocast_statistics_close_to_fp32():
