@@ -44,7 +44,7 @@ from resnet_lab.training import check_train_args  # noqa: E402
 
 # ---- settings ----------------------------------------------------------------------------
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: ~10 minutes (measured, see the final report).
+    # 2 CPU cores, nothing downloaded: 10.5 minutes measured (1 thread, shared machine).
     "quick": dict(depths=[20, 164, 326], widths={20: 16, 164: 16, 326: 4}, seeds=[0, 1, 2],
                   steps=150, warmup_steps=30, lr=0.1, batch_size=128, checkpoints=5,
                   dataset="digits"),
