@@ -17,7 +17,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 
 run: install
-	$(BIN)/python -m resnet_lab article_resnet34_v1 article_resnet34_v2
+	$(BIN)/python experiments/grad_flow.py
 
 test: install
 	$(BIN)/python -m pytest -q

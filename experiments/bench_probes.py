@@ -91,8 +91,11 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each kind first (default 2)")
     parser.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda"],
                         help="default: cpu, and cuda when available")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
     parser.add_argument("--out", default="results/paper/bench_probes.csv", help="CSV to write")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if "cuda" in devices and not torch.cuda.is_available():
         raise ValueError("--devices cuda: CUDA is not available on this machine; valid here: cpu")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probes import SignalProbe  # noqa: E402
@@ -57,6 +58,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     parser.add_argument("--width", type=int, help="base width of every net (default: the preset's, "
                                                   "reduced for 1001 layers in the quick preset)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for PyTorch (default: its own choice; 1 avoids the "
+                             "stalls of two OpenMP threads on a core another process is using)")
     parser.add_argument("--publish", metavar="DIR",
                         help="also copy the run, with the probe rows its figures use, to DIR "
                              "(the reference results live in results/paper/grad_flow)")
@@ -85,6 +89,10 @@ def resolve(args):
 def main(argv=None):
     args = parse_args(argv)
     s = resolve(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if args.out is not None:
         check_writable_dir(args.out)
     if args.publish is not None:
