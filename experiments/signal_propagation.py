@@ -10,9 +10,11 @@ tested). V1 and V2 of a seed see the same batch; the tests pair them by seed.
     python experiments/signal_propagation.py --preset paper --data-dir ~/data   # CIFAR-10
     python experiments/make_figures.py signal_propagation results/runs/signal_propagation/<run-id>
 
-Quick preset: digits (8x8, 1 channel) and Gaussian images of that shape, depths 20, 56, 110
-(basic units, width 16), 164 (bottleneck, width 16) and 1001 (bottleneck, width 4: the
-paper's width does not fit the time budget of 2 CPU cores), 5 seeds, batch 128.
+Quick preset: digits (8x8, 1 channel) and Gaussian images of that shape, 5 seeds, batch 128;
+the paper's depths 20, 56, 110 (basic units, zero-padding shortcuts), 164 and 1001 (bottleneck
+units, projection shortcuts), plus bottleneck nets of 29 and 65 layers and a basic net of 326
+layers, so that depth and block are not confounded; width 16, except 4 at 1001 layers (the
+paper's width does not fit the time budget of 2 CPU cores). About 8 minutes.
 
 Writes results/runs/signal_propagation/<run-id>/: config.json, probe.csv.gz (probe rows),
 units.csv.gz (per-unit formula errors and predicted variance increments), cells.csv,
@@ -36,15 +38,15 @@ from resnet_lab.runs import RunDir, check_writable_dir  # noqa: E402
 # ---- settings ----------------------------------------------------------------------------
 PRESETS = {
     # 2 CPU cores, nothing downloaded: a few minutes.
-    "quick": dict(depths=[20, 56, 110, 164, 1001], widths={1001: 4}, width=16,
+    "quick": dict(depths=[20, 29, 56, 65, 110, 164, 326, 1001], widths={1001: 4}, width=16,
                   seeds=[0, 1, 2, 3, 4], inputs=["gaussian", "real"], dataset="digits",
                   batch_size=128),
     # the paper's widths on CIFAR-10 32x32 (and Gaussian images of that shape); a GPU.
-    "paper": dict(depths=[20, 56, 110, 164, 1001], widths={}, width=16,
+    "paper": dict(depths=[20, 29, 56, 65, 110, 164, 326, 1001], widths={}, width=16,
                   seeds=[0, 1, 2, 3, 4], inputs=["gaussian", "real"], dataset="cifar10",
                   batch_size=128),
-    # seconds: what the tests run (29 = the smallest bottleneck net, projection shortcuts).
-    "smoke": dict(depths=[20, 29], widths={}, width=4, seeds=[0, 1, 2],
+    # seconds: what the tests run (two basic and two bottleneck depths).
+    "smoke": dict(depths=[20, 29, 32, 47], widths={}, width=4, seeds=[0, 1, 2],
                   inputs=["gaussian", "real"], dataset="digits", batch_size=16),
 }
 INPUTS = ("gaussian", "real")

@@ -192,6 +192,7 @@ def threshold_from(rows: list[dict], diffs: dict, *, claim="C5", experiment, mea
     threshold = C.depth_threshold(depths, verdicts,
                                   differences=finite if len(finite) == len(depths) else None,
                                   direction="greater", margin=margin, n_boot=n_boot)
+    extra.setdefault("for_c7", False)      # not depth-wise: C7 leaves it out in any case
     row = C.threshold_row(claim, experiment, measure, threshold, claimed_depth=CLAIMED_THRESHOLD,
                           factor=THRESHOLD_FACTOR, **extra)
     return row, threshold
@@ -239,7 +240,7 @@ def gap_axis(ax, claims: pd.DataFrame, *, label, color="0.2", offset=1.0, thresh
     ax.axvline(CLAIMED_THRESHOLD, color="#E69F00", lw=1, ls=":")
 
 
-def verdict_legend(ax):
+def verdict_legend():
     handles = [plt.Line2D([], [], marker=m, color="0.3", ls="", label=v)
                for v, m in VERDICT_MARKERS.items()]
     handles.append(plt.Line2D([], [], color="#E69F00", ls=":", label="article: about 164 (×/÷2)"))

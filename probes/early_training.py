@@ -208,7 +208,7 @@ def figure_gap(claims: pd.DataFrame, folder, name="c3_c5_gap_vs_depth"):
     for ax in axes:
         ax.set_xlabel("depth (layers)")
         handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + H.verdict_legend(ax), fontsize=7, loc="upper left",
+        ax.legend(handles=handles + H.verdict_legend(), fontsize=7, loc="upper left",
                   bbox_to_anchor=(1.0, 1.0))
     return H.finish_plot(fig, folder, name, "C3/C5: V1's gap to V2 in the first iterations, "
                          "95% CI (paired by seed)")

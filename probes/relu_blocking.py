@@ -17,14 +17,20 @@ units where more than half of the shortcut energy (``heavy_share``) / gradient e
 Claims rows (C2; C2 is not an input of C7). He et al. 2016 §4.1 make two statements:
 
 (a) "the truncation is more frequent when there are 1000 layers": per measure (mean
-    ``shortcut_cut``, ``heavy_share``, mean ``grad_cut``), the deepest depth minus the
+    ``shortcut_cut``, ``heavy_share``, mean ``grad_cut``, and mean ``frac_neg`` — the
+    frequency of truncation in He et al.'s own sense), the deepest depth minus the
     reference depth (164 when run, else the next shallower one), Welch's t over seeds
     (different nets: no pairing), at initialisation and at the last probed step —
     direction "greater";
 (b) "after some training ... y is more frequently above zero and f does not truncate it"
-    (their 164-layer net): per depth, the mean ``shortcut_cut`` and mean ``grad_cut`` at
-    initialisation minus at the last probed step, paired by seed (the same net) —
-    direction "greater" (the cut fades).
+    (their 164-layer net): per depth, the mean ``shortcut_cut``, ``grad_cut`` and
+    ``frac_neg`` at initialisation minus at the last probed step, paired by seed (the same
+    net) — direction "greater" (the cut fades).
+
+Note the two senses of "how often the ReLU cuts": ``frac_neg`` counts elements, the cuts
+weigh them by the energy of the shortcut (or gradient) they carry. Where y < 0 the
+non-negative shortcut x is small (y < 0 needs F < −x), so a sizeable share of negative sums
+can cut little shortcut energy.
 
 ``draw_figures(run_dir)`` redraws the ``c2_*`` figures from the CSVs alone: the heat map of
 ``shortcut_cut`` (unit x step) for the deepest V1, the cut profiles over depth at init and
@@ -39,6 +45,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
@@ -57,7 +64,9 @@ FILES = ("config.json", "claims.csv", "cells.csv", "summary.csv")
 REFERENCE_DEPTH = 164
 MEASURES = [("mean_cut", "mean shortcut_cut over units"),
             ("heavy_share", f"share of units with shortcut_cut > {HEAVY:g}"),
-            ("mean_grad_cut", "mean grad_cut over units")]
+            ("mean_grad_cut", "mean grad_cut over units"),
+            ("mean_frac_neg", "share of the summed signal y that is negative (mean over units)")]
+FADE_MEASURES = ("mean_cut", "mean_grad_cut", "mean_frac_neg")
 
 
 # --------------------------------------------------------------------------- tables
@@ -113,7 +122,7 @@ def claims_rows(table: pd.DataFrame, *, dataset: str, preset: str) -> list[dict]
         if s0 == s1:
             continue
         merged = first.merge(last, on="seed", suffixes=("_init", "_end"))
-        for column, text in (MEASURES[0], MEASURES[2]):
+        for column, text in (m for m in MEASURES if m[0] in FADE_MEASURES):
             result = C.paired_difference(merged[f"{column}_init"], merged[f"{column}_end"],
                                          alternative="greater")
             rows.append(C.claim_row(
@@ -131,11 +140,12 @@ def figure_heatmap(cuts: pd.DataFrame, folder, name="c2_cut_heatmap"):
     steps = sorted(part["step"].unique())
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1, 0.05]})
     vmax = max(part["shortcut_cut"].max(), part["grad_cut"].max(), 1e-9)
+    norm = PowerNorm(gamma=0.4, vmin=0, vmax=vmax)      # small cuts stay visible
     for ax, stat, title in ((axes[0], "shortcut_cut", "shortcut energy cut"),
                             (axes[1], "grad_cut", "gradient energy cut")):
         grid = part.pivot_table(index="unit", columns="step", values=stat, aggfunc="mean")
         image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", cmap="magma",
-                          vmin=0, vmax=vmax, interpolation="nearest",
+                          norm=norm, interpolation="nearest",
                           extent=(-0.5, len(steps) - 0.5, grid.index.min() - 0.5,
                                   grid.index.max() + 0.5))
         ticks = np.linspace(0, len(steps) - 1, min(len(steps), 6)).round().astype(int)
@@ -146,7 +156,8 @@ def figure_heatmap(cuts: pd.DataFrame, folder, name="c2_cut_heatmap"):
         ax.set_title(f"{title}, V1 {depth} layers")
         ax.grid(False)
     axes[0].set_ylabel("unit index (dashed: stage boundary)")
-    fig.colorbar(image, cax=axes[2], label="share cut by the ReLU after the addition")
+    fig.colorbar(image, cax=axes[2], label="share cut by the ReLU after the addition "
+                                           "(power scale)")
     return H.finish_plot(fig, folder, name, "C2: where the after-addition ReLU cuts the "
                          f"shortcut (mean over {part['seed'].nunique()} seeds)")
 

@@ -11,9 +11,9 @@ sees it) and back-propagates the cross-entropy once, with
   with the paper's formula evaluated in fp64 from the unit's own tensors (C1):
   ``out = f(x + F(x))`` for an identity shortcut (V1: f = ReLU; V2: f = identity, i.e.
   ``x_{l+1} = x_l + F(x_l)``), ``out = f(h + F)`` where the shortcut is a projection or
-  zero-padding; and the ``sum`` tap against ``h + F``. Errors are relative to the largest
-  |value| of the reference. As a contrast it also scores the taps against the *other*
-  version's f, which must fail.
+  zero-padding; and the ``sum`` tap against ``h + F``. An error is the largest absolute
+  difference relative to the reference's root mean square. As a contrast it also scores
+  the taps against the *other* version's f, which must fail.
 
 Tables (``probe.csv.gz``: the probe rows; ``units.csv.gz``: one row per unit and net with
 the formula errors and the analytic variance increment; ``linear_fits.csv``; ``gaps.csv``)
@@ -46,13 +46,22 @@ C4   the analytic law, V2 (``for_c7=False``): with BN-ReLU before every weight l
      image (for a 1x1 convolution S1 = S2 = 1, delta = (C_in / C_out)(1 − 1/pi)). The row
      fits ch_var(out_k) − ch_var(out_0) against k·delta over every stage and seed (slope 1 =
      the law) and tests slope = 1 within ``LAW_MARGIN`` (equivalence); per-stage fits of
-     ch_var on k (slope, intercept, R²) go to ``linear_fits.csv``. V1's branch ends in BN,
-     so it adds variance exactly 1 — but the ReLU after the addition truncates the sum where
-     the shortcut signal is small (the first units of a stage; the zero-padded channels), so
-     V1 follows slope 1 only once the summed signal is large and positive: its fits
-     (whole stage and second half) are in ``linear_fits.csv`` against that asymptote.
-C5   from the C4 gap rows (per dataset): the depth from which V1's gap is significant at it
-     and every deeper depth, with a seed bootstrap, against the article's "about 164".
+     ch_var on k (slope, intercept, R²) go to ``linear_fits.csv``.
+C4   V1's law (``for_c7=False``; derived *after* the first quick run showed V1 growing
+     linearly too, at about a third of a unit per unit — so its agreement explains the data
+     rather than testing a prediction made in advance). V1's branch ends in BN (gamma = 1),
+     so it adds a zero-mean, unit-variance increment, and the ReLU after the addition maps
+     every negative sum to 0: each element performs a random walk reflected at 0 (a Lindley
+     process, x_{k+1} = max(x_k + F_k, 0)), which after k steps is distributed as |N(0, k)|:
+     channel variance k (1 − 2/pi) = 0.363 k, squared channel mean 2k/pi. So delta_V1 =
+     1 − 2/pi, independent of the geometry. It departs where the increments are not
+     independent of the walk (narrow nets, small maps: the later stages of the width-4
+     1001-layer net) and restarts where a shortcut resets the walk.
+C5   from the C4 gap rows (per dataset and block: basic units with zero-padding shortcuts,
+     bottleneck units with projections — the block changes with depth in the paper's nets,
+     20–110 basic, 164 and 1001 bottleneck, so the preset adds bottleneck nets below 164
+     and a basic net above it): the depth from which V1's gap is significant at it and every
+     deeper depth, with a seed bootstrap, against the article's "about 164".
 
 ``draw_figures(run_dir)`` redraws every figure (``c1_*``, ``c4_*``, ``c4_c5_*``) from the
 CSVs alone.
@@ -76,6 +85,7 @@ from torch import nn  # noqa: E402
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
 from resnet_lab.data import Batches, load_dataset  # noqa: E402
+from resnet_lab.networks import resolve_cifar_block  # noqa: E402
 from resnet_lab.sweep import Cell, build, label  # noqa: E402
 from resnet_lab.taps import TAP_NAMES  # noqa: E402
 from resnet_lab.units import reference_formula  # noqa: E402
@@ -90,6 +100,7 @@ TOLERANCE = 1e-5         # C1: largest relative error that still counts as "the 
 LAW_MARGIN = 0.10        # C4 law: fitted slope / predicted slope within 1 ± 0.10
 RELU_SQ = 0.5                         # E[ReLU(z)^2], z ~ N(0, 1)
 RELU_MEAN_SQ = 1 / (2 * math.pi)      # E[ReLU(z)]^2
+V1_INCREMENT = 1 - 2 / math.pi        # Var|N(0, 1)|: the reflected random walk's variance per step
 PROBE_STATS = ("rms", "norm", "mean", "ch_var", "ch_sq_mean", "frac_neg", "frac_zero",
                "shortcut_cut", "grad_cut")
 INIT_STEP = 1            # the training engine's number of the forward/backward at init
@@ -152,8 +163,8 @@ class FormulaCheck:
         x, h, branch, total, out = (taps[k].double() for k in TAP_NAMES)
         s = x if unit.shortcut_kind == "identity" else h
         y64, out64 = reference_formula(unit, s, branch, s + branch)
-        scale_y = float(y64.abs().max()) or 1.0
-        scale_out = float(out64.abs().max()) or 1.0
+        scale_y = float(y64.square().mean().sqrt()) or 1.0
+        scale_out = float(out64.square().mean().sqrt()) or 1.0
         return {"unit": u, "stage": unit.stage, "index": unit.index, "kind": unit.kind,
                 "shortcut_kind": unit.shortcut_kind,
                 "error": float((out - out64).abs().max()) / scale_out,
@@ -164,11 +175,11 @@ class FormulaCheck:
 
 
 def predicted_increment(unit, height: int, width: int) -> float:
-    """delta of the module docstring: the channel variance the branch adds at init, for a
-    branch whose last layer is a convolution fed by BN-ReLU (V2); V1's branch ends in BN
-    (gamma = 1), which adds variance 1."""
+    """delta of the module docstring: the channel variance a unit adds at init. V2 (a branch
+    whose last layer is a convolution fed by BN-ReLU): the geometry formula; V1 (BN-ended
+    branch, ReLU after the addition): the reflected random walk's 1 − 2/pi."""
     if unit.kind == "original":
-        return 1.0
+        return V1_INCREMENT
     convs = [m for m in unit.branch.modules() if isinstance(m, nn.Conv2d)]
     conv = convs[-1]
     k_h, k_w = conv.kernel_size
@@ -334,7 +345,7 @@ def law_table(probe: pd.DataFrame, units: pd.DataFrame) -> pd.DataFrame:
 def linear_fits(law: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, depth, version and stage (pooled over seeds): ch_var of the k-th unit's
     output fitted on k — slope, intercept, R² — over the whole stage and over its second
-    half, next to the predicted slope (V2: delta; V1: the asymptote 1)."""
+    half, next to the predicted slope (V2: delta; V1: 1 − 2/pi)."""
     rows = []
     for (dataset, depth, version, stage), part in law.groupby(["dataset", "depth", "version", "stage"]):
         n_units = part["index"].max() + 1
@@ -370,33 +381,39 @@ def claims_rows(probe: pd.DataFrame, units: pd.DataFrame, *, preset: str):
     # C4 gaps at init
     gaps = transmission(probe, KEYS)
     gaps = gaps.merge(units.groupby(KEYS)["width"].first().reset_index(), on=KEYS, how="left")
+    gaps["block"] = [resolve_cifar_block(int(d)) for d in gaps["depth"]]
     c5 = []
-    for dataset in sorted(gaps["dataset"].unique()):
+    for (dataset, block), part in gaps.groupby(["dataset", "block"]):
+        where = {"dataset": dataset, "block": block}
         primary, diffs = H.paired_rows(
-            gaps, "abs_log_rho_ratio", claim="C4", experiment=EXPERIMENT,
+            part, "abs_log_rho_ratio", claim="C4", experiment=EXPERIMENT,
             measure="|log10 rho_first / rho_last| at init (rho = ||dL/dx|| ||x||), V1 − V2",
-            where={"dataset": dataset}, preset=preset)
+            where=where, preset=preset)
         secondary, _ = H.paired_rows(
-            gaps, "abs_log_grad_ratio", claim="C4", experiment=EXPERIMENT,
+            part, "abs_log_grad_ratio", claim="C4", experiment=EXPERIMENT,
             measure="|log10 ||g_first|| / ||g_last||| at init (raw gradient), V1 − V2",
-            where={"dataset": dataset}, preset=preset, for_c7=False)
+            where=where, preset=preset, for_c7=False)
         rows += primary + secondary
         if len(primary) >= 2:
             row, _ = H.threshold_from(
                 primary, diffs, experiment=EXPERIMENT,
-                measure="depth from which V1's C4 gap (|log10 rho ratio| at init) is "
-                        "significant", dataset=dataset, preset=preset)
+                measure=f"depth from which V1's C4 gap (|log10 rho ratio| at init) is "
+                        f"significant, {block} units", preset=preset, **where)
             c5.append(row)
-    # C4 law
+    # C4 laws
     law = law_table(probe, units)
-    for (dataset, depth), part in law[law["version"] == 2].groupby(["dataset", "depth"]):
+    for (version, dataset, depth), part in law.groupby(["version", "dataset", "depth"]):
         part = part[part["index"] > 0]
         fit = C.fit_line(part["predicted_rise"], part["rise"], null=1.0,
                          alternative="equivalent", margin=LAW_MARGIN)
+        text = ("V2: within-stage rise of ch_var at unit outputs against the analytic law "
+                "k·delta" if version == 2 else
+                "V1: within-stage rise of ch_var at unit outputs against the reflected random "
+                "walk k·(1 − 2/pi) (post hoc)")
         rows.append(C.claim_row(
-            "C4", EXPERIMENT, "V2: within-stage rise of ch_var at unit outputs against the "
-            "analytic law k·delta (effect = fitted slope − 1; 0 = the law)", int(depth), fit, dataset=dataset,
-            preset=preset, for_c7=False, version=2, intercept=fit.intercept, r2=fit.r2,
+            "C4", EXPERIMENT, f"{text} (effect = fitted slope − 1; 0 = the law)", int(depth), fit,
+            dataset=dataset, block=resolve_cifar_block(int(depth)), preset=preset,
+            for_c7=False, version=int(version), intercept=fit.intercept, r2=fit.r2,
             note=_join(fit.note, f"intercept {fit.intercept:.3g}, R² {fit.r2:.3f}")))
     rows += c5
     return rows, gaps
@@ -446,7 +463,7 @@ def figure_spp(probe: pd.DataFrame, units: pd.DataFrame, fits: pd.DataFrame, fol
               ("output", "forward", "ch_sq_mean", "squared channel mean\n(unit output)"),
               ("input", "backward", "rms", "gradient rms\n(unit input)")]
     law = law_table(probe, units[units["dataset"] == dataset])
-    fig, axes = plt.subplots(len(panels), len(depths), figsize=(3.3 * len(depths), 8.4),
+    fig, axes = plt.subplots(len(panels), len(depths), figsize=(2.8 * len(depths), 8.4),
                              squeeze=False)
     for j, depth in enumerate(depths):
         at = probe[probe["depth"] == depth]
@@ -478,75 +495,87 @@ def figure_spp(probe: pd.DataFrame, units: pd.DataFrame, fits: pd.DataFrame, fol
 
 
 def _overlay_law(ax, law, fits):
-    v2 = law[law["version"] == 2]
-    for stage, part in v2.groupby("stage"):
-        prof = part.groupby("unit")[["ch_var", "predicted_rise"]].mean()
-        units = prof.index.to_numpy()
-        start = part[part["index"] == 0]["ch_var"].mean()
-        ax.plot(units, start + prof["predicted_rise"].to_numpy(), color="k", lw=0.9, ls=":",
-                label="V2 analytic law (k·delta)")
-        fit = fits[(fits["version"] == 2) & (fits["stage"] == stage) & (fits["span"] == "stage")]
-        if len(fit):
-            f = fit.iloc[0]
-            k = part.groupby("unit")["index"].first().to_numpy()
-            ax.plot(units, f["intercept"] + f["slope"] * k, color="k", lw=0.7, ls="--",
-                    label="V2 least-squares line per stage")
+    """Each version's analytic law (dotted, anchored at the stage's first unit) and V2's
+    least-squares line per stage (dashed)."""
+    for version in (1, 2):
+        color = plotting.VERSION_COLORS[f"V{version}"]
+        for stage, part in law[law["version"] == version].groupby("stage"):
+            prof = part.groupby("unit")[["ch_var", "predicted_rise"]].mean()
+            start = part[part["index"] == 0]["ch_var"].mean()
+            ax.plot(prof.index.to_numpy(), start + prof["predicted_rise"].to_numpy(), color="k",
+                    lw=0.9, ls=":", label="analytic law (V2: k·delta; V1: k·(1 − 2/pi))")
+            fit = fits[(fits["version"] == version) & (fits["stage"] == stage)
+                       & (fits["span"] == "stage")]
+            if version == 2 and len(fit):
+                f = fit.iloc[0]
+                k = part.groupby("unit")["index"].first().to_numpy()
+                ax.plot(prof.index.to_numpy(), f["intercept"] + f["slope"] * k, color=color,
+                        lw=0.7, ls="--", label="V2 least-squares line per stage")
 
 
 def figure_transmission(probe: pd.DataFrame, folder, name="c4_transmission"):
-    """rho at each unit's input relative to the last unit's output (top) and the raw gradient
-    norm relative to the last unit's (bottom), at init, per dataset and depth."""
+    """rho at each unit's input relative to rho at the last unit's output, at init, per
+    input kind and depth (the raw gradient ratio is in ``c4_c5_gap_vs_depth``)."""
     prof = H.version_label(rho_profile(probe, KEYS))
     datasets = sorted(prof["dataset"].unique())
     depths = sorted(prof["depth"].unique())
-    fig, axes = plt.subplots(2 * len(datasets), len(depths),
-                             figsize=(3.2 * len(depths), 2.7 * 2 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), len(depths),
+                             figsize=(2.8 * len(depths), 2.8 * len(datasets)), squeeze=False)
     for d, dataset in enumerate(datasets):
         for j, depth in enumerate(depths):
             part = prof[(prof["dataset"] == dataset) & (prof["depth"] == depth)]
-            for r, (column, ylabel) in enumerate((("relative", "rho_l / rho_last"),
-                                                  ("grad_relative", "||g_l|| / ||g_last||"))):
-                ax = axes[2 * d + r][j]
-                for version, color in plotting.VERSION_COLORS.items():
-                    p = _mean_profile(part[part["version"] == version], ["unit"], column)
-                    ax.plot(p["unit"], p["mean"], color=color, lw=1.2,
-                            label=plotting.VERSION_LABELS[version])
-                    ax.fill_between(p["unit"], p["min"], p["max"], color=color, alpha=0.2, lw=0)
-                ax.axhline(1, color="0.5", lw=0.8, ls=":")
-                plotting.mark_stage_boundaries(ax, stage_boundaries(part))
-                ax.set_yscale("log")
-                if 2 * d + r == 0:
-                    ax.set_title(f"{depth} layers")
-                if j == 0:
-                    ax.set_ylabel(f"{dataset}: {ylabel}")
-    axes[-1][0].set_xlabel("unit index")
+            ax = axes[d][j]
+            for version, color in plotting.VERSION_COLORS.items():
+                p = _mean_profile(part[part["version"] == version], ["unit"], "relative")
+                ax.plot(p["unit"], p["mean"], color=color, lw=1.2,
+                        label=plotting.VERSION_LABELS[version])
+                ax.fill_between(p["unit"], p["min"], p["max"], color=color, alpha=0.2, lw=0)
+            ax.axhline(1, color="0.5", lw=0.8, ls=":")
+            plotting.mark_stage_boundaries(ax, stage_boundaries(part))
+            ax.set_yscale("log")
+            if d == 0:
+                ax.set_title(f"{depth} layers")
+            if j == 0:
+                ax.set_ylabel(f"{dataset}: rho_l / rho_last")
+    for ax in axes[-1]:
+        ax.set_xlabel("unit index")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-    return H.finish_plot(fig, folder, name, "C4: how much of the signal reaches each unit at "
-                         "init (rho = ||dL/dx|| ||x||; 1 = as much as at the last unit)")
+    return H.finish_plot(fig, folder, name, "C4: the loss's sensitivity to a relative change of "
+                         "each unit's input at init (rho = ||dL/dx|| ||x||; 1 = as at the last "
+                         "unit; line: mean over seeds, band: range)")
+
+
+BLOCK_COLORS = {"basic": "#999999", "bottleneck": "#000000"}
 
 
 def figure_gap(claims: pd.DataFrame, folder, name="c4_c5_gap_vs_depth"):
-    """C4's gap (V1 − V2 of |log10 rho ratio| and of the raw ratio) with its 95% CI against
-    depth, per dataset, and C5's threshold bracket."""
+    """C4's gaps (V1 − V2 of |log10 rho ratio|, top, and of the raw gradient ratio, bottom)
+    with their 95% CIs against depth, per dataset and block, and C5's threshold brackets."""
     c4 = claims[(claims["claim"] == "C4") & claims["measure"].str.startswith("|log10")]
     c5 = claims[claims["claim"] == "C5"]
     datasets = sorted(c4["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        part = c4[c4["dataset"] == dataset]
-        th = c5[c5["dataset"] == dataset]
-        for (measure, rows), color, offset in zip(part.groupby("measure", sort=False),
-                                                  ("#000000", "#999999"), (1.0, 1.04)):
-            short = "rho (scale-free)" if "rho" in measure else "raw gradient"
-            H.gap_axis(ax, rows, label=short, color=color, offset=offset,
-                       threshold=th.iloc[0].to_dict() if short.startswith("rho") and len(th) else None)
-        ax.set_title(f"{dataset} inputs")
-        ax.set_xlabel("depth (layers)")
-        ax.set_ylabel("V1 − V2 of |log10 first / last|\n(> 0: the signal travels better in V2)")
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + H.verdict_legend(ax), fontsize=7, loc="upper left")
-    return H.finish_plot(fig, folder, name, "C4/C5: V1's gap to V2 at initialisation, 95% CI")
+    measures = [("rho", "|log10 rho first / last|"), ("raw", "|log10 ||g|| first / last|")]
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5.2 * len(datasets), 7.2), squeeze=False)
+    for j, dataset in enumerate(datasets):
+        for i, (key, ylabel) in enumerate(measures):
+            ax = axes[i][j]
+            part = c4[(c4["dataset"] == dataset) & (c4["measure"].str.contains(
+                "rho = " if key == "rho" else "raw gradient", regex=False))]
+            for k, (block, rows) in enumerate(part.groupby("block")):
+                th = c5[(c5["dataset"] == dataset) & (c5["block"] == block)]
+                H.gap_axis(ax, rows, label=f"{block} units", color=BLOCK_COLORS.get(block, "C0"),
+                           offset=1.0 + 0.03 * k,
+                           threshold=th.iloc[0].to_dict() if key == "rho" and len(th) else None)
+            ax.set_title(f"{dataset} inputs" if i == 0 else "")
+            ax.set_ylabel(f"V1 − V2 of {ylabel}\n(> 0: the signal travels better in V2)")
+            if i == 1:
+                ax.set_xlabel("depth (layers)")
+    handles, _ = axes[0][-1].get_legend_handles_labels()
+    axes[0][-1].legend(handles=handles + H.verdict_legend(), fontsize=7,
+                       loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return H.finish_plot(fig, folder, name, "C4/C5: V1's gap to V2 at initialisation, 95% CI "
+                         "(paired by seed)")
 
 
 def draw_figures(run_dir) -> list:
