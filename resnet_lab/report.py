@@ -245,7 +245,7 @@ def _extra_columns(df: pd.DataFrame) -> list[str]:
 
 def _rows_table(df: pd.DataFrame) -> list[str]:
     extras = _extra_columns(df)
-    show_note = "note" in df.columns and (df["note"].fillna("").astype(str) != "").any()
+    show_note = "note" in df.columns and (df["note"].astype(object).fillna("").astype(str) != "").any()
     header = (["experiment", "measure", "depth", *extras, "effect", "CI", "p", "n", "test",
                "verdict"] + (["note"] if show_note else []))
     body = []
