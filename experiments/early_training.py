@@ -14,10 +14,12 @@ each unit's input (norms, forward and backward) at evenly spaced steps, for C4 l
     python experiments/early_training.py --preset paper --data-dir ~/data   # CIFAR-10, a GPU
     python experiments/make_figures.py early_training results/runs/early_training/<run-id>
 
-Quick preset: digits (8x8), depths 20, 56, 110 (basic units, width 16), 164 (bottleneck,
-width 16) and 1001 (bottleneck, width 4: the paper's width does not fit 2 CPU cores),
-3 seeds, 100 iterations of batch 128, all at the warm-up lr 0.01 — i.e. the paper's first
-100 iterations; about 15 minutes with one thread.
+Quick preset: digits (8x8), the paper's depths 20, 56, 110 (basic units, width 16), 164
+(bottleneck, width 16) and 1001 (bottleneck, width 4: the paper's width does not fit 2 CPU
+cores), plus bottleneck nets of 29 and 65 layers (the paper's nets change block between 110
+and 164 layers; these separate depth from block); 5 seeds, 81 iterations of batch 128, all
+at the warm-up lr 0.01 — i.e. the paper's first 81 iterations; about 22 minutes with one
+thread.
 
 Writes results/runs/early_training/<run-id>/: config.json, train.csv, probe.csv.gz, cells.csv,
 summary.csv (per net), claims.csv, figures/.
@@ -42,14 +44,17 @@ from resnet_lab.training import check_train_args  # noqa: E402
 
 # ---- settings ----------------------------------------------------------------------------
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: about 15 minutes with one thread.
-    "quick": dict(depths=[20, 56, 110, 164, 1001], widths={1001: 4}, width=16, seeds=[0, 1, 2],
-                  steps=100, checkpoints=4, lr=0.1, batch_size=128, dataset="digits"),
+    # 2 CPU cores, nothing downloaded: about 22 minutes with one thread.
+    "quick": dict(depths=[20, 29, 56, 65, 110, 164, 1001], widths={1001: 4}, width=16,
+                  seeds=[0, 1, 2, 3, 4], steps=81, checkpoints=5, lr=0.1, batch_size=128,
+                  dataset="digits"),
     # He et al. Fig. 1: CIFAR-10 at the paper's width, the first 4,000 iterations; a GPU.
-    "paper": dict(depths=[20, 56, 110, 164, 1001], widths={}, width=16, seeds=[0, 1, 2, 3, 4],
+    "paper": dict(depths=[20, 29, 56, 65, 110, 164, 1001], widths={}, width=16,
+                  seeds=[0, 1, 2, 3, 4],
                   steps=4000, checkpoints=5, lr=0.1, batch_size=128, dataset="cifar10"),
     # seconds: what the tests run.
-    "smoke": dict(depths=[20, 29], widths={}, width=4, seeds=[0, 1, 2], steps=6, checkpoints=2,
+    "smoke": dict(depths=[20, 29, 32, 47], widths={}, width=4, seeds=[0, 1, 2], steps=6,
+                  checkpoints=2,
                   lr=0.1, batch_size=16, dataset="digits"),
 }
 VERSIONS = ("original", "full_preact")

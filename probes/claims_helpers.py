@@ -227,8 +227,9 @@ def gap_axis(ax, claims: pd.DataFrame, *, label, color="0.2", offset=1.0, thresh
             ax.scatter(depths[sel], effect[sel], marker=marker, color=color, s=36, zorder=3)
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xscale("log")
-    ticks = sorted(claims["depth"].unique())
-    ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+    ticks = sorted(set(getattr(ax, "_depth_ticks", [])) | set(claims["depth"].unique()))
+    ax._depth_ticks = ticks
+    ax.set_xticks(ticks, [str(int(t)) for t in ticks], fontsize=7, rotation=90)
     ax.minorticks_off()
     if threshold is not None and math.isfinite(threshold.get("ci_low", math.nan)):
         lo_t, hi_t = threshold["ci_low"], threshold["ci_high"]

@@ -29,8 +29,11 @@ C3  per depth: each loss measure. The AUC row counts for C7 (``for_c7``); the ot
 C4  per depth, at the last probed step ("late" = the end of this run): the rho gap
     (``for_c7``) and the raw gradient gap (``for_c7=False``).
 C5  the depth from which the AUC gap is significant at it and every deeper depth (with a
-    seed bootstrap), against the article's "about 164"; and, below 164 layers, whether the
-    AUC gap is practically zero (equivalence within 5% of V2's AUC; ``for_c7=False``).
+    seed bootstrap), against the article's "about 164" — within each unit block, since the
+    paper's nets switch from basic units (20–110) to bottleneck units (164, 1001) exactly
+    there (the quick preset adds bottleneck nets of 29 and 65 layers); and, below 164
+    layers, whether the AUC gap is practically zero (equivalence within 5% of V2's AUC;
+    ``for_c7=False``).
 
 ``draw_figures(run_dir)`` redraws ``c3_loss_curves``, ``c3_c5_gap_vs_depth`` and
 ``c4_late_transmission`` from the CSVs alone.
@@ -49,6 +52,7 @@ import pandas as pd  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab.networks import resolve_cifar_block  # noqa: E402
 
 from . import claims_helpers as H  # noqa: E402
 from .signal_propagation import transmission  # noqa: E402
@@ -119,39 +123,48 @@ def summary(train: pd.DataFrame, probe: pd.DataFrame | None, *, num_classes: int
 
 # --------------------------------------------------------------------------- claims
 def claims_rows(table: pd.DataFrame, *, dataset: str, preset: str) -> list[dict]:
+    """The rows of the module docstring. Depths are grouped by unit block (basic units with
+    zero-padding shortcuts, bottleneck units with projections): the paper's nets change block
+    between 110 and 164 layers, so C5's threshold is found within each block."""
     rows = []
-    extra = dict(dataset=dataset, preset=preset)
-    auc_rows, auc_diffs = [], {}
-    for column, measure, for_c7 in LOSS_MEASURES:
-        part, diffs = H.paired_rows(table, column, claim="C3", experiment=EXPERIMENT,
-                                    measure=measure, for_c7=for_c7, **extra)
-        if column == "steps_to":
-            for row in part:
-                censored = table[(table["depth"] == row["depth"]) & table["censored"]]
-                if len(censored):
-                    versions = sorted(f"V{v}" for v in censored["version"].unique())
-                    row["note"] = "; ".join(x for x in (row["note"], f"{len(censored)} nets never "
-                                            f"reached the threshold ({', '.join(versions)})") if x)
-        rows += part
-        if column == "auc":
-            auc_rows, auc_diffs = part, diffs
-    if "abs_log_rho_ratio" in table.columns:
-        step = int(table["probe_step"].max())
-        for column, text, for_c7 in (
-                ("abs_log_rho_ratio", "|log10 rho_first / rho_last| (rho = ||dL/dx|| ||x||)", True),
-                ("abs_log_grad_ratio", "|log10 ||g_first|| / ||g_last||| (raw gradient)", False)):
-            part, _ = H.paired_rows(table, column, claim="C4", experiment=EXPERIMENT,
-                                    measure=f"{text} at step {step} (late in this run), V1 − V2",
-                                    for_c7=for_c7, step=step, **extra)
+    table = table.copy()
+    table["block"] = [resolve_cifar_block(int(d)) for d in table["depth"]]
+    for block, part_table in table.groupby("block"):
+        extra = dict(dataset=dataset, block=block, preset=preset)
+        auc_rows, auc_diffs = [], {}
+        for column, measure, for_c7 in LOSS_MEASURES:
+            part, diffs = H.paired_rows(part_table, column, claim="C3", experiment=EXPERIMENT,
+                                        measure=measure, for_c7=for_c7, **extra)
+            if column == "steps_to":
+                for row in part:
+                    censored = table[(table["depth"] == row["depth"]) & table["censored"]]
+                    if len(censored):
+                        versions = sorted(f"V{v}" for v in censored["version"].unique())
+                        row["note"] = "; ".join(x for x in (
+                            row["note"], f"{len(censored)} nets never reached the threshold "
+                            f"({', '.join(versions)})") if x)
             rows += part
-    if len(auc_rows) >= 2:
-        row, _ = H.threshold_from(auc_rows, auc_diffs, experiment=EXPERIMENT,
-                                  measure="depth from which V1's AUC gap (C3) is significant",
-                                  **extra)
-        rows.append(row)
-    rows += H.equivalence_rows(table, "auc", experiment=EXPERIMENT,
-                               measure="AUC of the training loss, V1 − V2 equivalent to 0 "
-                                       "(within 5% of V2's)", **extra)
+            if column == "auc":
+                auc_rows, auc_diffs = part, diffs
+        if "abs_log_rho_ratio" in table.columns:
+            step = int(table["probe_step"].max())
+            for column, text, for_c7 in (
+                    ("abs_log_rho_ratio", "|log10 rho_first / rho_last| (rho = ||dL/dx|| ||x||)",
+                     True),
+                    ("abs_log_grad_ratio", "|log10 ||g_first|| / ||g_last||| (raw gradient)",
+                     False)):
+                part, _ = H.paired_rows(part_table, column, claim="C4", experiment=EXPERIMENT,
+                                        measure=f"{text} at step {step} (late in this run), "
+                                                "V1 − V2", for_c7=for_c7, step=step, **extra)
+                rows += part
+        if len(auc_rows) >= 2:
+            row, _ = H.threshold_from(auc_rows, auc_diffs, experiment=EXPERIMENT,
+                                      measure=f"depth from which V1's AUC gap (C3) is "
+                                              f"significant, {block} units", **extra)
+            rows.append(row)
+        rows += H.equivalence_rows(part_table, "auc", experiment=EXPERIMENT,
+                                   measure="AUC of the training loss, V1 − V2 equivalent to 0 "
+                                           "(within 5% of V2's)", **extra)
     return rows
 
 
@@ -194,17 +207,19 @@ def figure_gap(claims: pd.DataFrame, folder, name="c3_c5_gap_vs_depth"):
     C5's threshold bracket."""
     c3 = claims[claims["claim"] == "C3"]
     c5 = claims[(claims["claim"] == "C5") & claims["depth"].isna()]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    auc = c3[c3["measure"].str.startswith("area under")]
-    H.gap_axis(axes[0], auc, label="AUC (mean loss)", color="#000000",
-               threshold=c5.iloc[0].to_dict() if len(c5) else None)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
+    colors = {"basic": "#999999", "bottleneck": "#000000"}
+    for k, (block, rows) in enumerate(c3.groupby("block")):
+        auc = rows[rows["measure"].str.startswith("area under")]
+        th = c5[c5["block"] == block]
+        H.gap_axis(axes[0], auc, label=f"{block} units", color=colors.get(block, "C0"),
+                   offset=1.0 + 0.03 * k, threshold=th.iloc[0].to_dict() if len(th) else None)
+        end = rows[rows["measure"].str.startswith("training loss at 100%")]
+        H.gap_axis(axes[1], end, label=f"{block} units", color=colors.get(block, "C0"),
+                   offset=1.0 + 0.03 * k)
     axes[0].set_ylabel("V1 − V2 (> 0: V2 trains faster)")
     axes[0].set_title("area under the training-loss curve")
-    end = c3[c3["measure"].str.startswith("training loss at 100%")]
-    half = c3[c3["measure"].str.startswith("training loss at 25%")]
-    H.gap_axis(axes[1], half, label="at 25% of the run", color="#999999", offset=0.96)
-    H.gap_axis(axes[1], end, label="at the end of the run", color="#000000")
-    axes[1].set_title("training loss (windowed mean)")
+    axes[1].set_title("training loss at the end of the run (windowed mean)")
     for ax in axes:
         ax.set_xlabel("depth (layers)")
         handles, _ = ax.get_legend_handles_labels()
