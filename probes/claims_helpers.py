@@ -231,11 +231,10 @@ def gap_axis(ax, claims: pd.DataFrame, *, label, color="0.2", offset=1.0, thresh
     ax._depth_ticks = ticks
     ax.set_xticks(ticks, [str(int(t)) for t in ticks], fontsize=7, rotation=90)
     ax.minorticks_off()
-    if threshold is not None and math.isfinite(threshold.get("ci_low", math.nan)):
-        lo_t, hi_t = threshold["ci_low"], threshold["ci_high"]
-        hi_draw = hi_t if math.isfinite(hi_t) else ax.get_xlim()[1]
-        ax.axvspan(max(lo_t, ax.get_xlim()[0]), hi_draw, color=color, alpha=0.08,
-                   label=f"{label}: threshold bracket ({lo_t:g}, {hi_t:g}]")
+    if threshold is not None and math.isfinite(threshold.get("ci_high", math.nan)):
+        lo_t, hi_t = threshold["ci_low"], threshold["ci_high"]     # no bracket when none found
+        ax.axvspan(max(lo_t, ax.get_xlim()[0]), hi_t, color=color, alpha=0.08,
+                   label=f"{label}: threshold in ({lo_t:g}, {hi_t:g}]")
     ax.axvspan(CLAIMED_THRESHOLD / THRESHOLD_FACTOR, CLAIMED_THRESHOLD * THRESHOLD_FACTOR,
                color="#E69F00", alpha=0.06)
     ax.axvline(CLAIMED_THRESHOLD, color="#E69F00", lw=1, ls=":")
