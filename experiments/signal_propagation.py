@@ -14,7 +14,7 @@ Quick preset: digits (8x8, 1 channel) and Gaussian images of that shape, 5 seeds
 the paper's depths 20, 56, 110 (basic units, zero-padding shortcuts), 164 and 1001 (bottleneck
 units, projection shortcuts), plus bottleneck nets of 29 and 65 layers and a basic net of 326
 layers, so that depth and block are not confounded; width 16, except 4 at 1001 layers (the
-paper's width does not fit the time budget of 2 CPU cores). About 8 minutes.
+paper's width does not fit the time budget of 2 CPU cores). 5 minutes with one thread.
 
 Writes results/runs/signal_propagation/<run-id>/: config.json, probe.csv.gz (probe rows),
 units.csv.gz (per-unit formula errors and predicted variance increments), cells.csv,
@@ -37,7 +37,7 @@ from resnet_lab.runs import RunDir, check_writable_dir  # noqa: E402
 
 # ---- settings ----------------------------------------------------------------------------
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: a few minutes.
+    # 2 CPU cores, nothing downloaded: 5 minutes with one thread (measured, reference run).
     "quick": dict(depths=[20, 29, 56, 65, 110, 164, 326, 1001], widths={1001: 4}, width=16,
                   seeds=[0, 1, 2, 3, 4], inputs=["gaussian", "real"], dataset="digits",
                   batch_size=128),
