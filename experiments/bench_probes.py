@@ -2,7 +2,7 @@
 
 For each configuration, probed and unprobed training steps (forward, backward, SGD step)
 alternate in one process on the same model and batch; after warm-up, the median of each
-is taken and the ratio printed. Also the bytes the probe holds between steps.
+is printed, and the median of the ratios of adjacent pairs. Also the bytes the probe holds between steps.
 Writes results/paper/bench_probes.csv (or --out).
 
     python experiments/bench_probes.py                 # the four nets, CPU (+ CUDA if present)
@@ -76,9 +76,12 @@ def bench_one(depth, version, every, device, repeats, warmup):
             if i >= warmup:
                 times[name].append((time.perf_counter() - t0) / n)
     plain_s, probed_s = statistics.median(times["plain"]), statistics.median(times["probed"])
+    # The ratio is the median over adjacent (plain, probed) pairs: on a shared machine a
+    # plain step alone varies by +-15% over seconds, which pairs cancel and medians don't.
+    ratio = statistics.median(b / a for a, b in zip(times["plain"], times["probed"]))
     return {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "depth": depth, "version": version, "width": width, "batch": batch, "image": size,
-            "every": every, "step_s": plain_s, "probed_step_s": probed_s, "ratio": probed_s / plain_s,
+            "every": every, "step_s": plain_s, "probed_step_s": probed_s, "ratio": ratio,
             "probe_bytes": probe.nbytes(), "repeats": repeats, "threads": torch.get_num_threads()}
 
 
@@ -87,7 +90,7 @@ def main():
     parser.add_argument("--configs", type=int, nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
                         help="depths to measure (default: 164 1001)")
     parser.add_argument("--every", type=int, nargs="+", default=[1, 10], help="probe every k steps (default: 1 10)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps of each kind (default 5)")
+    parser.add_argument("--repeats", type=int, default=11, help="timed steps of each kind (default 11)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each kind first (default 2)")
     parser.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda"],
                         help="default: cpu, and cuda when available")

@@ -2,10 +2,12 @@
 
 How it stays cheap (``experiments/bench_probes.py`` measures it):
 
-* A hook does five reductions of its tensor and writes them with ``out=`` into
-  preallocated buffers on the tensor's device (``stats.raw_sums``); it never reads a value
-  back, so it never synchronises with the host. ``step()`` derives every statistic of every
-  tap at once and moves them to the host in one transfer.
+* A hook writes a few raw sums of its tensor into preallocated buffers on the tensor's
+  device (``stats.raw_sums``: one read of the tensor by the C module on the CPU, five
+  ``out=`` reductions elsewhere); it never reads a value back, so it never synchronises
+  with the host. ``step()`` derives every statistic of every tap at once and moves them to
+  the host in one transfer.
+* Gradients are held by weak references only, so autograd still accumulates in place.
 * A tensor that passes several taps is measured once: the output of unit k is the input of
   unit k+1, an identity shortcut returns its input, and the sum of a V2 unit is its output.
   Backward likewise: the gradient of a sum is the same tensor object as the gradient of the
@@ -22,6 +24,9 @@ rank's batch; statistics are not reduced across ranks. The training engine colle
 on rank 0 only.
 """
 from __future__ import annotations
+
+import weakref
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -58,48 +63,54 @@ class _Slots:
         self.seen = [False] * n_slots
         self.s1c = None
         self.scalars = None
-        self.views = [None] * n_slots       # per slot: (s1c view, three 0-d scalar views)
+        self.views = [None] * n_slots       # per slot: (s1c view, (scalar row, its three 0-d views))
         self.used = 0
         self._layout = None                  # cached device tensors (seg, channels)
 
     def ensure(self, device):
         if self.scalars is None or self.scalars.device != device:
-            self.scalars = torch.zeros(_SCALARS, self.n, device=device)
+            self.scalars = torch.zeros(self.n, _SCALARS, device=device)
             self.s1c = torch.zeros(max(self.used, 1024), device=device)
             self._layout = None
             self._make_views()
 
     def measure(self, slot, t, scratch):
-        """Hook body: reductions of ``t`` into this slot's views."""
+        """Hook body: reductions of ``t`` into this slot's views (``stats.raw_sums``)."""
         c = t.shape[1]
         if self.offset[slot] < 0:
             self._allocate(slot, c)
         s1c, scalars = self.views[slot]
-        S.raw_sums(t, s1c, scalars, scratch)
         self.count[slot] = t.numel() // c
         self.source[slot] = slot
         self.seen[slot] = True
+        return S.raw_sums(t, s1c, scalars, scratch)
 
     def alias(self, slot, source):
         self.source[slot] = source
         self.seen[slot] = True
 
     def _allocate(self, slot, c):
-        if self.used + c > self.s1c.numel():
-            grown = torch.zeros(2 * (self.used + c), device=self.s1c.device)
-            grown[: self.used] = self.s1c[: self.used]
-            self.s1c = grown
         self.offset[slot], self.channels[slot] = self.used, c
         self.used += c
         self._layout = None
-        self._make_views()
+        if self.used > self.s1c.numel():     # grow by doubling: all views move
+            grown = torch.zeros(2 * self.used, device=self.s1c.device)
+            grown[: self.used - c] = self.s1c[: self.used - c]
+            self.s1c = grown
+            self._make_views()
+        else:
+            self._make_view(slot)
 
     def _make_views(self):
-        """Views into the buffers, made once: slicing in every hook call costs time."""
         for i, off in enumerate(self.offset):
             if off >= 0:
-                self.views[i] = (self.s1c[off: off + self.channels[i]],
-                                 tuple(self.scalars[k, i] for k in range(_SCALARS)))
+                self._make_view(i)
+
+    def _make_view(self, i):
+        """Views into the buffers, made once: slicing in every hook call costs time."""
+        off = self.offset[i]
+        row = self.scalars[i]
+        self.views[i] = (self.s1c[off: off + self.channels[i]], (row, tuple(row[k] for k in range(_SCALARS))))
 
     def finalize(self):
         """All TENSOR_STATS of this step, (len(TENSOR_STATS), n) float64 on the device."""
@@ -113,7 +124,7 @@ class _Slots:
             self._layout = (seg.to(device), chans.to(device))
         seg, chans = self._layout
         count = torch.tensor([max(c, 1) for c in self.count], dtype=torch.float64).to(device, non_blocking=True)
-        values = S.tensor_stats(self.s1c[: self.used].double(), seg, self.scalars.double(), count, chans)
+        values = S.tensor_stats(self.s1c[: self.used].double(), seg, self.scalars.double().t(), count, chans)
         out = torch.stack([values[name] for name in S.TENSOR_STATS])
         source = torch.tensor(self.source).to(device, non_blocking=True)
         return out[:, source]
@@ -228,7 +239,8 @@ class SignalProbe:
     def _clear_step_refs(self):
         self._active = self._step % self.every == 0
         self._last_fwd = (None, -1)          # (tensor, slot) most recently measured
-        self._recent_grads = []              # [(grad tensor, slot)], the last few
+        self._sign_of = None                 # the tensor whose sign() scratch 0 holds
+        self._recent_grads = []              # [(weakref to a gradient, its version, slot)]
         self._unit_h = None                  # this unit's shortcut and sum tensors
         self._unit_y = None
         self._scratch_bufs = [None, None]
@@ -250,7 +262,8 @@ class SignalProbe:
                 if t.requires_grad:
                     self._bwd.alias(slot, last_slot)
             else:
-                self._fwd.measure(slot, t, self._scratch(t, 0) if self._signs else None)
+                signed = self._fwd.measure(slot, t, partial(self._scratch, t) if self._signs else None)
+                self._sign_of = t if signed else None
                 self._last_fwd = (t, slot)
                 if t.requires_grad:
                     self._hook_grad(slot, t)
@@ -261,13 +274,17 @@ class SignalProbe:
         t.register_hook(lambda g, slot=slot: self._on_grad(slot, g))
 
     def _on_grad(self, slot, g):
+        # The same gradient object often reaches several taps (a sum and the branch that
+        # fed it). It is recognised by a weak reference and its version counter: a strong
+        # reference would stop autograd from accumulating into it in place, and cost an
+        # out-of-place add at every unit's input (measured: ~5% of a ResNet-164 step).
         self._bwd.ensure(g.device)
-        for seen, source in self._recent_grads:
-            if g is seen:
+        for ref, version, source in self._recent_grads:
+            if ref() is g and g._version == version:
                 self._bwd.alias(slot, source)
                 return
-        self._bwd.measure(slot, g, self._scratch(g, 0) if self._signs else None)
-        self._recent_grads = [(g, slot)] + self._recent_grads[:2]
+        self._bwd.measure(slot, g, partial(self._scratch, g) if self._signs else None)
+        self._recent_grads = [(weakref.ref(g), g._version, slot)] + self._recent_grads[:2]
 
     def _shortcut_cut(self, slot, tap, t):
         """Forward numerator of ``shortcut_cut``, sum h^2 [f(y) = 0], at the output tap."""
@@ -283,16 +300,15 @@ class SignalProbe:
             if t is self._unit_y:            # f is the identity: it zeroes nothing
                 cut[u] = 0
             else:
-                sign_out = self._scratch(t, 0)[: t.numel()]
-                if not (self._signs and self._last_fwd[0] is t):   # else measure() left sign(t) there
-                    torch.sign(S.as_fp32(t).reshape(-1), out=sign_out)
-                S.masked_energy(self._unit_h, sign_out, self._scratch(t, 1), cut[u])
+                S.masked_energy(self._unit_h, t, cut[u], partial(self._scratch, t),
+                                sign_ready=self._sign_of is t)
             self._unit_h = self._unit_y = None
 
     _cut_num = None
 
     def _scratch(self, t, k):
-        """Reused flat fp32 buffer ``k`` (0 or 1) of at least t.numel() elements on t's device.
+        """Reused flat fp32 buffer ``k`` (0 or 1) of at least t.numel() elements on t's device,
+        for the torch-operation path of ``stats`` (the C module needs none).
 
         Held only during a probed step (released by ``step()``): fresh megabyte-sized
         allocations in every hook would cost more than the reductions themselves on CPU.

@@ -1,7 +1,8 @@
 """The statistics a SignalProbe records, and how each follows from a few raw sums.
 
-Hooks only compute raw sums on the tensor's device (two per-channel reductions and two
-sign counts); everything below is derived once per step, for all taps at once.
+Hooks only compute raw sums on the tensor's device (channel sums, the sum of squares and
+two sign counts: one read of the tensor on the CPU, by the C module ``_fastsums``);
+everything below is derived once per step, for all taps at once.
 For a tapped tensor t with N elements in C channels of M = N / C elements each
 (batch and space), channel sums s1_c = sum t, s2_c = sum t^2 over those M elements:
 
@@ -51,6 +52,12 @@ ALL_STATS = tuple(dict.fromkeys(FORWARD_STATS + BACKWARD_STATS + WEIGHT_INPUT_ST
 SIGN_STATS = ("frac_neg", "frac_zero")
 
 
+try:
+    from . import _fastsums      # C, built by setup.py: every sum in one read of the tensor
+except ImportError:              # not built (no compiler at install): torch operations
+    _fastsums = None
+
+
 def channel_view(t: torch.Tensor):
     """A view of ``t`` as (groups, channels, rest) -- no copy for NCHW or channels-last.
 
@@ -65,6 +72,20 @@ def channel_view(t: torch.Tensor):
         return t.permute(0, 2, 3, 1).reshape(1, -1, t.shape[1]).transpose(1, 2), (0, 2)
     t = t.contiguous()
     return t.view(t.shape[0], t.shape[1], -1), (0, 2)
+
+
+def cpu_blocks(t: torch.Tensor):
+    """``(outer, C, inner)`` when ``t`` is an fp32 CPU tensor whose memory is the blocks
+    [outer][C][inner] the C module reads (NCHW or (N, C): inner = H*W or 1; channels-last:
+    outer = N*H*W, inner = 1); None when the torch operations must do it."""
+    if _fastsums is None or t.device.type != "cpu" or t.dtype != torch.float32 \
+            or t.dim() < 2 or t.numel() == 0:
+        return None
+    if t.is_contiguous():
+        return t.shape[0], t.shape[1], t.numel() // (t.shape[0] * t.shape[1])
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.numel() // t.shape[1], t.shape[1], 1
+    return None
 
 
 def as_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -87,32 +108,55 @@ def channel_sum(t: torch.Tensor, out: torch.Tensor) -> None:
         torch.sum(torch.sum(v, 0), 1, out=out)
 
 
-def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch) -> None:
-    """The hook's whole work for one tensor: five reductions written into preallocated views.
+def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None) -> bool:
+    """The hook's whole work for one tensor: its raw sums written into preallocated views.
 
-    ``out_s1c`` (C,) gets the channel sums s1_c; ``out_scalars`` (three 0-d views) get
-    sum t^2, sum sign(t) = n_pos - n_neg and sum sign(t)^2 = n_pos + n_neg -- the last two
-    only when ``scratch`` (a flat fp32 buffer of at least t.numel() elements) is given; it
-    is left holding sign(t). Everything in ``TENSOR_STATS`` follows from these (``ch_var``
-    needs only the total: mean_c s2_c / M = sum t^2 / N). On CPU, two float reductions of
-    a sign tensor written into a reused buffer are many times cheaper than boolean counts,
-    and reusing buffers avoids the page faults of fresh megabyte allocations.
+    ``out_s1c`` (C,) gets the channel sums s1_c; ``out_scalars`` -- a contiguous (3,) fp32
+    tensor and its three 0-d element views -- gets sum t^2, sum sign(t) = n_pos - n_neg and
+    sum sign(t)^2 = n_pos + n_neg. Everything in ``TENSOR_STATS`` follows from these
+    (``ch_var`` needs only the total: mean_c s2_c / M = sum t^2 / N).
+
+    On the CPU the C module reads the tensor once. Otherwise torch operations do it: the
+    sign counts only when ``scratch(k)`` (a callable returning a reused flat fp32 buffer of
+    at least t.numel() elements) is given; two float reductions of sign(t) written into a
+    reused buffer are many times cheaper than boolean counts, and reusing the buffer avoids
+    the page faults of fresh allocations. Returns True when ``scratch(0)`` holds sign(t).
     """
     t = as_fp32(t)
+    blocks = cpu_blocks(t)
+    row, (total2, sign_sum, sign_sq) = out_scalars
+    if blocks is not None:
+        _fastsums.raw_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), row.data_ptr())
+        return False
     channel_sum(t, out_s1c)
     flat = t.reshape(-1)
-    torch.dot(flat, flat, out=out_scalars[0])
-    if scratch is not None:
-        s = torch.sign(flat, out=scratch[: flat.numel()])
-        torch.sum(s, dim=0, out=out_scalars[1])
-        torch.dot(s, s, out=out_scalars[2])
+    torch.dot(flat, flat, out=total2)
+    if scratch is None:
+        return False
+    s = torch.sign(flat, out=scratch(0)[: flat.numel()])
+    torch.sum(s, dim=0, out=sign_sum)
+    torch.dot(s, s, out=sign_sq)
+    return True
 
 
-def masked_energy(h: torch.Tensor, sign_out: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> None:
-    """``out`` = sum h^2 [f(y) = 0], given ``sign_out`` = sign(f(y)) (overwritten)."""
-    h = as_fp32(h).reshape(-1)
-    nonzero = torch.abs(sign_out, out=sign_out)
-    kept = torch.addcmul(h, h, nonzero, value=-1, out=scratch[: h.numel()])   # h [f(y) = 0]
+def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor, scratch, sign_ready=False) -> None:
+    """``out`` (0-d) = sum h^2 [f(y) = 0]: the shortcut energy where the unit's output is 0.
+
+    On the CPU the C module reads both tensors once when they are laid out alike;
+    otherwise torch operations use the buffers ``scratch(0)`` and ``scratch(1)``, of which
+    the first holds sign(f_out) already when ``sign_ready``.
+    """
+    h, f_out = as_fp32(h), as_fp32(f_out)
+    if cpu_blocks(h) is not None and cpu_blocks(f_out) is not None and h.stride() == f_out.stride() \
+            and h.shape == f_out.shape:
+        _fastsums.masked_energy(h.data_ptr(), f_out.data_ptr(), h.numel(), out.data_ptr())
+        return
+    flat_h = h.reshape(-1)               # logical order, as raw_sums' sign(f_out)
+    nonzero = scratch(0)[: flat_h.numel()]
+    if not sign_ready:
+        torch.sign(f_out.reshape(-1), out=nonzero)
+    torch.abs(nonzero, out=nonzero)
+    kept = torch.addcmul(flat_h, flat_h, nonzero, value=-1, out=scratch(1)[: flat_h.numel()])   # h [f(y) = 0]
     torch.dot(kept, kept, out=out)
 
 
@@ -120,7 +164,7 @@ def tensor_stats(s1c, seg, scalars, count, channels):
     """All TENSOR_STATS for T slots at once.
 
     ``s1c``: channel sums of all slots laid end to end, ``seg[i]``: the slot of channel i;
-    ``scalars`` (3, T) as written by ``raw_sums``; ``count``: elements per channel of
+    ``scalars`` (3, T): the rows ``raw_sums`` wrote, transposed; ``count``: elements per channel of
     each slot (T,); ``channels`` (T,). Returns a dict name -> (T,) tensor.
     """
     zeros = torch.zeros(count.shape[0], dtype=s1c.dtype, device=s1c.device)
@@ -143,7 +187,12 @@ def tensor_stats(s1c, seg, scalars, count, channels):
 
 def channel_moments(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c: torch.Tensor) -> None:
     """Channel sums s1_c and s2_c of a weight layer's input (``weight_inputs=True``)."""
-    v, dims = channel_view(as_fp32(t))
+    t = as_fp32(t)
+    blocks = cpu_blocks(t)
+    if blocks is not None:
+        _fastsums.channel_moments(t.data_ptr(), *blocks, out_s1c.data_ptr(), out_s2c.data_ptr())
+        return
+    v, dims = channel_view(t)
     torch.sum(v, dim=dims, out=out_s1c)
     torch.sum(torch.linalg.vecdot(v, v), dim=0, out=out_s2c)
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probes import SignalProbe
+from probes import stats as S
 from resnet_lab import TAP_NAMES, ResidualUnit, cifar_resnet
 from resnet_lab.networks import ResNet
 
@@ -51,8 +52,55 @@ def run_reference(net, x, y):
     return kept, dict(zip(keys, grads))
 
 
+@pytest.fixture(params=["C", "torch"])
+def backend(request, monkeypatch):
+    """Both ways the statistics are computed on the CPU: the C module and torch operations."""
+    if request.param == "torch":
+        monkeypatch.setattr(S, "_fastsums", None)
+    return request.param
+
+
+def test_c_module_is_built():
+    # setup.py builds it as optional; a silent build failure would only show as a slow probe.
+    assert S._fastsums is not None, "probes._fastsums is not built: pip install -e . needs a C compiler"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d", "strided"])
+def test_raw_sums_c_module_and_torch_agree(layout):
+    torch.manual_seed(0)
+    t = torch.randn(37, 6, 5, 3)               # 37 rows: 4-row passes, tails, several flushes
+    t[t.abs() < 0.3] = 0                       # zeros, negatives and positives
+    t = {"nchw": t, "channels_last": t.contiguous(memory_format=torch.channels_last),
+         "2d": t.reshape(37 * 6, 15)[:, :6].contiguous(), "strided": t[:, :, ::2]}[layout]
+    expected = reference_stats(t)
+    for fast in (S._fastsums, None):
+        S_fast, S._fastsums = S._fastsums, fast
+        try:
+            s1c, row = torch.zeros(t.shape[1]), torch.zeros(3)
+            S.raw_sums(t, s1c, (row, tuple(row[k] for k in range(3))), lambda k: torch.empty(t.numel()))
+        finally:
+            S._fastsums = S_fast
+        n, c = t.numel(), t.shape[1]
+        got = S.tensor_stats(s1c.double(), torch.arange(c).div(c, rounding_mode="floor"),
+                             row.double().reshape(3, 1), torch.tensor([n / c], dtype=torch.float64),
+                             torch.tensor([c], dtype=torch.float64))
+        for stat, value in expected.items():
+            assert got[stat].item() == pytest.approx(value.item(), rel=1e-6, abs=1e-9), (layout, fast, stat)
+
+
+def test_masked_energy_c_module_and_torch_agree():
+    torch.manual_seed(0)
+    h, y = torch.randn(9, 4, 6, 6), torch.randn(9, 4, 6, 6)
+    out = torch.relu(y)
+    expected = (h.double().square() * (out == 0)).sum().item()
+    for f_out in (out, out.contiguous(memory_format=torch.channels_last)):   # alike, then not
+        got = torch.zeros(())
+        S.masked_energy(h, f_out, got, lambda k: torch.empty(h.numel()))
+        assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["original", "full_preact", "bn_after_add"])
-def test_every_statistic_matches_independent_computation(kind):
+def test_every_statistic_matches_independent_computation(kind, backend):
     torch.manual_seed(0)
     net = small_net(kind)
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
@@ -92,7 +140,7 @@ def test_v1_relu_cuts_and_v2_cuts_nothing():
     assert (result[1].min() > 0).all() and (result[1].max() < 1).all()
 
 
-def test_weight_inputs_match_independent_computation():
+def test_weight_inputs_match_independent_computation(backend):
     net = small_net("original")
     x = torch.randn(6, 3, 8, 8)
     inputs = {}
@@ -144,7 +192,8 @@ def test_hooks_removed_after_context_and_exception_and_no_activation_kept():
             net(x)
             raise RuntimeError("boom")
     taps = [m for m in net.modules() if type(m).__name__ == "Tap"]
-    assert all(not m._forward_hooks for m in taps)
+    global_hooks = torch.nn.modules.module._global_forward_hooks
+    assert all(not m._forward_hooks for m in taps) and not global_hooks
     with probe:
         out = net(x)
         ref = weakref.ref(out)
@@ -153,7 +202,7 @@ def test_hooks_removed_after_context_and_exception_and_no_activation_kept():
     del out
     gc.collect()
     assert ref() is None
-    assert all(not m._forward_hooks for m in taps)
+    assert all(not m._forward_hooks for m in taps) and not global_hooks
 
 
 def test_checkpointed_forward_gives_same_statistics():
@@ -232,3 +281,23 @@ def test_bad_input():
         SignalProbe(net, taps=("inputs",))
     with pytest.raises(ValueError, match="rms"):
         SignalProbe(net, stats=("variance",))
+
+
+def test_probe_leaves_gradient_accumulation_in_place():
+    """Holding a gradient would make autograd sum the two gradients of every unit input
+    out of place (an extra allocation and pass per unit): the probe must not."""
+    from torch.profiler import profile
+    torch.manual_seed(0)
+    net = cifar_resnet(20, version=1)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    counts = []
+    for probed in (False, True):
+        probe = SignalProbe(net)
+        with profile() as prof:
+            if probed:
+                with probe:
+                    F.cross_entropy(net(x), y).backward()
+            else:
+                F.cross_entropy(net(x), y).backward()
+        counts.append(sum(e.count for e in prof.key_averages() if e.key == "aten::add"))
+    assert counts[1] == counts[0]
