@@ -207,7 +207,9 @@ class SignalProbe:
                 self._tap_slot[module] = len(self._slot_meta)
                 self._slot_meta.append((u, getattr(unit, "stage", -1), getattr(unit, "index", u),
                                         tap, names.get(module, "")))
-        self._unit_params = [[p for p in unit.parameters() if p.requires_grad] for unit in units]
+        params = [(u, p) for u, unit in enumerate(units) for p in unit.parameters() if p.requires_grad]
+        self._params = [p for _, p in params]
+        self._param_unit = torch.tensor([u for u, _ in params], dtype=torch.int64)
 
     # ---- context -------------------------------------------------------------------------
     def __enter__(self):
@@ -383,19 +385,15 @@ class SignalProbe:
     def _param_grad_norms(self):
         if not self.param_grads:
             return None
-        grads, owner = [], []
-        for u, params in enumerate(self._unit_params):
-            for p in params:
-                if p.grad is not None:
-                    grads.append(p.grad)
-                    owner.append(u)
-        if not grads:
-            return None
-        device = grads[0].device
-        norms = torch.stack(torch._foreach_norm(grads)).double()
-        total = torch.zeros(len(self._units), dtype=torch.float64, device=device)
-        total.index_add_(0, torch.tensor(owner, device=device), norms * norms)
-        return total.sqrt()
+        grads = [p.grad for p in self._params]
+        if any(g is None for g in grads):    # some parameters got no gradient this step
+            have = [i for i, g in enumerate(grads) if g is not None]
+            if not have:
+                return None
+            grads, owner = [grads[i] for i in have], self._param_unit[have]
+        else:
+            owner = self._param_unit
+        return S.grouped_norms(grads, owner, len(self._units))
 
     # ---- results -------------------------------------------------------------------------
     def collect(self) -> pd.DataFrame:

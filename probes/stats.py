@@ -52,7 +52,7 @@ ALL_STATS = tuple(dict.fromkeys(FORWARD_STATS + BACKWARD_STATS + WEIGHT_INPUT_ST
 SIGN_STATS = ("frac_neg", "frac_zero")
 
 
-try:
+try:   # after torch: its OpenMP runtime must be the one loaded (see _fastsums.c)
     from . import _fastsums      # C, built by setup.py: every sum in one read of the tensor
 except ImportError:              # not built (no compiler at install): torch operations
     _fastsums = None
@@ -78,8 +78,7 @@ def cpu_blocks(t: torch.Tensor):
     """``(outer, C, inner)`` when ``t`` is an fp32 CPU tensor whose memory is the blocks
     [outer][C][inner] the C module reads (NCHW or (N, C): inner = H*W or 1; channels-last:
     outer = N*H*W, inner = 1); None when the torch operations must do it."""
-    if _fastsums is None or t.device.type != "cpu" or t.dtype != torch.float32 \
-            or t.dim() < 2 or t.numel() == 0:
+    if _fastsums is None or not t.is_cpu or t.dtype != torch.float32 or t.dim() < 2 or t.numel() == 0:
         return None
     if t.is_contiguous():
         return t.shape[0], t.shape[1], t.numel() // (t.shape[0] * t.shape[1])
@@ -122,12 +121,13 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None) 
     reused buffer are many times cheaper than boolean counts, and reusing the buffer avoids
     the page faults of fresh allocations. Returns True when ``scratch(0)`` holds sign(t).
     """
-    t = as_fp32(t)
-    blocks = cpu_blocks(t)
     row, (total2, sign_sum, sign_sq) = out_scalars
-    if blocks is not None:
-        _fastsums.raw_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), row.data_ptr())
+    t = t if t.dtype == torch.float32 else t.detach().float()
+    blocks = cpu_blocks(t)
+    if blocks is not None:               # reads memory only: no detach needed
+        _fastsums.raw_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), row.data_ptr(), torch.get_num_threads())
         return False
+    t = t.detach()
     channel_sum(t, out_s1c)
     flat = t.reshape(-1)
     torch.dot(flat, flat, out=total2)
@@ -146,11 +146,13 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor, scrat
     otherwise torch operations use the buffers ``scratch(0)`` and ``scratch(1)``, of which
     the first holds sign(f_out) already when ``sign_ready``.
     """
-    h, f_out = as_fp32(h), as_fp32(f_out)
+    h = h if h.dtype == torch.float32 else h.detach().float()
+    f_out = f_out if f_out.dtype == torch.float32 else f_out.detach().float()
     if cpu_blocks(h) is not None and cpu_blocks(f_out) is not None and h.stride() == f_out.stride() \
             and h.shape == f_out.shape:
-        _fastsums.masked_energy(h.data_ptr(), f_out.data_ptr(), h.numel(), out.data_ptr())
+        _fastsums.masked_energy(h.data_ptr(), f_out.data_ptr(), h.numel(), out.data_ptr(), torch.get_num_threads())
         return
+    h, f_out = h.detach(), f_out.detach()
     flat_h = h.reshape(-1)               # logical order, as raw_sums' sign(f_out)
     nonzero = scratch(0)[: flat_h.numel()]
     if not sign_ready:
@@ -158,6 +160,24 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor, scrat
     torch.abs(nonzero, out=nonzero)
     kept = torch.addcmul(flat_h, flat_h, nonzero, value=-1, out=scratch(1)[: flat_h.numel()])   # h [f(y) = 0]
     torch.dot(kept, kept, out=out)
+
+
+def grouped_norms(tensors, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(n_groups,) float64: the L2 norm of all ``tensors`` of each group together;
+    ``groups`` (int64, CPU) gives each tensor's group. On the CPU one C call; elsewhere
+    ``torch._foreach_norm`` (a few fused kernels on a GPU)."""
+    if _fastsums is not None and all(t.is_cpu and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        ptrs = torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64)
+        numels = torch.tensor([t.numel() for t in tensors], dtype=torch.int64)
+        out = torch.zeros(n_groups, dtype=torch.float64)
+        _fastsums.grouped_sq_sums(ptrs.data_ptr(), numels.data_ptr(), groups.data_ptr(), len(tensors),
+                                  out.data_ptr(), n_groups, torch.get_num_threads())
+        return out.sqrt()
+    device = tensors[0].device
+    norms = torch.stack(torch._foreach_norm(tensors)).double()
+    total = torch.zeros(n_groups, dtype=torch.float64, device=device)
+    total.index_add_(0, groups.to(device), norms * norms)
+    return total.sqrt()
 
 
 def tensor_stats(s1c, seg, scalars, count, channels):
@@ -190,7 +210,8 @@ def channel_moments(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c: torch.Tenso
     t = as_fp32(t)
     blocks = cpu_blocks(t)
     if blocks is not None:
-        _fastsums.channel_moments(t.data_ptr(), *blocks, out_s1c.data_ptr(), out_s2c.data_ptr())
+        _fastsums.channel_moments(t.data_ptr(), *blocks, out_s1c.data_ptr(), out_s2c.data_ptr(),
+                                  torch.get_num_threads())
         return
     v, dims = channel_view(t)
     torch.sum(v, dim=dims, out=out_s1c)

@@ -301,3 +301,17 @@ def test_probe_leaves_gradient_accumulation_in_place():
                 F.cross_entropy(net(x), y).backward()
         counts.append(sum(e.count for e in prof.key_averages() if e.key == "aten::add"))
     assert counts[1] == counts[0]
+
+
+def test_grouped_norms_c_module_and_torch_agree():
+    torch.manual_seed(0)
+    tensors = [torch.randn(n) for n in (3, 5000, 1, 77, 4096 * 3 + 1)]
+    groups = torch.tensor([0, 2, 0, 2, 1])
+    expected = [torch.cat([t for t, g in zip(tensors, groups) if g == k]).double().norm().item() for k in range(3)]
+    for fast in (S._fastsums, None):
+        S_fast, S._fastsums = S._fastsums, fast
+        try:
+            got = S.grouped_norms(tensors, groups, 3)
+        finally:
+            S._fastsums = S_fast
+        assert got.tolist() == pytest.approx(expected, rel=1e-6)
