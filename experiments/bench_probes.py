@@ -1,8 +1,9 @@
 """Benchmark: the cost of a SignalProbe on a training step, measured side by side.
 
-For each configuration, probed and unprobed training steps (forward, backward, SGD step)
-alternate in one process on the same model and batch; after warm-up, the median of each
-is printed, and the median of the ratios of adjacent pairs. Also the bytes the probe holds between steps.
+For each configuration, blocks of ``every`` probed and unprobed training steps (forward,
+backward, SGD step; one step in ``every`` probed) alternate in one process on the same
+model and batch; after warm-up, the median step time of each is printed, and the median of
+the ratios of adjacent pairs. Also the bytes the probe holds between steps.
 Writes results/paper/bench_probes.csv (or --out).
 
     python experiments/bench_probes.py                 # the issue's four nets, CPU (+ CUDA if present)
@@ -57,7 +58,8 @@ def bench_one(depth, version, every, device, repeats, warmup):
         opt.step()
 
     def plain():
-        train_step()
+        for _ in range(every):          # as many steps as the probed block: same averaging
+            train_step()
 
     def probed():
         with probe:
@@ -68,13 +70,12 @@ def bench_one(depth, version, every, device, repeats, warmup):
     times = {"plain": [], "probed": []}
     for i in range(warmup + repeats):
         for name, fn in (("plain", plain), ("probed", probed)) if i % 2 == 0 else (("probed", probed), ("plain", plain)):
-            n = 1 if name == "plain" else every
             sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)
             if i >= warmup:
-                times[name].append((time.perf_counter() - t0) / n)
+                times[name].append((time.perf_counter() - t0) / every)
     plain_s, probed_s = statistics.median(times["plain"]), statistics.median(times["probed"])
     # The ratio is the median over adjacent (plain, probed) pairs: on a shared machine a
     # plain step alone varies by +-15% over seconds, which pairs cancel and medians don't.

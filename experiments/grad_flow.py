@@ -13,19 +13,18 @@ summary.csv, figures/) and prints a summary table.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probes import SignalProbe  # noqa: E402
 from probes import grad_flow  # noqa: E402
-from resnet_lab.cli import add_common_args, resolve_device, run_main  # noqa: E402
+from resnet_lab.cli import (add_common_args, add_run_args, add_sweep_args, prepare_outputs,
+                            preset_settings, recorded, resolve_device, run_main)  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import RunDir, check_writable_dir  # noqa: E402
+from resnet_lab.runs import RunDir  # noqa: E402
 from resnet_lab.sweep import Cell, run_cells  # noqa: E402
 from resnet_lab.training import Schedule, check_train_args  # noqa: E402
 from resnet_lab.units import UNIT_KINDS, resolve_unit_kind  # noqa: E402
@@ -48,30 +47,21 @@ WARMUP_ITERATIONS, WARMUP_LR = 400, 0.01      # He et al. 2016: 0.01 until the l
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PRESETS)
-    parser.add_argument("--depths", type=int, nargs="+", help="CIFAR depths, 6n+2 or 9n+2 (default: the preset's)")
+    add_sweep_args(parser, width_note=", reduced for 1001 layers in the quick preset")
     kinds = parser.add_mutually_exclusive_group()
     kinds.add_argument("--versions", nargs="+", help="1 (post-activation) and/or 2 (pre-activation); default 1 2")
     kinds.add_argument("--units", nargs="+", help=f"unit kinds instead of versions: {', '.join(UNIT_KINDS)}")
-    parser.add_argument("--steps", type=int, help="training iterations per net (default: the preset's)")
     parser.add_argument("--checkpoints", type=int,
                         help="probed steps, evenly spaced from the first iteration (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
-    parser.add_argument("--width", type=int, help="base width of every net (default: the preset's, "
-                                                  "reduced for 1001 layers in the quick preset)")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for PyTorch (default: its own choice; 1 avoids the "
-                             "stalls of two OpenMP threads on a core another process is using)")
-    parser.add_argument("--publish", metavar="DIR",
-                        help="also copy the run, with the probe rows its figures use, to DIR "
-                             "(the reference results live in results/paper/grad_flow)")
+    add_run_args(parser, "grad_flow", threads=None)
     return parser.parse_args(argv)
 
 
 def resolve(args):
     """The preset with the command line's overrides, checked before anything is written."""
     preset = PRESETS[args.preset]
-    s = {k: getattr(args, k) if getattr(args, k, None) is not None else preset[k]
-         for k in ("depths", "seeds", "steps", "checkpoints", "batch_size", "width", "dataset")}
+    s = preset_settings(args, PRESETS,
+                        ("depths", "seeds", "steps", "checkpoints", "batch_size", "width", "dataset"))
     s["widths"] = {} if args.width is not None else preset["widths"]
     s["units"] = [resolve_unit_kind(unit=u) for u in args.units] if args.units else \
         [resolve_unit_kind(version=v) for v in (args.versions or [1, 2])]
@@ -89,14 +79,7 @@ def resolve(args):
 def main(argv=None):
     args = parse_args(argv)
     s = resolve(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    if args.out is not None:
-        check_writable_dir(args.out)
-    if args.publish is not None:
-        check_writable_dir(args.publish)
+    prepare_outputs(args)
     data = load_dataset(s["dataset"], data_dir=args.data_dir, seed=0)
     check_train_args(n_train=len(data.train_x), steps=s["steps"], batch_size=s["batch_size"],
                      eval_every=s["eval_every"], probe_every=s["probe_every"])
@@ -109,8 +92,7 @@ def main(argv=None):
     print(f"grad_flow ({args.preset}): {len(cells)} nets on {s['dataset']}, depths {s['depths']}, "
           f"{', '.join(s['units'])}, seeds {s['seeds']}, {s['steps']} steps, probed every "
           f"{s['probe_every']}, on {s['device']}\n-> {run.path}", flush=True)
-    t0 = time.perf_counter()
-    try:
+    with recorded(run) as timing:
         train, probe, _ = run_cells(
             run, "grad_flow", cells, data, steps=s["steps"], batch_size=s["batch_size"],
             device=s["device"], schedule=schedule, eval_every=s["eval_every"],
@@ -119,11 +101,7 @@ def main(argv=None):
         table = grad_flow.summary(probe, train)
         run.write_csv("summary.csv", table)
         grad_flow.draw_figures(run.path)
-    except BaseException as err:
-        run.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=repr(err))
-        raise
-    seconds = time.perf_counter() - t0
-    run.finish("completed", wall_seconds=round(seconds, 1))
+    seconds = timing["seconds"]
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3g}".format):
         print(table.to_string(index=False))
     if args.publish is not None:

@@ -25,7 +25,6 @@ weight_inputs.csv.gz, summary.csv, table.md, claims.csv, figures/.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probes import WEIGHT_INPUT_STATS, SignalProbe  # noqa: E402
 from probes import overfitting as C6  # noqa: E402
 from resnet_lab.claims import append_claims  # noqa: E402
-from resnet_lab.cli import add_common_args, resolve_device, run_main  # noqa: E402
+from resnet_lab.cli import (add_common_args, add_run_args, add_sweep_args, prepare_outputs,
+                            preset_settings, recorded, resolve_device, run_main)  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import RunDir, atomic_write_text, check_writable_dir  # noqa: E402
+from resnet_lab.runs import RunDir, atomic_write_text  # noqa: E402
 from resnet_lab.sweep import Cell, run_cells  # noqa: E402
 from resnet_lab.training import check_train_args  # noqa: E402
 
@@ -62,34 +62,22 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PRESETS)
-    parser.add_argument("--depths", type=int, nargs="+",
-                        help="CIFAR depths, 6n+2 (basic units) or 9n+2 (bottleneck); "
-                             "default: the preset's")
-    parser.add_argument("--width", type=int,
-                        help="base width of every net (default: the preset's per-depth widths)")
-    parser.add_argument("--steps", type=int, help="training iterations per net (default: the preset's)")
+    add_sweep_args(parser, width_note=" per-depth widths")
     parser.add_argument("--warmup-steps", type=int,
                         help="iterations at lr 0.01 before --lr (default: the preset's)")
     parser.add_argument("--lr", type=float, help="learning rate after the warm-up (default 0.1)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     parser.add_argument("--checkpoints", type=int,
                         help="probed steps (weight-layer inputs), evenly spaced from the first "
                              "iteration to the end (default: the preset's)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default 0: torch's choice; 1 is fastest "
-                             "on a shared 2-core machine)")
-    parser.add_argument("--publish", metavar="DIR",
-                        help="also copy the run's reference files to DIR and redraw its figures "
-                             "there (the committed results live in results/paper/overfitting)")
+    add_run_args(parser, "overfitting", threads=None)
     return parser.parse_args(argv)
 
 
 def resolve(args):
     """The preset with the command line's overrides, checked before anything is written."""
     preset = PRESETS[args.preset]
-    s = {k: getattr(args, k) if getattr(args, k, None) is not None else preset[k]
-         for k in ("depths", "seeds", "steps", "warmup_steps", "lr", "batch_size",
-                   "checkpoints", "dataset")}
+    s = preset_settings(args, PRESETS, ("depths", "seeds", "steps", "warmup_steps", "lr", "batch_size",
+                   "checkpoints", "dataset"))
     for depth in s["depths"]:
         resolve_cifar_block(depth)
     if len(set(s["depths"])) != len(s["depths"]):
@@ -106,8 +94,6 @@ def resolve(args):
     if s["checkpoints"] < 1 or s["checkpoints"] > s["steps"]:
         raise ValueError(f"--checkpoints must be between 1 and --steps ({s['steps']}), "
                          f"got {s['checkpoints']}")
-    if args.threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {args.threads}")
     s["schedule"] = C6.schedule_dict(C6.recipe_schedule(s["steps"], s["lr"], s["warmup_steps"]))
     s["probe_every"] = max(1, (s["steps"] - 1) // max(1, s["checkpoints"] - 1))
     s["eval_every"] = max(1, s["steps"] // 10)
@@ -120,14 +106,10 @@ def resolve(args):
 def main(argv=None):
     args = parse_args(argv)
     s = resolve(args)
-    for folder in (args.out, args.publish):
-        if folder is not None:
-            check_writable_dir(folder)
+    prepare_outputs(args)
     data = load_dataset(s["dataset"], data_dir=args.data_dir, seed=0)
     check_train_args(n_train=len(data.train_x), steps=s["steps"], batch_size=s["batch_size"],
                      eval_every=s["eval_every"], probe_every=s["probe_every"])
-    if args.threads:
-        torch.set_num_threads(args.threads)
     schedule = C6.recipe_schedule(s["steps"], s["lr"], s["warmup_steps"])
     cells = [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
              for kind in ("original", "full_preact")]
@@ -140,7 +122,6 @@ def main(argv=None):
           f"steps; on {s['device']}\n-> {run.path}", flush=True)
     run.update_config(device=f"{s['device']} ({torch.get_num_threads()} threads)"
                       if s["device"] == "cpu" else s["device"])
-    t0 = time.perf_counter()
     final = []
 
     def on_cell(cell, result):      # the end-of-training evaluation, both splits, eval mode
@@ -149,7 +130,7 @@ def main(argv=None):
         final.extend(C6.final_rows(C6.evaluate_final(result.model, data, s["device"]), ids))
         run.write_csv("final.csv", pd.DataFrame(final))
 
-    try:
+    with recorded(run) as timing:
         train, probe, _ = run_cells(
             run, C6.EXPERIMENT, cells, data, steps=s["steps"], batch_size=s["batch_size"],
             device=s["device"], schedule=schedule, eval_every=s["eval_every"],
@@ -164,12 +145,7 @@ def main(argv=None):
                           C6.results_table(table, dataset=s["dataset"], preset=args.preset))
         append_claims(run.path, C6.claims_rows(table, dataset=s["dataset"], preset=args.preset))
         figures = C6.draw_figures(run.path)
-    except BaseException as err:
-        run.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                   error=repr(err))
-        raise
-    seconds = time.perf_counter() - t0
-    run.finish("completed", wall_seconds=round(seconds, 1))
+    seconds = timing["seconds"]
     claims = pd.read_csv(run.path / "claims.csv")
     with pd.option_context("display.width", 200, "display.max_columns", 20,
                            "display.max_colwidth", 70, "display.float_format", "{:.3g}".format):

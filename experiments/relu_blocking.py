@@ -22,7 +22,6 @@ figures/.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,9 +29,10 @@ from probes import SignalProbe  # noqa: E402
 from probes import claims_helpers as H  # noqa: E402
 from probes import relu_blocking as RB  # noqa: E402
 from resnet_lab.claims import append_claims  # noqa: E402
-from resnet_lab.cli import add_common_args, resolve_device, run_main  # noqa: E402
+from resnet_lab.cli import (add_common_args, add_run_args, add_sweep_args, prepare_outputs,
+                            recorded, run_main)  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import RunDir, check_writable_dir  # noqa: E402
+from resnet_lab.runs import RunDir  # noqa: E402
 from resnet_lab.sweep import Cell, run_cells  # noqa: E402
 from resnet_lab.training import check_train_args  # noqa: E402
 
@@ -54,54 +54,25 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PRESETS)
-    parser.add_argument("--depths", type=int, nargs="+",
-                        help="CIFAR depths, 6n+2 (basic units) or 9n+2 (bottleneck); default: "
-                             "the preset's")
-    parser.add_argument("--width", type=int,
-                        help="base width of every net (default: the preset's, reduced for "
-                             "1001 layers in the quick preset)")
-    parser.add_argument("--steps", type=int, help="training iterations per net (default: the preset's)")
+    add_sweep_args(parser, width_note=", reduced for 1001 layers in the quick preset")
     parser.add_argument("--checkpoints", type=int,
                         help="probed steps, evenly spaced from the first iteration (default: "
                              "the preset's)")
     parser.add_argument("--lr", type=float,
                         help="learning rate after the 400 warm-up iterations at 0.01 (default 0.1)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch (default 1, fastest on a shared 2-core "
-                             "machine; 0 = torch's choice)")
-    parser.add_argument("--publish", metavar="DIR",
-                        help="also copy the run's reference files to DIR and redraw the figures "
-                             "there (the committed results live in results/paper/relu_blocking)")
+    add_run_args(parser, "relu_blocking", threads=1)
     return parser.parse_args(argv)
 
 
 def resolve(args):
     """The preset with the command line's overrides, checked before anything is written."""
-    preset = PRESETS[args.preset]
-    s = {k: getattr(args, k) if getattr(args, k, None) is not None else preset[k]
-         for k in ("depths", "seeds", "steps", "checkpoints", "lr", "batch_size", "dataset")}
-    s["depths"] = H.check_depths(s["depths"])
-    s["seeds"] = H.check_seeds(s["seeds"])
-    s["widths"] = H.resolve_widths(s["depths"], args.width, preset["widths"], preset["width"])
-    s["width"] = H.describe_widths(s["widths"])
-    s["probe_every"] = H.checkpoint_spacing(s["steps"], s["checkpoints"])
-    if s["checkpoints"] < 2:
-        raise ValueError("--checkpoints must be at least 2 (initialisation and a later step)")
-    s["eval_every"] = -(-s["steps"] // s["probe_every"]) * s["probe_every"]
-    s["schedule"] = H.schedule_dict(H.first_iterations_schedule(s["steps"], s["lr"]))
-    H.set_threads(args.threads)
-    s["device"] = str(resolve_device(args.device))
-    s["name"] = args.preset
-    return s
+    return H.first_iterations_settings(args, PRESETS, min_checkpoints=2)
 
 
 def main(argv=None):
     args = parse_args(argv)
     s = resolve(args)
-    for folder in (args.out, args.publish):
-        if folder is not None:
-            check_writable_dir(folder)
+    prepare_outputs(args)
     data = load_dataset(s["dataset"], data_dir=args.data_dir, seed=0)
     check_train_args(n_train=len(data.train_x), steps=s["steps"], batch_size=s["batch_size"],
                      eval_every=s["eval_every"], probe_every=s["probe_every"])
@@ -113,8 +84,7 @@ def main(argv=None):
           f"{s['depths']} (width {s['width']}), seeds {s['seeds']}, {s['steps']} steps of "
           f"{s['batch_size']} (lr 0.01 for {schedule.warmup_steps}, then {s['lr']}), probed "
           f"every {s['probe_every']}, on {s['device']}\n-> {run.path}", flush=True)
-    t0 = time.perf_counter()
-    try:
+    with recorded(run) as timing:
         _, probe, _ = run_cells(
             run, RB.EXPERIMENT, cells, data, steps=s["steps"], batch_size=s["batch_size"],
             device=s["device"], schedule=schedule, eval_every=s["eval_every"],
@@ -127,12 +97,7 @@ def main(argv=None):
         run.write_csv("summary.csv", table)
         append_claims(run.path, RB.claims_rows(table, dataset=s["dataset"], preset=args.preset))
         figures = RB.draw_figures(run.path)
-    except BaseException as err:
-        run.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                   error=repr(err))
-        raise
-    seconds = time.perf_counter() - t0
-    run.finish("completed", wall_seconds=round(seconds, 1))
+    seconds = timing["seconds"]
     H.print_claims(run.path / "claims.csv")
     if args.publish is not None:
         print(f"published to {RB.publish(run.path, args.publish)}")

@@ -22,7 +22,6 @@ linear_fits.csv, gaps.csv, claims.csv, figures/.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -31,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probes import claims_helpers as H  # noqa: E402
 from probes import signal_propagation as SP  # noqa: E402
 from resnet_lab.claims import append_claims  # noqa: E402
-from resnet_lab.cli import add_common_args, resolve_device, run_main  # noqa: E402
+from resnet_lab.cli import (add_common_args, add_run_args, add_sweep_args, prepare_outputs,
+                            preset_settings, recorded, resolve_device, run_main)  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import RunDir, check_writable_dir  # noqa: E402
+from resnet_lab.runs import RunDir  # noqa: E402
 
 # ---- settings ----------------------------------------------------------------------------
 PRESETS = {
@@ -56,31 +56,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PRESETS)
-    parser.add_argument("--depths", type=int, nargs="+",
-                        help="CIFAR depths, 6n+2 (basic units) or 9n+2 (bottleneck); default: "
-                             "the preset's")
-    parser.add_argument("--width", type=int,
-                        help="base width of every net (default: the preset's, reduced for "
-                             "1001 layers in the quick preset)")
+    add_sweep_args(parser, steps=False, width_note=", reduced for 1001 layers in the quick preset")
     parser.add_argument("--inputs", nargs="+", choices=INPUTS,
                         help="gaussian (N(0, 1) images, random labels) and/or real (--dataset's "
                              "first training batch of each seed); default both")
-    parser.add_argument("--batch-size", type=int, help="images per batch (default: the preset's)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch (default 1, fastest on a shared 2-core "
-                             "machine; 0 = torch's choice)")
-    parser.add_argument("--publish", metavar="DIR",
-                        help="also copy the run's reference files (the probe rows the figures "
-                             "and claims use) to DIR and redraw the figures there "
-                             "(the committed results live in results/paper/signal_propagation)")
+    add_run_args(parser, "signal_propagation", threads=1)
     return parser.parse_args(argv)
 
 
 def resolve(args):
     """The preset with the command line's overrides, checked before anything is written."""
     preset = PRESETS[args.preset]
-    s = {k: getattr(args, k) if getattr(args, k, None) is not None else preset[k]
-         for k in ("depths", "seeds", "inputs", "dataset", "batch_size")}
+    s = preset_settings(args, PRESETS, ("depths", "seeds", "inputs", "dataset", "batch_size"))
     s["depths"] = H.check_depths(s["depths"])
     s["seeds"] = H.check_seeds(s["seeds"])
     s["inputs"] = list(dict.fromkeys(s["inputs"]))
@@ -89,7 +76,6 @@ def resolve(args):
         raise ValueError("--batch-size must be at least 2 (BN in train mode)")
     s["widths"] = H.resolve_widths(s["depths"], args.width, preset["widths"], preset["width"])
     s["width"] = H.describe_widths(s["widths"])
-    H.set_threads(args.threads)
     s["device"] = str(resolve_device(args.device))
     s["name"] = args.preset
     s["datasets"] = [s["dataset"] if i == "real" else "gaussian" for i in s["inputs"]]
@@ -99,9 +85,7 @@ def resolve(args):
 def main(argv=None):
     args = parse_args(argv)
     s = resolve(args)
-    for folder in (args.out, args.publish):
-        if folder is not None:
-            check_writable_dir(folder)
+    prepare_outputs(args)
     data = load_dataset(s["dataset"], data_dir=args.data_dir, seed=0)
     if s["batch_size"] > len(data.train_x):
         raise ValueError(f"--batch-size {s['batch_size']} exceeds the {len(data.train_x)} "
@@ -113,8 +97,7 @@ def main(argv=None):
           f"{', '.join(s['datasets'])} ({tuple(data.train_x.shape[1:])}), depths {s['depths']} "
           f"(width {s['width']}), seeds {s['seeds']}, batch {s['batch_size']}, on "
           f"{s['device']}\n-> {run.path}", flush=True)
-    t0 = time.perf_counter()
-    try:
+    with recorded(run) as timing:
         probe, units, _ = SP.measure_all(
             run, datasets=s["datasets"], data=data, depths=s["depths"], widths=s["widths"],
             seeds=s["seeds"], batch_size=s["batch_size"], device=s["device"],
@@ -125,12 +108,7 @@ def main(argv=None):
         run.write_csv("gaps.csv", gaps)
         append_claims(run.path, rows)
         figures = SP.draw_figures(run.path)
-    except BaseException as err:
-        run.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                   error=repr(err))
-        raise
-    seconds = time.perf_counter() - t0
-    run.finish("completed", wall_seconds=round(seconds, 1))
+    seconds = timing["seconds"]
     H.print_claims(run.path / "claims.csv")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
         print(fits[fits["span"] == "stage"][["dataset", "depth", "version", "stage", "slope",

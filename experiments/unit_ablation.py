@@ -23,7 +23,6 @@ cells.csv, summary.csv, table2.md, table2.csv, claims.csv, figures/.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -34,10 +33,11 @@ from probes import SignalProbe  # noqa: E402
 from probes import unit_ablation as T2  # noqa: E402
 from probes.overfitting import recipe_schedule, schedule_dict  # noqa: E402
 from resnet_lab.claims import append_claims  # noqa: E402
-from resnet_lab.cli import add_common_args, resolve_device, run_main  # noqa: E402
+from resnet_lab.cli import (add_common_args, add_run_args, add_sweep_args, prepare_outputs,
+                            preset_settings, recorded, resolve_device, run_main)  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import RunDir, atomic_write_text, check_writable_dir  # noqa: E402
+from resnet_lab.runs import RunDir, atomic_write_text  # noqa: E402
 from resnet_lab.sweep import Cell, run_cells  # noqa: E402
 from resnet_lab.training import check_train_args  # noqa: E402
 from resnet_lab.units import UNIT_KINDS, resolve_unit_kind  # noqa: E402
@@ -60,33 +60,22 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, PRESETS)
-    parser.add_argument("--depths", type=int, nargs="+",
-                        help="CIFAR depths, 6n+2 (basic units) or 9n+2 (bottleneck); "
-                             "default: the preset's")
+    add_sweep_args(parser, width_note=" per-depth widths")
     parser.add_argument("--units", nargs="+", metavar="KIND",
                         help=f"unit kinds (default all five): {', '.join(UNIT_KINDS)}; "
                              "'original' is needed for the tests against it")
-    parser.add_argument("--width", type=int,
-                        help="base width of every net (default: the preset's per-depth widths)")
-    parser.add_argument("--steps", type=int, help="training iterations per net (default: the preset's)")
     parser.add_argument("--warmup-steps", type=int,
                         help="iterations at lr 0.01 before --lr (default: the preset's)")
     parser.add_argument("--lr", type=float, help="learning rate after the warm-up (default 0.1)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default 0: torch's choice; 1 is fastest "
-                             "on a shared 2-core machine)")
-    parser.add_argument("--publish", metavar="DIR",
-                        help="also copy the run's reference files to DIR and redraw its figures "
-                             "there (the committed results live in results/paper/unit_ablation)")
+    add_run_args(parser, "unit_ablation", threads=None)
     return parser.parse_args(argv)
 
 
 def resolve(args):
     """The preset with the command line's overrides, checked before anything is written."""
     preset = PRESETS[args.preset]
-    s = {k: getattr(args, k) if getattr(args, k, None) is not None else preset[k]
-         for k in ("depths", "seeds", "steps", "warmup_steps", "lr", "batch_size", "dataset")}
+    s = preset_settings(args, PRESETS,
+                        ("depths", "seeds", "steps", "warmup_steps", "lr", "batch_size", "dataset"))
     s["units"] = [resolve_unit_kind(unit=u) for u in (args.units or UNIT_KINDS)]
     if len(set(s["units"])) != len(s["units"]):
         raise ValueError(f"--units must be distinct, got {s['units']}")
@@ -103,8 +92,6 @@ def resolve(args):
         s["widths"] = {d: args.width for d in s["depths"]}
     else:
         s["widths"] = {d: preset["widths"].get(d, 16) for d in s["depths"]}
-    if args.threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {args.threads}")
     s["schedule"] = schedule_dict(recipe_schedule(s["steps"], s["lr"], s["warmup_steps"]))
     s["eval_every"] = max(1, s["steps"] // 10)
     s["device"] = str(resolve_device(args.device))
@@ -116,14 +103,10 @@ def resolve(args):
 def main(argv=None):
     args = parse_args(argv)
     s = resolve(args)
-    for folder in (args.out, args.publish):
-        if folder is not None:
-            check_writable_dir(folder)
+    prepare_outputs(args)
     data = load_dataset(s["dataset"], data_dir=args.data_dir, seed=0)
     check_train_args(n_train=len(data.train_x), steps=s["steps"], batch_size=s["batch_size"],
                      eval_every=s["eval_every"], probe_every=s["steps"])
-    if args.threads:
-        torch.set_num_threads(args.threads)
     schedule = recipe_schedule(s["steps"], s["lr"], s["warmup_steps"])
     cells = [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
              for kind in s["units"]]
@@ -136,8 +119,7 @@ def main(argv=None):
           f"signal probed at step 1; on {s['device']}\n-> {run.path}", flush=True)
     run.update_config(device=f"{s['device']} ({torch.get_num_threads()} threads)"
                       if s["device"] == "cpu" else s["device"])
-    t0 = time.perf_counter()
-    try:
+    with recorded(run) as timing:
         train, probe, _ = run_cells(
             run, T2.EXPERIMENT, cells, data, steps=s["steps"], batch_size=s["batch_size"],
             device=s["device"], schedule=schedule, eval_every=s["eval_every"],
@@ -153,12 +135,7 @@ def main(argv=None):
         if rows:
             append_claims(run.path, rows)
         figures = T2.draw_figures(run.path)
-    except BaseException as err:
-        run.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                   error=repr(err))
-        raise
-    seconds = time.perf_counter() - t0
-    run.finish("completed", wall_seconds=round(seconds, 1))
+    seconds = timing["seconds"]
     print((run.path / "table2.md").read_text())
     if rows:
         with pd.option_context("display.width", 200, "display.max_columns", 20,

@@ -12,7 +12,6 @@ direction is "greater"; a row that states anything else carries ``for_c7=False``
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -21,10 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab.cli import preset_settings, resolve_device  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
 
 ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
@@ -77,13 +76,26 @@ def describe_widths(widths: dict) -> str:
     return ", ".join(f"{w} at {d} layers" for d, w in sorted(widths.items()))
 
 
-def set_threads(threads: int):
-    """``--threads``: 0 leaves torch's choice; on a shared 2-core machine 1 is fastest (two
-    threads spin against another process's work)."""
-    if not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {threads!r}")
-    if threads:
-        torch.set_num_threads(threads)
+def first_iterations_settings(args, presets: dict, min_checkpoints: int = 1) -> dict:
+    """The settings of a script that trains V1 and V2 for the first iterations of He et al.'s
+    recipe (early_training, relu_blocking): the preset with the command line's overrides,
+    checked before anything is written."""
+    preset = presets[args.preset]
+    s = preset_settings(args, presets,
+                        ("depths", "seeds", "steps", "checkpoints", "lr", "batch_size", "dataset"))
+    s["depths"] = check_depths(s["depths"])
+    s["seeds"] = check_seeds(s["seeds"])
+    s["widths"] = resolve_widths(s["depths"], args.width, preset["widths"], preset["width"])
+    s["width"] = describe_widths(s["widths"])
+    s["probe_every"] = checkpoint_spacing(s["steps"], s["checkpoints"])
+    if s["checkpoints"] < min_checkpoints:
+        raise ValueError(f"--checkpoints must be at least {min_checkpoints} "
+                         "(initialisation and a later step)")
+    s["eval_every"] = -(-s["steps"] // s["probe_every"]) * s["probe_every"]
+    s["schedule"] = schedule_dict(first_iterations_schedule(s["steps"], s["lr"]))
+    s["device"] = str(resolve_device(args.device))
+    s["name"] = args.preset
+    return s
 
 
 PAPER_WARMUP_STEPS, PAPER_WARMUP_LR = 400, 0.01
@@ -259,29 +271,6 @@ def draw_per_depth(df, depths, draw, *, ncols=None, size=(3.2, 3.0), sharey=Fals
     for ax in flat[len(depths):]:
         ax.set_visible(False)
     return fig, axes
-
-
-# --------------------------------------------------------------------------- publishing
-def publish(run_dir, dest, *, files, tables: dict, draw_figures) -> Path:
-    """Copy ``files`` of a run to ``dest`` (e.g. results/paper/<experiment>), write
-    ``tables`` ({name: DataFrame}, the rows the figures and claims use), and redraw the
-    figures there from that copy alone."""
-    from resnet_lab.runs import RunDir
-
-    run_dir, dest = Path(run_dir), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in files:
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, dest / name)
-    out = RunDir(dest)
-    for name, df in tables.items():
-        out.write_csv(name, df)
-    figures = dest / "figures"
-    if figures.exists():
-        for old in figures.glob("*"):
-            old.unlink()
-    draw_figures(dest)
-    return dest
 
 
 def print_claims(path):

@@ -52,6 +52,7 @@ import pandas as pd  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab import runs  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
 
 from . import claims_helpers as H  # noqa: E402
@@ -277,5 +278,5 @@ def publish(run_dir, dest) -> Path:
     run_dir = Path(run_dir)
     train = H.read_table(run_dir, "train", EXPERIMENT)
     keep = train[(train["split"] == "train") & (train["metric"] == "loss")]
-    return H.publish(run_dir, dest, files=FILES, tables={"train.csv.gz": keep},
+    return runs.publish(run_dir, dest, files=FILES, tables={"train.csv.gz": keep},
                      draw_figures=draw_figures)

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab import runs  # noqa: E402
 
 from .analysis import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
 
@@ -171,14 +172,6 @@ def draw_figures(run_dir) -> list:
 def publish(run_dir, dest) -> Path:
     """Copy a run into ``dest`` (e.g. results/paper/grad_flow) keeping only the probe rows the
     figures and the summary use, and redraw the figures there from that copy."""
-    import shutil
-
-    run_dir, dest = Path(run_dir), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "train.csv", "cells.csv", "summary.csv"):
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, dest / name)
-    from resnet_lab.runs import RunDir
-    RunDir(dest).write_csv("probe.csv.gz", figure_rows(pd.read_csv(run_dir / "probe.csv.gz")))
-    draw_figures(dest)
-    return dest
+    return runs.publish(run_dir, dest, files=("config.json", "train.csv", "cells.csv", "summary.csv"),
+                        tables={"probe.csv.gz": figure_rows(pd.read_csv(Path(run_dir) / "probe.csv.gz"))},
+                        draw_figures=draw_figures)

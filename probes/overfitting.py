@@ -56,6 +56,7 @@ import seaborn as sns  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab import runs  # noqa: E402
 from resnet_lab.training import PAPER_ITERATIONS, PAPER_MILESTONES, Schedule  # noqa: E402
 
 EXPERIMENT = "overfitting"
@@ -471,16 +472,5 @@ def publish(run_dir, dest) -> Path:
     """Copy a run's reference files to ``dest`` (e.g. results/paper/overfitting) and redraw
     the figures there from the copy. The raw probe table is left behind: ``weight_inputs``
     holds every value the figures and claims use."""
-    import shutil
-
-    run_dir, dest = Path(run_dir), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, dest / name)
-    from resnet_lab.runs import RunDir
-    RunDir(dest).write_csv("train.csv.gz", _read(run_dir, "train"))
-    for old in (dest / "figures").glob("*") if (dest / "figures").exists() else []:
-        old.unlink()
-    draw_figures(dest)
-    return dest
+    return runs.publish(run_dir, dest, files=FILES, tables={"train.csv.gz": _read(run_dir, "train")},
+                        draw_figures=draw_figures)

@@ -50,6 +50,7 @@ import pandas as pd  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab import runs  # noqa: E402
 
 from . import claims_helpers as H  # noqa: E402
 from .analysis import stage_boundaries  # noqa: E402
@@ -176,7 +177,7 @@ def figure_profiles(cuts: pd.DataFrame, folder, name="c2_cut_profiles"):
                     label=label)
             ax.fill_between(prof.index, prof["min"], prof["max"], color=plotting.V1_COLOR,
                             alpha=0.15 if step == first else 0.08, lw=0)
-        ax.axhline(HEAVY, color="0.4", lw=0.8, ls=":", label=f"half the energy")
+        ax.axhline(HEAVY, color="0.4", lw=0.8, ls=":", label="half the energy")
         plotting.mark_stage_boundaries(ax, stage_boundaries(part))
         ax.set_title(f"V1 {depth} layers")
         ax.set_xlabel("unit index")
@@ -226,7 +227,7 @@ def publish(run_dir, dest) -> Path:
     """Copy the run's reference files (with the per-unit cut table and the training rows)
     to ``dest`` and redraw the figures there."""
     run_dir = Path(run_dir)
-    return H.publish(run_dir, dest, files=FILES,
+    return runs.publish(run_dir, dest, files=FILES,
                      tables={"cuts.csv.gz": H.read_table(run_dir, "cuts", EXPERIMENT),
                              "train.csv.gz": H.read_table(run_dir, "train", EXPERIMENT)},
                      draw_figures=draw_figures)

@@ -84,6 +84,7 @@ from torch import nn  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab import runs  # noqa: E402
 from resnet_lab.data import Batches, load_dataset  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
 from resnet_lab.sweep import Cell, build, label  # noqa: E402
@@ -597,6 +598,6 @@ def publish(run_dir, dest) -> Path:
     run_dir = Path(run_dir)
     probe = H.read_table(run_dir, "probe", EXPERIMENT)
     units = H.read_table(run_dir, "units", EXPERIMENT)
-    return H.publish(run_dir, dest, files=FILES,
+    return runs.publish(run_dir, dest, files=FILES,
                      tables={"probe.csv.gz": figure_rows(probe), "units.csv.gz": units},
                      draw_figures=draw_figures)

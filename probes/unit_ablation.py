@@ -36,6 +36,7 @@ import seaborn as sns  # noqa: E402
 
 from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
+from resnet_lab import runs  # noqa: E402
 from resnet_lab.units import UNIT_KINDS  # noqa: E402
 
 from .analysis import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
@@ -327,16 +328,5 @@ def draw_figures(run_dir) -> list:
 def publish(run_dir, dest) -> Path:
     """Copy a run's reference files to ``dest`` (e.g. results/paper/unit_ablation), the
     training rows gzipped, and redraw the figures there from the copy."""
-    import shutil
-
-    from resnet_lab.runs import RunDir
-    run_dir, dest = Path(run_dir), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, dest / name)
-    RunDir(dest).write_csv("train.csv.gz", _read(run_dir, "train"))
-    for old in (dest / "figures").glob("*") if (dest / "figures").exists() else []:
-        old.unlink()
-    draw_figures(dest)
-    return dest
+    return runs.publish(run_dir, dest, files=FILES, tables={"train.csv.gz": _read(run_dir, "train")},
+                        draw_figures=draw_figures)

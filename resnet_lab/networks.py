@@ -8,7 +8,6 @@ order; each knows its ``stage`` and ``index``.
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 from torch import nn
@@ -139,7 +138,7 @@ def resolve_cifar_block(depth: int, block: str = "auto") -> str:
         raise ValueError(f"unknown block {block!r}; valid: auto, basic, bottleneck")
     kinds = ("basic", "bottleneck") if block == "auto" else (block,)
     hints = "; ".join(
-        f"nearest {k} (" + ("6n+2" if k == "basic" else "9n+2") + f"): "
+        f"nearest {k} (" + ("6n+2" if k == "basic" else "9n+2") + "): "
         + ", ".join(map(str, _nearest(depth, valid_cifar_depths(k))))
         for k in kinds)
     raise ValueError(f"no CIFAR ResNet of depth {depth} with block={block}; {hints}")

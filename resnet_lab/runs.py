@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -182,3 +183,23 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def publish(run_dir, dest, *, files, tables: dict, draw_figures) -> Path:
+    """Copy ``files`` of a run to ``dest`` (e.g. results/paper/<experiment>), write
+    ``tables`` ({name: DataFrame}, the rows the figures and claims use), and redraw the
+    figures there from that copy alone."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    out = RunDir(dest)
+    for name, df in tables.items():
+        out.write_csv(name, df)
+    figures = dest / "figures"
+    if figures.exists():
+        for old in figures.glob("*"):
+            old.unlink()
+    draw_figures(dest)
+    return dest

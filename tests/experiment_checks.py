@@ -1,6 +1,6 @@
-"""Checks the tests of the C1–C5 experiment scripts share (imported by test_signal_propagation,
-test_relu_blocking and test_early_training)."""
+"""Checks the tests of the experiment scripts share (imported by their test modules)."""
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +55,8 @@ def redraw_without_model_code(experiment, folder):
             "torch.nn.Module.__call__ = boom\n"
             f"sys.argv = ['make_figures.py', {experiment!r}, {str(folder)!r}]\n"
             f"runpy.run_path({str(ROOT / 'experiments' / 'make_figures.py')!r}, run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     return sorted(p.stem for p in (Path(folder) / "figures").glob("*.png"))
 

@@ -1,11 +1,7 @@
 """experiments/overfitting.py (claim C6) end to end on the smoke preset: the files and their
 schema, the weight-input statistics against a direct computation, verdicts that follow the
 data, figures redrawn from the CSVs alone, the report section, and answers to bad input."""
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,37 +12,22 @@ from torch import nn
 
 from probes import overfitting as C6
 from resnet_lab import claims as C
-from resnet_lab.cli import main_guard
 from resnet_lab.data import Batches, apply_augmentation, draw_augmentation, load_dataset
 from resnet_lab.report import render_report
 from resnet_lab.sweep import Cell, build
 
+from experiment_checks import bad_input, help_text, redraw_without_model_code, run_smoke
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "overfitting.py"
 ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
 FIGURES = ["c6_training_curves", "c6_final_metrics", "c6_weight_input_stats", "c6_input_distance"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("overfitting_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
     publish = tmp_path_factory.mktemp("paper") / "overfitting"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)        # tiny nets: one thread is fastest, and a shared CPU stays usable
-    try:
-        code = main_guard(load_script().main)(["--preset", "smoke", "--out", str(out),
-                                               "--publish", str(publish)])
-    finally:
-        torch.set_num_threads(threads)
-    assert code == 0
-    (run,) = (out / "overfitting").iterdir()
+    run = run_smoke("overfitting", tmp_path_factory.mktemp("runs"), "--threads", "1",
+                    "--publish", str(publish))
     return run, publish
 
 
@@ -150,21 +131,7 @@ def test_published_copy_is_small_and_redraws_without_model_code(smoke_run):
     assert {"config.json", "claims.csv", "summary.csv", "weight_inputs.csv.gz", "train.csv.gz",
             "table.md", "figures"} <= names and "probe.csv.gz" not in names
     assert sum(p.stat().st_size for p in publish.glob("*.*")) < 2_000_000
-    for png in (publish / "figures").glob("*.png"):
-        png.unlink()
-    # A fresh interpreter in which building a network or running any module fails.
-    code = ("import resnet_lab.networks as n, torch, runpy, sys\n"
-            "def boom(*a, **k): raise RuntimeError('model code ran')\n"
-            "n.ResNet.__init__ = boom\n"
-            "torch.nn.Module.__call__ = boom\n"
-            f"sys.argv = ['make_figures.py', 'overfitting', {str(publish)!r}]\n"
-            f"runpy.run_path({str(ROOT / 'experiments' / 'make_figures.py')!r}, run_name='__main__')\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env=env)
-    assert result.returncode == 0, result.stderr
-    for name in FIGURES:
-        assert (publish / "figures" / f"{name}.png").exists()
+    assert set(FIGURES) <= set(redraw_without_model_code("overfitting", publish))
 
 
 def test_report_lists_c6_rows_and_figures_under_c6(smoke_run, tmp_path):
@@ -186,18 +153,11 @@ def test_report_lists_c6_rows_and_figures_under_c6(smoke_run, tmp_path):
     (["--out", "/proc/version/x"], "--out"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = [] if "--out" in argv else ["--out", str(tmp_path / "runs")]
-    assert main_guard(load_script().main)(["--preset", "smoke", *argv, *out]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and needle in err
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+    bad_input("overfitting", argv, needle, tmp_path, capsys, monkeypatch)
 
 
 def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit):
-        load_script().parse_args(["--help"])
-    text = capsys.readouterr().out
+    text = help_text("overfitting", capsys)
     for flag in ("--preset", "--seeds", "--device", "--dataset", "--data-dir", "--out", "--depths",
                  "--width", "--steps", "--warmup-steps", "--lr", "--batch-size", "--checkpoints",
                  "--threads", "--publish"):

@@ -1,49 +1,29 @@
 """experiments/unit_ablation.py (He et al. 2016 Table 2) end to end on the smoke preset: the
 files, the table in the paper's layout, verdicts recomputed from the data, figures redrawn
 from the CSVs alone, the report, and answers to bad input."""
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from probes import unit_ablation as T2
 from resnet_lab import claims as C
-from resnet_lab.cli import main_guard
 from resnet_lab.report import render_report
 from resnet_lab.units import UNIT_KINDS
 
+from experiment_checks import bad_input, redraw_without_model_code, run_smoke
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "unit_ablation.py"
 FIGURES = ["t2_training", "t2_test_error", "t2_signal_at_init"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("unit_ablation_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
     publish = tmp_path_factory.mktemp("paper") / "unit_ablation"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)        # tiny nets: one thread is fastest, and a shared CPU stays usable
-    try:
-        code = main_guard(load_script().main)(["--preset", "smoke", "--out", str(out),
-                                               "--publish", str(publish)])
-    finally:
-        torch.set_num_threads(threads)
-    assert code == 0
-    (run,) = (out / "unit_ablation").iterdir()
+    run = run_smoke("unit_ablation", tmp_path_factory.mktemp("runs"), "--threads", "1",
+                    "--publish", str(publish))
     return run, publish
 
 
@@ -102,20 +82,7 @@ def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
     _, publish = smoke_run
     assert {"train.csv.gz", "probe.csv.gz", "summary.csv", "table2.md", "claims.csv"} <= \
         {p.name for p in publish.iterdir()}
-    for png in (publish / "figures").glob("*.png"):
-        png.unlink()
-    code = ("import resnet_lab.networks as n, torch, runpy, sys\n"
-            "def boom(*a, **k): raise RuntimeError('model code ran')\n"
-            "n.ResNet.__init__ = boom\n"
-            "torch.nn.Module.__call__ = boom\n"
-            f"sys.argv = ['make_figures.py', 'unit_ablation', {str(publish)!r}]\n"
-            f"runpy.run_path({str(ROOT / 'experiments' / 'make_figures.py')!r}, run_name='__main__')\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env=env)
-    assert result.returncode == 0, result.stderr
-    for name in FIGURES:
-        assert (publish / "figures" / f"{name}.png").exists()
+    assert set(FIGURES) <= set(redraw_without_model_code("unit_ablation", publish))
     text = render_report(publish.parent, tmp_path)
     other = text.split("## Other measurements")[1]
     assert f"### {T2.CLAIM}" in other and "t2_test_error.png" in other
@@ -129,9 +96,4 @@ def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
     (["--out", "/proc/version/x"], "--out"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = [] if "--out" in argv else ["--out", str(tmp_path / "runs")]
-    assert main_guard(load_script().main)(["--preset", "smoke", *argv, *out]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and needle in err
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+    bad_input("unit_ablation", argv, needle, tmp_path, capsys, monkeypatch)
