@@ -168,58 +168,34 @@ static int block_sums(const float *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t
     return failed ? -1 : 0;
 }
 
-/* raw_sums(x, outer, C, inner, s1c, scalars, threads): s1c[C] = channel sums;
- * scalars[0..2] = sum x^2, n_pos - n_neg, n_pos + n_neg (what sum sign(x) and
- * sum sign(x)^2 give; NaN when x holds a NaN, as torch.sign would make them).
- * x, s1c and scalars are addresses of fp32 memory. */
-static PyObject *raw_sums(PyObject *self, PyObject *args)
+/* channel_sums(x, outer, C, inner, s1c, s2c, scalars, threads): s1c[C] = channel sums;
+ * s2c[C] = channel sums of squares (skipped when s2c is 0); scalars[0..2] (skipped when 0)
+ * = sum x^2, n_pos - n_neg, n_pos + n_neg (what sum sign(x) and sum sign(x)^2 give; NaN
+ * when x holds a NaN, as torch.sign would make them). x and the outputs are addresses of
+ * fp32 memory. */
+static PyObject *channel_sums(PyObject *self, PyObject *args)
 {
-    unsigned long long px, ps1, psc;
+    unsigned long long px, ps1, ps2, psc;
     Py_ssize_t outer, C, inner;
     int threads, failed;
-    if (!PyArg_ParseTuple(args, "KnnnKKi", &px, &outer, &C, &inner, &ps1, &psc, &threads))
+    if (!PyArg_ParseTuple(args, "KnnnKKKi", &px, &outer, &C, &inner, &ps1, &ps2, &psc, &threads))
         return NULL;
-    double *s1 = calloc((size_t)C, sizeof(double));
-    if (!s1)
-        return PyErr_NoMemory();
-    Totals tot;
-    Py_BEGIN_ALLOW_THREADS
-    failed = block_sums((const float *)(uintptr_t)px, outer, C, inner, s1, NULL, &tot, threads);
-    if (!failed) {
-        float *out1 = (float *)(uintptr_t)ps1, *sc = (float *)(uintptr_t)psc;
-        for (Py_ssize_t c = 0; c < C; c++)
-            out1[c] = (float)s1[c];
-        sc[0] = (float)tot.sq;
-        sc[1] = isnan(tot.sq) ? NAN : (float)(tot.pos - tot.neg);
-        sc[2] = isnan(tot.sq) ? NAN : (float)(tot.pos + tot.neg);
-    }
-    Py_END_ALLOW_THREADS
-    free(s1);
-    if (failed)
-        return PyErr_NoMemory();
-    Py_RETURN_NONE;
-}
-
-/* channel_moments(x, outer, C, inner, s1c, s2c, threads): channel sums and channel sums
- * of squares. */
-static PyObject *channel_moments(PyObject *self, PyObject *args)
-{
-    unsigned long long px, ps1, ps2;
-    Py_ssize_t outer, C, inner;
-    int threads, failed;
-    if (!PyArg_ParseTuple(args, "KnnnKKi", &px, &outer, &C, &inner, &ps1, &ps2, &threads))
-        return NULL;
-    double *s = calloc((size_t)(2 * C), sizeof(double));
+    double *s = calloc((size_t)(ps2 ? 2 * C : C), sizeof(double));
     if (!s)
         return PyErr_NoMemory();
     Totals tot;
     Py_BEGIN_ALLOW_THREADS
-    failed = block_sums((const float *)(uintptr_t)px, outer, C, inner, s, s + C, &tot, threads);
+    failed = block_sums((const float *)(uintptr_t)px, outer, C, inner, s, ps2 ? s + C : NULL, &tot, threads);
     if (!failed) {
-        float *out1 = (float *)(uintptr_t)ps1, *out2 = (float *)(uintptr_t)ps2;
-        for (Py_ssize_t c = 0; c < C; c++) {
+        float *out1 = (float *)(uintptr_t)ps1, *out2 = (float *)(uintptr_t)ps2, *sc = (float *)(uintptr_t)psc;
+        for (Py_ssize_t c = 0; c < C; c++)
             out1[c] = (float)s[c];
+        for (Py_ssize_t c = 0; out2 && c < C; c++)
             out2[c] = (float)s[C + c];
+        if (sc) {
+            sc[0] = (float)tot.sq;
+            sc[1] = isnan(tot.sq) ? NAN : (float)(tot.pos - tot.neg);
+            sc[2] = isnan(tot.sq) ? NAN : (float)(tot.pos + tot.neg);
         }
     }
     Py_END_ALLOW_THREADS
@@ -302,8 +278,7 @@ static PyObject *grouped_sq_sums(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"raw_sums", raw_sums, METH_VARARGS, "channel sums, sum of squares and sign counts of an fp32 block"},
-    {"channel_moments", channel_moments, METH_VARARGS, "channel sums and sums of squares of an fp32 block"},
+    {"channel_sums", channel_sums, METH_VARARGS, "channel sums (of squares), sum of squares, sign counts"},
     {"masked_energy", masked_energy, METH_VARARGS, "sum of h^2 where f == 0"},
     {"grouped_sq_sums", grouped_sq_sums, METH_VARARGS, "sums of squares of many fp32 tensors, by group"},
     {NULL, NULL, 0, NULL},

@@ -125,7 +125,8 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None) 
     t = t if t.dtype == torch.float32 else t.detach().float()
     blocks = cpu_blocks(t)
     if blocks is not None:               # reads memory only: no detach needed
-        _fastsums.raw_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), row.data_ptr(), torch.get_num_threads())
+        _fastsums.channel_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), 0, row.data_ptr(),
+                               torch.get_num_threads())
         return False
     t = t.detach()
     channel_sum(t, out_s1c)
@@ -210,8 +211,8 @@ def channel_moments(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c: torch.Tenso
     t = as_fp32(t)
     blocks = cpu_blocks(t)
     if blocks is not None:
-        _fastsums.channel_moments(t.data_ptr(), *blocks, out_s1c.data_ptr(), out_s2c.data_ptr(),
-                                  torch.get_num_threads())
+        _fastsums.channel_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), out_s2c.data_ptr(), 0,
+                               torch.get_num_threads())
         return
     v, dims = channel_view(t)
     torch.sum(v, dim=dims, out=out_s1c)
