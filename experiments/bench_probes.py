@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probes import SignalProbe  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.runs import atomic_write_text  # noqa: E402
+from resnet_lab.runs import write_table  # noqa: E402
 
 # depth -> (width, batch, image size), as issue 3 specifies
 CONFIGS = {164: (16, 128, 16), 1001: (8, 128, 8)}
@@ -116,7 +116,7 @@ def main():
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, df.to_csv(index=False))
+    write_table(out, df)
     print(f"wrote {out}")
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import atomic_write_text, check_writable_dir  # noqa: E402
+from resnet_lab.runs import atomic_write, check_writable_dir  # noqa: E402
 from resnet_lab.training import train  # noqa: E402
 
 # (depth, width): ResNet-164 at the paper's width, ResNet-1001 at half of it
@@ -91,7 +91,7 @@ def main(argv=None):
              "before_train_mib", "time_vs_plain", "memory_vs_plain"]
     print(table[shown].to_string(index=False, float_format="%.2f"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, table.to_csv(index=False, float_format="%.4g"))
+    atomic_write(args.out, table.to_csv(index=False, float_format="%.4g"))
     print(f"wrote {args.out} (load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     return 0
 

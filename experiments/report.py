@@ -4,34 +4,28 @@
     python experiments/report.py --results DIR --out FILE
 
 Reads DIR/*/claims.csv, DIR/*/config.json and DIR/*/figures/*.png; the logic lives in
-resnet_lab.report. Same inputs, same bytes out.
+analysis/report.py. Same inputs, same bytes out.
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from resnet_lab.report import build_report  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "paper"
+from analysis import PAPER  # noqa: E402
+from analysis.report import build_report  # noqa: E402
+from resnet_lab.cli import Parser, run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=RESULTS,
+    parser = Parser(prog="experiments/report.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=PAPER,
                         help="folder holding one sub-folder per experiment (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None,
                         help="report file to write (default: RESULTS/REPORT.md)")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else args.results / "REPORT.md"
-    try:
-        path = build_report(args.results, out)
-    except (ValueError, OSError) as exc:
-        print(f"report: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
+    print(f"wrote {build_report(args.results, out)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -11,8 +11,6 @@ config.json, metrics.csv.gz (step, epoch, split, metric, value), checkpoint.pt a
 last checkpoint (a finished one is left as it is); --resume DIR continues DIR with the settings
 saved in it. Several seeds run one after the other; a diverged run does not stop the others.
 """
-import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,40 +18,38 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from resnet_lab import create_model, list_models  # noqa: E402
-from resnet_lab.cli import add_common_args, resolve_device, run_main  # noqa: E402
+from resnet_lab import create_model, list_models, settings  # noqa: E402
+from resnet_lab.cli import resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import DEFAULT_ROOT, RunDir, check_writable_dir  # noqa: E402
-from resnet_lab.training import (check_train_args, select_shard, setup_distributed,  # noqa: E402
-                                 train)
+from resnet_lab.runs import DEFAULT_ROOT, RunDir, settings_id  # noqa: E402
+from resnet_lab.schedule import Schedule  # noqa: E402
+from resnet_lab.sweep import select_shard  # noqa: E402
+from resnet_lab.training import TrainSettings, setup_distributed, train  # noqa: E402
 from resnet_lab.units import UNIT_KINDS  # noqa: E402
 
 EXPERIMENT = "train"
 PRESETS = {
-    "quick": dict(dataset="digits", steps=1000, batch_size=128, eval_every=100, checkpoint_every=100,
-                  seeds=[0]),
-    "paper": dict(dataset="cifar10", steps=64000, batch_size=128, eval_every=1000, checkpoint_every=2000,
-                  seeds=[0]),
-    "smoke": dict(dataset="digits", steps=20, batch_size=32, eval_every=10, checkpoint_every=10, seeds=[0]),
+    "quick": dict(dataset="digits", steps=1000, batch_size=128, lr=0.1, eval_every=100,
+                  checkpoint_every=100, seeds=[0]),
+    "paper": dict(dataset="cifar10", steps=64000, batch_size=128, lr=0.1, eval_every=1000,
+                  checkpoint_every=2000, seeds=[0]),
+    "smoke": dict(dataset="digits", steps=20, batch_size=32, lr=0.1, eval_every=10,
+                  checkpoint_every=10, seeds=[0]),
 }
+OPTIONS = ("seeds", "steps", "batch_size", "lr", "dataset")
 # The settings that define a run (its folder name hashes them; --resume restores them).
-RUN_KEYS = ("model", "width", "unit", "dataset", "data_dir", "steps", "batch_size", "eval_every",
-            "checkpoint_every", "grad_checkpoint", "probe_every", "sync_bn", "device", "preset", "seed")
+RUN_KEYS = ("model", "width", "unit_kind", "dataset", "data_dir", "steps", "batch_size", "lr",
+            "eval_every", "checkpoint_every", "grad_checkpoint", "probe_every", "sync_bn", "device",
+            "precision", "threads", "preset", "seed")
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="experiments/train.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/train.py", publish=False)
     p.add_argument("--model", help="registered network name (python -m resnet_lab --list), "
                                    "e.g. cifar_resnet164_v2; required unless --resume")
     p.add_argument("--width", type=int, help="base width of a CIFAR net (default the model's, 16)")
-    p.add_argument("--unit", choices=UNIT_KINDS, help="residual unit kind, replacing the name's version")
-    add_common_args(p, PRESETS)
-    p.add_argument("--steps", type=int, help="training iterations; the lr schedule is the paper's "
-                                             "scaled to them (default: the preset's)")
-    p.add_argument("--batch-size", type=int, help="global batch size (default: the preset's, 128)")
-    p.add_argument("--eval-every", type=int,
-                   help="test-set evaluation period in steps (default: the preset's)")
+    p.add_argument("--unit-kind", choices=UNIT_KINDS, help="residual unit kind, replacing the name's version")
+    p.add_argument("--eval-every", type=int, help="test-set evaluation period in steps (default: the preset's)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint period in steps (default: the preset's)")
     p.add_argument("--grad-checkpoint", action="store_true",
                    help="recompute each unit in the backward pass: less memory, about 1/3 more time")
@@ -68,7 +64,8 @@ def parser():
 
 
 def settings_from(args) -> tuple[list[dict], Path]:
-    """Per-seed run settings and the output root, from the command line or a --resume folder."""
+    """Per-seed run settings and the output root, from the command line or a --resume folder;
+    every value checked before anything is written."""
     if args.resume:
         folder = Path(args.resume)
         if not (folder / "config.json").is_file():
@@ -78,20 +75,25 @@ def settings_from(args) -> tuple[list[dict], Path]:
     if args.model is None:
         raise ValueError("--model is required (one of python -m resnet_lab --list), or --resume RUN_DIR")
     if args.model not in list_models():
-        raise ValueError(f"unknown model {args.model!r}; list them with python -m resnet_lab --list")
+        raise ValueError(f"--model {args.model}: unknown; list them with python -m resnet_lab --list")
+    s = settings.resolve(args, PRESETS, OPTIONS)
     preset = PRESETS[args.preset]
-    pick = lambda name: preset[name] if getattr(args, name) is None else getattr(args, name)
-    common = {key: getattr(args, key, None) for key in RUN_KEYS if key != "seed"}
-    common.update({k: pick(k) for k in ("dataset", "steps", "batch_size", "eval_every", "checkpoint_every")})
-    seeds = select_shard(pick("seeds"), args.shard)
-    return [dict(common, seed=seed) for seed in seeds], Path(args.out) if args.out else DEFAULT_ROOT
+    for flag in ("width", "eval_every", "checkpoint_every", "probe_every"):
+        value = getattr(args, flag)
+        s[flag] = settings.positive_int(f"--{flag.replace('_', '-')}", value) if value is not None \
+            else preset.get(flag)
+    s.update(model=args.model, unit_kind=args.unit_kind, grad_checkpoint=args.grad_checkpoint,
+             sync_bn=args.sync_bn)
+    common = {key: s.get(key) for key in RUN_KEYS if key != "seed"}
+    runs = [dict(common, seed=seed) for seed in select_shard(s["seeds"], args.shard)]
+    return runs, Path(args.out) if args.out else DEFAULT_ROOT
 
 
 def build_model(s, data):
     overrides = {"num_classes": data.num_classes}
     if data.in_channels != 3:
         overrides["in_channels"] = data.in_channels
-    overrides.update({k: s[k] for k in ("width", "unit") if s[k] is not None})
+    overrides.update({k: s[k] for k in ("width", "unit_kind") if s.get(k) is not None})
     try:
         return create_model(s["model"], **overrides)
     except TypeError as err:
@@ -99,8 +101,15 @@ def build_model(s, data):
 
 
 def run_id(s) -> str:
-    digest = hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{s['model']}_{s['dataset']}_seed{s['seed']}_{digest}"
+    return f"{s['model']}_{s['dataset']}_seed{s['seed']}_{settings_id(s)}"
+
+
+def train_settings(s, device) -> TrainSettings:
+    return TrainSettings(steps=s["steps"], batch_size=s["batch_size"], seed=s["seed"], device=device,
+                         schedule=Schedule.paper(s["steps"], s.get("lr") or 0.1),
+                         eval_every=s["eval_every"], checkpoint_every=s["checkpoint_every"],
+                         grad_checkpoint=s["grad_checkpoint"], sync_bn=s["sync_bn"],
+                         probe_every=s["probe_every"] or 1, precision=s.get("precision", "fp32"))
 
 
 def main(argv=None):
@@ -110,17 +119,14 @@ def main(argv=None):
         print(f"shard {args.shard}: no seeds to run")
         return 0
     first = runs[0]
-    device = resolve_device(first["device"])
-    rank, world, device = setup_distributed(device)
+    torch.set_num_threads(first.get("threads") or 1)
+    rank, world, device = setup_distributed(resolve_device(first["device"]))
     # Everything is checked before any folder is made: data, model, settings, output root.
     data = load_dataset(first["dataset"], first["data_dir"])
     with torch.device("meta"):
         build_model(first, data)
     for s in runs:
-        check_train_args(n_train=len(data.train_x), steps=s["steps"], batch_size=s["batch_size"],
-                         world=world, eval_every=s["eval_every"], checkpoint_every=s["checkpoint_every"],
-                         probe_every=s["probe_every"], sync_bn=s["sync_bn"], device=device)
-    check_writable_dir(out)
+        train_settings(s, device).resolved(len(data.train_x), world)
     probe_factory = None
     if first["probe_every"] is not None:
         from probes import SignalProbe
@@ -133,13 +139,12 @@ def main(argv=None):
             if rank == 0:
                 print(f"{config.parent}: already {status}; nothing to do")
             continue
-        run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s))
+        run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s),
+                            lock=rank == 0)
         torch.manual_seed(s["seed"])
-        model = build_model(s, data)
-        result = train(model, data, run, steps=s["steps"], batch_size=s["batch_size"], seed=s["seed"],
-                       device=device, eval_every=s["eval_every"], checkpoint_every=s["checkpoint_every"],
-                       grad_checkpoint=s["grad_checkpoint"], sync_bn=s["sync_bn"],
-                       probe_factory=probe_factory, probe_every=s["probe_every"] or 1, quiet=args.quiet)
+        result = train(build_model(s, data), data, run, train_settings(s, device),
+                       probe_factory=probe_factory, quiet=args.quiet)
+        run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")
             final = f", test error {test.value.iloc[-1]:.4f}" if len(test) else ""

@@ -1,6 +1,11 @@
-"""probes: SignalProbe and the statistic definitions. Knows taps, not architectures."""
+"""probes: the instruments. SignalProbe (statistics at every tap, forward and backward),
+FormulaCheck (the taps against a unit's formula) and the statistic definitions.
+
+Knows the tap contract (``resnet_lab.taps``), not architectures, data, training or claims.
+"""
+from .formula import FormulaCheck
 from .signal_probe import PROBE_COLUMNS, SignalProbe
 from .stats import ALL_STATS, BACKWARD_STATS, FORWARD_STATS, TENSOR_STATS, WEIGHT_INPUT_STATS
 
-__all__ = ["ALL_STATS", "BACKWARD_STATS", "FORWARD_STATS", "PROBE_COLUMNS", "SignalProbe",
-           "TENSOR_STATS", "WEIGHT_INPUT_STATS"]
+__all__ = ["ALL_STATS", "BACKWARD_STATS", "FORWARD_STATS", "FormulaCheck", "PROBE_COLUMNS",
+           "SignalProbe", "TENSOR_STATS", "WEIGHT_INPUT_STATS"]

@@ -34,12 +34,15 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-from resnet_lab.taps import TAP_NAMES, Tap
+from resnet_lab.taps import TAP_INDEX, TAP_NAMES, tapped_units
 
 from . import stats as S
 
 PROBE_COLUMNS = ["step", "unit", "stage", "index", "tap", "direction", "stat", "value", "layer"]
 _SCALARS = 3          # sum t^2, sum sign(t), sum sign(t)^2
+# A unit's five taps occupy consecutive slots: slot = unit * _PER_UNIT + position.
+_PER_UNIT = len(TAP_NAMES)
+_SHORTCUT, _SUM, _OUTPUT = TAP_INDEX["shortcut"], TAP_INDEX["sum"], TAP_INDEX["output"]
 
 
 def _in_backward() -> bool:
@@ -142,19 +145,23 @@ class SignalProbe:
     """Record forward and backward statistics at the taps of any model built from resnet_lab units.
 
     Args:
-        model: a module containing ``resnet_lab.Tap`` s (each unit owns five in ``unit.taps``).
+        model: a module with tapped residual units (``resnet_lab.taps``: each unit owns the
+            five taps in ``unit.taps``; ``net.units()`` lists them in order).
         taps: which of ``input, shortcut, branch, sum, output`` to report.
         stats: which statistics to report (``probes.stats`` defines each); default all.
         every: probe one step in ``every``; the others cost (almost) nothing.
         weight_inputs: also record the channel statistics of every Conv2d / Linear input.
         param_grads: also record each unit's parameter-gradient norm at ``step()``.
+        first_step: the number of the first step in the rows (``step`` column); later steps
+            count on from it, probed or not. Steps are numbered as the training engine numbers
+            its updates: step s is the s-th update, so the first forward/backward is step 1.
 
     Use it as a context manager -- hooks exist only inside the ``with`` -- and call
     ``step()`` once after each backward (or after each forward when there is none).
     """
 
     def __init__(self, model: nn.Module, taps=TAP_NAMES, stats=None, every=1,
-                 weight_inputs=False, param_grads=True):
+                 weight_inputs=False, param_grads=True, first_step=1):
         taps = (taps,) if isinstance(taps, str) else tuple(taps)
         bad = [t for t in taps if t not in TAP_NAMES]
         if bad:
@@ -186,17 +193,13 @@ class SignalProbe:
         self._handles = []
         self._inside = False
         self._records = []
-        self._step = 0
+        self._calls = 0                      # step() calls so far
+        self.first_step = first_step
         self._clear_step_refs()
 
     # ---- discovery -----------------------------------------------------------------------
     def _find_taps(self, model):
-        units = [m for m in model.modules()
-                 if isinstance(getattr(m, "taps", None), nn.ModuleDict)
-                 and all(isinstance(t, Tap) for t in m.taps.values())]
-        if not units:
-            raise ValueError(f"{type(model).__name__} has no resnet_lab.Tap modules; build it "
-                             "from resnet_lab units (every unit owns unit.taps)")
+        units = tapped_units(model)
         names = {m: n for n, m in model.named_modules()}
         self._units = units
         self._unit_of = {id(m): u for u, unit in enumerate(units) for m in unit.modules()}
@@ -253,7 +256,7 @@ class SignalProbe:
             self._on_weight_input(i, args[0])
 
     def _clear_step_refs(self):
-        self._active = self._step % self.every == 0
+        self._active = self._calls % self.every == 0
         self._last_fwd = (None, -1)          # (tensor, slot) most recently measured
         self._sign_of = None                 # the tensor whose sign() scratch 0 holds
         self._recent_grads = []              # [(weakref to a gradient, its version, slot)]
@@ -265,7 +268,7 @@ class SignalProbe:
     def _on_tap(self, slot, t):
         if not self._active or not isinstance(t, torch.Tensor):
             return
-        tap = slot % len(TAP_NAMES)
+        tap = slot % _PER_UNIT
         if _in_backward():                   # a checkpoint's recomputation
             if self._measured[tap] and t.requires_grad:
                 self._hook_grad(slot, t)
@@ -312,15 +315,15 @@ class SignalProbe:
 
     def _shortcut_cut(self, slot, tap, t):
         """Forward numerator of ``shortcut_cut``, sum h^2 [f(y) = 0], at the output tap."""
-        if tap == 1:
+        if tap == _SHORTCUT:
             self._unit_h = t
-        elif tap == 3:
+        elif tap == _SUM:
             self._unit_y = t
-        elif tap == 4 and self._unit_h is not None:
+        elif tap == _OUTPUT and self._unit_h is not None:
             cut = self._cut_num
             if cut is None or cut.device != t.device:
                 cut = self._cut_num = torch.zeros(len(self._units), device=t.device)
-            u = slot // len(TAP_NAMES)
+            u = slot // _PER_UNIT
             if t is self._unit_y:            # f is the identity: it zeroes nothing
                 cut[u] = 0
             else:
@@ -383,10 +386,10 @@ class SignalProbe:
                 layout.append(("params", None))
             if parts:
                 host = torch.cat(parts).cpu().numpy()      # the step's one transfer
-                self._records.append((self._step, host, layout))
+                self._records.append((self.first_step + self._calls, host, layout))
             for slots in (self._fwd, self._bwd, self._win):
                 slots.reset()
-        self._step += 1
+        self._calls += 1
         self._clear_step_refs()
         self._sync_hooks()
 
@@ -459,7 +462,7 @@ class SignalProbe:
             elif kind == "params":
                 values = host[pos: pos + n_units]
                 pos += n_units
-                umeta = np.array([(u, *self._slot_meta[u * 5][1:3], "params", "") for u in range(n_units)],
+                umeta = np.array([(u, *self._slot_meta[u * _PER_UNIT][1:3], "params", "") for u in range(n_units)],
                                  dtype=object)
                 pieces.append(self._rows(umeta, "backward", "grad_norm", values))
         pieces += self._cut_rows(norms)
@@ -472,20 +475,22 @@ class SignalProbe:
         if "sum" not in self.taps:
             return []
         meta = np.array(self._slot_meta, dtype=object)
-        sum_slots = np.arange(3, len(self._slot_meta), len(TAP_NAMES))
+        sum_slots = np.arange(_SUM, len(self._slot_meta), _PER_UNIT)
+        shortcut_slots = sum_slots - _SUM + _SHORTCUT
+        output_slots = sum_slots - _SUM + _OUTPUT
         pieces = []
         if "cut" in norms and "shortcut_cut" in self.stats and "forward" in norms:
             norm, seen = norms["forward"]
-            h_energy = norm[sum_slots - 2] ** 2
-            keep = seen[sum_slots] & seen[sum_slots - 2]
+            h_energy = norm[shortcut_slots] ** 2
+            keep = seen[sum_slots] & seen[shortcut_slots]
             with np.errstate(invalid="ignore", divide="ignore"):
                 value = np.where(h_energy > 0, norms["cut"] / h_energy, 0.0)
             pieces.append(self._rows(meta[sum_slots][keep], "forward", "shortcut_cut", value[keep]))
         if "grad_cut" in self.stats and "backward" in norms:
             norm, seen = norms["backward"]
-            keep = seen[sum_slots] & seen[sum_slots + 1]
+            keep = seen[sum_slots] & seen[output_slots]
             with np.errstate(invalid="ignore", divide="ignore"):
-                value = 1 - (norm[sum_slots] / norm[sum_slots + 1]) ** 2
+                value = 1 - (norm[sum_slots] / norm[output_slots]) ** 2
             pieces.append(self._rows(meta[sum_slots][keep], "backward", "grad_cut", value[keep]))
         return pieces
 
@@ -493,7 +498,7 @@ class SignalProbe:
         u = self._unit_of.get(id(layer), -1)
         if u < 0:                            # stem or classifier
             return (-1, -1, -1, "weight_input", name)
-        return (u, *self._slot_meta[u * len(TAP_NAMES)][1:3], "weight_input", name)
+        return (u, *self._slot_meta[u * _PER_UNIT][1:3], "weight_input", name)
 
     @staticmethod
     def _rows(meta, direction, stat, values):

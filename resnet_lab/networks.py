@@ -43,6 +43,7 @@ class ResNet(nn.Module):
         self.checkpoint_units = False
 
     def units(self) -> list[ResidualUnit]:
+        """The residual units in order (the tap contract, ``resnet_lab.taps``)."""
         return [unit for stage in self.stages for unit in stage]
 
     def forward(self, x):
@@ -78,13 +79,13 @@ def _frozen_bn_stats(module):
             bn.num_batches_tracked.copy_(tracked)
 
 
-def _stages(kind, block, widths, counts, first_in, first_stride, **unit_args):
+def _stages(unit_kind, block, widths, counts, first_in, first_stride, **unit_args):
     stages, cin = [], first_in
     for s, (width, count) in enumerate(zip(widths, counts), start=1):
         units = []
         for i in range(count):
             stride = (first_stride if s == 1 else 2) if i == 0 else 1
-            units.append(ResidualUnit(kind, block, cin, width, stride, stage=s, index=i, **unit_args))
+            units.append(ResidualUnit(unit_kind, block, cin, width, stride, stage=s, index=i, **unit_args))
             cin = width
         stages.append(units)
     return stages
@@ -120,7 +121,7 @@ def resolve_cifar_block(depth: int, block: str = "auto") -> str:
     that only 9n+2 allows resolve to ``bottleneck``; every other 6n+2 depth resolves to
     ``basic``. 56 and 110 are valid for both kinds and resolve to ``basic`` (He et al. 2015
     trains them so); 164 is valid for both and resolves to ``bottleneck`` (He et al. 2016).
-    Pass ``block`` explicitly to get the other kind.
+    Pass ``block`` explicitly to get the other block.
     """
     if not isinstance(depth, int) or isinstance(depth, bool):
         raise ValueError(f"depth must be an integer, got {depth!r}")
@@ -136,15 +137,15 @@ def resolve_cifar_block(depth: int, block: str = "auto") -> str:
         return "bottleneck"
     elif block not in ("basic", "bottleneck"):
         raise ValueError(f"unknown block {block!r}; valid: auto, basic, bottleneck")
-    kinds = ("basic", "bottleneck") if block == "auto" else (block,)
+    blocks = ("basic", "bottleneck") if block == "auto" else (block,)
     hints = "; ".join(
-        f"nearest {k} (" + ("6n+2" if k == "basic" else "9n+2") + "): "
-        + ", ".join(map(str, _nearest(depth, valid_cifar_depths(k))))
-        for k in kinds)
+        f"nearest {b} (" + ("6n+2" if b == "basic" else "9n+2") + "): "
+        + ", ".join(map(str, _nearest(depth, valid_cifar_depths(b))))
+        for b in blocks)
     raise ValueError(f"no CIFAR ResNet of depth {depth} with block={block}; {hints}")
 
 
-def cifar_resnet(depth, version=None, unit=None, num_classes=10, width=16, in_channels=3,
+def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, in_channels=3,
                  block="auto", shortcut=None):
     """A CIFAR ResNet of ``depth`` layers (weight layers: stem + units + classifier).
 
@@ -157,13 +158,13 @@ def cifar_resnet(depth, version=None, unit=None, num_classes=10, width=16, in_ch
     (64/128/256 at width 16), the stride on each stage's first 1x1 conv, projection
     shortcuts (option B) where the shape changes.
 
-    Unit kind from ``version`` (1 = original, 2 = full_preact) or ``unit`` (any of the five).
+    Unit kind from ``version`` (1 = original, 2 = full_preact) or ``unit_kind`` (any of the five).
     Post-activation kinds get a conv-BN-ReLU stem; pre-activation kinds a bare conv stem (their
     first unit normalises it) and a final BN-ReLU before pooling, as the official code.
     ``block``: see ``resolve_cifar_block`` for which depths ``"auto"`` resolves and how.
     Init: He fan-out for convolutions (the official code's).
     """
-    kind = resolve_unit_kind(version, unit)
+    unit_kind = resolve_unit_kind(version, unit_kind)
     block = resolve_cifar_block(depth, block)
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
@@ -173,18 +174,18 @@ def cifar_resnet(depth, version=None, unit=None, num_classes=10, width=16, in_ch
     n = (depth - 2) // (3 * per_unit)
     factor = 1 if block == "basic" else BOTTLENECK_EXPANSION
     widths = [width * factor * m for m in (1, 2, 4)]
-    preact = kind in PREACT_KINDS
+    preact = unit_kind in PREACT_KINDS
     stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
     if not preact:
         stem = nn.Sequential(stem, nn.BatchNorm2d(width), nn.ReLU())
-    stages = _stages(kind, block, widths, [n] * 3, width, 1, shortcut=shortcut)
-    final = bn_relu(widths[-1]) if kind != "original" and kind != "bn_after_add" else nn.Identity()
+    stages = _stages(unit_kind, block, widths, [n] * 3, width, 1, shortcut=shortcut)
+    final = bn_relu(widths[-1]) if unit_kind not in ("original", "bn_after_add") else nn.Identity()
     net = ResNet(stem, stages, final, widths[-1], num_classes,
-                 name=f"cifar_resnet{depth}_{kind}")
+                 name=f"cifar_resnet{depth}_{unit_kind}")
     return he_fan_out_init(net)
 
 
-def imagenet_resnet(depth, version=None, unit=None, num_classes=1000, in_channels=3):
+def imagenet_resnet(depth, version=None, unit_kind=None, num_classes=1000, in_channels=3):
     """An ImageNet ResNet (18/34/50/101/152/200).
 
     Version 1 is torchvision's architecture (ResNet "v1.5": bottleneck stride on the 3x3
@@ -192,7 +193,7 @@ def imagenet_resnet(depth, version=None, unit=None, num_classes=1000, in_channel
     counts (ResNet-34: 21,797,672). Pre-activation kinds add the final BN-ReLU and share
     the dimension-changing unit's BN-ReLU with its projection (He et al. 2016).
     """
-    kind = resolve_unit_kind(version, unit)
+    unit_kind = resolve_unit_kind(version, unit_kind)
     if depth not in IMAGENET_LAYERS:
         valid = ", ".join(map(str, IMAGENET_LAYERS))
         raise ValueError(f"no ImageNet ResNet of depth {depth!r}; valid: {valid}")
@@ -201,18 +202,19 @@ def imagenet_resnet(depth, version=None, unit=None, num_classes=1000, in_channel
     widths = [64 * factor * m for m in (1, 2, 4, 8)]
     stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
                          nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-    stages = _stages(kind, block, widths, counts, 64, 1, shortcut="B", stride_on_3x3=True)
-    final = bn_relu(widths[-1]) if kind not in ("original", "bn_after_add") else nn.Identity()
-    net = ResNet(stem, stages, final, widths[-1], num_classes, name=f"imagenet_resnet{depth}_{kind}")
+    stages = _stages(unit_kind, block, widths, counts, 64, 1, shortcut="B", stride_on_3x3=True)
+    final = bn_relu(widths[-1]) if unit_kind not in ("original", "bn_after_add") else nn.Identity()
+    net = ResNet(stem, stages, final, widths[-1], num_classes,
+                 name=f"imagenet_resnet{depth}_{unit_kind}")
     return he_fan_out_init(net)
 
 
-def _article_resnet34(kind, final, num_classes):
+def _article_resnet34(unit_kind, final, num_classes):
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
                          nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-    stages = _stages(kind, "basic", (64, 128, 256, 512), (3, 4, 6, 3), 64, 1, shortcut="B",
+    stages = _stages(unit_kind, "basic", (64, 128, 256, 512), (3, 4, 6, 3), 64, 1, shortcut="B",
                      shared_preact=False, projection_bn=True)
-    return ResNet(stem, stages, final, 512, num_classes, name=f"resnet34_{kind}")
+    return ResNet(stem, stages, final, 512, num_classes, name=f"resnet34_{unit_kind}")
 
 
 def resnet34_v1(num_classes=1000):

@@ -32,14 +32,14 @@ def list_models() -> list[str]:
 def create_model(name: str, **overrides):
     """Build a registered network; ``overrides`` replace its builder's arguments.
 
-    ``unit=KIND`` replaces the name's version, e.g.
-    ``create_model("cifar_resnet164_v1", unit="bn_after_add", width=8)``.
+    ``unit_kind=KIND`` replaces the name's version, e.g.
+    ``create_model("cifar_resnet164_v1", unit_kind="bn_after_add", width=8)``.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}")
     builder, defaults = _REGISTRY[name]
     args = dict(defaults)
-    if "unit" in overrides and "version" in args:
+    if "unit_kind" in overrides and "version" in args:
         args.pop("version")
     args.update(overrides)
     return builder(**args)

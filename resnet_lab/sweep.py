@@ -1,112 +1,331 @@
-"""Sweeps: train one CIFAR ResNet per cell (depth x unit kind x seed) with the engine.
+"""Sweeps: one cell per net (depth x unit kind x seed ...), run in parallel, resumable.
 
-Every experiment that trains runs the same loop: build the net of a cell from its seed, train
-it with the paper's recipe (``resnet_lab.training.train``), label its rows with the cell's
-identifying columns (DESIGN.md: ``experiment, unit_kind, version, depth, width, seed``), and
-save the tables after each cell, atomically, so a killed sweep keeps every finished cell.
-A diverged cell is recorded with its status and the sweep goes on.
+Every experiment runs the same loop: for each cell, a *work* function (the experiment's: build
+the net from the cell's seed, train or measure it) returns the cell's tables; the sweep labels
+them with the cell's identifying columns (DESIGN.md: ``experiment, unit_kind, version, depth,
+width, seed``) and merges them, in cell order, into the run's tables.
+
+Survival: each cell has its own folder ``<run>/cells/<cell name>/``; its tables are written
+there (atomically) the moment it finishes, with ``done.json``. Rerunning the same command
+(the same run folder: its id comes from the settings) skips finished cells and resumes an
+unfinished one from the checkpoint the training engine keeps in its folder. The merged tables
+do not depend on the order cells finished in, nor on how many processes ran them: a cell is
+a pure function of its settings (one PyTorch thread per cell by default).
+
+Parallel: ``workers`` processes (spawned, each with ``threads`` PyTorch threads) take cells
+from the queue, most expensive first. A progress bar shows the cells being worked on, their
+steps and the estimated time left (one line per finished cell when stderr is not a terminal).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import multiprocessing
+import os
+import queue
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from .networks import cifar_resnet
-from .training import train
-from .units import VERSIONS
+from .runs import RunDir, atomic_write, check_writable_dir, read_table, table_path, write_table
+from .training import CHECKPOINT
+from .units import version_of
 
 ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
-_VERSION_OF = {kind: v for v, kind in VERSIONS.items()}
+CELL_STATUS = "done.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
+    """One net of a sweep. ``factors``: further identifying columns (e.g. the input data),
+    as ((name, value), ...), kept in the cell's rows beside the ``ID_COLUMNS``."""
     depth: int
     unit_kind: str
     seed: int
     width: int = 16
+    factors: tuple = ()
 
     @property
     def version(self):
         """1 for the original unit, 2 for full pre-activation, None for the other kinds."""
-        return _VERSION_OF.get(self.unit_kind)
+        return version_of(self.unit_kind)
 
-    def label(self) -> str:
+    @property
+    def name(self) -> str:
+        """The cell's folder name: unique within a sweep."""
+        extra = "".join(f"_{v}" for _, v in self.factors)
+        return f"d{self.depth}_w{self.width}_{self.unit_kind}_s{self.seed}{extra}"
+
+    def describe(self) -> str:
         kind = f"V{self.version}" if self.version else self.unit_kind
-        return f"depth {self.depth} {kind} width {self.width} seed {self.seed}"
+        extra = "".join(f" {v}" for _, v in self.factors)
+        return f"depth {self.depth} {kind} width {self.width} seed {self.seed}{extra}"
+
+    def ids(self, experiment: str) -> dict:
+        return {"experiment": experiment, "unit_kind": self.unit_kind, "version": self.version,
+                "depth": self.depth, "width": self.width, "seed": self.seed, **dict(self.factors)}
+
+    @property
+    def cost(self) -> float:
+        """Relative cost of a step (for scheduling and the time estimate): depth x width."""
+        return float(self.depth * self.width)
 
 
-def label(df: pd.DataFrame | None, experiment: str, cell: Cell, **extra) -> pd.DataFrame | None:
-    """``df`` with the identifying columns (and ``extra`` ones) in front."""
+def with_ids(df: pd.DataFrame | None, experiment: str, cell: Cell) -> pd.DataFrame | None:
+    """``df`` with the cell's identifying columns in front."""
     if df is None:
         return None
-    columns = {"experiment": experiment, "unit_kind": cell.unit_kind, "version": cell.version,
-               "depth": cell.depth, "width": cell.width, "seed": cell.seed, **extra}
-    front = pd.DataFrame({k: [v] * len(df) for k, v in columns.items()}, index=df.index)
-    return pd.concat([front, df], axis=1)
+    front = pd.DataFrame({k: [v] * len(df) for k, v in cell.ids(experiment).items()}, index=df.index)
+    return pd.concat([front, df.drop(columns=[c for c in front.columns if c in df.columns])], axis=1)
 
 
 def build(cell: Cell, data) -> torch.nn.Module:
     """The cell's network, initialised from its seed (so V1 and V2 of a seed differ only in
     their units' arrangement, and repeat exactly)."""
     torch.manual_seed(cell.seed)
-    return cifar_resnet(cell.depth, unit=cell.unit_kind, width=cell.width,
+    return cifar_resnet(cell.depth, unit_kind=cell.unit_kind, width=cell.width,
                         num_classes=data.num_classes, in_channels=data.in_channels)
 
 
-# Rewriting the growing probe table after every cell made the quick grad_flow run spend
-# ~35 s of its ~190 s in CSV formatting and gzip (30 cells, 71 MB of text at the end).
-PROBE_SAVE_SECONDS = 60
+# ---- running cells --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class CellResult:
+    """What a cell's work returns: its tables ({name: DataFrame}, unlabelled) and status."""
+    tables: dict
+    status: str = "completed"
+    steps_done: int | None = None
+    peak_memory_bytes: int | None = None
 
 
-def run_cells(run, experiment: str, cells, data, *, steps: int, probe_factory=None,
-              probe_every: int = 1, on_cell=None, **train_kw):
-    """Train every cell; returns (metrics, probe rows, one status row per cell).
+def run_sweep(run: RunDir, experiment: str, cells, work, context, *, workers: int = 1,
+              threads: int = 1, steps: int = 1) -> tuple[dict, pd.DataFrame]:
+    """Run ``work(cell, cell_run, context, report) -> CellResult`` for every cell not yet
+    done; returns ({table name: merged, labelled DataFrame}, the cells table).
 
-    ``run``: the RunDir the tables go to (``train.csv``, ``probe.csv.gz``, ``cells.csv``),
-    rewritten after each cell -- the probe table, by far the largest, at most once every
-    ``PROBE_SAVE_SECONDS`` and after the last cell; ``None`` writes nothing. ``train_kw`` go to ``train`` (batch
-    size, device, schedule, eval_every, ...). ``on_cell(cell, result)`` is called after each
-    cell (e.g. to probe the trained net further).
+    ``context``: what the work needs besides the cell (picklable: it travels to the worker
+    processes). ``report(step)`` lets the work tell the progress bar where it is out of
+    ``steps`` (a cell's steps, for the time estimate). ``workers`` > 1 runs cells in that
+    many spawned processes with ``threads`` PyTorch threads each; 1 runs them here, with
+    ``threads`` threads too, so the numbers do not depend on ``workers``.
     """
     cells = list(cells)
-    metrics, probes, status = [], [], []
-    probe_saved = time.perf_counter()
-    for i, cell in enumerate(cells, start=1):
-        t0 = time.perf_counter()
-        model = build(cell, data)
-        result = train(model, data, None, steps=steps, seed=cell.seed, probe_factory=probe_factory,
-                       probe_every=probe_every, quiet=True, **train_kw)
-        seconds = time.perf_counter() - t0
-        metrics.append(label(result.metrics, experiment, cell))
-        if result.probe is not None:
-            probes.append(label(result.probe, experiment, cell))
-        train_loss = result.metrics.query("split == 'train' and metric == 'loss'")["value"]
-        status.append({**dict(zip(ID_COLUMNS, (experiment, cell.unit_kind, cell.version, cell.depth,
-                                               cell.width, cell.seed))),
-                       "status": result.status, "steps_done": result.step, "seconds": seconds,
-                       "peak_memory_bytes": result.peak_memory_bytes})
-        first, last = (train_loss.iloc[0], train_loss.iloc[-1]) if len(train_loss) else (float("nan"),) * 2
-        print(f"[{i}/{len(cells)}] {cell.label()}: {result.status}, {result.step} steps in "
-              f"{seconds:.1f} s, train loss {first:.3f} -> {last:.3f}", file=sys.stderr, flush=True)
-        if on_cell is not None:
-            on_cell(cell, result)
-        tables = _tables(metrics, probes, status)
-        if run is not None:
-            run.write_csv("train.csv", tables[0])
-            if tables[1] is not None and (i == len(cells)
-                                          or time.perf_counter() - probe_saved >= PROBE_SAVE_SECONDS):
-                run.write_csv("probe.csv.gz", tables[1])
-                probe_saved = time.perf_counter()
-            run.write_csv("cells.csv", tables[2])
-    return _tables(metrics, probes, status)
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError("a sweep's cells must be distinct (duplicated seeds or depths?)")
+    root = run.path / "cells"
+    root.mkdir(exist_ok=True)
+    todo = [c for c in cells if not (root / c.name / CELL_STATUS).is_file()]
+    progress = SweepProgress(cells, todo, steps)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            _run_here(todo, experiment, work, context, root, threads, progress)
+        else:
+            _run_pool(todo, experiment, work, context, root, workers, threads, progress)
+    finally:
+        progress.close()
+    return merge_cells(root, experiment, cells)
 
 
-def _tables(metrics, probes, status):
-    return (pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
-            pd.concat(probes, ignore_index=True) if probes else None,
-            pd.DataFrame(status))
+def _run_here(todo, experiment, work, context, root, threads, progress):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for cell in todo:
+            progress.start(cell)
+            info = run_cell(work, cell, experiment, context, root,
+                            lambda step, cell=cell: progress.update(cell, step))
+            progress.finish(cell, info)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_pool(todo, experiment, work, context, root, workers, threads, progress):
+    ctx = multiprocessing.get_context("spawn")
+    messages = ctx.Queue()
+    order = sorted(todo, key=lambda c: -c.cost)            # longest first: less idle at the end
+    with ctx.Pool(min(workers, len(order)), initializer=_init_worker,
+                  initargs=(threads, messages)) as pool:
+        pending = {c.name: (c, pool.apply_async(_worker_cell, (work, c, experiment, context, root)))
+                   for c in order}
+        while pending:
+            try:
+                kind, name, value = messages.get(timeout=0.5)
+                cell = pending[name][0] if name in pending else None
+                if cell is not None:
+                    progress.start(cell) if kind == "start" else progress.update(cell, value)
+            except queue.Empty:
+                pass
+            for name, (cell, result) in list(pending.items()):
+                if result.ready():
+                    progress.finish(cell, result.get())      # re-raises a worker's error
+                    del pending[name]
+
+
+_MESSAGES = None
+
+
+def _init_worker(threads, messages):
+    global _MESSAGES
+    torch.set_num_threads(threads)
+    _MESSAGES = messages
+
+
+def _worker_cell(work, cell, experiment, context, root):
+    _MESSAGES.put(("start", cell.name, 0))
+    last = [0.0]
+
+    def report(step):
+        now = time.monotonic()
+        if now - last[0] > 0.5:
+            last[0] = now
+            _MESSAGES.put(("step", cell.name, step))
+    return run_cell(work, cell, experiment, context, root, report)
+
+
+def run_cell(work, cell, experiment, context, root, report) -> dict:
+    """One cell: its folder, its work, its tables and ``done.json``; returns done.json.
+
+    The work gets ``<cell folder>/state/`` as its RunDir (the training engine keeps its
+    checkpoint there, to resume a killed cell); the checkpoint goes once the cell is done."""
+    folder = Path(root) / cell.name
+    state = RunDir.at(folder / "state", cell=cell.name, **cell.ids(experiment))
+    t0 = time.perf_counter()
+    result = work(cell, state, context, report)
+    for name, df in result.tables.items():
+        if df is not None:
+            write_table(folder / f"{name}.csv.gz", with_ids(df, experiment, cell))
+    info = {**cell.ids(experiment), "cell": cell.name, "status": result.status,
+            "steps_done": result.steps_done, "seconds": round(time.perf_counter() - t0, 3),
+            "peak_memory_bytes": result.peak_memory_bytes}
+    atomic_write(folder / CELL_STATUS, json.dumps(info, indent=1) + "\n")
+    (state.path / CHECKPOINT).unlink(missing_ok=True)
+    return info
+
+
+def merge_cells(root, experiment, cells) -> tuple[dict, pd.DataFrame]:
+    """Every finished cell's tables, concatenated in cell order, and the cells table."""
+    tables, status = {}, []
+    for cell in cells:
+        folder = Path(root) / cell.name
+        if not (folder / CELL_STATUS).is_file():
+            continue
+        status.append(json.loads((folder / CELL_STATUS).read_text()))
+        for path in sorted(folder.glob("*.csv.gz")):
+            stem = path.name[: -len(".csv.gz")]
+            tables.setdefault(stem, []).append(read_table(folder, stem))
+    merged = {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
+    return merged, pd.DataFrame(status)
+
+
+def finished_cells(run: RunDir) -> list[str]:
+    root = run.path / "cells"
+    return sorted(p.parent.name for p in root.glob(f"*/{CELL_STATUS}")) if root.is_dir() else []
+
+
+def has_cell_table(folder, stem) -> bool:
+    return table_path(folder, stem) is not None
+
+
+# ---- progress -------------------------------------------------------------------------------
+
+class SweepProgress:
+    """The sweep's progress: a tqdm bar over the cells' work (steps x cost) with the cells in
+    progress and their step, and tqdm's estimate of the time left; when stderr is not a
+    terminal, one line per finished cell."""
+
+    def __init__(self, cells, todo, steps):
+        self.steps = max(1, steps)
+        self.total = len(cells)
+        self.done = len(cells) - len(todo)
+        self.active = {}
+        self.bar = None
+        if todo and sys.stderr.isatty() and os.environ.get("RESNET_LAB_NO_BAR") is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=round(sum(c.cost for c in todo) * self.steps), unit="work",
+                            dynamic_ncols=True, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+        self._credited = {}
+
+    def start(self, cell):
+        self.active[cell.name] = 0
+        self._show()
+
+    def update(self, cell, step):
+        self.active[cell.name] = step
+        self._credit(cell, step)
+        self._show()
+
+    def _credit(self, cell, step):
+        if self.bar is not None:
+            new = round(cell.cost * min(step, self.steps))
+            self.bar.update(new - self._credited.get(cell.name, 0))
+            self._credited[cell.name] = new
+
+    def finish(self, cell, info):
+        self.active.pop(cell.name, None)
+        self._credit(cell, self.steps)
+        self.done += 1
+        line = (f"[{self.done}/{self.total}] {cell.describe()}: {info['status']}, "
+                f"{info.get('steps_done') or ''}{' steps ' if info.get('steps_done') else ''}"
+                f"in {info['seconds']:.1f} s")
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+            self._show()
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _show(self):
+        if self.bar is not None:
+            now = ", ".join(f"{name} step {step}" for name, step in self.active.items())
+            self.bar.set_postfix_str(f"{self.done}/{self.total} cells; {now}", refresh=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- sweeps over several machines (experiments/train.py --shard) -----------------------------
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; None -> (0, 1), the whole sweep."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def select_shard(configs, shard) -> list:
+    """Every n-th run config starting at the i-th: the share of machine i of n.
+    ``shard`` is "i/n", (i, n) or None (everything)."""
+    i, n = parse_shard(shard) if shard is None or isinstance(shard, str) else shard
+    return list(configs)[i::n]
+
+
+def merge_runs(run_dirs, out) -> list[Path]:
+    """Merge run folders (e.g. copied back from the machines of a sharded sweep) into ``out``:
+    each CSV name found in them concatenated with a leading ``run_id`` column, and ``runs.csv``
+    with every run's id, status and arguments. Returns the files written."""
+    out = check_writable_dir(out)
+    tables, runs = {}, []
+    for run in (RunDir(p) for p in run_dirs):
+        config = run.config
+        runs.append({"run_id": config.get("run_id", run.path.name), "status": config.get("status"),
+                     "path": str(run.path), **config.get("args", {})})
+        for csv in sorted(run.path.glob("*.csv*")):
+            df = read_table(run.path, csv.name.split(".csv")[0])
+            df.insert(0, "run_id", runs[-1]["run_id"])
+            tables.setdefault(csv.name, []).append(df)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(out / "runs.csv", pd.DataFrame(runs))
+    for name, frames in tables.items():
+        write_table(out / name, pd.concat(frames, ignore_index=True))
+    return [out / "runs.csv"] + [out / name for name in tables]

@@ -1,34 +1,31 @@
 """The training engine: the paper's recipe, resumable, on one CPU or many GPUs.
 
-Recipe (He et al. 2016, CIFAR): SGD, momentum 0.9, weight decay 1e-4 on every parameter, batch 128,
-lr 0.1 with a warm-up at 0.01 for the first 400 iterations and /10 at 32k and 48k of 64k
-iterations. A run of ``steps`` iterations keeps the *shape* of that schedule: warm-up and
-milestones are the same fractions of the run as in the paper (``Schedule.paper``), so a
-1,000-step quick run warms up for round(400/64) = 6 steps and decays at steps 500 and 750.
+``train(model, data, run, TrainSettings(...))`` runs SGD (momentum 0.9, weight decay 1e-4 on
+every parameter) with a ``resnet_lab.schedule.Schedule`` (default: the paper's, scaled to
+the run) and writes, when ``run`` is a ``RunDir``:
 
-Rows (DESIGN.md schema ``step, epoch, split, metric, value``): every step a train ``loss``,
-``error``, ``lr`` and ``seconds``; every ``eval_every`` steps a test ``loss`` and ``error``.
-``step`` counts updates: train rows of step s describe the s-th update (its batch, its lr),
-test rows of step s the weights after s updates; probe rows use the train rows' numbering.
+* rows in the DESIGN.md schema ``step, epoch, split, metric, value`` (``metrics.csv.gz``):
+  every step a train ``loss``, ``error``, ``lr`` and ``seconds``; every ``eval_every`` steps
+  a test ``loss`` and ``error``. ``step`` counts updates: train rows of step s describe the
+  s-th update (its batch, its lr), test rows of step s the weights after s updates; a
+  probe's rows use the train rows' numbering (its first probed step is 1);
+* ``checkpoint.pt`` every ``checkpoint_every`` steps (atomically): weights, optimizer, step,
+  the warm-up's end, the RNG states and all rows so far. Batches are a pure function of
+  (seed, step), so ``train`` started again on the same folder continues from the checkpoint
+  and ends, on CPU, with bitwise the same weights and rows (except ``seconds``).
 
-Checkpoints (``checkpoint.pt`` in the run folder, written atomically every ``checkpoint_every``
-steps) hold the weights, optimizer, step, the RNG states (torch, CUDA, augmentation generator)
-and all rows so far. Batches are a pure function of (seed, step), so ``train`` started again on the
-same run folder continues from the last checkpoint and ends, on CPU, with bitwise the same
-weights and rows (except ``seconds``) as an uninterrupted run.
+A non-finite training or test loss is recorded, then the run stops with status ``diverged``.
 
-A non-finite training loss is recorded, then the run stops with status ``diverged``.
+Precision is said, not implied: ``precision="fp32"`` (the default; TF32 off on CUDA) or
+``"bf16"`` (autocast, for speed). On CUDA the tensors are channels-last. ``config.json``
+records precision, TF32, memory format and device.
 
 Distributed: under ``torchrun`` (``setup_distributed``) the model is wrapped in
 DistributedDataParallel and each rank trains on its contiguous slice of the same global batch
 (augmentation drawn for the whole batch, then sliced), so the update and the reported metrics
 are a single process's up to floating-point rounding -- except for BatchNorm, whose batch
-statistics are computed per rank over the slice (pass ``sync_bn=True`` on CUDA for global
-statistics; SyncBatchNorm does not run on CPU). Running statistics are rank 0's (DDP broadcasts
-them every forward; the engine does too before evaluating and at the end). Rank 0 writes
-everything; a probe, if any, runs on rank 0 and sees its slice.
-
-On CUDA the forward runs under bf16 autocast with channels-last tensors; on CPU in fp32.
+statistics are computed per rank over the slice (``sync_bn=True`` on CUDA for global ones).
+Running statistics are rank 0's. Rank 0 writes everything; a probe runs on rank 0 only.
 """
 from __future__ import annotations
 
@@ -39,7 +36,6 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -48,40 +44,66 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Batches, Dataset, apply_augmentation, draw_augmentation
-from .runs import RunDir, atomic_save, check_writable_dir, rank_and_world
+from .runs import RunDir, atomic_save, rank_and_world
+from .schedule import Schedule
 
-PAPER_ITERATIONS = 64_000
-PAPER_WARMUP = 400
-PAPER_MILESTONES = (32_000, 48_000)
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value"]
 CHECKPOINT = "checkpoint.pt"
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
-    """Learning rate per update: ``warmup_lr`` for the first ``warmup_steps`` updates, then
-    ``lr`` divided by ``divide_by`` at each milestone passed (a division, so that 0.1 / 10
-    is exactly 0.01 in the CSVs)."""
+class TrainSettings:
+    """Everything ``train`` needs besides the model, the data and the run folder.
+
+    ``schedule`` defaults to ``Schedule.paper(steps)``; ``eval_every`` to a tenth of the run,
+    ``checkpoint_every`` to ``eval_every``; ``log_every`` (plain progress lines) to a
+    twentieth. ``augment=False`` turns off the dataset's augmentation. ``grad_checkpoint``
+    recomputes each unit in the backward pass (less memory). ``probe_every``: a probe, if
+    any, records one step in this many.
+    """
     steps: int
-    lr: float = 0.1
-    warmup_lr: float = 0.01
-    warmup_steps: int = 0
-    milestones: tuple = ()
-    divide_by: float = 10.0
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    schedule: Schedule | None = None
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    augment: bool = True
+    grad_checkpoint: bool = False
+    sync_bn: bool = False
+    probe_every: int = 1
+    precision: str = "fp32"
+    log_every: int | None = None
+    eval_batch_size: int = 500
 
-    @classmethod
-    def paper(cls, steps: int, lr: float = 0.1, warmup_lr: float = 0.01, warmup: bool = True):
-        """The paper's schedule compressed (or stretched) to ``steps`` updates: warm-up
-        400/64k of the run, milestones at 32k/64k and 48k/64k of it, rounded to whole steps."""
-        scale = steps / PAPER_ITERATIONS
-        return cls(steps, lr, warmup_lr, round(PAPER_WARMUP * scale) if warmup else 0,
-                   tuple(round(m * scale) for m in PAPER_MILESTONES))
+    def resolved(self, n_train: int, world: int = 1) -> "TrainSettings":
+        """Defaults filled in and every value checked (ValueError naming it)."""
+        for name in ("steps", "batch_size", "probe_every", "eval_batch_size"):
+            _positive(name, getattr(self, name))
+        eval_every = self.eval_every or max(1, self.steps // 10)
+        checkpoint_every = self.checkpoint_every or eval_every
+        _positive("eval_every", eval_every)
+        _positive("checkpoint_every", checkpoint_every)
+        if self.batch_size > n_train:
+            raise ValueError(f"batch size {self.batch_size} exceeds the {n_train} training images")
+        if self.batch_size % world:
+            raise ValueError(f"batch size {self.batch_size} is not divisible by the {world} processes")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.sync_bn and world > 1 and torch.device(self.device).type != "cuda":
+            raise ValueError("sync_bn needs CUDA (SyncBatchNorm does not run on CPU)")
+        return dataclasses.replace(
+            self, eval_every=eval_every, checkpoint_every=checkpoint_every,
+            schedule=self.schedule or Schedule.paper(self.steps),
+            log_every=self.log_every or max(1, self.steps // 20))
 
-    def lr_at(self, step: int) -> float:
-        """The learning rate of update ``step`` (0-based)."""
-        if step < self.warmup_steps:
-            return self.warmup_lr
-        return self.lr / self.divide_by ** sum(step >= m for m in self.milestones)
+
+def _positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -92,6 +114,7 @@ class TrainResult:
     probe: pd.DataFrame | None  # the probe's rows, if a probe ran (rank 0)
     model: nn.Module            # the trained model (unwrapped from DDP)
     peak_memory_bytes: int
+    warmup_end: int | None = None   # updates made at the warm-up lr
 
 
 # ---- distributed ----------------------------------------------------------------------------
@@ -117,7 +140,26 @@ def _broadcast_buffers(model: nn.Module, world: int):
             dist.broadcast(buffer, 0)
 
 
-# ---- evaluation and memory ------------------------------------------------------------------
+# ---- precision, evaluation and memory -------------------------------------------------------
+
+def autocast_for(device: torch.device, precision: str):
+    """The forward's context: nothing for fp32 (with TF32 switched off on CUDA, so a CUDA
+    fp32 run measures what a CPU one does), bf16 autocast for bf16."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return contextlib.nullcontext
+
+
+def precision_record(device: torch.device, precision: str) -> dict:
+    """What config.json says about the arithmetic of a run."""
+    on_cuda = device.type == "cuda"
+    return {"precision": precision, "autocast": "bf16" if precision == "bf16" else None,
+            "tf32": bool(on_cuda and torch.backends.cuda.matmul.allow_tf32),
+            "memory_format": "channels_last" if on_cuda else "contiguous (NCHW)"}
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
@@ -153,7 +195,277 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
 
 
-# ---- progress -------------------------------------------------------------------------------
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# ---- the engine -----------------------------------------------------------------------------
+
+def train(model: nn.Module, data: Dataset, run: RunDir | None = None,
+          settings: TrainSettings | None = None, *, probe_factory=None, quiet: bool = False,
+          on_step=None, **fields) -> TrainResult:
+    """Train ``model`` on ``data``; write rows, checkpoints and config to ``run`` (rank 0;
+    ``None`` writes nothing). Continues from ``run``'s checkpoint if there is one.
+
+    ``settings`` (or its fields as keywords: ``train(model, data, steps=60)``): see
+    ``TrainSettings``. ``probe_factory(model, every=k, first_step=s)`` builds a probe (the
+    DESIGN.md Probe API, e.g. ``probes.SignalProbe``), used as ``with probe:`` around training
+    and stepped after every backward; it probes the steps whose 0-based index is a multiple
+    of ``probe_every``, and a resumed run probes the same steps as an uninterrupted one.
+    ``on_step(step, steps)``: called after every update (e.g. a sweep's progress bar).
+    ``quiet``: no progress output of the engine's own.
+    """
+    if settings is not None and fields:
+        raise TypeError("give TrainSettings or its fields as keywords, not both")
+    settings = settings or TrainSettings(**fields)
+    trainer = _Trainer(model, data, run, settings, probe_factory, quiet, on_step)
+    return trainer.run()
+
+
+class _Trainer:
+    """One training run's state; ``run()`` is the loop, each method one chore of it."""
+
+    def __init__(self, model, data, run, settings, probe_factory, quiet, on_step):
+        self.device = torch.device(settings.device)
+        self.rank, self.world = rank_and_world()
+        self.s = settings.resolved(len(data.train_x), self.world)
+        if self.s.grad_checkpoint and not hasattr(model, "checkpoint_units"):
+            raise ValueError(f"{type(model).__name__} does not support gradient checkpointing "
+                             "(a resnet_lab ResNet does)")
+        self.run_dir, self.on_step = run, on_step
+        self.on_cuda = self.device.type == "cuda"
+        self.autocast = autocast_for(self.device, self.s.precision)
+        self.model = self._place(model)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.s.schedule.warmup_lr,
+                                         momentum=self.s.momentum, weight_decay=self.s.weight_decay)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.s.seed)
+        self.step, self.rows, self.old_probe_rows, self.warmup_end = 0, [], None, None
+        self.status = "running"
+        self.data = data.to(self.device)
+        self._restore()
+        self.batches = Batches(len(data.train_x), self.s.batch_size, self.s.seed)
+        self.net = self.model if self.world == 1 else nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device] if self.on_cuda else None)
+        every = self.s.probe_every
+        self.probe_start = -(-self.step // every) * every      # the probe's first step (0-based)
+        self.probe = probe_factory(self.model, every=every, first_step=self.probe_start + 1) \
+            if probe_factory is not None and self.rank == 0 else None
+        self.progress = _Progress(self.s.steps, self.step, self.s.log_every,
+                                  enabled=self.rank == 0 and not quiet)
+        self.pending = []          # steps whose loss is still on the device
+
+    def _place(self, model):
+        if self.s.grad_checkpoint:
+            model.checkpoint_units = True
+        if self.s.sync_bn and self.world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device)
+        if self.on_cuda:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _restore(self):
+        path = self.run_dir.path / CHECKPOINT if self.run_dir is not None else None
+        if path is not None and path.exists():
+            state = torch.load(path, map_location="cpu")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["rng"]["augment"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if self.on_cuda and state["rng"]["cuda"] is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            self.step, self.rows = state["step"], [tuple(r) for r in state["rows"]]
+            self.warmup_end = state.get("warmup_end")
+            if state["probe_rows"] is not None:
+                self.old_probe_rows = pd.DataFrame(state["probe_rows"])
+        if self.world > 1:
+            dist.barrier()        # every rank has read the checkpoint before rank 0 writes one
+        if self.on_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._record_config()
+
+    def _record_config(self):
+        if self.run_dir is None:
+            return
+        s = self.s
+        self.run_dir.update_config(
+            device=describe_device(self.device), world_size=self.world,
+            resumed_from_step=self.step or None,
+            training=dict(steps=s.steps, batch_size=s.batch_size, seed=s.seed,
+                          schedule=s.schedule.as_dict(), momentum=s.momentum,
+                          weight_decay=s.weight_decay, eval_every=s.eval_every,
+                          checkpoint_every=s.checkpoint_every, augment=self._augments(),
+                          pad=self.data.pad, flip=self.data.flip,
+                          grad_checkpoint=s.grad_checkpoint, sync_bn=s.sync_bn,
+                          probe_every=s.probe_every, **precision_record(self.device, s.precision),
+                          parameters=sum(p.numel() for p in self.model.parameters())))
+
+    def _augments(self) -> bool:
+        return self.s.augment and (self.data.pad > 0 or self.data.flip)
+
+    # ---- one update ----------------------------------------------------------------------
+    def one_step(self):
+        """Update ``self.step`` (0-based) on its batch; its loss stays on the device."""
+        s, step = self.s, self.step
+        lr = s.schedule.lr_at(step, self.warmup_end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        x, y = self._batch(step)
+        with self.autocast():
+            out = self.net(x).float()
+        loss = F.cross_entropy(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.probe is not None and step >= self.probe_start:
+            self.probe.step()
+        self.optimizer.step()
+        stats = torch.stack([loss.detach(), (out.argmax(1) != y).float().mean()])
+        if self.world > 1:
+            dist.all_reduce(stats)
+            stats /= self.world
+        self.pending.append((step + 1, self.batches.epoch(step), lr, time.perf_counter() - t0, stats))
+        self.step += 1
+
+    def _batch(self, step):
+        local = self.s.batch_size // self.world
+        part = slice(self.rank * local, (self.rank + 1) * local)
+        idx = self.batches.indices(step).to(self.device)[part]
+        x, y = self.data.train_x[idx], self.data.train_y[idx]
+        if self._augments():
+            offsets, flips = draw_augmentation(self.s.batch_size, self.generator, self.data.pad,
+                                               self.data.flip)
+            x = apply_augmentation(x, offsets[part], None if flips is None else flips[part],
+                                   self.data.pad)
+        if self.on_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def flush(self) -> bool:
+        """Move pending losses to the host and append their rows; end the warm-up where its
+        rule says so. Returns False (and drops later steps) if a loss was not finite."""
+        if not self.pending:
+            return True
+        values = torch.stack([p[-1] for p in self.pending]).cpu().tolist()
+        for (step, epoch, lr, seconds, _), (loss, error) in zip(self.pending, values):
+            self.rows.extend([(step, epoch, "train", "loss", loss), (step, epoch, "train", "error", error),
+                              (step, epoch, "train", "lr", lr), (step, epoch, "train", "seconds", seconds)])
+            self.progress.train(step, loss, error, lr, seconds)
+            if self.on_step is not None:
+                self.on_step(step, self.s.steps)
+            if self._warming() and self.s.schedule.warmup_ends(step - 1, error):
+                self.warmup_end = step
+            if not math.isfinite(loss):
+                self.pending.clear()
+                self.step = step
+                return False
+        self.pending.clear()
+        return True
+
+    def _sync_every(self) -> int:
+        """Host transfers of the loss: every step on the CPU and while the warm-up waits for
+        the error to fall (its end decides the next lr); on a GPU otherwise in batches."""
+        waits = self._warming() and self.s.schedule.warmup_error is not None
+        return 1 if self.device.type == "cpu" or waits else 50
+
+    def _warming(self) -> bool:
+        return self.warmup_end is None and self.s.schedule.warmup_max_steps > 0
+
+    # ---- evaluation, checkpoints, tables -------------------------------------------------
+    def evaluate_now(self) -> bool:
+        """Test loss and error after ``self.step`` updates; False if the loss is not finite."""
+        _broadcast_buffers(self.model, self.world)
+        loss, error = evaluate(self.model, self.data.test_x, self.data.test_y,
+                               self.s.eval_batch_size, self.autocast, self.on_cuda)
+        epoch = self.batches.epoch(self.step - 1)
+        self.rows.extend([(self.step, epoch, "test", "loss", loss),
+                          (self.step, epoch, "test", "error", error)])
+        self.progress.note(f"step {self.step}/{self.s.steps}  test loss {loss:.4f}  error {error:.4f}")
+        return math.isfinite(loss)
+
+    def probe_rows(self):
+        if self.probe is None:
+            return self.old_probe_rows
+        new = self.probe.collect()
+        return new if self.old_probe_rows is None else pd.concat([self.old_probe_rows, new],
+                                                                  ignore_index=True)
+
+    def checkpoint(self, table):
+        _broadcast_buffers(self.model, self.world)
+        if self.run_dir is not None and self.run_dir.writer:
+            atomic_save({"step": self.step, "model": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict(), "warmup_end": self.warmup_end,
+                         "rng": {"torch": torch.get_rng_state(), "augment": self.generator.get_state(),
+                                 "cuda": torch.cuda.get_rng_state() if self.on_cuda else None},
+                         "rows": self.rows,
+                         "probe_rows": None if table is None else table.to_dict("list")},
+                        self.run_dir.path / CHECKPOINT)
+
+    def save_tables(self, table):
+        if self.run_dir is None:
+            return
+        self.run_dir.write_csv("metrics.csv.gz", pd.DataFrame(self.rows, columns=METRIC_COLUMNS))
+        if table is not None:
+            self.run_dir.write_csv("probe.csv.gz", table)
+        memory, kind = _peak_memory_all_ranks(self.device, self.world)
+        self.run_dir.update_config(peak_memory_bytes=memory, peak_memory_kind=kind,
+                                   steps_done=self.step, warmup_end_step=self.warmup_end)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def _next_stop(self):
+        """Where the current block of steps ends: the next evaluation, checkpoint, the probe's
+        first step or the end (the probe's context is entered per block)."""
+        s, step = self.s, self.step
+        stops = [s.steps, _next_multiple(step, s.eval_every), _next_multiple(step, s.checkpoint_every)]
+        if step < self.probe_start:
+            stops.append(self.probe_start)
+        return min(stops)
+
+    def _block(self):
+        """Train up to the next stop; False if the run diverged."""
+        stop = self._next_stop()
+        probing = self.probe is not None and self.step >= self.probe_start
+        with self.probe if probing else contextlib.nullcontext():
+            while self.step < stop:
+                self.one_step()
+                if len(self.pending) >= self._sync_every() and not self.flush():
+                    return False
+        return self.flush()
+
+    def run(self) -> TrainResult:
+        try:
+            self.model.train()
+            while self.step < self.s.steps and self.status == "running":
+                finite = self._block()
+                if finite and (self.step % self.s.eval_every == 0 or self.step == self.s.steps):
+                    finite = self.evaluate_now()
+                if not finite:
+                    self.status = "diverged"
+                    self.progress.note(f"step {self.step}: loss is not finite; stopping (diverged)")
+                    break
+                if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
+                    table = self.probe_rows()
+                    self.checkpoint(table)
+                    self.save_tables(table)
+            if self.status == "diverged":
+                self.save_tables(self.probe_rows())
+            self.status = "completed" if self.status == "running" else self.status
+            if self.run_dir is not None:
+                extra = {"diverged_at_step": self.step} if self.status == "diverged" else {}
+                self.run_dir.finish(self.status, **extra)
+        except BaseException as err:
+            if self.run_dir is not None:
+                self.run_dir.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                                    steps_done=self.step, error=f"{type(err).__name__}: {err}")
+            raise
+        finally:
+            self.progress.close()
+        memory, _ = peak_memory(self.device)
+        return TrainResult(self.status, self.step, pd.DataFrame(self.rows, columns=METRIC_COLUMNS),
+                           self.probe_rows(), self.model, memory, self.warmup_end)
+
 
 class _Progress:
     """A tqdm bar on an interactive terminal, plain lines every ``log_every`` steps otherwise,
@@ -166,9 +478,9 @@ class _Progress:
             from tqdm import tqdm
             self.bar = tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True)
 
-    def train(self, step, loss, error, lr, seconds, n_new):
+    def train(self, step, loss, error, lr, seconds):
         if self.bar is not None:
-            self.bar.update(n_new)
+            self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", err=f"{error:.3f}", lr=f"{lr:g}")
         elif self.enabled and (step % self.log_every == 0 or step == self.steps):
             print(f"step {step}/{self.steps}  train loss {loss:.4f}  error {error:.4f}  "
@@ -185,228 +497,8 @@ class _Progress:
             self.bar.close()
 
 
-# ---- the engine -----------------------------------------------------------------------------
-
-def train(model: nn.Module, data: Dataset, run: RunDir | None = None, *, steps: int,
-          batch_size: int = 128, seed: int = 0, device="cpu", schedule: Schedule | None = None,
-          momentum: float = 0.9, weight_decay: float = 1e-4, eval_every: int | None = None,
-          checkpoint_every: int | None = None, augment: bool = True, grad_checkpoint: bool = False,
-          sync_bn: bool = False, probe_factory=None, probe_every: int = 1, quiet: bool = False,
-          log_every: int | None = None, eval_batch_size: int = 500) -> TrainResult:
-    """Train ``model`` on ``data`` for ``steps`` updates; write rows, checkpoints and config to
-    ``run`` (rank 0; ``None`` writes nothing). Continues from ``run``'s checkpoint if there is one.
-
-    ``schedule`` defaults to ``Schedule.paper(steps)``. ``eval_every`` defaults to a tenth of
-    the run, ``checkpoint_every`` to ``eval_every``. ``augment=False`` turns off the dataset's
-    augmentation (``data.pad``, ``data.flip``). ``grad_checkpoint`` sets
-    ``model.checkpoint_units``. ``probe_factory(model, every=probe_every)`` builds a probe
-    (DESIGN.md Probe API, e.g. ``probes.SignalProbe``) used as ``with probe:`` around training
-    and stepped after every backward; its rows go to ``probe.csv.gz``. It probes the steps
-    whose 0-based index is a multiple of ``probe_every`` (rows numbered as train rows: 1,
-    1 + k, ...); a resumed run starts using its fresh probe at the first such step, so it probes
-    the same steps as an uninterrupted one. ``log_every``: plain progress line period (default a
-    twentieth of the run).
-    """
-    device = torch.device(device)
-    rank, world = rank_and_world()
-    eval_every, checkpoint_every = check_train_args(
-        n_train=len(data.train_x), steps=steps, batch_size=batch_size, world=world,
-        eval_every=eval_every, checkpoint_every=checkpoint_every,
-        probe_every=probe_every, sync_bn=sync_bn, device=device)
-    log_every = log_every or max(1, steps // 20)
-    if grad_checkpoint and not hasattr(model, "checkpoint_units"):
-        raise ValueError(f"{type(model).__name__} does not support gradient checkpointing "
-                         "(a resnet_lab ResNet does)")
-    schedule = schedule or Schedule.paper(steps)
-    local = batch_size // world
-    on_cuda = device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
-
-    if grad_checkpoint:
-        model.checkpoint_units = True
-    if sync_bn and world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    if on_cuda:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr_at(0), momentum=momentum,
-                                weight_decay=weight_decay)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    start, rows, probe_rows = 0, [], None
-    checkpoint_path = run.path / CHECKPOINT if run is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["rng"]["augment"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if on_cuda and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        start, rows = state["step"], [tuple(r) for r in state["rows"]]
-        probe_rows = pd.DataFrame(state["probe_rows"]) if state["probe_rows"] is not None else None
-    if world > 1:
-        dist.barrier()          # every rank has read the checkpoint before rank 0 writes a new one
-    if on_cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-
-    data = data.to(device)
-    batches = Batches(len(data.train_x), batch_size, seed)
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
-    probe = probe_factory(model, every=probe_every) if probe_factory is not None and rank == 0 else None
-    probe_start = -(-start // probe_every) * probe_every   # its first step: the probe counts from 0
-    do_augment = augment and (data.pad > 0 or data.flip)
-    if run is not None:
-        run.update_config(device=_describe(device), world_size=world, resumed_from_step=start or None,
-                          training=dict(steps=steps, batch_size=batch_size, seed=seed,
-                                        schedule=dataclasses.asdict(schedule), momentum=momentum,
-                                        weight_decay=weight_decay, eval_every=eval_every,
-                                        checkpoint_every=checkpoint_every, augment=do_augment,
-                                        pad=data.pad, flip=data.flip, grad_checkpoint=grad_checkpoint,
-                                        sync_bn=sync_bn, bf16_autocast=on_cuda, channels_last=on_cuda,
-                                        probe_every=probe_every if probe_factory else None,
-                                        parameters=sum(p.numel() for p in model.parameters())))
-
-    def one_step(step):
-        lr = schedule.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        t0 = time.perf_counter()
-        idx = batches.indices(step).to(device)[rank * local:(rank + 1) * local]
-        x, y = data.train_x[idx], data.train_y[idx]
-        if do_augment:
-            offsets, flips = draw_augmentation(batch_size, generator, data.pad, data.flip)
-            part = slice(rank * local, (rank + 1) * local)
-            x = apply_augmentation(x, offsets[part], None if flips is None else flips[part], data.pad)
-        if on_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            out = net(x).float()
-        loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if probe is not None and step >= probe_start:
-            probe.step()
-        optimizer.step()
-        stats = torch.stack([loss.detach(), (out.argmax(1) != y).float().mean()])
-        if world > 1:
-            dist.all_reduce(stats)
-            stats /= world
-        return step + 1, batches.epoch(step), lr, time.perf_counter() - t0, stats
-
-    progress = _Progress(steps, start, log_every, enabled=rank == 0 and not quiet)
-    sync_every = 1 if device.type == "cpu" else 50     # host transfers of the loss, on GPU batched
-    pending, status, step = [], "running", start
-
-    def flush():
-        """Move pending losses to the host, append rows; True if a loss was not finite."""
-        if not pending:
-            return False
-        values = torch.stack([p[-1] for p in pending]).cpu().tolist()
-        for (s, epoch, lr, seconds, _), (loss, error) in zip(pending, values):
-            rows.extend([(s, epoch, "train", "loss", loss), (s, epoch, "train", "error", error),
-                         (s, epoch, "train", "lr", lr), (s, epoch, "train", "seconds", seconds)])
-            progress.train(s, loss, error, lr, seconds, 1)
-            if not math.isfinite(loss):     # keep the rows up to this step, drop the later ones
-                pending.clear()
-                return True
-        pending.clear()
-        return False
-
-    def all_probe_rows():
-        if probe is None:
-            return probe_rows
-        new = probe.collect()
-        new["step"] = new["step"] + probe_start + 1
-        return new if probe_rows is None else pd.concat([probe_rows, new], ignore_index=True)
-
-    def save_tables(table):
-        if run is None:
-            return
-        run.write_csv("metrics.csv.gz", pd.DataFrame(rows, columns=METRIC_COLUMNS))
-        if table is not None:
-            run.write_csv("probe.csv.gz", table)
-        memory, kind = _peak_memory_all_ranks(device, world)
-        run.update_config(peak_memory_bytes=memory, peak_memory_kind=kind, steps_done=step)
-
-    try:
-        model.train()
-        while step < steps and status == "running":
-            stop = min(steps, _next_multiple(step, eval_every), _next_multiple(step, checkpoint_every),
-                       probe_start if step < probe_start else steps)
-            probing = probe is not None and step >= probe_start
-            with probe if probing else contextlib.nullcontext():
-                while step < stop:
-                    pending.append(one_step(step))
-                    step += 1
-                    if len(pending) >= sync_every and flush():
-                        status = "diverged"
-                        break
-            if status == "running" and flush():
-                status = "diverged"
-            if status == "diverged":
-                step = rows[-1][0]
-                progress.note(f"step {step}: loss is not finite; stopping (diverged)")
-                break
-            if step % eval_every == 0 or step == steps:
-                _broadcast_buffers(model, world)
-                loss, error = evaluate(model, data.test_x, data.test_y, eval_batch_size, autocast, on_cuda)
-                epoch = batches.epoch(step - 1)
-                rows.extend([(step, epoch, "test", "loss", loss), (step, epoch, "test", "error", error)])
-                progress.note(f"step {step}/{steps}  test loss {loss:.4f}  error {error:.4f}")
-            if step % checkpoint_every == 0 or step == steps:
-                _broadcast_buffers(model, world)
-                table = all_probe_rows()
-                if run is not None and run.writer:
-                    atomic_save(_checkpoint(step, model, optimizer, generator, on_cuda, rows, table),
-                                checkpoint_path)
-                save_tables(table)
-        if status == "diverged":
-            save_tables(all_probe_rows())
-        status = "completed" if status == "running" else status
-        if run is not None:
-            run.finish(status, **({"diverged_at_step": step} if status == "diverged" else {}))
-    except BaseException as err:
-        if run is not None:
-            run.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                       steps_done=step, error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        progress.close()
-    memory, _ = peak_memory(device)
-    return TrainResult(status, step, pd.DataFrame(rows, columns=METRIC_COLUMNS), all_probe_rows(),
-                       model, memory)
-
-
-def check_train_args(*, n_train: int, steps: int, batch_size: int, world: int = 1,
-                     eval_every: int | None = None, checkpoint_every: int | None = None,
-                     probe_every: int | None = None, sync_bn: bool = False, device="cpu"):
-    """Check ``train``'s settings (scripts call it before creating a run folder); returns
-    (eval_every, checkpoint_every) with their defaults: a tenth of the run, and eval_every."""
-    eval_every = eval_every or max(1, steps // 10)
-    checkpoint_every = checkpoint_every or eval_every
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
-                        ("checkpoint_every", checkpoint_every), ("probe_every", probe_every or 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if batch_size > n_train:
-        raise ValueError(f"batch size {batch_size} exceeds the {n_train} training images")
-    if batch_size % world:
-        raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
-    if sync_bn and world > 1 and torch.device(device).type != "cuda":
-        raise ValueError("sync_bn needs CUDA (SyncBatchNorm does not run on CPU)")
-    return eval_every, checkpoint_every
-
-
 def _next_multiple(step, every):
     return (step // every + 1) * every
-
-
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _peak_memory_all_ranks(device, world):
@@ -416,55 +508,3 @@ def _peak_memory_all_ranks(device, world):
         dist.all_reduce(box, op=dist.ReduceOp.MAX)
         memory = int(box.item())
     return memory, kind
-
-
-def _checkpoint(step, model, optimizer, generator, on_cuda, rows, probe_rows):
-    return {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "augment": generator.get_state(),
-                    "cuda": torch.cuda.get_rng_state() if on_cuda else None},
-            "rows": rows, "probe_rows": None if probe_rows is None else probe_rows.to_dict("list")}
-
-
-# ---- sweeps ---------------------------------------------------------------------------------
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n; None -> (0, 1), the whole sweep."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(part) for part in str(text).split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
-def select_shard(configs, shard) -> list:
-    """Every n-th run config starting at the i-th: the share of machine i of n.
-    ``shard`` is "i/n", (i, n) or None (everything)."""
-    i, n = parse_shard(shard) if shard is None or isinstance(shard, str) else shard
-    return list(configs)[i::n]
-
-
-def merge_runs(run_dirs, out) -> list[Path]:
-    """Merge run folders (e.g. copied back from the machines of a sharded sweep) into ``out``:
-    each CSV name found in them concatenated with a leading ``run_id`` column, and ``runs.csv``
-    with every run's id, status and arguments. Returns the files written."""
-    out = check_writable_dir(out)
-    run_dirs = [RunDir(p) for p in run_dirs]
-    tables, runs = {}, []
-    for run in run_dirs:
-        config = run.config
-        runs.append({"run_id": config.get("run_id", run.path.name), "status": config.get("status"),
-                     "path": str(run.path), **config.get("args", {})})
-        for csv in sorted(run.path.glob("*.csv*")):
-            df = pd.read_csv(csv)
-            df.insert(0, "run_id", runs[-1]["run_id"])
-            tables.setdefault(csv.name, []).append(df)
-    out.mkdir(parents=True, exist_ok=True)
-    merged = RunDir(out)
-    merged.write_csv("runs.csv", pd.DataFrame(runs))
-    for name, frames in tables.items():
-        merged.write_csv(name, pd.concat(frames, ignore_index=True))
-    return [out / "runs.csv"] + [out / name for name in tables]

@@ -77,5 +77,5 @@ def bad_input(name, argv, needle, tmp_path, capsys, monkeypatch):
 
 def help_text(name, capsys):
     with pytest.raises(SystemExit):
-        load_script(name).parse_args(["--help"])
+        load_script(name).main(["--help"])
     return capsys.readouterr().out

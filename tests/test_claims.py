@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from resnet_lab import claims as C
-from resnet_lab.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from analysis import claims as C
+from analysis.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 
 
 def _arms(effect, n=5, noise=0.05, level=1.0, seed=0):

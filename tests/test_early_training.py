@@ -10,8 +10,8 @@ import pytest
 
 from experiment_checks import (bad_input, help_text, one_thread, redraw_without_model_code,  # noqa: F401
                                run_smoke)
-from probes import early_training as ET
-from resnet_lab import claims as C
+from analysis import early_training as ET
+from analysis import claims as C
 
 NAME = "early_training"
 FIGURES = ["c3_loss_curves", "c3_c5_gap_vs_depth", "c4_late_transmission"]
@@ -115,7 +115,7 @@ def test_published_copy_redraws_without_model_code(smoke):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
-    (["--seeds", "1", "2"], "at least 3 distinct seeds"),
+    (["--seeds", "1", "2"], "need at least 3 seeds"),
     (["--checkpoints", "99"], "--checkpoints"),
     (["--batch-size", "5000"], "exceeds the 1437 training images"),
     (["--out", "/proc/version/x"], "--out"),

@@ -95,8 +95,8 @@ def test_figures_redraw_from_csvs_alone(smoke_run, tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
-    (["--versions", "3"], "valid: 1, 2"),
-    (["--units", "preact"], "valid: original, bn_after_add"),
+    (["--versions", "3"], "valid versions are 1"),
+    (["--unit-kinds", "preact"], "valid unit kinds are original, bn_after_add"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-python.tar.gz"),
     (["--out", "/proc/version/x"], "--out"),
 ])

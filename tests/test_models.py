@@ -235,7 +235,7 @@ def test_impossible_depth_names_nearest_valid_depths():
 
 
 @pytest.mark.parametrize("call, valid", [
-    (lambda: cifar_resnet(20, unit="post"), "full_preact"),
+    (lambda: cifar_resnet(20, unit_kind="post"), "full_preact"),
     (lambda: cifar_resnet(20, version=3), "1, 2"),
     (lambda: create_model("resnet50"), "imagenet_resnet50_v1"),
     (lambda: imagenet_resnet(42, version=1), "18, 34, 50"),

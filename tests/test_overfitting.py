@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from probes import overfitting as C6
-from resnet_lab import claims as C
+from analysis import overfitting as C6
+from analysis import claims as C
 from resnet_lab.data import Batches, apply_augmentation, draw_augmentation, load_dataset
-from resnet_lab.report import render_report
+from analysis.report import render_report
 from resnet_lab.sweep import Cell, build
 
 from experiment_checks import bad_input, help_text, redraw_without_model_code, run_smoke
@@ -34,7 +34,7 @@ def smoke_run(tmp_path_factory):
 def test_smoke_writes_every_file_in_the_schema(smoke_run):
     run, _ = smoke_run
     config = json.loads((run / "config.json").read_text())
-    assert config["status"] == "completed" and config["preset"]["name"] == "smoke"
+    assert config["status"] == "completed" and config["preset"]["preset"] == "smoke"
     assert config["preset"]["dataset"] == "digits" and config["preset"]["depths"] == [8, 11]
     train = pd.read_csv(run / "train.csv")
     assert list(train.columns[:6]) == ID_COLUMNS
@@ -145,10 +145,10 @@ def test_report_lists_c6_rows_and_figures_under_c6(smoke_run, tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
-    (["--seeds", "0", "1"], "at least 3 distinct seeds"),
+    (["--seeds", "0", "1"], "need at least 3 seeds"),
     (["--checkpoints", "0"], "--checkpoints"),
-    (["--warmup-steps", "99"], "warm-up steps"),
-    (["--lr", "-1"], "learning rates must be positive"),
+    (["--warmup-steps", "99"], "--warmup-steps 99"),
+    (["--lr", "-1"], "--lr -1.0: must be a positive"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-python.tar.gz"),
     (["--out", "/proc/version/x"], "--out"),
 ])

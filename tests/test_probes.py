@@ -252,9 +252,9 @@ def test_no_grad_records_forward_only_and_every_k_skips():
             probe.step()
         with torch.no_grad():
             net(x)
-        probe.step()                                   # step 7: not probed
+        probe.step()                                   # step 8: not probed
     df = probe.collect()
-    assert sorted(df.step.unique()) == [0, 3, 6]
+    assert sorted(df.step.unique()) == [1, 4, 7]       # steps count from 1, as the engine's
     with SignalProbe(net, param_grads=False) as probe:
         with torch.no_grad():
             net(x)
@@ -274,7 +274,7 @@ def test_schema_and_memory():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="resnet_lab.Tap"):
+    with pytest.raises(ValueError, match="no tapped residual units"):
         SignalProbe(nn.Sequential(nn.Conv2d(3, 3, 1)))
     net = cifar_resnet(20, version=1)
     with pytest.raises(ValueError, match="input, shortcut, branch, sum, output"):

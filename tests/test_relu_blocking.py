@@ -10,8 +10,8 @@ import torch
 
 from experiment_checks import (bad_input, help_text, one_thread, redraw_without_model_code,  # noqa: F401
                                run_smoke)
-from probes import relu_blocking as RB
-from resnet_lab import claims as C
+from analysis import relu_blocking as RB
+from analysis import claims as C
 from resnet_lab.data import Batches, apply_augmentation, draw_augmentation, load_dataset
 from resnet_lab.sweep import Cell, build
 
@@ -114,7 +114,7 @@ def test_published_copy_redraws_without_model_code(smoke):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
-    (["--seeds", "0", "0", "1"], "at least 3 distinct seeds"),
+    (["--seeds", "0", "0", "1"], "each seed once"),
     (["--checkpoints", "1"], "--checkpoints"),
     (["--steps", "0"], "--steps"),
     (["--lr", "0"], "--lr"),

@@ -8,9 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from resnet_lab import claims as C
+from analysis import claims as C
 from resnet_lab import plotting
-from resnet_lab.report import CLAIMS, build_report, render_report
+from analysis.report import CLAIMS, build_report, render_report
 from resnet_lab.units import UNIT_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,9 @@ def test_second_build_is_byte_identical(results, tmp_path):
 
 
 def test_cli_bad_paths_exit_2(tmp_path, capsys, results):
+    from resnet_lab.cli import main_guard
     script = _load_script()
+    script.main = main_guard(script.main)
     assert script.main(["--results", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no results folder" in err

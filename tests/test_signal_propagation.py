@@ -12,9 +12,9 @@ from torch import nn
 
 from experiment_checks import (bad_input, help_text, one_thread, redraw_without_model_code,  # noqa: F401
                                run_smoke)
-from probes import signal_propagation as SP
+from analysis import signal_propagation as SP
 from resnet_lab import cifar_resnet
-from resnet_lab import claims as C
+from analysis import claims as C
 from resnet_lab.units import ResidualUnit
 
 NAME = "signal_propagation"
@@ -32,7 +32,7 @@ def smoke(tmp_path_factory):
 def test_smoke_writes_every_file_and_claim(smoke):
     run, _ = smoke
     config = json.loads((run / "config.json").read_text())
-    assert config["status"] == "completed" and config["preset"]["name"] == "smoke"
+    assert config["status"] == "completed" and config["preset"]["preset"] == "smoke"
     probe = pd.read_csv(run / "probe.csv.gz")
     assert list(probe.columns[:7]) == ["experiment", "unit_kind", "version", "depth", "width",
                                        "seed", "dataset"]
@@ -63,7 +63,7 @@ def test_smoke_writes_every_file_and_claim(smoke):
 def broken(kind):
     """A net whose second unit computes the wrong formula."""
     torch.manual_seed(0)
-    net = cifar_resnet(20, unit=kind, width=4, in_channels=1)
+    net = cifar_resnet(20, unit_kind=kind, width=4, in_channels=1)
     unit = net.units()[1]
     if kind == "full_preact":
         unit.after = nn.ReLU()               # V2 with an after-addition ReLU
@@ -75,7 +75,7 @@ def broken(kind):
 @pytest.mark.parametrize("kind", ["original", "full_preact"])
 def test_formula_check_fails_on_a_broken_unit(kind):
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    _, good = SP.measure_net(cifar_resnet(20, unit=kind, width=4, in_channels=1), x, y)
+    _, good = SP.measure_net(cifar_resnet(20, unit_kind=kind, width=4, in_channels=1), x, y)
     _, bad = SP.measure_net(broken(kind), x, y)
     assert good["error"].max() < SP.TOLERANCE
     assert bad.loc[bad["unit"] == 1, "error"].item() > 0.01
@@ -144,7 +144,7 @@ def test_claims_follow_the_data():
                 rows.append(dict(dataset="gaussian", depth=depth, version=version, seed=seed,
                                  width=16, abs_log_rho_ratio=base + gap + rng.normal(0, 0.02)))
     gaps = pd.DataFrame(rows)
-    from probes import claims_helpers as H
+    from analysis import claim_helpers as H
     found, diffs = H.paired_rows(gaps, "abs_log_rho_ratio", claim="C4", experiment=NAME,
                                  measure="gap", where={"dataset": "gaussian"})
     verdicts = {r["depth"]: r["verdict"] for r in found}
@@ -165,7 +165,7 @@ def test_published_copy_is_small_and_redraws_without_model_code(smoke):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
-    (["--seeds", "0", "1"], "at least 3 distinct seeds"),
+    (["--seeds", "0", "1"], "need at least 3 seeds"),
     (["--batch-size", "1"], "--batch-size"),
     (["--width", "0"], "--width"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-python.tar.gz"),

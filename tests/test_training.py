@@ -15,8 +15,10 @@ from torch import nn
 
 from resnet_lab import cifar_resnet, create_model
 from resnet_lab.data import load_dataset
-from resnet_lab.runs import RunDir, atomic_write_text, check_writable_dir
-from resnet_lab.training import Schedule, merge_runs, parse_shard, select_shard, train
+from resnet_lab.runs import RunDir, atomic_write, check_writable_dir
+from resnet_lab.schedule import Schedule
+from resnet_lab.sweep import merge_runs, parse_shard, select_shard
+from resnet_lab.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = dict(steps=20, batch_size=32, eval_every=10, checkpoint_every=5, quiet=True)
@@ -68,8 +70,12 @@ def test_short_digits_run_lowers_the_loss_and_reproduces_bitwise(digits):
     assert a.status == "completed" and a.step == 60
     assert set(a.metrics.columns) == {"step", "epoch", "split", "metric", "value"}
     lr = a.metrics.query("metric == 'lr'").set_index("step").value
-    # 60 steps: no warm-up step (400/64k of 60 rounds to 0), /10 after steps 30 and 45
-    assert lr[1] == 0.1 and lr[30] == 0.1 and lr[31] == 0.01 and lr[46] == 0.001
+    error = a.metrics.query("split == 'train' and metric == 'error'").set_index("step").value
+    # the paper's warm-up: 0.01 up to the first update whose batch error is below 80%,
+    # then 0.1, /10 after steps 30 and 45 (1/2 and 3/4 of the run)
+    end = int(error[error < 0.8].index[0])
+    assert (lr[:end] == 0.01).all() and lr[end + 1] == 0.1 and a.warmup_end == end
+    assert lr[30] == 0.1 and lr[31] == 0.01 and lr[46] == 0.001
 
     b = train(small_net(), digits, steps=60, batch_size=64, eval_every=30, quiet=True)
     pd.testing.assert_frame_equal(comparable(a.metrics), comparable(b.metrics), check_exact=True)
@@ -82,8 +88,9 @@ class FakeProbe:
     """The DESIGN.md Probe API in miniature: hooks only inside ``with``, ``step()`` after each
     backward, records one step in ``every`` (the mean of the first unit's sum tap)."""
 
-    def __init__(self, model, every=1):
-        self.model, self.every, self._step, self.records, self.value = model, every, 0, [], None
+    def __init__(self, model, every=1, first_step=1):
+        self.model, self.every, self.records, self.value = model, every, [], None
+        self._step, self.first_step = 0, first_step
 
     def __enter__(self):
         self.handle = self.model.units()[0].taps["sum"].register_forward_hook(self._hook)
@@ -99,7 +106,7 @@ class FakeProbe:
 
     def step(self):
         if self._step % self.every == 0:
-            self.records.append((self._step, self.value))
+            self.records.append((self.first_step + self._step, self.value))
         self.value = None
         self._step += 1
 
@@ -207,7 +214,7 @@ class PerRankBatchNorm(nn.BatchNorm2d):
 
 def test_torchrun_two_processes_match_a_single_process(tmp_path, digits):
     args = ["--model", "cifar_resnet20_v2", "--width", "4", "--dataset", "digits", "--steps", "6",
-            "--batch-size", "32", "--eval-every", "3", "--checkpoint-every", "3", "--seed", "0",
+            "--batch-size", "32", "--eval-every", "3", "--checkpoint-every", "3", "--seeds", "0",
             "--device", "cpu", "--quiet", "--out", str(tmp_path)]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node=2", str(ROOT / "experiments" / "train.py"), *args],
@@ -239,12 +246,18 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path, digits):
 
 def test_paper_schedule_and_its_scaling():
     paper = Schedule.paper(64_000)
-    assert (paper.warmup_steps, paper.milestones) == (400, (32_000, 48_000))
-    assert [paper.lr_at(s) for s in (0, 399, 400, 31_999)] == [0.01, 0.01, 0.1, 0.1]
-    assert paper.lr_at(32_000) == 0.01 and paper.lr_at(47_999) == 0.01 and paper.lr_at(63_999) == 0.001
+    assert (paper.warmup_max_steps, paper.warmup_error, paper.milestones) == (400, 0.8, (32_000, 48_000))
+    # the warm-up ends after the first update with batch error < 80%, or after 400 updates
+    assert not paper.warmup_ends(0, 0.85) and paper.warmup_ends(0, 0.79) and paper.warmup_ends(399, 0.9)
+    assert [paper.lr_at(s, None) for s in (0, 399, 5000)] == [0.01, 0.01, 0.01]
+    assert [paper.lr_at(s, 400) for s in (0, 399, 400, 31_999)] == [0.01, 0.01, 0.1, 0.1]
+    assert paper.lr_at(32_000, 400) == 0.01 and paper.lr_at(47_999, 12) == 0.01
+    assert paper.lr_at(63_999, 12) == 0.001
     quick = Schedule.paper(1000)
-    assert (quick.warmup_steps, quick.milestones) == (6, (500, 750))
-    assert Schedule.paper(1000, warmup=False).lr_at(0) == 0.1
+    assert (quick.warmup_max_steps, quick.milestones) == (400, (500, 750))
+    assert Schedule.paper(1000, warmup=False).lr_at(0, None) == 0.1
+    fixed = Schedule(100, warmup_max_steps=30, warmup_error=None)
+    assert not fixed.warmup_ends(28, 0.0) and fixed.warmup_ends(29, 0.9)
 
 
 # ---- run folders and sweeps -------------------------------------------------------------------
@@ -264,7 +277,7 @@ def test_run_folder_config_and_atomic_files(tmp_path):
     assert sorted(p.name for p in run.path.iterdir()) == ["a.csv.gz", "config.json", "figures"]
     with pytest.raises(ValueError, match="other arguments"):
         RunDir.create("exp", {"depth": 32}, out=tmp_path, run_id="r1")
-    atomic_write_text(tmp_path / "t.txt", "hi")
+    atomic_write(tmp_path / "t.txt", "hi")
     assert (tmp_path / "t.txt").read_text() == "hi"
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probes import unit_ablation as T2
-from resnet_lab import claims as C
-from resnet_lab.report import render_report
+from analysis import unit_ablation as T2
+from analysis import claims as C
+from analysis.report import render_report
 from resnet_lab.units import UNIT_KINDS
 
 from experiment_checks import bad_input, redraw_without_model_code, run_smoke
@@ -30,7 +30,7 @@ def smoke_run(tmp_path_factory):
 def test_smoke_writes_the_table_claims_and_figures(smoke_run):
     run, _ = smoke_run
     config = json.loads((run / "config.json").read_text())
-    assert config["status"] == "completed" and config["preset"]["units"] == list(UNIT_KINDS)
+    assert config["status"] == "completed" and config["preset"]["unit_kinds"] == list(UNIT_KINDS)
     summary = pd.read_csv(run / "summary.csv")
     assert len(summary) == 2 * 5 * 3 and summary[["early_loss", "test_error", "grad_ratio"]].notna().all().all()
     # f is the identity for (c)-(e): nothing is cut; the original unit's ReLU cuts something
@@ -89,9 +89,9 @@ def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--units", "preact"], "valid: original, bn_after_add"),
+    (["--unit-kinds", "preact"], "valid unit kinds are original, bn_after_add"),
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
-    (["--seeds", "3"], "at least 3 distinct seeds"),
+    (["--seeds", "3"], "need at least 3 seeds"),
     (["--width", "0"], "--width"),
     (["--out", "/proc/version/x"], "--out"),
 ])

@@ -1,7 +1,7 @@
 """Claim C6 — "V2 overfits less, because every weight layer's input is normalized".
 
-The analysis of ``experiments/overfitting.py``: it reads the tidy tables the script wrote
-(no model code runs here) and turns them into
+The experiment of ``experiments/overfitting.py``: its presets and cells, and what turns the
+tidy tables the sweep wrote into
 
 * ``weight_inputs.csv.gz`` — every Conv2d / Linear input of every net at every probed step:
   the four channel statistics of ``probes.stats`` (``in_mean_mean``, ``in_mean_var``,
@@ -27,7 +27,7 @@ The analysis of ``experiments/overfitting.py``: it reads the tidy tables the scr
   the initialisation stream, batches and augmentation).
 * the figures (``c6_*``), redrawn by ``draw_figures(run_dir)`` from the CSVs alone.
 
-Which rows count for C7 (``resnet_lab.claims``): the outcome rows that state a V2 advantage —
+Which rows count for C7 (``analysis.claims``): the outcome rows that state a V2 advantage —
 the generalization gap in error (V1 − V2 > 0) and the final test error (V1 − V2 > 0). The
 weight-input rows test the article's *mechanism* (V1's inputs are further from normalized);
 it holds by construction at every depth, so it says nothing about which net to use at which
@@ -42,7 +42,6 @@ advance, on the train error, not on the gap's verdict.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -54,13 +53,31 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from resnet_lab import claims as C  # noqa: E402
-from resnet_lab import plotting  # noqa: E402
-from resnet_lab import runs  # noqa: E402
-from resnet_lab.training import PAPER_ITERATIONS, PAPER_MILESTONES, Schedule  # noqa: E402
+from probes import WEIGHT_INPUT_STATS  # noqa: E402
+from resnet_lab import plotting, settings  # noqa: E402
+from resnet_lab.runs import atomic_write, read_table  # noqa: E402
+from resnet_lab.schedule import Schedule  # noqa: E402
+from resnet_lab.sweep import ID_COLUMNS, Cell  # noqa: E402
 
-EXPERIMENT = "overfitting"
-ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
+from . import claims as C  # noqa: E402
+from .cells import train_context  # noqa: E402
+
+NAME = EXPERIMENT = "overfitting"
+PRESETS = {
+    # 2 CPU cores, nothing downloaded: 10.5 minutes measured (1 thread, shared machine).
+    "quick": dict(depths=[20, 164, 326], widths={"basic": 16, "bottleneck": 16}, seeds=[0, 1, 2],
+                  steps=150, warmup_steps=30, lr=0.1, batch_size=128, checkpoints=5,
+                  dataset="digits"),
+    # He et al. 2016: CIFAR-10, width 16, 64k iterations, warm-up 400 at 0.01; a GPU.
+    "paper": dict(depths=[110, 164, 1001], widths={"basic": 16, "bottleneck": 16},
+                  seeds=[0, 1, 2, 3, 4], steps=64000, warmup_steps=400, lr=0.1,
+                  batch_size=128, checkpoints=9, dataset="cifar10"),
+    # seconds: what the tests run.
+    "smoke": dict(depths=[8, 11], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2], steps=4,
+                  warmup_steps=1, lr=0.1, batch_size=32, checkpoints=2, dataset="digits"),
+}
+OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "warmup_steps", "lr",
+           "dataset")
 CELL = ["depth", "version", "seed"]
 WEIGHT_STATS = ["in_mean_mean", "in_mean_var", "in_var_mean", "in_var_var"]
 RELU_NORMAL_MEAN = 1 / math.sqrt(2 * math.pi)            # E[ReLU(z)], z ~ N(0, 1)
@@ -76,27 +93,59 @@ FILES = ("config.json", "claims.csv", "summary.csv", "final.csv", "cells.csv",
          "weight_inputs.csv.gz", "table.md")
 
 
-# --------------------------------------------------------------------------- the recipe
-def recipe_schedule(steps: int, lr: float = 0.1, warmup_steps: int = 0,
-                    warmup_lr: float = 0.01) -> Schedule:
-    """He et al.'s schedule on ``steps`` updates: ``warmup_lr`` for ``warmup_steps`` updates,
-    then ``lr``, divided by 10 at the paper's fractions of the run (32k/64k and 48k/64k).
-
-    The warm-up is given in steps, not as the paper's fraction (400/64k): the paper warms up
-    "until the training error is below 80%", which a compressed run reaches in a fixed
-    number of steps, not in 0.6% of them (measured, see experiments/overfitting.py).
-    """
-    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < steps:
-        raise ValueError(f"warm-up steps must be an integer in [0, {steps}), got {warmup_steps!r}")
-    if not lr > 0 or not warmup_lr > 0:
-        raise ValueError(f"learning rates must be positive, got lr={lr!r}, warmup_lr={warmup_lr!r}")
-    milestones = tuple(round(m * steps / PAPER_ITERATIONS) for m in PAPER_MILESTONES)
-    return Schedule(steps, lr=lr, warmup_lr=warmup_lr, warmup_steps=warmup_steps,
-                    milestones=milestones)
+# --------------------------------------------------------------------------- settings, cells
+def parse_settings(argv=None) -> dict:
+    """The command line, resolved and checked (nothing is written)."""
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/overfitting.py")
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3)
+    recipe(s)
+    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
+    return s
 
 
-def schedule_dict(schedule: Schedule) -> dict:
-    return dataclasses.asdict(schedule)
+def recipe(s):
+    """He et al.'s schedule on ``steps`` updates: lr 0.01 for ``warmup_steps`` updates, then
+    ``lr``, divided by 10 at the paper's fractions of the run; a tenth of the run between
+    evaluations."""
+    milestones = Schedule.paper(s["steps"]).milestones
+    s["schedule"] = Schedule(s["steps"], lr=s["lr"], warmup_max_steps=s["warmup_steps"],
+                             warmup_error=None, milestones=milestones).as_dict()
+    s["eval_every"] = max(1, s["steps"] // 10)
+
+
+def cells(s) -> list:
+    return [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
+            for kind in ("original", "full_preact")]
+
+
+def context(s) -> dict:
+    return train_context(s, probe=dict(taps=(), stats=WEIGHT_INPUT_STATS, weight_inputs=True),
+                         final_eval=True)
+
+
+def describe(s) -> str:
+    return (f"overfitting ({s['preset']}): {len(cells(s))} nets (V1, V2) on {s['dataset']}, "
+            f"depths {s['depths']} ({settings.describe_widths(s['widths'])}), seeds {s['seeds']}, "
+            f"{s['steps']} steps of {s['batch_size']}, lr {s['lr']} after {s['warmup_steps']} "
+            f"warm-up steps at 0.01, /10 at {list(s['schedule']['milestones'])}; weight inputs "
+            f"probed every {s['probe_every']} steps; on {s['device']} ({s['workers']} processes "
+            f"x {s['threads']} threads)")
+
+
+def analyse(run, tables, cells_table, *, dataset, preset):
+    """Write the run's tables, summary, results table and claims; returns the claims."""
+    run.write_csv("cells.csv", cells_table)
+    run.write_csv("train.csv", tables["train"])
+    run.write_csv("final.csv", tables["final"])
+    run.write_csv("probe.csv.gz", tables["probe"])
+    weight_inputs = weight_input_table(tables["probe"])
+    run.write_csv("weight_inputs.csv.gz", weight_inputs)
+    table = summary(tables["train"], tables["final"], weight_inputs)
+    run.write_csv("summary.csv", table)
+    atomic_write(run.path / "table.md", results_table(table, dataset=dataset, preset=preset))
+    rows = claims_rows(table, dataset=dataset, preset=preset)
+    C.append_claims(run.path, rows)
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- tables
@@ -164,23 +213,6 @@ def input_distance(weight_inputs: pd.DataFrame) -> pd.DataFrame:
     rows = weight_inputs[weight_inputs["role"].isin(AFTER_ADDITION)]
     return (rows.groupby([*CELL, "step"])[["distance", "mean_rms", "var_dev"]].mean()
             .reset_index())
-
-
-def final_rows(model_metrics: dict, cell_ids: dict) -> list[dict]:
-    """Tidy rows of the end-of-training evaluation of one net (``final.csv``)."""
-    return [{**cell_ids, "split": split, "metric": metric, "value": value}
-            for (split, metric), value in model_metrics.items()]
-
-
-def evaluate_final(model, data, device) -> dict:
-    """Loss and error of a trained net, eval mode, on the whole train and test sets (no
-    augmentation) — the two sides of the generalization gap."""
-    from resnet_lab.training import evaluate
-    data = data.to(device)
-    train_loss, train_error = evaluate(model, data.train_x, data.train_y)
-    test_loss, test_error = evaluate(model, data.test_x, data.test_y)
-    return {("train", "loss"): train_loss, ("train", "error"): train_error,
-            ("test", "loss"): test_loss, ("test", "error"): test_error}
 
 
 def summary(train: pd.DataFrame, final: pd.DataFrame, weight_inputs: pd.DataFrame | None):
@@ -446,31 +478,20 @@ def figure_final(table: pd.DataFrame, folder, name="c6_final_metrics"):
     return plotting.save_figure(fig, folder, name)
 
 
-def _read(run_dir: Path, stem: str) -> pd.DataFrame:
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (run_dir / name).exists():
-            return pd.read_csv(run_dir / name)
-    raise ValueError(f"{run_dir / (stem + '.csv')} not found: is {run_dir} an overfitting "
-                     "run folder?")
-
-
 def draw_figures(run_dir) -> list:
     """Redraw every C6 figure from ``run_dir``'s CSVs alone (no model code runs)."""
     run_dir = Path(run_dir)
-    train = _read(run_dir, "train")
-    table = _read(run_dir, "summary")
+    what = "an overfitting run folder"
+    train = read_table(run_dir, "train", what)
+    table = read_table(run_dir, "summary", what)
     plotting.set_style()
     folder = run_dir / "figures"
     written = figure_training(train, folder) + figure_final(table, folder)
-    if any((run_dir / n).exists() for n in ("weight_inputs.csv", "weight_inputs.csv.gz")):
-        wi = _read(run_dir, "weight_inputs")
-        written += figure_weight_inputs(wi, folder) + figure_distance(wi, folder)
-    return written
+    wi = read_table(run_dir, "weight_inputs", what)
+    return written + figure_weight_inputs(wi, folder) + figure_distance(wi, folder)
 
 
-def publish(run_dir, dest) -> Path:
-    """Copy a run's reference files to ``dest`` (e.g. results/paper/overfitting) and redraw
-    the figures there from the copy. The raw probe table is left behind: ``weight_inputs``
-    holds every value the figures and claims use."""
-    return runs.publish(run_dir, dest, files=FILES, tables={"train.csv.gz": _read(run_dir, "train")},
-                        draw_figures=draw_figures)
+def published_tables(run_dir) -> dict:
+    """The training rows; the raw probe table is left behind: ``weight_inputs`` holds every
+    value the figures and claims use."""
+    return {"train.csv.gz": read_table(run_dir, "train", "an overfitting run folder")}

@@ -1,6 +1,6 @@
 """Claims C3 and C5 (and C4 late in the run): do very deep V1 nets train slowly at first?
 
-The analysis of ``experiments/early_training.py``, which trains V1 and V2 at depths 20 …
+The experiment of ``experiments/early_training.py``, which trains V1 and V2 at depths 20 …
 1001 from the same seeds — a seed fixes the initialisation stream, the batches and the
 augmentation, so V1 and V2 of a seed see the same data in the same order — for the first
 iterations of He et al.'s recipe (paper Fig. 1), probing each unit's input and the last
@@ -17,11 +17,11 @@ of that iteration's batch; the unit of replication is the seed):
                       ``THRESHOLD_FRACTION`` x ln(classes) (half the chance-level loss);
                       a net that never gets there is censored at iterations + 1 (noted);
 ``abs_log_rho_ratio`` C4 at the last probed step: |log10 rho_first / rho_last|, rho =
-                      ||dL/dx|| ||x|| (``probes.signal_propagation.transmission``), and the
+                      ||dL/dx|| ||x|| (``analysis.signal_propagation.transmission``), and the
                       raw gradient ratio ``abs_log_grad_ratio``.
 
 Claims rows, every test paired by seed, effect V1 − V2 (lower is better for every measure,
-so "greater" states a V2 advantage, ``resnet_lab.claims``' convention):
+so "greater" states a V2 advantage, ``analysis.claims``' convention):
 
 C3  per depth: each loss measure. The AUC row counts for C7 (``for_c7``); the other loss
     rows describe the same curves and carry ``for_c7=False`` so that a depth is not counted
@@ -50,15 +50,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from resnet_lab import claims as C  # noqa: E402
-from resnet_lab import plotting  # noqa: E402
-from resnet_lab import runs  # noqa: E402
+from resnet_lab import plotting, settings  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
+from resnet_lab.runs import read_table  # noqa: E402
+from resnet_lab.schedule import Schedule  # noqa: E402
+from resnet_lab.sweep import Cell  # noqa: E402
 
-from . import claims_helpers as H  # noqa: E402
+from . import claim_helpers as H  # noqa: E402
+from . import claims as C  # noqa: E402
+from .cells import train_context  # noqa: E402
 from .signal_propagation import transmission  # noqa: E402
 
-EXPERIMENT = "early_training"
+NAME = EXPERIMENT = "early_training"
+PRESETS = {
+    # 2 CPU cores, nothing downloaded: 20.5 minutes with one thread (measured, reference run).
+    "quick": dict(depths=[20, 29, 56, 65, 110, 164, 1001], widths={"basic": 16, "bottleneck": 4},
+                  seeds=[0, 1, 2, 3, 4], steps=81, checkpoints=5, lr=0.1, batch_size=128,
+                  dataset="digits"),
+    # He et al. Fig. 1: CIFAR-10 at the paper's width, the first 4,000 iterations; a GPU.
+    "paper": dict(depths=[20, 29, 56, 65, 110, 164, 1001], widths={"basic": 16, "bottleneck": 16},
+                  seeds=[0, 1, 2, 3, 4], steps=4000, checkpoints=5, lr=0.1, batch_size=128,
+                  dataset="cifar10"),
+    # seconds: what the tests run.
+    "smoke": dict(depths=[20, 29, 32, 47], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2],
+                  steps=6, checkpoints=2, lr=0.1, batch_size=16, dataset="digits"),
+}
+OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "lr", "dataset")
+VERSIONS = ("original", "full_preact")
 PROBE_TAPS = ("input", "output")
 PROBE_STATS = ("norm",)
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -71,6 +89,52 @@ LOSS_MEASURES += [(f"loss_q{round(f * 100)}", f"training loss at {round(f * 100)
                    f"(windowed mean), V1 − V2", False) for f in FRACTIONS]
 LOSS_MEASURES += [("steps_to", "iterations until the windowed loss reaches half the chance "
                    "loss (censored: iterations + 1), V1 − V2", False)]
+
+
+# --------------------------------------------------------------------------- settings, cells
+def parse_settings(argv=None) -> dict:
+    """The command line, resolved and checked (nothing is written)."""
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/early_training.py")
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3)
+    first_iterations(s)
+    return s
+
+
+def first_iterations(s):
+    """probe_every, eval_every and the schedule of He et al.'s first iterations: lr 0.01 for
+    the first 400 (their warm-up), then ``lr``."""
+    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
+    s["eval_every"] = -(-s["steps"] // s["probe_every"]) * s["probe_every"]
+    s["schedule"] = Schedule(s["steps"], lr=s["lr"], warmup_max_steps=min(400, s["steps"]),
+                             warmup_error=None).as_dict()
+
+
+def cells(s) -> list:
+    return [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
+            for kind in VERSIONS]
+
+
+def context(s) -> dict:
+    return train_context(s, probe=dict(taps=PROBE_TAPS, stats=PROBE_STATS, param_grads=False))
+
+
+def describe(s) -> str:
+    return (f"early_training ({s['preset']}): {len(cells(s))} nets (V1, V2) on {s['dataset']}, "
+            f"depths {s['depths']} ({settings.describe_widths(s['widths'])}), seeds {s['seeds']}, "
+            f"{s['steps']} steps of {s['batch_size']} (lr 0.01 for "
+            f"{s['schedule']['warmup_max_steps']}, then {s['lr']}), unit norms probed every "
+            f"{s['probe_every']}, on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
+
+
+def analyse(run, tables, cells_table, *, dataset, num_classes, preset):
+    """Write the run's tables, summary and claims; returns the summary."""
+    run.write_csv("cells.csv", cells_table)
+    run.write_csv("train.csv", tables["train"])
+    run.write_csv("probe.csv.gz", tables["probe"])
+    table = summary(tables["train"], tables["probe"], num_classes=num_classes)
+    run.write_csv("summary.csv", table)
+    C.append_claims(run.path, claims_rows(table, dataset=dataset, preset=preset))
+    return table
 
 
 # --------------------------------------------------------------------------- tables
@@ -263,8 +327,8 @@ def figure_transmission(table: pd.DataFrame, folder, name="c4_late_transmission"
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
     run_dir = Path(run_dir)
-    train = H.read_table(run_dir, "train", EXPERIMENT)
-    table = H.read_table(run_dir, "summary", EXPERIMENT)
+    train = read_table(run_dir, "train", "an early_training run folder")
+    table = read_table(run_dir, "summary", "an early_training run folder")
     claims = C.read_claims(run_dir / C.CLAIMS_FILE)
     plotting.set_style()
     folder = run_dir / "figures"
@@ -272,11 +336,7 @@ def draw_figures(run_dir) -> list:
             + figure_transmission(table, folder))
 
 
-def publish(run_dir, dest) -> Path:
-    """Copy the run's reference files (and its training rows, the train loss only) to
-    ``dest`` and redraw the figures there."""
-    run_dir = Path(run_dir)
-    train = H.read_table(run_dir, "train", EXPERIMENT)
-    keep = train[(train["split"] == "train") & (train["metric"] == "loss")]
-    return runs.publish(run_dir, dest, files=FILES, tables={"train.csv.gz": keep},
-                     draw_figures=draw_figures)
+def published_tables(run_dir) -> dict:
+    """The training rows, the train loss only."""
+    train = read_table(run_dir, "train", "an early_training run folder")
+    return {"train.csv.gz": train[(train["split"] == "train") & (train["metric"] == "loss")]}

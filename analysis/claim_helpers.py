@@ -1,11 +1,11 @@
-"""What the experiments on claims C1–C5 share: settings checks, paired tests by depth, the
-depth threshold, reading and publishing run folders, and two figure pieces.
+"""What the experiments on claims C1–C5 share: paired tests by depth, the depth threshold
+and two figure pieces.
 
-Used by ``probes.signal_propagation`` (C1, C4, C5), ``probes.relu_blocking`` (C2) and
-``probes.early_training`` (C3, C4, C5). Nothing here decides a verdict: every test goes
-through ``resnet_lab.claims``.
+Used by ``analysis.signal_propagation`` (C1, C4, C5), ``analysis.relu_blocking`` (C2) and
+``analysis.early_training`` (C3, C4, C5). Nothing here decides a verdict: every test goes
+through ``analysis.claims``.
 
-Conventions (``resnet_lab.claims``' module docstring): a depth-wise row of C3–C5 states a
+Conventions (``analysis.claims``' module docstring): a depth-wise row of C3–C5 states a
 V2 advantage, so its effect is "V1 − V2" of a quantity where lower is better and its
 direction is "greater"; a row that states anything else carries ``for_c7=False``.
 """
@@ -21,127 +21,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from resnet_lab import claims as C  # noqa: E402
 from resnet_lab import plotting  # noqa: E402
-from resnet_lab.cli import preset_settings, resolve_device  # noqa: E402
-from resnet_lab.networks import resolve_cifar_block  # noqa: E402
 
-ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
+from . import claims as C  # noqa: E402
+
 CELL = ["depth", "version", "seed"]
 CLAIMED_THRESHOLD = 164          # the article: "below about 164 layers the difference is small"
-THRESHOLD_FACTOR = 2.0           # "about 164" = [82, 328] (resnet_lab.claims.threshold_verdict)
+THRESHOLD_FACTOR = 2.0           # "about 164" = [82, 328] (analysis.claims.threshold_verdict)
 VERDICT_MARKERS = {C.SUPPORTED: "o", C.NOT_SUPPORTED: "X", C.INCONCLUSIVE: "s"}
 
 
-# --------------------------------------------------------------------------- settings
-def check_depths(depths) -> list[int]:
-    """Every depth a CIFAR ResNet depth (ValueError naming the nearest valid ones), distinct."""
-    depths = list(depths)
-    if not depths:
-        raise ValueError("--depths: give at least one depth")
-    for depth in depths:
-        resolve_cifar_block(depth)
-    if len(set(depths)) != len(depths):
-        raise ValueError(f"--depths must be distinct, got {depths}")
-    return sorted(depths)
-
-
-def check_seeds(seeds, minimum: int = 3) -> list[int]:
-    seeds = list(seeds)
-    if len(seeds) < minimum or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: need at least {minimum} distinct seeds for the paired "
-                         f"tests, got {seeds}")
-    if any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds must be >= 0, got {seeds}")
-    return seeds
-
-
-def check_positive(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def resolve_widths(depths, width=None, preset_widths=None, default=16) -> dict:
-    """{depth: width}: ``width`` for every depth if given, else the preset's per-depth widths
-    (``default`` where the preset names none)."""
-    if width is not None:
-        check_positive("--width", width)
-        return {d: width for d in depths}
-    preset_widths = preset_widths or {}
-    return {d: int(preset_widths.get(d, default)) for d in depths}
-
-
-def describe_widths(widths: dict) -> str:
-    return ", ".join(f"{w} at {d} layers" for d, w in sorted(widths.items()))
-
-
-def first_iterations_settings(args, presets: dict, min_checkpoints: int = 1) -> dict:
-    """The settings of a script that trains V1 and V2 for the first iterations of He et al.'s
-    recipe (early_training, relu_blocking): the preset with the command line's overrides,
-    checked before anything is written."""
-    preset = presets[args.preset]
-    s = preset_settings(args, presets,
-                        ("depths", "seeds", "steps", "checkpoints", "lr", "batch_size", "dataset"))
-    s["depths"] = check_depths(s["depths"])
-    s["seeds"] = check_seeds(s["seeds"])
-    s["widths"] = resolve_widths(s["depths"], args.width, preset["widths"], preset["width"])
-    s["width"] = describe_widths(s["widths"])
-    s["probe_every"] = checkpoint_spacing(s["steps"], s["checkpoints"])
-    if s["checkpoints"] < min_checkpoints:
-        raise ValueError(f"--checkpoints must be at least {min_checkpoints} "
-                         "(initialisation and a later step)")
-    s["eval_every"] = -(-s["steps"] // s["probe_every"]) * s["probe_every"]
-    s["schedule"] = schedule_dict(first_iterations_schedule(s["steps"], s["lr"]))
-    s["device"] = str(resolve_device(args.device))
-    s["name"] = args.preset
-    return s
-
-
-PAPER_WARMUP_STEPS, PAPER_WARMUP_LR = 400, 0.01
-
-
-def first_iterations_schedule(steps: int, lr: float = 0.1):
-    """He et al.'s first iterations: lr 0.01 for the first 400 (their warm-up), then ``lr``.
-    A run of at most 400 steps is all warm-up: exactly the paper's first ``steps`` updates."""
-    from resnet_lab.training import Schedule
-
-    check_positive("--steps", steps)
-    if not lr > 0:
-        raise ValueError(f"--lr must be positive, got {lr!r}")
-    return Schedule(steps, lr=lr, warmup_lr=PAPER_WARMUP_LR,
-                    warmup_steps=min(PAPER_WARMUP_STEPS, steps))
-
-
-def schedule_dict(schedule) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(schedule)
-
-
-def checkpoint_spacing(steps: int, checkpoints: int) -> int:
-    """probe_every so that ``checkpoints`` probed steps are spread from step 1 to near the end."""
-    check_positive("--steps", steps)
-    if not isinstance(checkpoints, int) or not 1 <= checkpoints <= steps:
-        raise ValueError(f"--checkpoints must be between 1 and --steps ({steps}), got {checkpoints!r}")
-    return max(1, (steps - 1) // max(1, checkpoints - 1))
-
-
 # --------------------------------------------------------------------------- tables
-def read_table(run_dir, stem: str, experiment: str) -> pd.DataFrame:
-    """``run_dir/stem.csv`` or ``stem.csv.gz`` (ValueError saying which experiment wrote it)."""
-    run_dir = Path(run_dir)
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (run_dir / name).exists():
-            return pd.read_csv(run_dir / name)
-    raise ValueError(f"{run_dir / (stem + '.csv')} not found: is {run_dir} a {experiment} "
-                     "run folder?")
-
-
-def has_table(run_dir, stem: str) -> bool:
-    return any((Path(run_dir) / f"{stem}{ext}").exists() for ext in (".csv", ".csv.gz"))
-
-
 def version_label(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df["version"] = "V" + df["version"].astype(int).astype(str)

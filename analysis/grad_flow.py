@@ -1,9 +1,10 @@
-"""The gradient-flow experiment's analysis: its summary table and its four figures.
+"""Gradient flow through the shortcuts of V1 and V2 ResNets, 20 to 1001 layers: the main job.
 
-Everything here reads the tidy tables ``experiments/grad_flow.py`` wrote (no model code
-runs), so ``experiments/make_figures.py grad_flow RUN_DIR`` redraws the figures from the
-CSVs alone. Figures are saved as PNG and PDF through ``resnet_lab.plotting`` (one theme,
-V1 and V2 always in the same colours).
+For every depth, version (or unit kind) and seed ``experiments/grad_flow.py`` builds a CIFAR
+ResNet, trains it for the first iterations of the paper's recipe and probes every tap of every
+unit, forward and backward, at initialisation and at evenly spaced steps. This module holds
+its presets, cells, summary table and four figures. The figures read the tidy tables alone
+(no model code runs), so ``experiments/make_figures.py grad_flow RUN_DIR`` redraws them.
 """
 from __future__ import annotations
 
@@ -16,12 +17,71 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from resnet_lab import plotting  # noqa: E402
-from resnet_lab import runs  # noqa: E402
+from resnet_lab import plotting, settings  # noqa: E402
+from resnet_lab.runs import read_table  # noqa: E402
+from resnet_lab.schedule import Schedule  # noqa: E402
+from resnet_lab.sweep import Cell  # noqa: E402
 
-from .analysis import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
+from .cells import train_context  # noqa: E402
+from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
 
+NAME = "grad_flow"
+PRESETS = {
+    # 2 CPU cores, nothing downloaded: digits (8x8), width 16 (basic) and 4 (bottleneck units).
+    "quick": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2], steps=21, checkpoints=3,
+                  batch_size=64, widths={"basic": 16, "bottleneck": 4}, dataset="digits"),
+    # the paper's widths, CIFAR-10 32x32 from --data-dir, batch 128; meant for a GPU.
+    "paper": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2, 3, 4], steps=401, checkpoints=5,
+                  batch_size=128, widths={"basic": 16, "bottleneck": 16}, dataset="cifar10"),
+    # seconds: what the tests run.
+    "smoke": dict(depths=[20, 56], seeds=[0, 1], steps=3, checkpoints=2,
+                  batch_size=16, widths={"basic": 4, "bottleneck": 4}, dataset="digits"),
+}
+OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "dataset", "versions",
+           "unit_kinds")
 RUN_KEYS = ["depth", "version", "seed", "step"]
+FILES = ("config.json", "train.csv", "cells.csv", "summary.csv")
+
+
+# ---- settings and cells -------------------------------------------------------------------
+
+def parse_settings(argv=None) -> dict:
+    """The command line, resolved and checked (nothing is written)."""
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/grad_flow.py")
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS)
+    if s.get("versions") and s.get("unit_kinds"):
+        raise ValueError("give --versions or --unit-kinds, not both")
+    s["unit_kinds"] = settings.unit_kinds(s)
+    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
+    s["eval_every"] = -(-s["steps"] // s["probe_every"]) * s["probe_every"]
+    s["schedule"] = Schedule(s["steps"], warmup_max_steps=min(400, s["steps"]),
+                             warmup_error=None).as_dict()
+    return s
+
+
+def cells(s) -> list:
+    return [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
+            for kind in s["unit_kinds"]]
+
+
+def context(s) -> dict:
+    return train_context(s, probe={})
+
+
+def describe(s) -> str:
+    return (f"grad_flow ({s['preset']}): {len(cells(s))} nets on {s['dataset']}, depths "
+            f"{s['depths']} ({settings.describe_widths(s['widths'])}), {', '.join(s['unit_kinds'])}, "
+            f"seeds {s['seeds']}, {s['steps']} steps, probed every {s['probe_every']}, on "
+            f"{s['device']} ({s['workers']} processes x {s['threads']} threads)")
+
+
+def analyse(run, tables) -> pd.DataFrame:
+    """Write the run's tables and its summary; returns the summary."""
+    run.write_csv("train.csv", tables["train"])
+    run.write_csv("probe.csv.gz", tables["probe"])
+    table = summary(tables["probe"], tables["train"])
+    run.write_csv("summary.csv", table)
+    return table
 
 
 def _version_label(df):
@@ -163,15 +223,10 @@ def figure_rows(probe: pd.DataFrame) -> pd.DataFrame:
 def draw_figures(run_dir) -> list:
     """Redraw every grad_flow figure from ``run_dir``'s probe table alone."""
     run_dir = Path(run_dir)
-    table = run_dir / "probe.csv.gz"
-    if not table.exists():
-        raise ValueError(f"{table} not found: is {run_dir} a grad_flow run folder?")
-    return grad_flow_figures(pd.read_csv(table), run_dir / "figures")
+    return grad_flow_figures(read_table(run_dir, "probe", "a grad_flow run folder"), run_dir / "figures")
 
 
-def publish(run_dir, dest) -> Path:
-    """Copy a run into ``dest`` (e.g. results/paper/grad_flow) keeping only the probe rows the
-    figures and the summary use, and redraw the figures there from that copy."""
-    return runs.publish(run_dir, dest, files=("config.json", "train.csv", "cells.csv", "summary.csv"),
-                        tables={"probe.csv.gz": figure_rows(pd.read_csv(Path(run_dir) / "probe.csv.gz"))},
-                        draw_figures=draw_figures)
+def published_tables(run_dir) -> dict:
+    """What the committed reference keeps besides ``FILES``: the probe rows the figures and
+    the summary use."""
+    return {"probe.csv.gz": figure_rows(read_table(run_dir, "probe", "a grad_flow run folder"))}

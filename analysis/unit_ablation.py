@@ -1,7 +1,7 @@
 """He et al. 2016, Table 2: the five residual unit kinds, our measurements next to theirs.
 
-The analysis of ``experiments/unit_ablation.py``; it reads the tidy tables the script wrote
-(no model code runs here):
+The experiment of ``experiments/unit_ablation.py``: its presets and cells, and what it makes
+of the tidy tables the sweep wrote:
 
 * ``summary.csv`` — one row per net (depth, unit kind, seed): signal statistics at
   initialisation from the probe (``ch_var_growth``: forward channel variance at the last
@@ -34,14 +34,31 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from resnet_lab import claims as C  # noqa: E402
-from resnet_lab import plotting  # noqa: E402
-from resnet_lab import runs  # noqa: E402
+from resnet_lab import plotting, settings  # noqa: E402
+from resnet_lab.networks import resolve_cifar_block  # noqa: E402
+from resnet_lab.runs import atomic_write, read_table  # noqa: E402
+from resnet_lab.sweep import Cell  # noqa: E402
 from resnet_lab.units import UNIT_KINDS  # noqa: E402
 
-from .analysis import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
+from . import claims as C  # noqa: E402
+from .cells import train_context  # noqa: E402
+from .overfitting import recipe  # noqa: E402
+from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
 
-EXPERIMENT = "unit_ablation"
+NAME = EXPERIMENT = "unit_ablation"
+PRESETS = {
+    # 2 CPU cores, nothing downloaded: 6.5 minutes measured (1 thread, shared machine).
+    "quick": dict(depths=[20, 164], widths={"basic": 16, "bottleneck": 4}, seeds=[0, 1, 2],
+                  steps=150, warmup_steps=30, lr=0.1, batch_size=128, dataset="digits"),
+    # He et al. 2016 Table 2: ResNet-110 and ResNet-164 on CIFAR-10, width 16; a GPU.
+    "paper": dict(depths=[110, 164], widths={"basic": 16, "bottleneck": 16}, seeds=[0, 1, 2, 3, 4],
+                  steps=64000, warmup_steps=400, lr=0.1, batch_size=128, dataset="cifar10"),
+    # seconds: what the tests run.
+    "smoke": dict(depths=[8, 11], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2], steps=4,
+                  warmup_steps=1, lr=0.1, batch_size=32, dataset="digits"),
+}
+OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "warmup_steps", "lr", "dataset",
+           "unit_kinds")
 CLAIM = "T2"
 CELL = ["depth", "unit_kind", "seed"]
 EARLY_FRACTION = 0.2
@@ -59,6 +76,51 @@ PROBE_TAPS = ("input", "output", "sum")
 PROBE_STATS = ("norm", "ch_var", "shortcut_cut", "grad_cut")
 FILES = ("config.json", "claims.csv", "summary.csv", "cells.csv", "probe.csv.gz",
          "table2.md", "table2.csv")
+
+
+# --------------------------------------------------------------------------- settings, cells
+def parse_settings(argv=None) -> dict:
+    """The command line, resolved and checked (nothing is written)."""
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/unit_ablation.py")
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3)
+    s["unit_kinds"] = s["unit_kinds"] or list(UNIT_KINDS)
+    recipe(s)
+    s["probe_every"] = s["steps"]           # the signal at initialisation only
+    return s
+
+
+def cells(s) -> list:
+    return [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
+            for kind in s["unit_kinds"]]
+
+
+def context(s) -> dict:
+    return train_context(s, probe=dict(taps=PROBE_TAPS, stats=PROBE_STATS))
+
+
+def describe(s) -> str:
+    return (f"unit_ablation ({s['preset']}): {len(cells(s))} nets on {s['dataset']}, depths "
+            f"{s['depths']} ({settings.describe_widths(s['widths'])}), unit kinds "
+            f"{', '.join(s['unit_kinds'])}, seeds {s['seeds']}, {s['steps']} steps of "
+            f"{s['batch_size']}, lr {s['lr']} after {s['warmup_steps']} warm-up steps at 0.01, "
+            f"/10 at {list(s['schedule']['milestones'])}; signal probed at step 1; on "
+            f"{s['device']} ({s['workers']} processes x {s['threads']} threads)")
+
+
+def analyse(run, tables, cells_table, *, dataset, preset):
+    """Write the run's tables, summary, Table 2 and claims; returns the claims rows."""
+    run.write_csv("cells.csv", cells_table)
+    run.write_csv("train.csv", tables["train"])
+    run.write_csv("probe.csv.gz", tables["probe"])
+    table = summary(tables["train"], tables["probe"])
+    run.write_csv("summary.csv", table)
+    t2 = table2(table, dataset=dataset, preset=preset)
+    run.write_csv("table2.csv", t2)
+    atomic_write(run.path / "table2.md", table2_markdown(t2, table))
+    rows = claims_rows(table, dataset=dataset, preset=preset)
+    if rows:
+        C.append_claims(run.path, rows)
+    return rows
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +188,6 @@ def _paper_column(at: pd.DataFrame) -> int:
     """Which of He et al.'s columns a depth corresponds to: 0 = ResNet-110 (basic units),
     1 = ResNet-164 (bottleneck units); by the unit block of our depth (6n+2 -> basic)."""
     depth = int(at["depth"].iloc[0])
-    from resnet_lab.networks import resolve_cifar_block
     return 0 if resolve_cifar_block(depth) == "basic" else 1
 
 
@@ -304,29 +365,18 @@ def figure_test_error(table: pd.DataFrame, folder, name="t2_test_error"):
     return plotting.save_figure(fig, folder, name)
 
 
-def _read(run_dir: Path, stem: str) -> pd.DataFrame:
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (run_dir / name).exists():
-            return pd.read_csv(run_dir / name)
-    raise ValueError(f"{run_dir / (stem + '.csv')} not found: is {run_dir} a unit_ablation "
-                     "run folder?")
-
-
 def draw_figures(run_dir) -> list:
     """Redraw every Table 2 figure from ``run_dir``'s CSVs alone (no model code runs)."""
     run_dir = Path(run_dir)
-    train = _read(run_dir, "train")
-    table = _read(run_dir, "summary")
+    what = "a unit_ablation run folder"
+    train = read_table(run_dir, "train", what)
+    table = read_table(run_dir, "summary", what)
     plotting.set_style()
     folder = run_dir / "figures"
-    written = figure_training(train, folder) + figure_test_error(table, folder)
-    if any((run_dir / n).exists() for n in ("probe.csv", "probe.csv.gz")):
-        written += figure_signal(_read(run_dir, "probe"), folder)
-    return written
+    return (figure_training(train, folder) + figure_test_error(table, folder)
+            + figure_signal(read_table(run_dir, "probe", what), folder))
 
 
-def publish(run_dir, dest) -> Path:
-    """Copy a run's reference files to ``dest`` (e.g. results/paper/unit_ablation), the
-    training rows gzipped, and redraw the figures there from the copy."""
-    return runs.publish(run_dir, dest, files=FILES, tables={"train.csv.gz": _read(run_dir, "train")},
-                        draw_figures=draw_figures)
+def published_tables(run_dir) -> dict:
+    """The training rows, gzipped."""
+    return {"train.csv.gz": read_table(run_dir, "train", "a unit_ablation run folder")}

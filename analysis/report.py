@@ -3,7 +3,7 @@
 Reads ``<results>/*/claims.csv`` (one folder per experiment), the PNG figures in each
 folder's ``figures/`` and each folder's ``config.json``, and writes one section per claim
 C1–C7: the article's sentence (translated), what measures it, a table of the tests, the
-verdicts, the figures and the caveats. C7 is derived by rule (:func:`resnet_lab.claims.derive_c7`).
+verdicts, the figures and the caveats. C7 is derived by rule (:func:`analysis.claims.derive_c7`).
 Nothing here decides a verdict: they come from the CSVs, which come from the verdict rule.
 
 The output depends only on the input files: no timestamps, folders and rows in a stable
@@ -20,12 +20,13 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from resnet_lab.runs import atomic_write
 
 from .claims import (C7_RULE, C7_SOURCES, CLAIMS_COLUMNS, CLAIMS_FILE, DETAIL_COLUMNS,
                      VERDICT_RULE, VERDICTS, derive_c7, read_claims)
@@ -331,7 +332,7 @@ def _c7_section(claim, rows, all_rows, experiments, out_dir) -> list[str]:
     lines = _claim_header(claim)
     result = derive_c7(all_rows)
     sources = all_rows[all_rows["claim"].isin(C7_SOURCES) & all_rows["depth"].notna()]
-    lines += ["**Rule** (resnet_lab.claims.derive_c7):", "", "```text", C7_RULE, "```", ""]
+    lines += ["**Rule** (analysis.claims.derive_c7):", "", "```text", C7_RULE, "```", ""]
     if sources.empty:
         lines += [_no_data(claim) + " C7 is derived from the depth-wise rows of C3–C6.", ""]
     else:
@@ -397,7 +398,7 @@ def render_report(results, out_dir) -> str:
             lines += [f + "\n" for f in _figure_lines("", [name], experiments, out_dir)]
             lines += _caveat_lines([name], experiments) + [""]
     lines += ["## How verdicts are decided", "",
-              "Every verdict comes from one rule (resnet_lab.claims.verdict), applied to the "
+              "Every verdict comes from one rule (analysis.claims.verdict), applied to the "
               "numbers in the tables above:", "", "```text", VERDICT_RULE, "```", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -408,12 +409,4 @@ def build_report(results, out) -> Path:
     text = render_report(results, out.parent)
     if not out.parent.is_dir():
         raise ValueError(f"no folder {out.parent} to write {out.name} into")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return atomic_write(out, text)

@@ -3,7 +3,7 @@
 Every experiment reduces its measurements to a few *tests* (an effect with a 95% confidence
 interval, a p-value and the number of samples ``n``), turns each into one row of its run
 folder's ``claims.csv`` with :func:`claim_row` + :func:`append_claims`, and the report
-(:mod:`resnet_lab.report`) reads those rows back. All verdicts go through one rule,
+(:mod:`analysis.report`) reads those rows back. All verdicts go through one rule,
 :func:`verdict`, so a reader can check any row by hand from its numbers.
 
 Sign convention: an effect is always "a − b" (or the fitted slope, or mean − null). Seeds
@@ -55,8 +55,6 @@ Conventions for experiments (what :func:`derive_c7` relies on)
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +63,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from resnet_lab.runs import write_table
 
 CLAIMS_COLUMNS = ["claim", "experiment", "measure", "depth", "effect", "ci_low", "ci_high",
                   "p_value", "n", "verdict"]
@@ -80,7 +80,7 @@ _NAN = math.nan
 
 # The rule's text lives once, in this module's docstring; the report quotes it from here.
 VERDICT_RULE = (__doc__.split("Verdict rule\n------------\n")[1].split("\n\n\n")[0].strip()
-                if __doc__ else "see the docstring of resnet_lab/claims.py")
+                if __doc__ else "see the docstring of analysis/claims.py")
 
 
 # --------------------------------------------------------------------------- the rule
@@ -375,11 +375,8 @@ def read_claims(path) -> pd.DataFrame:
 
 
 def append_claims(run_dir, rows) -> Path:
-    """Append rows (dicts or a DataFrame) to ``run_dir/claims.csv`` atomically; returns its path.
-
-    Reads what is there, concatenates, writes a temporary file in the same folder and
-    ``os.replace``-s it, so a killed run never leaves half a file. One writer per run folder.
-    """
+    """Append rows (dicts or a DataFrame) to ``run_dir/claims.csv`` (atomically); returns its
+    path. One writer per run folder."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     new = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
@@ -388,17 +385,7 @@ def append_claims(run_dir, rows) -> Path:
     _validate(new, "new rows")
     path = run_dir / CLAIMS_FILE
     frames = [read_claims(path), new] if path.exists() else [new]
-    out = _ordered(pd.concat(frames, ignore_index=True, sort=False))
-    fd, tmp = tempfile.mkstemp(prefix=".claims.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            out.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_table(path, _ordered(pd.concat(frames, ignore_index=True, sort=False)))
 
 
 # --------------------------------------------------------------------------- depth threshold

@@ -1,6 +1,6 @@
 """Claim C2: where the summed signal is negative, V1's after-addition ReLU cuts the shortcut.
 
-The analysis of ``experiments/relu_blocking.py``, which trains V1 (the original unit) at
+The experiment of ``experiments/relu_blocking.py``, which trains V1 (the original unit) at
 several depths with He et al.'s first iterations and probes every unit's ``sum`` tap at
 initialisation and at evenly spaced steps. Per unit and probed step (``probes.stats``):
 
@@ -48,14 +48,30 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import PowerNorm  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from resnet_lab import claims as C  # noqa: E402
-from resnet_lab import plotting  # noqa: E402
-from resnet_lab import runs  # noqa: E402
+from resnet_lab import plotting, settings  # noqa: E402
+from resnet_lab.runs import read_table  # noqa: E402
+from resnet_lab.sweep import Cell  # noqa: E402
 
-from . import claims_helpers as H  # noqa: E402
-from .analysis import stage_boundaries  # noqa: E402
+from . import claim_helpers as H  # noqa: E402
+from . import claims as C  # noqa: E402
+from .cells import train_context  # noqa: E402
+from .early_training import first_iterations  # noqa: E402
+from .tables import stage_boundaries  # noqa: E402
 
-EXPERIMENT = "relu_blocking"
+NAME = EXPERIMENT = "relu_blocking"
+PRESETS = {
+    # 2 CPU cores, nothing downloaded: 6.3 minutes with one thread (measured, reference run).
+    "quick": dict(depths=[20, 56, 110, 164, 1001], widths={"basic": 16, "bottleneck": 4},
+                  seeds=[0, 1, 2], steps=81, checkpoints=9, lr=0.1, batch_size=128, dataset="digits"),
+    # CIFAR-10 at the paper's width, the first 2,000 iterations (400 warm-up); a GPU.
+    "paper": dict(depths=[20, 56, 110, 164, 1001], widths={"basic": 16, "bottleneck": 16},
+                  seeds=[0, 1, 2, 3, 4], steps=2001, checkpoints=41, lr=0.1, batch_size=128,
+                  dataset="cifar10"),
+    # seconds: what the tests run.
+    "smoke": dict(depths=[20, 29], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2], steps=5,
+                  checkpoints=3, lr=0.1, batch_size=16, dataset="digits"),
+}
+OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "lr", "dataset")
 CLAIM = "C2"
 HEAVY = 0.5                   # "more than half the shortcut energy is cut"
 PROBE_TAPS = ("sum",)
@@ -68,6 +84,44 @@ MEASURES = [("mean_cut", "mean shortcut_cut over units"),
             ("mean_grad_cut", "mean grad_cut over units"),
             ("mean_frac_neg", "share of the summed signal y that is negative (mean over units)")]
 FADE_MEASURES = ("mean_cut", "mean_grad_cut", "mean_frac_neg")
+
+
+# --------------------------------------------------------------------------- settings, cells
+def parse_settings(argv=None) -> dict:
+    """The command line, resolved and checked (nothing is written)."""
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/relu_blocking.py")
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_checkpoints=2)
+    first_iterations(s)
+    return s
+
+
+def cells(s) -> list:
+    return [Cell(d, "original", seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]]
+
+
+def context(s) -> dict:
+    return train_context(s, probe=dict(taps=PROBE_TAPS, stats=PROBE_STATS, param_grads=False))
+
+
+def describe(s) -> str:
+    return (f"relu_blocking ({s['preset']}): {len(cells(s))} V1 nets on {s['dataset']}, depths "
+            f"{s['depths']} ({settings.describe_widths(s['widths'])}), seeds {s['seeds']}, "
+            f"{s['steps']} steps of {s['batch_size']} (lr 0.01 for "
+            f"{s['schedule']['warmup_max_steps']}, then {s['lr']}), probed every "
+            f"{s['probe_every']}, on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
+
+
+def analyse(run, tables, cells_table, *, dataset, preset):
+    """Write the run's tables, summary and claims; returns the summary."""
+    run.write_csv("cells.csv", cells_table)
+    run.write_csv("train.csv", tables["train"])
+    run.write_csv("probe.csv.gz", tables["probe"])
+    cuts = cut_table(tables["probe"])
+    run.write_csv("cuts.csv.gz", cuts)
+    table = summary(cuts)
+    run.write_csv("summary.csv", table)
+    C.append_claims(run.path, claims_rows(table, dataset=dataset, preset=preset))
+    return table
 
 
 # --------------------------------------------------------------------------- tables
@@ -215,19 +269,15 @@ def figure_training(table: pd.DataFrame, folder, name="c2_cut_over_training"):
 def draw_figures(run_dir) -> list:
     """Redraw every C2 figure from ``run_dir``'s CSVs alone (no model code runs)."""
     run_dir = Path(run_dir)
-    cuts = H.read_table(run_dir, "cuts", EXPERIMENT)
-    table = H.read_table(run_dir, "summary", EXPERIMENT)
+    cuts = read_table(run_dir, "cuts", "a relu_blocking run folder")
+    table = read_table(run_dir, "summary", "a relu_blocking run folder")
     plotting.set_style()
     folder = run_dir / "figures"
     return (figure_heatmap(cuts, folder) + figure_profiles(cuts, folder)
             + figure_training(table, folder))
 
 
-def publish(run_dir, dest) -> Path:
-    """Copy the run's reference files (with the per-unit cut table and the training rows)
-    to ``dest`` and redraw the figures there."""
-    run_dir = Path(run_dir)
-    return runs.publish(run_dir, dest, files=FILES,
-                     tables={"cuts.csv.gz": H.read_table(run_dir, "cuts", EXPERIMENT),
-                             "train.csv.gz": H.read_table(run_dir, "train", EXPERIMENT)},
-                     draw_figures=draw_figures)
+def published_tables(run_dir) -> dict:
+    """The per-unit cut table and the training rows."""
+    return {"cuts.csv.gz": read_table(run_dir, "cuts", "a relu_blocking run folder"),
+            "train.csv.gz": read_table(run_dir, "train", "a relu_blocking run folder")}

@@ -1,13 +1,13 @@
 """Claims C1 and C4 (and C5 from C4's gap): the unit formulas, and how signals travel at init.
 
-The analysis of ``experiments/signal_propagation.py``. For every dataset (Gaussian N(0, 1)
+The experiment of ``experiments/signal_propagation.py``. For every dataset (Gaussian N(0, 1)
 inputs and real images), depth, version (V1 = original, V2 = full pre-activation) and seed
 it builds the net, feeds it one batch in train mode (BN on batch statistics, as training
 sees it) and back-propagates the cross-entropy once, with
 
 * a ``SignalProbe`` on every tap (``input, shortcut, branch, sum, output``), forward and
   backward: the signal-propagation plot (SPP) of Brock et al. 2021 and its backward twin;
-* a :class:`FormulaCheck`, which reads every unit's five taps and compares the unit's output
+* a ``probes.FormulaCheck``, which reads every unit's five taps and compares the unit's output
   with the paper's formula evaluated in fp64 from the unit's own tensors (C1):
   ``out = f(x + F(x))`` for an identity shortcut (V1: f = ReLU; V2: f = identity, i.e.
   ``x_{l+1} = x_l + F(x_l)``), ``out = f(h + F)`` where the shortcut is a projection or
@@ -69,7 +69,6 @@ CSVs alone.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import matplotlib
@@ -82,21 +81,35 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from resnet_lab import claims as C  # noqa: E402
-from resnet_lab import plotting  # noqa: E402
-from resnet_lab import runs  # noqa: E402
+from probes import FormulaCheck, SignalProbe  # noqa: E402
+from resnet_lab import plotting, settings  # noqa: E402
 from resnet_lab.data import Batches, load_dataset  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.sweep import Cell, build, label  # noqa: E402
-from resnet_lab.taps import TAP_NAMES  # noqa: E402
-from resnet_lab.units import reference_formula  # noqa: E402
+from resnet_lab.runs import read_table  # noqa: E402
+from resnet_lab.sweep import Cell, CellResult, build  # noqa: E402
+from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula  # noqa: E402
 
-from . import claims_helpers as H  # noqa: E402
-from .analysis import select, stage_boundaries  # noqa: E402
-from .signal_probe import SignalProbe  # noqa: E402
+from . import claim_helpers as H  # noqa: E402
+from . import claims as C  # noqa: E402
+from .cells import dataset as load_cached  # noqa: E402
+from .tables import select, stage_boundaries  # noqa: E402
 
-EXPERIMENT = "signal_propagation"
-KINDS = ("original", "full_preact")
+NAME = EXPERIMENT = "signal_propagation"
+PRESETS = {
+    # 2 CPU cores, nothing downloaded: 5 minutes with one thread (measured, reference run).
+    "quick": dict(depths=[20, 29, 56, 65, 110, 164, 326, 1001],
+                  widths={"basic": 16, "bottleneck": 4}, seeds=[0, 1, 2, 3, 4],
+                  inputs=["gaussian", "real"], dataset="digits", batch_size=128),
+    # the paper's widths on CIFAR-10 32x32 (and Gaussian images of that shape); a GPU.
+    "paper": dict(depths=[20, 29, 56, 65, 110, 164, 326, 1001],
+                  widths={"basic": 16, "bottleneck": 16}, seeds=[0, 1, 2, 3, 4],
+                  inputs=["gaussian", "real"], dataset="cifar10", batch_size=128),
+    # seconds: what the tests run (two basic and two bottleneck depths).
+    "smoke": dict(depths=[20, 29, 32, 47], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2],
+                  inputs=["gaussian", "real"], dataset="digits", batch_size=16),
+}
+OPTIONS = ("depths", "seeds", "width", "inputs", "dataset", "batch_size")
+KINDS = tuple(VERSION_UNIT_KINDS.values())
 TOLERANCE = 1e-5         # C1: largest relative error that still counts as "the formula holds"
 LAW_MARGIN = 0.10        # C4 law: fitted slope / predicted slope within 1 ± 0.10
 RELU_SQ = 0.5                         # E[ReLU(z)^2], z ~ N(0, 1)
@@ -104,7 +117,6 @@ RELU_MEAN_SQ = 1 / (2 * math.pi)      # E[ReLU(z)]^2
 V1_INCREMENT = 1 - 2 / math.pi        # Var|N(0, 1)|: the reflected random walk's variance per step
 PROBE_STATS = ("rms", "norm", "mean", "ch_var", "ch_sq_mean", "frac_neg", "frac_zero",
                "shortcut_cut", "grad_cut")
-INIT_STEP = 1            # the training engine's number of the forward/backward at init
 KEYS = ["dataset", "depth", "version", "seed"]
 # The probe rows the figures and claims use (what the committed reference keeps).
 KEEP_ROWS = [("input", "forward", ("norm",)),
@@ -114,69 +126,45 @@ KEEP_ROWS = [("input", "forward", ("norm",)),
 FILES = ("config.json", "claims.csv", "cells.csv", "linear_fits.csv", "gaps.csv")
 
 
+# --------------------------------------------------------------------------- settings, cells
+def parse_settings(argv=None) -> dict:
+    """The command line, resolved and checked (nothing is written)."""
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/signal_propagation.py")
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3)
+    s["inputs"] = list(dict.fromkeys(s["inputs"]))
+    s["datasets"] = [s["dataset"] if i == "real" else "gaussian" for i in s["inputs"]]
+    return s
+
+
+def cells(s) -> list:
+    return [Cell(depth, kind, seed, s["widths"][depth], (("dataset", dataset),))
+            for dataset in s["datasets"] for depth in s["depths"] for seed in s["seeds"]
+            for kind in KINDS]
+
+
+def context(s) -> dict:
+    return dict(dataset=s["dataset"], data_dir=s["data_dir"], batch_size=s["batch_size"],
+                device=s["device"])
+
+
+def describe(s) -> str:
+    return (f"signal_propagation ({s['preset']}): {len(cells(s))} nets (V1, V2) at init, inputs "
+            f"{', '.join(s['datasets'])}, depths {s['depths']} "
+            f"({settings.describe_widths(s['widths'])}), seeds {s['seeds']}, batch "
+            f"{s['batch_size']}, on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
+
+
 # --------------------------------------------------------------------------- C1 check
-def other_f(kind: str, total: torch.Tensor) -> torch.Tensor:
+def other_f(unit, total: torch.Tensor) -> torch.Tensor:
     """The other version's after-addition function: identity for V1, ReLU for V2."""
-    return total if kind == "original" else torch.relu(total)
-
-
-class FormulaCheck:
-    """Compare every unit's taps with the paper's formula during a forward (C1).
-
-    Use as a context manager around the forward; ``rows`` then holds one dict per unit:
-    ``error`` (output vs the formula in fp64), ``error_sum`` (sum tap vs h + F),
-    ``error_other_f`` (output vs the formula with the other version's f: large where the
-    check can tell V1 from V2), ``shortcut_kind``, the branch output's ``map_h``/``map_w``
-    and ``delta``, the predicted channel-variance increment of the module docstring.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.units = [m for m in model.modules()
-                      if isinstance(getattr(m, "taps", None), nn.ModuleDict)]
-        if not self.units:
-            raise ValueError(f"{type(model).__name__} has no residual units with taps")
-        self.rows, self._handles, self._store = [], [], {}
-
-    def __enter__(self):
-        for u, unit in enumerate(self.units):
-            for name in TAP_NAMES:
-                self._handles.append(unit.taps[name].register_forward_hook(
-                    lambda m, a, out, u=u, name=name: self._on_tap(u, name, out)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self._store.clear()
-        return False
-
-    def _on_tap(self, u, name, t):
-        self._store.setdefault(u, {})[name] = t.detach()
-        if name == "output":
-            self.rows.append(self._check(u, self.units[u], self._store.pop(u)))
-
-    @torch.no_grad()
-    def _check(self, u, unit, taps):
-        x, h, branch, total, out = (taps[k].double() for k in TAP_NAMES)
-        s = x if unit.shortcut_kind == "identity" else h
-        y64, out64 = reference_formula(unit, s, branch, s + branch)
-        scale_y = float(y64.square().mean().sqrt()) or 1.0
-        scale_out = float(out64.square().mean().sqrt()) or 1.0
-        return {"unit": u, "stage": unit.stage, "index": unit.index, "kind": unit.kind,
-                "shortcut_kind": unit.shortcut_kind,
-                "error": float((out - out64).abs().max()) / scale_out,
-                "error_sum": float((total - (h + branch)).abs().max()) / scale_y,
-                "error_other_f": float((out - other_f(unit.kind, y64)).abs().max()) / scale_out,
-                "map_h": branch.shape[-2], "map_w": branch.shape[-1],
-                "delta": predicted_increment(unit, branch.shape[-2], branch.shape[-1])}
+    return total if unit.unit_kind == "original" else torch.relu(total)
 
 
 def predicted_increment(unit, height: int, width: int) -> float:
     """delta of the module docstring: the channel variance a unit adds at init. V2 (a branch
     whose last layer is a convolution fed by BN-ReLU): the geometry formula; V1 (BN-ended
     branch, ReLU after the addition): the reflected random walk's 1 − 2/pi."""
-    if unit.kind == "original":
+    if unit.unit_kind == "original":
         return V1_INCREMENT
     convs = [m for m in unit.branch.modules() if isinstance(m, nn.Conv2d)]
     conv = convs[-1]
@@ -199,18 +187,21 @@ def predicted_increment(unit, height: int, width: int) -> float:
 def measure_net(net: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """One forward/backward in train mode with the probe and the formula check.
 
-    Returns (probe rows with step = INIT_STEP, unit rows)."""
+    Returns (probe rows of step 1, one row per unit: formula errors, delta)."""
     net.train()
     probe = SignalProbe(net, stats=PROBE_STATS)
-    check = FormulaCheck(net)
+    check = FormulaCheck(net, reference_formula, contrast=other_f)
     with probe, check:
         loss = F.cross_entropy(net(x), y)
         loss.backward()
         probe.step()
-    rows = probe.collect()
-    rows["step"] = INIT_STEP
     net.zero_grad(set_to_none=True)
-    return rows, pd.DataFrame(check.rows)
+    units = pd.DataFrame(check.rows).rename(columns={"error_contrast": "error_other_f"})
+    found = net.units()
+    units["shortcut_kind"] = [found[u].shortcut_kind for u in units["unit"]]
+    units["delta"] = [predicted_increment(found[u], h, w)
+                      for u, h, w in zip(units["unit"], units["map_h"], units["map_w"])]
+    return probe.collect(), units.drop(columns="identity_shortcut")
 
 
 def input_batch(dataset: str, *, data, seed: int, batch_size: int):
@@ -225,40 +216,32 @@ def input_batch(dataset: str, *, data, seed: int, batch_size: int):
     return data.train_x[idx], data.train_y[idx]
 
 
-def measure_all(run, *, datasets, data, depths, widths, seeds, batch_size, device="cpu",
-                log=print):
-    """Every (dataset, depth, seed, version); tables written to ``run`` after each depth.
+def measure_cell(cell, state, context, report) -> CellResult:
+    """A sweep cell: the net of ``cell`` at initialisation, on its seed's batch."""
+    data = load_cached(context["dataset"], context["data_dir"])
+    x, y = input_batch(dict(cell.factors)["dataset"], data=data, seed=cell.seed,
+                       batch_size=context["batch_size"])
+    device = context["device"]
+    probe, units = measure_net(build(cell, data).to(device), x.to(device), y.to(device))
+    report(1)
+    return CellResult({"probe": probe, "units": units}, steps_done=1)
 
-    Returns (probe rows, unit rows, cells)."""
-    probes, units, cells = [], [], []
-    total = len(datasets) * len(depths) * len(seeds) * len(KINDS)
-    i = 0
-    for dataset in datasets:
-        for depth in depths:
-            for seed in seeds:
-                x, y = input_batch(dataset, data=data, seed=seed, batch_size=batch_size)
-                x, y = x.to(device), y.to(device)
-                for kind in KINDS:
-                    i += 1
-                    t0 = time.perf_counter()
-                    cell = Cell(depth, kind, seed, widths[depth])
-                    net = build(cell, data).to(device)
-                    rows, checks = measure_net(net, x, y)
-                    probes.append(label(rows, EXPERIMENT, cell, dataset=dataset))
-                    units.append(label(checks, EXPERIMENT, cell, dataset=dataset))
-                    seconds = time.perf_counter() - t0
-                    cells.append({**dict(zip(H.ID_COLUMNS, (EXPERIMENT, kind, cell.version, depth,
-                                                            cell.width, seed))),
-                                  "dataset": dataset, "seconds": round(seconds, 3),
-                                  "max_error": float(checks["error"].max())})
-                    log(f"[{i}/{total}] {dataset} {cell.label()}: {seconds:.1f} s, "
-                        f"largest formula error {checks['error'].max():.2g}")
-            if run is not None:
-                run.write_csv("probe.csv.gz", pd.concat(probes, ignore_index=True))
-                run.write_csv("units.csv.gz", pd.concat(units, ignore_index=True))
-                run.write_csv("cells.csv", pd.DataFrame(cells))
-    return (pd.concat(probes, ignore_index=True), pd.concat(units, ignore_index=True),
-            pd.DataFrame(cells))
+
+def analyse(run, tables, cells_table, preset):
+    """Write the run's tables, fits, gaps and claims; returns the linear fits."""
+    probe, units = tables["probe"], tables["units"]
+    cells_table = cells_table.merge(units.groupby(["dataset", "depth", "unit_kind", "seed"])["error"]
+                                    .max().rename("max_error").reset_index(),
+                                    on=["dataset", "depth", "unit_kind", "seed"], how="left")
+    run.write_csv("cells.csv", cells_table)
+    run.write_csv("probe.csv.gz", probe)
+    run.write_csv("units.csv.gz", units)
+    fits = linear_fits(law_table(probe, units))
+    run.write_csv("linear_fits.csv", fits)
+    rows, gaps = claims_rows(probe, units, preset=preset)
+    run.write_csv("gaps.csv", gaps)
+    C.append_claims(run.path, rows)
+    return fits
 
 
 def figure_rows(probe: pd.DataFrame) -> pd.DataFrame:
@@ -579,10 +562,11 @@ def figure_gap(claims: pd.DataFrame, folder, name="c4_c5_gap_vs_depth"):
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
     run_dir = Path(run_dir)
-    probe = H.read_table(run_dir, "probe", EXPERIMENT)
-    units = H.read_table(run_dir, "units", EXPERIMENT)
+    what = "a signal_propagation run folder"
+    probe = read_table(run_dir, "probe", what)
+    units = read_table(run_dir, "units", what)
     claims = C.read_claims(run_dir / C.CLAIMS_FILE)
-    fits = H.read_table(run_dir, "linear_fits", EXPERIMENT)
+    fits = read_table(run_dir, "linear_fits", what)
     plotting.set_style()
     folder = run_dir / "figures"
     written = figure_formula(units, folder)
@@ -592,12 +576,8 @@ def draw_figures(run_dir) -> list:
     return written
 
 
-def publish(run_dir, dest) -> Path:
-    """Copy the run's reference files to ``dest``, keeping the probe rows the figures and
-    claims use (``KEEP_ROWS``), and redraw the figures there."""
-    run_dir = Path(run_dir)
-    probe = H.read_table(run_dir, "probe", EXPERIMENT)
-    units = H.read_table(run_dir, "units", EXPERIMENT)
-    return runs.publish(run_dir, dest, files=FILES,
-                     tables={"probe.csv.gz": figure_rows(probe), "units.csv.gz": units},
-                     draw_figures=draw_figures)
+def published_tables(run_dir) -> dict:
+    """The probe rows the figures and claims use (``KEEP_ROWS``) and the unit rows."""
+    what = "a signal_propagation run folder"
+    return {"probe.csv.gz": figure_rows(read_table(run_dir, "probe", what)),
+            "units.csv.gz": read_table(run_dir, "units", what)}

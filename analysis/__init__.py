@@ -1,0 +1,58 @@
+"""analysis: each experiment in one module named after it -- its presets, cells, analysis,
+claims and figures -- and what they share: tables, claim statistics, the report.
+
+Imports flow one way: ``experiments/`` scripts -> ``analysis`` -> ``probes`` -> ``resnet_lab``.
+Nothing here draws while it measures, nor measures while it draws: a module's
+``draw_figures(run_dir)`` reads the run folder's CSVs alone.
+
+``EXPERIMENTS`` is the registry: every experiment module, by name.
+"""
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+from resnet_lab.runs import RunDir, settings_id
+
+EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "relu_blocking", "overfitting",
+               "unit_ablation")
+PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
+# Settings that change where or how fast a run goes, not its numbers: left out of its id.
+_NOT_IN_ID = ("workers", "out", "publish")
+
+
+def experiment(name: str):
+    """The analysis module of experiment ``name`` (ValueError naming the valid ones)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    return importlib.import_module(f"analysis.{name}")
+
+
+def open_run(name: str, s: dict, out=None) -> RunDir:
+    """The run folder of experiment ``name`` with settings ``s``: its id comes from the
+    settings, so the same command reopens (and resumes) the same folder; the process holds
+    its lock while it lives."""
+    key = {k: v for k, v in s.items() if k not in _NOT_IN_ID}
+    run_id = f"{s['preset']}-{settings_id(key)}"
+    return RunDir.create(name, key, preset=key, out=out, run_id=run_id, lock=True)
+
+
+def publish(module, run_dir, dest) -> Path:
+    """Copy a run's reference files (``module.FILES``) to ``dest`` (e.g.
+    results/paper/<experiment>), write the tables the figures and claims use
+    (``module.published_tables(run_dir)``), and redraw the figures there from that copy."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in module.FILES:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    out = RunDir(dest)
+    for name, df in module.published_tables(run_dir).items():
+        out.write_csv(name, df)
+    figures = dest / "figures"
+    if figures.exists():
+        for old in figures.glob("*"):
+            old.unlink()
+    module.draw_figures(dest)
+    return dest

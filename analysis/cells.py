@@ -1,0 +1,84 @@
+"""The work a sweep cell does (``resnet_lab.sweep.run_sweep``): train one net with a probe,
+or measure one at initialisation. Module-level functions of picklable arguments, so that
+worker processes can run them.
+
+A training cell's ``context`` (a dict, the same for every cell of a sweep):
+``dataset``, ``data_dir``, ``train`` (``TrainSettings`` fields but the seed; ``schedule`` as a
+dict), ``probe`` (``SignalProbe`` keyword arguments, or None) and ``final_eval`` (also
+evaluate the trained net on the whole train and test split, eval mode: table ``final``).
+"""
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+
+from probes import SignalProbe
+from resnet_lab.data import load_dataset
+from resnet_lab.schedule import Schedule
+from resnet_lab.sweep import CellResult, build
+from resnet_lab.training import TrainSettings, evaluate, train
+
+_DATA = {}
+
+
+def dataset(name: str, data_dir=None):
+    """The dataset, loaded once per process (worker processes serve many cells)."""
+    key = (name, str(data_dir))
+    if key not in _DATA:
+        _DATA[key] = load_dataset(name, data_dir=data_dir, seed=0)
+    return _DATA[key]
+
+
+def checked_dataset(s: dict):
+    """The settings' dataset (FileNotFoundError / ValueError saying where to get it), checked
+    against the settings' batch size -- before any folder is made."""
+    data = dataset(s["dataset"], s.get("data_dir"))
+    batch = s.get("batch_size")
+    if batch is not None and batch > len(data.train_x):
+        raise ValueError(f"--batch-size {batch}: exceeds the {len(data.train_x)} training images "
+                         f"of {s['dataset']}")
+    return data
+
+
+def train_context(s: dict, probe=None, final_eval: bool = False) -> dict:
+    """A training sweep's context from its resolved settings (``s``: steps, batch_size,
+    device, precision, schedule, eval_every, probe_every)."""
+    train = dict(steps=s["steps"], batch_size=s["batch_size"], device=s["device"],
+                 schedule=s["schedule"], eval_every=s["eval_every"],
+                 probe_every=s.get("probe_every", 1), precision=s["precision"])
+    return dict(dataset=s["dataset"], data_dir=s["data_dir"], train=train, probe=probe,
+                final_eval=final_eval)
+
+
+def train_settings(context: dict, seed: int) -> TrainSettings:
+    fields = dict(context["train"])
+    fields["schedule"] = Schedule(**{**fields["schedule"], "milestones": tuple(fields["schedule"]["milestones"])})
+    return TrainSettings(seed=seed, **fields)
+
+
+def train_cell(cell, state, context, report) -> CellResult:
+    """Build the cell's net from its seed and train it (resuming from ``state``'s checkpoint);
+    tables ``train`` (metrics), ``probe`` (if probed) and ``final`` (if asked)."""
+    data = dataset(context["dataset"], context.get("data_dir"))
+    model = build(cell, data)
+    probe = context.get("probe")
+    factory = functools.partial(SignalProbe, **probe) if probe is not None else None
+    result = train(model, data, state, train_settings(context, cell.seed), probe_factory=factory,
+                   quiet=True, on_step=lambda step, steps: report(step))
+    tables = {"train": result.metrics, "probe": result.probe}
+    if context.get("final_eval"):
+        tables["final"] = final_evaluation(result.model, data, context["train"]["device"])
+    return CellResult(tables, result.status, result.step, result.peak_memory_bytes)
+
+
+def final_evaluation(model, data, device) -> pd.DataFrame:
+    """Loss and error of a trained net, eval mode, on the whole train and test sets (no
+    augmentation): the two sides of a generalization gap. Tidy: split, metric, value."""
+    data = data.to(device)
+    rows = []
+    for split, (x, y) in (("train", (data.train_x, data.train_y)), ("test", (data.test_x, data.test_y))):
+        loss, error = evaluate(model, x, y)
+        rows += [{"split": split, "metric": "loss", "value": loss},
+                 {"split": split, "metric": "error", "value": error}]
+    return pd.DataFrame(rows)

@@ -1,0 +1,273 @@
+"""The one home for settings: flags -> preset -> overrides -> checks -> derived values.
+
+Every script declares its presets (``quick``, ``paper``, ``smoke``) and which of the
+``OPTIONS`` it takes; ``parser`` builds its command line and ``resolve`` turns the parsed
+arguments into one checked settings dict, *before anything is written*: a bad value is a
+``ValueError`` naming the flag, the value and what is valid (a script turns it into one line
+on stderr and exit status 2, ``resnet_lab.cli``).
+
+Preset values use the flags' names (``depths``, ``seeds``, ``width``, ``steps`` ...); a preset
+may give ``widths`` per unit block instead of one ``width`` (``{"basic": 16, "bottleneck":
+4}``): a depth trend holds width and block fixed, so the width belongs to the series.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+
+from .cli import Parser, resolve_device
+from .data import DATASETS
+from .networks import resolve_cifar_block
+from .runs import check_writable_dir
+from .schedule import Schedule, check_steps
+from .training import PRECISIONS
+from .units import UNIT_KINDS, VERSIONS, resolve_unit_kind
+
+MAX_SEED = 2**63 - 1          # torch.manual_seed's range
+MAX_THREADS = 1024
+
+
+def positive_int(flag, value, limit=None):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or \
+            (limit is not None and value > limit):
+        valid = f"an integer from 1 to {limit}" if limit else "a positive integer"
+        raise ValueError(f"{flag} {value!r}: must be {valid}")
+    return value
+
+
+def check_depths(depths, s=None):
+    depths = list(depths)
+    if not depths:
+        raise ValueError("--depths: give at least one depth")
+    for depth in depths:
+        try:
+            resolve_cifar_block(depth)
+        except ValueError as err:
+            raise ValueError(f"--depths: {err}") from None
+    if len(set(depths)) != len(depths):
+        raise ValueError(f"--depths {' '.join(map(str, depths))}: each depth once")
+    return sorted(depths)
+
+
+def check_seeds(seeds, s=None):
+    seeds = list(seeds)
+    bad = [x for x in seeds if not 0 <= x <= MAX_SEED]
+    if bad:
+        raise ValueError(f"--seeds {bad[0]}: a seed is an integer from 0 to {MAX_SEED}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, seeds))}: each seed once (a repeated seed "
+                         "would train the same net twice and count it twice)")
+    minimum = (s or {}).get("min_seeds", 1)
+    if len(seeds) < minimum:
+        raise ValueError(f"--seeds {' '.join(map(str, seeds))}: need at least {minimum} seeds "
+                         "for this experiment's tests")
+    return seeds
+
+
+def check_lr(lr, s=None):
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"--lr {lr!r}: must be a positive finite number")
+    return float(lr)
+
+
+def check_checkpoints(checkpoints, s):
+    steps = s.get("steps")
+    if not isinstance(checkpoints, int) or checkpoints < 1 or (steps and checkpoints > steps):
+        raise ValueError(f"--checkpoints {checkpoints!r}: must be an integer from 1 to --steps "
+                         f"({steps})")
+    minimum = s.get("min_checkpoints", 1)
+    if checkpoints < minimum:
+        raise ValueError(f"--checkpoints {checkpoints}: need at least {minimum} (initialisation "
+                         "and a later step)")
+    return checkpoints
+
+
+def check_warmup_steps(warmup_steps, s):
+    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < s["steps"]:
+        raise ValueError(f"--warmup-steps {warmup_steps!r}: must be an integer from 0 to --steps "
+                         f"- 1 ({s['steps'] - 1})")
+    return warmup_steps
+
+
+def check_batch_size(batch_size, s=None):
+    positive_int("--batch-size", batch_size)
+    if batch_size < 2:
+        raise ValueError(f"--batch-size {batch_size}: must be at least 2 (BatchNorm in train mode "
+                         "needs two samples)")
+    return batch_size
+
+
+def check_versions(versions, s=None):
+    if versions is None:
+        return None
+    out = []
+    for v in versions:
+        if str(v).lower().lstrip("v") not in ("1", "2"):
+            raise ValueError(f"--versions {v}: valid versions are 1 (post-activation) and 2 "
+                             "(pre-activation)")
+        out.append(int(str(v).lower().lstrip("v")))
+    if len(set(out)) != len(out):
+        raise ValueError(f"--versions {' '.join(map(str, versions))}: each version once")
+    return out
+
+
+def check_unit_kinds(kinds, s=None):
+    if kinds is None:
+        return None
+    for k in kinds:
+        if k not in UNIT_KINDS:
+            raise ValueError(f"--unit-kinds {k}: valid unit kinds are {', '.join(UNIT_KINDS)}")
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"--unit-kinds {' '.join(kinds)}: each unit kind once")
+    return list(kinds)
+
+
+def check_list_choices(flag, choices):
+    def check(values, s=None):
+        values = list(values)
+        for v in values:
+            if v not in choices:
+                raise ValueError(f"{flag} {v}: valid values are {', '.join(choices)}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{flag} {' '.join(values)}: each value once")
+        return values
+    return check
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting: its flag, argparse's description of it, and its check."""
+    flag: str
+    kwargs: dict
+    check: object = None
+
+
+OPTIONS = {
+    "depths": Option("--depths", dict(type=int, nargs="+", metavar="DEPTH",
+                                      help="CIFAR depths: 6n+2 (basic units) or 9n+2 (bottleneck)"),
+                     check_depths),
+    "seeds": Option("--seeds", dict(type=int, nargs="+", metavar="SEED",
+                                    help="seeds, one net per seed and version"), check_seeds),
+    "width": Option("--width", dict(type=int, help="base width of every net (default: the preset's, "
+                                                   "one per unit block)"),
+                    lambda v, s=None: positive_int("--width", v, 4096)),
+    "steps": Option("--steps", dict(type=int, help="training iterations per net"),
+                    lambda v, s=None: check_steps(v)),
+    "batch_size": Option("--batch-size", dict(type=int, help="batch size"), check_batch_size),
+    "checkpoints": Option("--checkpoints", dict(type=int, help="probed steps, evenly spaced from "
+                                                               "the first iteration"),
+                          check_checkpoints),
+    "warmup_steps": Option("--warmup-steps", dict(type=int, help="iterations at lr 0.01 before --lr"),
+                           check_warmup_steps),
+    "lr": Option("--lr", dict(type=float, help="learning rate after the warm-up at 0.01"), check_lr),
+    "dataset": Option("--dataset", dict(choices=DATASETS,
+                                        help="digits (bundled 8x8), gaussian (N(0,1) inputs, random "
+                                             "labels), cifar10/cifar100 (archive in --data-dir)")),
+    "versions": Option("--versions", dict(nargs="+", metavar="V",
+                                          help="1 (post-activation) and/or 2 (pre-activation)"),
+                       check_versions),
+    "unit_kinds": Option("--unit-kinds", dict(nargs="+", metavar="KIND",
+                                              help=f"unit kinds: {', '.join(UNIT_KINDS)}"),
+                         check_unit_kinds),
+    "inputs": Option("--inputs", dict(nargs="+", metavar="INPUT",
+                                      help="gaussian (N(0, 1) images) and/or real (--dataset's "
+                                           "images)"), check_list_choices("--inputs", ("gaussian", "real"))),
+}
+
+
+def parser(description: str, presets: dict, options, *, prog=None, publish: bool = True) -> Parser:
+    """The command line of a script: ``--preset``, its ``options`` (each defaulting to the
+    preset's value) and the common flags."""
+    p = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = "quick" if "quick" in presets else next(iter(presets))
+    p.add_argument("--preset", choices=list(presets), default=default,
+                   help=f"settings bundle: {', '.join(presets)} (default {default})")
+    for name in options:
+        option = OPTIONS[name]
+        p.add_argument(option.flag, dest=name, default=None,
+                       **{**option.kwargs, "help": option.kwargs["help"] + " (default: the preset's)"})
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda when available, else cpu (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (TF32 off; what a probe measures) or bf16 autocast (faster on a GPU); "
+                        "default fp32")
+    p.add_argument("--data-dir", default="data",
+                   help="folder holding cifar-10-python.tar.gz / cifar-100-python.tar.gz (default data)")
+    p.add_argument("--out", help="root folder of the run folders (default results/runs)")
+    p.add_argument("--threads", type=int, help="PyTorch threads per process (default 1 on the CPU: "
+                                               "the numbers do not depend on --workers)")
+    p.add_argument("--workers", type=int, help="processes running cells side by side (default: the "
+                                               "CPU's cores on the CPU, 1 on a GPU)")
+    if publish:
+        p.add_argument("--publish", metavar="DIR",
+                       help="also copy the run's reference files to DIR and redraw its figures there")
+    return p
+
+
+def resolve(args, presets: dict, options, **rules) -> dict:
+    """The preset's values, the command line's where given, every one checked; plus the
+    common settings (device, precision, threads, workers, output folders).
+
+    ``rules`` are experiment rules the checks read (``min_seeds``, ``min_checkpoints``)."""
+    preset = presets[args.preset]
+    s = dict(rules)
+    for name in options:
+        given = getattr(args, name, None)
+        value = given if given is not None else preset.get(name)
+        option = OPTIONS[name]
+        s[name] = option.check(value, s) if option.check is not None and value is not None else value
+    s["preset"] = args.preset
+    if "depths" in options:
+        s["widths"] = widths_by_depth(s["depths"], s.get("width"), preset.get("widths"))
+    s.update(common(args))
+    return s
+
+
+def common(args) -> dict:
+    """The flags every script shares, checked (nothing is created)."""
+    threads = positive_int("--threads", args.threads, MAX_THREADS) if args.threads is not None else 1
+    device = resolve_device(args.device)
+    default_workers = 1 if device.type == "cuda" else (os.cpu_count() or 1)
+    workers = positive_int("--workers", args.workers, 256) if getattr(args, "workers", None) \
+        is not None else default_workers
+    for flag in ("out", "publish"):
+        if getattr(args, flag, None) is not None:
+            check_writable_dir(getattr(args, flag), f"--{flag}")
+    return {"device": str(device), "precision": args.precision, "threads": threads,
+            "workers": workers, "data_dir": args.data_dir, "out": args.out,
+            "publish": getattr(args, "publish", None)}
+
+
+def widths_by_depth(depths, width=None, widths=None) -> dict:
+    """{depth: width}: ``width`` for every depth if given, else the preset's width of the
+    depth's unit block."""
+    if width is not None:
+        return {d: width for d in depths}
+    widths = widths or {}
+    return {d: int(widths.get(resolve_cifar_block(d), 16)) for d in depths}
+
+
+def describe_widths(widths: dict) -> str:
+    by = {}
+    for d, w in sorted(widths.items()):
+        by.setdefault(w, []).append(str(d))
+    return "; ".join(f"width {w} at {', '.join(ds)} layers" for w, ds in by.items())
+
+
+def unit_kinds(s) -> list:
+    """The unit kinds of a sweep: ``unit_kinds`` if given, else those of ``versions``."""
+    if s.get("unit_kinds"):
+        return list(s["unit_kinds"])
+    return [resolve_unit_kind(version=v) for v in (s.get("versions") or VERSIONS)]
+
+
+def checkpoint_spacing(steps: int, checkpoints: int) -> int:
+    """probe_every so that ``checkpoints`` probed steps are spread from step 1 to near the end."""
+    return max(1, (steps - 1) // max(1, checkpoints - 1))
+
+
+def paper_schedule(s) -> Schedule:
+    """The paper's schedule on the run's steps at its lr (``resnet_lab.schedule``)."""
+    return Schedule.paper(s["steps"], s.get("lr") or 0.1)
