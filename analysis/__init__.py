@@ -13,10 +13,9 @@ import importlib
 import shutil
 from pathlib import Path
 
-from resnet_lab.runs import RunDir, settings_id
+from resnet_lab.runs import RunDir, git_commit, git_dirty, settings_id
 
-EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "relu_blocking", "overfitting",
-               "unit_ablation")
+EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 # Settings that change where or how fast a run goes, not its numbers: left out of its id.
 _NOT_IN_ID = ("workers", "out", "publish")
@@ -35,7 +34,11 @@ def open_run(name: str, s: dict, out=None) -> RunDir:
     its lock while it lives."""
     key = {k: v for k, v in s.items() if k not in _NOT_IN_ID}
     run_id = f"{s['preset']}-{settings_id(key)}"
-    return RunDir.create(name, key, preset=key, out=out, run_id=run_id, lock=True)
+    run = RunDir.create(name, key, preset=key, out=out, run_id=run_id, lock=True)
+    # The code that analyses (and, for new cells, trains): the report marks a result whose
+    # code differs from the checkout's.
+    run.update_config(code_commit=git_commit(), code_dirty=git_dirty())
+    return run
 
 
 def publish(module, run_dir, dest) -> Path:

@@ -1,112 +1,116 @@
-"""Claims C3 and C5 (and C4 late in the run): do very deep V1 nets train slowly at first?
+"""Claims C2, C3 and C4: the first iterations of deep V1 and V2 nets (He et al. 2016, Fig. 1).
 
-The experiment of ``experiments/early_training.py``, which trains V1 and V2 at depths 20 …
-1001 from the same seeds — a seed fixes the initialisation stream, the batches and the
-augmentation, so V1 and V2 of a seed see the same data in the same order — for the first
-iterations of He et al.'s recipe (paper Fig. 1), probing each unit's input and the last
-unit's output (norms, forward and backward) at evenly spaced steps.
+``experiments/early_training.py`` trains V1 (original unit) and V2 (full pre-activation) at
+bottleneck depths up to 1001 -- one width for the whole series -- from the same seeds (a seed
+fixes the initialisation stream, the batches and the augmentation), for the first iterations
+of the paper's 64k-iteration schedule: lr 0.01 until the training error is below 80% (at most
+400 iterations), then 0.1. It probes every unit's input and output (norms, forward and
+backward) and sum (the share the after-addition ReLU cuts) at evenly spaced steps.
 
-Per net (``summary.csv``), from the training loss of every iteration (train mode, the loss
-of that iteration's batch; the unit of replication is the seed):
+Per net (``summary.csv``):
 
-``auc``               area under the loss curve / iterations = the mean training loss over
-                      the run (the primary measure: it integrates "slow at first");
-``loss_q25`` …        the loss at 25%, 50% and 100% of the run: the mean over the window of
-``loss_q100``         ``WINDOW_FRACTION`` of the run that ends at that iteration;
-``steps_to``          the first iteration at which that windowed loss is at most
-                      ``THRESHOLD_FRACTION`` x ln(classes) (half the chance-level loss);
-                      a net that never gets there is censored at iterations + 1 (noted);
-``abs_log_rho_ratio`` C4 at the last probed step: |log10 rho_first / rho_last|, rho =
-                      ||dL/dx|| ||x|| (``analysis.signal_propagation.transmission``), and the
-                      raw gradient ratio ``abs_log_grad_ratio``.
+``err_window``     the mean training error (train mode, each iteration's batch) over the
+                   window (``WINDOW`` of the run: iterations 151-250 of 250 in the quick
+                   preset), after every net's warm-up: how far a net got at lr 0.1, without
+                   rewarding a low starting loss; iterations after a divergence count as
+                   chance error (a diverged net did not train);
+``warmup_end``     iterations at lr 0.01 (NaN: the warm-up never ended);
+``loss_rel``       the mean loss over the window / the mean loss of the 10 iterations before
+                   lr reached 0.1;
+``steps_to_half``  the first iteration after the warm-up at which the 10-iteration mean
+                   error is at most 50% (``censored`` at the run's length if never);
+``rho_init``,      |log10 rho_first / rho_last| at the first and last probed step, rho =
+``rho_last``       ||dL/dx|| ||x|| (first unit's input, last unit's output; 0 = the signal
+                   reaches every unit alike, ``analysis.signal_propagation.transmission``);
+``grad_cut_*``,    V1's after-addition ReLU: the share of gradient / shortcut energy / the
+``shortcut_cut_*`` share of negative sums, mean over units, at init, at the last probed step
+``frac_neg_*``     and averaged over the probed steps (V2's f is the identity: 0).
 
-Claims rows, every test paired by seed, effect V1 − V2 (lower is better for every measure,
-so "greater" states a V2 advantage, ``analysis.claims``' convention):
+The primary tests (``PRIMARY``, declared here before any data; Holm within a claim):
 
-C3  per depth: each loss measure. The AUC row counts for C7 (``for_c7``); the other loss
-    rows describe the same curves and carry ``for_c7=False`` so that a depth is not counted
-    several times.
-C4  per depth, at the last probed step ("late" = the end of this run): the rho gap
-    (``for_c7``) and the raw gradient gap (``for_c7=False``).
-C5  the depth from which the AUC gap is significant at it and every deeper depth (with a
-    seed bootstrap), against the article's "about 164" — within each unit block, since the
-    paper's nets switch from basic units (20–110) to bottleneck units (164, 1001) exactly
-    there (the quick preset adds bottleneck nets of 29 and 65 layers); and, below 164
-    layers, whether the AUC gap is practically zero (equivalence within 5% of V2's AUC;
-    ``for_c7=False``).
-
-``draw_figures(run_dir)`` redraws ``c3_loss_curves``, ``c3_c5_gap_vs_depth`` and
-``c4_late_transmission`` from the CSVs alone.
+C2  V1 at 1001 layers: the share of gradient energy the after-addition ReLU stops (mean over
+    units and probed steps) exceeds 1%.
+C3  at 1001 layers: ``err_window`` V1 − V2 > 0, margin 5 points.
+C4  at 1001 layers: ``rho_init`` and ``rho_last`` V1 − V2 > 0, margin 0.3 decades.
+A primary depth missing from a run (e.g. the smoke preset) is "not testable here". Secondary
+rows: the same measures at the other depths, loss_rel, steps_to_half (censored sign test),
+and He et al.'s two statements on the ReLU's cut: more frequent at 1000 layers than at 164
+(equal width), and fading with training.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from resnet_lab import plotting, settings
+from resnet_lab.runs import read_table
+from resnet_lab.schedule import PAPER_ITERATIONS, Schedule
+from resnet_lab.sweep import Cell
 
-from resnet_lab import plotting, settings  # noqa: E402
-from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import read_table  # noqa: E402
-from resnet_lab.schedule import Schedule  # noqa: E402
-from resnet_lab.sweep import Cell  # noqa: E402
+from . import claims as C
+from .cells import train_context
+from .figures import band, gap_axis, seeds_dots, verdict_legend
+from .signal_propagation import transmission
+from .tables import version_label
 
-from . import claim_helpers as H  # noqa: E402
-from . import claims as C  # noqa: E402
-from .cells import train_context  # noqa: E402
-from .signal_propagation import transmission  # noqa: E402
-
-NAME = EXPERIMENT = "early_training"
+NAME = "early_training"
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: 20.5 minutes with one thread (measured, reference run).
-    "quick": dict(depths=[20, 29, 56, 65, 110, 164, 1001], widths={"basic": 16, "bottleneck": 4},
-                  seeds=[0, 1, 2, 3, 4], steps=81, checkpoints=5, lr=0.1, batch_size=128,
+    # 2 CPU cores, nothing downloaded: digits 8x8, the bottleneck series at width 4 (1001
+    # layers at the paper's width 16 does not fit the time), 5 seeds, the first 250 iterations.
+    "quick": dict(depths=[29, 65, 164, 1001], widths={"basic": 16, "bottleneck": 4},
+                  seeds=[0, 1, 2, 3, 4], steps=250, checkpoints=6, lr=0.1, batch_size=128,
                   dataset="digits"),
-    # He et al. Fig. 1: CIFAR-10 at the paper's width, the first 4,000 iterations; a GPU.
-    "paper": dict(depths=[20, 29, 56, 65, 110, 164, 1001], widths={"basic": 16, "bottleneck": 16},
-                  seeds=[0, 1, 2, 3, 4], steps=4000, checkpoints=5, lr=0.1, batch_size=128,
+    # He et al. Fig. 1: CIFAR-10 at the paper's width, the first 10,000 iterations; a GPU.
+    "paper": dict(depths=[164, 1001], widths={"basic": 16, "bottleneck": 16},
+                  seeds=[0, 1, 2, 3, 4], steps=10_000, checkpoints=11, lr=0.1, batch_size=128,
                   dataset="cifar10"),
     # seconds: what the tests run.
-    "smoke": dict(depths=[20, 29, 32, 47], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2],
-                  steps=6, checkpoints=2, lr=0.1, batch_size=16, dataset="digits"),
+    "smoke": dict(depths=[20, 29, 47], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2],
+                  steps=10, checkpoints=3, lr=0.1, batch_size=16, dataset="digits"),
 }
 OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "lr", "dataset")
 VERSIONS = ("original", "full_preact")
-PROBE_TAPS = ("input", "output")
-PROBE_STATS = ("norm",)
-FRACTIONS = (0.25, 0.5, 1.0)
-WINDOW_FRACTION = 0.1
-THRESHOLD_FRACTION = 0.5
-CELL = ["depth", "version", "seed"]
-FILES = ("config.json", "claims.csv", "cells.csv", "summary.csv")
-LOSS_MEASURES = [("auc", "area under the training-loss curve / iterations (mean loss), V1 − V2", True)]
-LOSS_MEASURES += [(f"loss_q{round(f * 100)}", f"training loss at {round(f * 100)}% of the run "
-                   f"(windowed mean), V1 − V2", False) for f in FRACTIONS]
-LOSS_MEASURES += [("steps_to", "iterations until the windowed loss reaches half the chance "
-                   "loss (censored: iterations + 1), V1 − V2", False)]
+WINDOW = (0.6, 1.0)          # err_window: iterations (0.6 S, S] of an S-iteration run
+SMOOTH = 10                  # iterations of the running mean behind steps_to_half and loss_rel
+HALF = 0.5
+PRIMARY_DEPTH = 1001
+# The primary tests: claim -> (measure, what it is, direction, margin, why that margin).
+PRIMARY = {
+    "C2": ("grad_cut_mean", "V1: share of gradient energy the after-addition ReLU stops, mean "
+           "over units and probed steps, minus 1%", "greater", 0.0,
+           "the null is 1% of the gradient energy: a smaller cut could not slow training"),
+    "C3": ("err_window", "training error over the window at lr 0.1 (mean of batches), V1 − V2",
+           "greater", 0.05, "5 points of training error: about the seed-to-seed spread of one "
+           "version in the pilot runs; a smaller gap is not a visibly slower start"),
+    "C4": ("rho", "|log10 rho_first / rho_last|, rho = ||dL/dx|| ||x||, V1 − V2", "greater", 0.3,
+           "0.3 decades = a factor 2 between the net's two ends; smaller gaps lie within the "
+           "spread between seeds of one version"),
+}
+PROBE = dict(taps=("input", "output", "sum"), stats=("norm", "shortcut_cut", "grad_cut", "frac_neg"),
+             param_grads=False)
+CUTS = ("grad_cut", "shortcut_cut", "frac_neg")
+NET = ["depth", "version", "seed"]
+FILES = ("config.json", "claims.csv", "cells.csv", "summary.csv", "cuts.csv")
 
 
 # --------------------------------------------------------------------------- settings, cells
 def parse_settings(argv=None) -> dict:
     """The command line, resolved and checked (nothing is written)."""
     p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/early_training.py")
-    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3)
-    first_iterations(s)
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_checkpoints=2)
+    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
+    s["eval_every"] = s["steps"]
+    # The first iterations of the paper's 64k-iteration run: warm-up, then lr, no division yet.
+    s["schedule"] = Schedule.paper(max(PAPER_ITERATIONS, 2 * s["steps"]), s["lr"]).as_dict()
     return s
 
 
-def first_iterations(s):
-    """probe_every, eval_every and the schedule of He et al.'s first iterations: lr 0.01 for
-    the first 400 (their warm-up), then ``lr``."""
-    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
-    s["eval_every"] = -(-s["steps"] // s["probe_every"]) * s["probe_every"]
-    s["schedule"] = Schedule(s["steps"], lr=s["lr"], warmup_max_steps=min(400, s["steps"]),
-                             warmup_error=None).as_dict()
+def window(s) -> list:
+    """The iterations (first, last] of ``err_window``: the end of the run."""
+    return [round(WINDOW[0] * s["steps"]), s["steps"]]
 
 
 def cells(s) -> list:
@@ -115,228 +119,258 @@ def cells(s) -> list:
 
 
 def context(s) -> dict:
-    return train_context(s, probe=dict(taps=PROBE_TAPS, stats=PROBE_STATS, param_grads=False))
+    return train_context(s, probe=PROBE)
 
 
 def describe(s) -> str:
     return (f"early_training ({s['preset']}): {len(cells(s))} nets (V1, V2) on {s['dataset']}, "
             f"depths {s['depths']} ({settings.describe_widths(s['widths'])}), seeds {s['seeds']}, "
-            f"{s['steps']} steps of {s['batch_size']} (lr 0.01 for "
-            f"{s['schedule']['warmup_max_steps']}, then {s['lr']}), unit norms probed every "
-            f"{s['probe_every']}, on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
+            f"the first {s['steps']} iterations of batch {s['batch_size']} (lr 0.01 until the "
+            f"training error < 80%, then {s['lr']}); window {window(s)}; probed every "
+            f"{s['probe_every']}; on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
-def analyse(run, tables, cells_table, *, dataset, num_classes, preset):
+def analyse(run, tables, cells_table, s, *, num_classes) -> pd.DataFrame:
     """Write the run's tables, summary and claims; returns the summary."""
+    train, probe = tables["train"], tables["probe"]
     run.write_csv("cells.csv", cells_table)
-    run.write_csv("train.csv", tables["train"])
-    run.write_csv("probe.csv.gz", tables["probe"])
-    table = summary(tables["train"], tables["probe"], num_classes=num_classes)
+    run.write_csv("train.csv.gz", train)
+    run.write_csv("probe.csv.gz", probe)
+    cuts = cut_table(probe)
+    run.write_csv("cuts.csv", cuts)
+    table = summary(train, probe, cuts, window=window(s), num_classes=num_classes)
     run.write_csv("summary.csv", table)
-    C.append_claims(run.path, claims_rows(table, dataset=dataset, preset=preset))
+    C.write_claims(run.path, claims_rows(table, dataset=s["dataset"]))
     return table
 
 
 # --------------------------------------------------------------------------- tables
-def train_loss(train: pd.DataFrame) -> pd.DataFrame:
-    rows = train[(train["split"] == "train") & (train["metric"] == "loss")]
-    return rows.sort_values(CELL + ["step"], kind="stable")
+def training_curves(train: pd.DataFrame) -> pd.DataFrame:
+    """One row per net and iteration: loss, error and lr side by side."""
+    rows = train[train["split"] == "train"]
+    wide = rows.pivot_table(index=NET + ["width", "step"], columns="metric", values="value",
+                            aggfunc="first").reset_index()
+    wide.columns.name = None
+    return wide.sort_values(NET + ["step"], kind="stable").reset_index(drop=True)
 
 
-def loss_measures(train: pd.DataFrame, *, num_classes: int) -> pd.DataFrame:
-    """One row per net: the loss measures of the module docstring."""
-    loss = train_loss(train)
-    threshold = THRESHOLD_FRACTION * math.log(num_classes)
-    out = []
-    for key, part in loss.groupby(CELL):
-        values = part["value"].to_numpy(float)
-        steps = part["step"].to_numpy(int)
-        total = int(steps.max())
-        window = max(1, round(WINDOW_FRACTION * total))
-        smooth = pd.Series(values).rolling(window, min_periods=1).mean().to_numpy()
-        row = dict(zip(CELL, key))
-        row["width"] = int(part["width"].iloc[0]) if "width" in part else None
-        row["iterations"] = total
-        row["auc"] = float(np.mean(values))
-        for f in FRACTIONS:
-            at = max(1, round(f * total))
-            row[f"loss_q{round(f * 100)}"] = float(smooth[np.searchsorted(steps, at)])
-        reached = np.nonzero(smooth <= threshold)[0]
-        row["steps_to"] = int(steps[reached[0]]) if len(reached) else total + 1
-        row["censored"] = not len(reached)
-        row["threshold"] = threshold
-        row["window"] = window
-        row["diverged"] = not np.all(np.isfinite(values))
-        out.append(row)
-    return pd.DataFrame(out)
+def loss_measures(curve: pd.DataFrame, *, window, steps, chance) -> dict:
+    """The training measures of one net's curve (see the module docstring)."""
+    curve = curve.sort_values("step")
+    lr = curve["lr"].to_numpy()
+    warm = np.nonzero(lr > lr[0])[0] if len(lr) else []
+    warmup_end = int(curve["step"].iloc[warm[0]] - 1) if len(warm) else np.nan
+    error = pd.Series(curve["error"].to_numpy(), index=curve["step"].to_numpy())
+    finite = np.isfinite(curve["loss"].to_numpy())
+    diverged = int(curve["step"].iloc[np.argmin(finite)]) if not finite.all() else np.nan
+    full = error.reindex(range(1, steps + 1))
+    if np.isfinite(diverged):
+        full[full.index >= diverged] = chance        # a diverged net did not train
+    full = full.fillna(chance)
+    err_window = float(full.loc[window[0] + 1: window[1]].mean())
+    loss = pd.Series(curve["loss"].to_numpy(), index=curve["step"].to_numpy())
+    loss_rel = np.nan
+    if np.isfinite(warmup_end) and warmup_end >= 1:
+        before = loss.loc[max(1, warmup_end - SMOOTH + 1): warmup_end].mean()
+        loss_rel = float(loss.loc[window[0] + 1: window[1]].mean() / before)
+    smooth = full.rolling(SMOOTH, min_periods=1).mean()
+    after = smooth[smooth.index > (warmup_end if np.isfinite(warmup_end) else steps)]
+    reached = after[after <= HALF]
+    return {"warmup_end": warmup_end, "window_start": window[0], "window_end": window[1],
+            "err_window": err_window, "loss_rel": loss_rel,
+            "steps_to_half": int(reached.index[0]) if len(reached) else steps,
+            "censored": not len(reached), "diverged_at": diverged,
+            "loss_init": float(loss.iloc[0]) if len(loss) else np.nan}
 
 
-def summary(train: pd.DataFrame, probe: pd.DataFrame | None, *, num_classes: int) -> pd.DataFrame:
-    """Loss measures and, where probed, the C4 transmission at the first and last probed step."""
-    table = loss_measures(train, num_classes=num_classes)
-    if probe is not None and len(probe):
-        gaps = transmission(probe, CELL)
-        first = gaps[gaps["step"] == gaps.groupby(CELL)["step"].transform("min")]
-        last = gaps[gaps["step"] == gaps.groupby(CELL)["step"].transform("max")]
-        cols = ["abs_log_rho_ratio", "abs_log_grad_ratio", "log_rho_ratio", "log_grad_ratio"]
-        table = table.merge(first[CELL + cols].add_suffix("_init").rename(
-            columns={f"{c}_init": c for c in CELL}), on=CELL, how="left")
-        table = table.merge(last[CELL + cols + ["step"]].rename(columns={"step": "probe_step"}),
-                            on=CELL, how="left")
-    return table.sort_values(CELL, kind="stable").reset_index(drop=True)
+def cut_table(probe: pd.DataFrame) -> pd.DataFrame:
+    """Per net and probed step: the after-addition function's cuts, mean over units."""
+    rows = probe[(probe["tap"] == "sum") & probe["stat"].isin(CUTS)]
+    table = rows.groupby(NET + ["width", "step", "stat"])["value"].mean().unstack("stat")
+    table.columns.name = None
+    return table.reset_index()
+
+
+def summary(train, probe, cuts, *, window, num_classes) -> pd.DataFrame:
+    """One row per net: the measures of the module docstring."""
+    curves = training_curves(train)
+    steps = int(curves["step"].max())
+    chance = 1 - 1 / num_classes
+    rows = [{**dict(zip(NET + ["width"], key)), **loss_measures(part, window=window, steps=steps,
+                                                                   chance=chance)}
+            for key, part in curves.groupby(NET + ["width"])]
+    table = pd.DataFrame(rows).set_index(NET)
+    gaps = transmission(probe, NET)
+    first = gaps[gaps["step"] == gaps.groupby(NET)["step"].transform("min")].set_index(NET)
+    last = gaps[gaps["step"] == gaps.groupby(NET)["step"].transform("max")].set_index(NET)
+    table["rho_init"], table["rho_last"] = first["abs_log_rho_ratio"], last["abs_log_rho_ratio"]
+    table["grad_ratio_init"], table["grad_ratio_last"] = first["abs_log_grad_ratio"], last["abs_log_grad_ratio"]
+    table["probe_step_last"] = last["step"]
+    by = cuts.groupby(NET)
+    for stat in CUTS:
+        table[f"{stat}_init"] = cuts.loc[by["step"].idxmin()].set_index(NET)[stat]
+        table[f"{stat}_last"] = cuts.loc[by["step"].idxmax()].set_index(NET)[stat]
+        table[f"{stat}_mean"] = by[stat].mean()
+    return table.reset_index().sort_values(NET, kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- claims
-def claims_rows(table: pd.DataFrame, *, dataset: str, preset: str) -> list[dict]:
-    """The rows of the module docstring. Depths are grouped by unit block (basic units with
-    zero-padding shortcuts, bottleneck units with projections): the paper's nets change block
-    between 110 and 164 layers, so C5's threshold is found within each block."""
+def claims_rows(table: pd.DataFrame, *, dataset: str) -> list[dict]:
+    """The primary and secondary rows of the module docstring."""
+    depths = sorted(table["depth"].unique())
+    extra = dict(dataset=dataset)
+    rows = c2_rows(table, depths, extra)
+    measure, text, direction, margin, reason = PRIMARY["C3"]
+    for depth in [PRIMARY_DEPTH] + [d for d in depths if d != PRIMARY_DEPTH]:
+        role = "primary" if depth == PRIMARY_DEPTH else "secondary"
+        rows += C.paired_rows(table, measure, claim="C3", role=role, experiment=NAME, measure=text,
+                              depths=[depth], direction=direction, margin=margin,
+                              margin_reason=reason, **extra)
+    rows += C.paired_rows(table, "loss_rel", claim="C3", role="secondary", experiment=NAME,
+                          measure="loss over the window / loss when lr reached 0.1, V1 − V2",
+                          depths=depths, **extra)
+    rows += censored_rows(table, depths, extra)
+    rows += c4_rows(table, depths, extra)
+    return rows
+
+
+def c2_rows(table, depths, extra) -> list[dict]:
+    measure, text, direction, margin, reason = PRIMARY["C2"]
+    v1 = table[table["version"] == 1]
+    deep = v1[v1["depth"] == PRIMARY_DEPTH]
+    result = C.one_sample(deep[measure], null=0.01, direction=direction, margin=margin) if len(deep) \
+        else C.not_testable(0, f"no {PRIMARY_DEPTH}-layer V1 net in this run")
+    rows = [C.claim_row("C2", "primary", NAME, text, PRIMARY_DEPTH, result, margin_reason=reason,
+                        **extra)]
+    if len(depths) > 1:       # He et al. §4.1 (a): more frequent at 1000 layers (equal width)
+        deepest, ref = depths[-1], depths[-2]
+        for stat in CUTS:
+            a, b = v1[v1["depth"] == deepest], v1[v1["depth"] == ref]
+            result = C.independent_difference(a[f"{stat}_init"], b[f"{stat}_init"])
+            rows.append(C.claim_row("C2", "secondary", NAME, f"V1 {stat} at init (mean over units): "
+                                    f"{deepest} − {ref} layers", int(deepest), result, **extra))
+    for depth in depths:      # (b) after some training the cut fades
+        part = v1[v1["depth"] == depth]
+        for stat in CUTS:
+            result = C.paired_difference(part[f"{stat}_init"], part[f"{stat}_last"])
+            rows.append(C.claim_row("C2", "secondary", NAME, f"V1 {stat}: at init − at the last "
+                                    "probed step (the cut fades)", int(depth), result, **extra))
+    return rows
+
+
+def censored_rows(table, depths, extra) -> list[dict]:
     rows = []
-    table = table.copy()
-    table["block"] = [resolve_cifar_block(int(d)) for d in table["depth"]]
-    for block, part_table in table.groupby("block"):
-        extra = dict(dataset=dataset, block=block, preset=preset)
-        auc_rows, auc_diffs = [], {}
-        for column, measure, for_c7 in LOSS_MEASURES:
-            part, diffs = H.paired_rows(part_table, column, claim="C3", experiment=EXPERIMENT,
-                                        measure=measure, for_c7=for_c7, **extra)
-            if column == "steps_to":
-                for row in part:
-                    censored = table[(table["depth"] == row["depth"]) & table["censored"]]
-                    if len(censored):
-                        versions = sorted(f"V{v}" for v in censored["version"].unique())
-                        row["note"] = "; ".join(x for x in (
-                            row["note"], f"{len(censored)} nets never reached the threshold "
-                            f"({', '.join(versions)})") if x)
-            rows += part
-            if column == "auc":
-                auc_rows, auc_diffs = part, diffs
-        if "abs_log_rho_ratio" in table.columns:
-            step = int(table["probe_step"].max())
-            for column, text, for_c7 in (
-                    ("abs_log_rho_ratio", "|log10 rho_first / rho_last| (rho = ||dL/dx|| ||x||)",
-                     True),
-                    ("abs_log_grad_ratio", "|log10 ||g_first|| / ||g_last||| (raw gradient)",
-                     False)):
-                part, _ = H.paired_rows(part_table, column, claim="C4", experiment=EXPERIMENT,
-                                        measure=f"{text} at step {step} (late in this run), "
-                                                "V1 − V2", for_c7=for_c7, step=step, **extra)
-                rows += part
-        if len(auc_rows) >= 2:
-            row, _ = H.threshold_from(auc_rows, auc_diffs, experiment=EXPERIMENT,
-                                      measure=f"depth from which V1's AUC gap (C3) is "
-                                              f"significant, {block} units", **extra)
-            rows.append(row)
-        rows += H.equivalence_rows(part_table, "auc", experiment=EXPERIMENT,
-                                   measure="AUC of the training loss, V1 − V2 equivalent to 0 "
-                                           "(within 5% of V2's)", **extra)
+    for depth in depths:
+        part = table[table["depth"] == depth].pivot_table(
+            index="seed", columns="version", values=["steps_to_half", "censored"], aggfunc="first")
+        if part.empty or 1 not in part["censored"].columns or 2 not in part["censored"].columns:
+            continue
+        result = C.paired_censored(part["steps_to_half"][1], part["steps_to_half"][2],
+                                   censored_a=part["censored"][1].astype(bool),
+                                   censored_b=part["censored"][2].astype(bool))
+        rows.append(C.claim_row("C3", "secondary", NAME, "iterations until the 10-iteration mean "
+                                "training error is at most 50%, V1 − V2", int(depth), result, **extra))
+    return rows
+
+
+def c4_rows(table, depths, extra) -> list[dict]:
+    _, text, direction, margin, reason = PRIMARY["C4"]
+    rows = []
+    for column, when in (("rho_init", "at initialisation"), ("rho_last", "at the last probed step")):
+        for depth in [PRIMARY_DEPTH] + [d for d in depths if d != PRIMARY_DEPTH]:
+            role = "primary" if depth == PRIMARY_DEPTH else "secondary"
+            rows += C.paired_rows(table, column, claim="C4", role=role, experiment=NAME,
+                                  measure=f"{text}, {when}", depths=[depth], direction=direction,
+                                  margin=margin, margin_reason=reason, **extra)
+    rows += C.paired_rows(table, "grad_ratio_last", claim="C4", role="secondary", experiment=NAME,
+                          measure="|log10 ||g_first|| / ||g_last|||, raw gradient, at the last "
+                                  "probed step, V1 − V2", depths=depths, **extra)
     return rows
 
 
 # --------------------------------------------------------------------------- figures
-def figure_loss(train: pd.DataFrame, folder, name="c3_loss_curves"):
-    """He et al. Fig. 1 on our data: training loss vs iteration, V1 vs V2, per depth (line:
-    mean over seeds of the windowed loss, band: range; thin: each seed's raw loss)."""
-    loss = H.version_label(train_loss(train))
-    depths = sorted(loss["depth"].unique())
-    total = int(loss["step"].max())
-    window = max(1, round(WINDOW_FRACTION * total))
-    loss["smooth"] = loss.groupby(CELL)["value"].transform(
-        lambda s: s.rolling(window, min_periods=1).mean())
-
-    def draw(ax, depth, part):
-        for version, color in plotting.VERSION_COLORS.items():
-            rows = part[part["version"] == version]
-            if rows.empty:
-                continue
-            for _, seed in rows.groupby("seed"):
-                ax.plot(seed["step"], seed["value"], color=color, lw=0.4, alpha=0.25)
-            prof = rows.groupby("step")["smooth"].agg(["mean", "min", "max"])
-            ax.plot(prof.index, prof["mean"], color=color, lw=1.6,
-                    label=plotting.VERSION_LABELS[version])
-            ax.fill_between(prof.index, prof["min"], prof["max"], color=color, alpha=0.2, lw=0)
-        width = int(part["width"].iloc[0]) if "width" in part else None
-        ax.set_title(f"{depth} layers" + (f" (width {width})" if width else ""))
+def figure_training(train: pd.DataFrame, table: pd.DataFrame, folder, name="c3_training_error"):
+    """Fig. 1 on our data: training error (10-iteration mean) per depth, V1 vs V2 (line: mean
+    over seeds, band: range), the window of ``err_window`` shaded."""
+    curves = version_label(training_curves(train))
+    curves["smooth"] = curves.groupby(NET)["error"].transform(
+        lambda e: e.rolling(SMOOTH, min_periods=1).mean()) * 100
+    depths = sorted(curves["depth"].unique())
+    fig, axes = plotting.new_figure("two", 1.9, 1, len(depths), sharey=True)
+    for ax, depth in zip(axes[0], depths):
+        for version in ("V1", "V2"):
+            prof = curves[(curves["depth"] == depth) & (curves["version"] == version)] \
+                .groupby("step")["smooth"].agg(["mean", "min", "max"])
+            band(ax, prof.index, prof["mean"], prof["min"], prof["max"], version)
+        at = table[table["depth"] == depth]
+        ax.axvspan(at["window_start"].iloc[0], at["window_end"].iloc[0], color="0.9", zorder=0, lw=0)
+        ax.set_title(f"{depth} layers, width {int(table.loc[table['depth'] == depth, 'width'].iloc[0])}")
         ax.set_xlabel("iteration")
-        ax.set_yscale("log")
-
-    fig, axes = H.draw_per_depth(loss, depths, draw, sharey=True)
-    axes[0][0].set_ylabel("training loss")
-    axes[0][-1].legend(loc="upper right", fontsize=7)
-    return H.finish_plot(fig, folder, name, f"C3: the first {total} iterations (He et al. "
-                         f"Fig. 1); bold: mean over seeds of the {window}-iteration mean")
+    axes[0][0].set_ylabel("training error (%)")
+    axes[0][-1].legend(loc="upper right")
+    return plotting.save_figure(fig, folder, name)
 
 
-def figure_gap(claims: pd.DataFrame, folder, name="c3_c5_gap_vs_depth"):
-    """The AUC gap and the end-of-run loss gap (V1 − V2) with 95% CIs against depth, and
-    C5's threshold bracket."""
-    c3 = claims[claims["claim"] == "C3"]
-    c5 = claims[(claims["claim"] == "C5") & claims["depth"].isna()]
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
-    colors = {"basic": "#999999", "bottleneck": "#000000"}
-    for k, (block, rows) in enumerate(c3.groupby("block")):
-        auc = rows[rows["measure"].str.startswith("area under")]
-        th = c5[c5["block"] == block]
-        H.gap_axis(axes[0], auc, label=f"{block} units", color=colors.get(block, "C0"),
-                   offset=1.0 + 0.03 * k, threshold=th.iloc[0].to_dict() if len(th) else None)
-        end = rows[rows["measure"].str.startswith("training loss at 100%")]
-        H.gap_axis(axes[1], end, label=f"{block} units", color=colors.get(block, "C0"),
-                   offset=1.0 + 0.03 * k)
-    axes[0].set_ylabel("V1 − V2 (> 0: V2 trains faster)")
-    axes[0].set_title("area under the training-loss curve")
-    axes[1].set_title("training loss at the end of the run (windowed mean)")
-    for ax in axes:
-        ax.set_xlabel("depth (layers)")
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + H.verdict_legend(), fontsize=7, loc="upper left",
-                  bbox_to_anchor=(1.0, 1.0))
-    return H.finish_plot(fig, folder, name, "C3/C5: V1's gap to V2 in the first iterations, "
-                         "95% CI (paired by seed)")
+def figure_gap(claims: pd.DataFrame, folder, name="c3_gap_vs_depth"):
+    """``err_window`` V1 − V2 with its 95% CI against depth."""
+    rows = claims[(claims["claim"] == "C3") & claims["measure"].str.startswith("training error")]
+    fig, axes = plotting.new_figure("one", 2.2)
+    ax = axes[0][0]
+    gap_axis(ax, rows.assign(effect=rows["effect"] * 100, ci_low=rows["ci_low"] * 100,
+                             ci_high=rows["ci_high"] * 100), label="V1 − V2")
+    ax.axhline(PRIMARY["C3"][3] * 100, color="0.5", lw=0.6, ls=":")
+    ax.set_ylabel("V1 − V2, training error\nover the window (points)")
+    verdict_legend(ax)
+    return plotting.save_figure(fig, folder, name)
 
 
-def figure_transmission(table: pd.DataFrame, folder, name="c4_late_transmission"):
-    """|log10 rho_first / rho_last| per net at init and at the last probed step, V1 vs V2."""
-    if "abs_log_rho_ratio" not in table.columns:
-        return []
-    t = H.version_label(table)
-    depths = sorted(t["depth"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
-    for ax, (column, title) in zip(axes, (("abs_log_rho_ratio_init", "initialisation"),
-                                          ("abs_log_rho_ratio",
-                                           f"step {int(t['probe_step'].max())}"))):
-        for k, depth in enumerate(depths):
-            part = t[t["depth"] == depth].pivot_table(index="seed", columns="version",
-                                                      values=column)
-            for _, r in part.iterrows():
-                if {"V1", "V2"} <= set(r.index):
-                    ax.plot([k - 0.15, k + 0.15], [r["V1"], r["V2"]], color="0.75", lw=0.8)
-            for version, dx in (("V1", -0.15), ("V2", 0.15)):
-                if version in part.columns:
-                    ax.scatter(np.full(len(part), k + dx), part[version], s=20,
-                               color=plotting.VERSION_COLORS[version],
-                               label=plotting.VERSION_LABELS[version] if k == 0 else None)
-        ax.set_xticks(range(len(depths)), [str(d) for d in depths])
-        ax.set_xlabel("depth (layers)")
+def figure_transmission(table: pd.DataFrame, folder, name="c4_transmission"):
+    """|log10 rho_first / rho_last| per net at init and at the last probed step."""
+    depths = sorted(table["depth"].unique())
+    fig, axes = plotting.new_figure("two", 2.0, 1, 2, sharey=True)
+    for ax, (column, title) in zip(axes[0], (("rho_init", "initialisation"),
+                                             ("rho_last", "last probed step"))):
+        seeds_dots(ax, table, column, depths)
         ax.set_title(title)
-    axes[0].set_ylabel("|log10 rho_first / rho_last|\n(0: the signal reaches every unit alike)")
-    axes[1].legend(loc="upper left", fontsize=7)
-    return H.finish_plot(fig, folder, name, "C4: signal transmission through the whole net, "
-                         "one dot per seed (grey: same seed)")
+    axes[0][0].set_ylabel(r"$|\log_{10} \rho_{first} / \rho_{last}|$")
+    axes[0][1].legend(loc="upper left")
+    return plotting.save_figure(fig, folder, name)
+
+
+def figure_cuts(cuts: pd.DataFrame, folder, name="c2_cut_over_training"):
+    """V1's after-addition ReLU over the first iterations: mean over units and seeds."""
+    v1 = cuts[cuts["version"] == 1]
+    depths = sorted(v1["depth"].unique())
+    colors = dict(zip(depths, matplotlib.colormaps["viridis"](np.linspace(0, 0.85, len(depths)))))
+    fig, axes = plotting.new_figure("two", 2.0, 1, len(CUTS))
+    labels = {"grad_cut": "gradient energy cut", "shortcut_cut": "shortcut energy cut",
+              "frac_neg": "share of sums y < 0"}
+    for ax, stat in zip(axes[0], CUTS):
+        for depth in depths:
+            mean = v1[v1["depth"] == depth].groupby("step")[stat].mean()
+            ax.plot(mean.index, mean.values, color=colors[depth], marker="o", label=f"{depth} layers")
+        ax.set_title(labels[stat])
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("V1, mean over units")
+    axes[0][-1].legend(loc="best")
+    return plotting.save_figure(fig, folder, name)
 
 
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
     run_dir = Path(run_dir)
-    train = read_table(run_dir, "train", "an early_training run folder")
-    table = read_table(run_dir, "summary", "an early_training run folder")
+    what = "an early_training run folder"
+    train = read_table(run_dir, "train", what)
+    table = read_table(run_dir, "summary", what)
+    cuts = read_table(run_dir, "cuts", what)
     claims = C.read_claims(run_dir / C.CLAIMS_FILE)
     plotting.set_style()
     folder = run_dir / "figures"
-    return (figure_loss(train, folder) + figure_gap(claims, folder)
-            + figure_transmission(table, folder))
+    return (figure_training(train, table, folder) + figure_gap(claims, folder)
+            + figure_transmission(table, folder) + figure_cuts(cuts, folder))
 
 
 def published_tables(run_dir) -> dict:
-    """The training rows, the train loss only."""
+    """The training loss, error and lr rows (every iteration; the figures and measures use them)."""
     train = read_table(run_dir, "train", "an early_training run folder")
-    return {"train.csv.gz": train[(train["split"] == "train") & (train["metric"] == "loss")]}
+    return {"train.csv.gz": train[(train["split"] == "train") & (train["metric"] != "seconds")]}

@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 
 from resnet_lab import plotting, settings  # noqa: E402
 from resnet_lab.runs import read_table  # noqa: E402
-from resnet_lab.schedule import Schedule  # noqa: E402
+from resnet_lab.schedule import PAPER_ITERATIONS, Schedule  # noqa: E402
 from resnet_lab.sweep import Cell  # noqa: E402
 
 from .cells import train_context  # noqa: E402
@@ -54,8 +54,9 @@ def parse_settings(argv=None) -> dict:
     s["unit_kinds"] = settings.unit_kinds(s)
     s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
     s["eval_every"] = -(-s["steps"] // s["probe_every"]) * s["probe_every"]
-    s["schedule"] = Schedule(s["steps"], warmup_max_steps=min(400, s["steps"]),
-                             warmup_error=None).as_dict()
+    # The first iterations of the paper's 64k-iteration run: lr 0.01 until the training error
+    # is below 80%, then 0.1.
+    s["schedule"] = Schedule.paper(max(PAPER_ITERATIONS, 2 * s["steps"])).as_dict()
     return s
 
 

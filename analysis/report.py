@@ -1,412 +1,343 @@
-"""REPORT.md: every claim of the article next to the evidence the experiments committed.
+"""REPORT.md: the article's claims answered in one screen, each tied to its evidence.
 
-Reads ``<results>/*/claims.csv`` (one folder per experiment), the PNG figures in each
-folder's ``figures/`` and each folder's ``config.json``, and writes one section per claim
-C1–C7: the article's sentence (translated), what measures it, a table of the tests, the
-verdicts, the figures and the caveats. C7 is derived by rule (:func:`analysis.claims.derive_c7`).
-Nothing here decides a verdict: they come from the CSVs, which come from the verdict rule.
+Reads ``<results>/<experiment>/claims.csv``, ``config.json`` and ``figures/`` and writes:
 
-The output depends only on the input files: no timestamps, folders and rows in a stable
-order, numbers formatted one way. Rerunning on the same files gives the same bytes.
+* one table -- claim, the article's words (short), the answer, one sentence of why with the key
+  number and its interval, the figure that shows it -- also written as ``claims_summary.csv``;
+* one short section per claim: its primary test(s), a sentence on its secondary measures, the
+  caveats that apply to it;
+* the rules (how a test's verdict, a claim's answer and C7 follow), and where every result
+  came from (preset, data, widths, the commit; a result made by a commit whose code differs
+  from this checkout's is marked).
 
-Figures: a figure whose file name starts with claim ids (``c3_loss.png``, ``c3_c5_gap.png``,
-case-insensitive) appears only in those claims' sections; any other figure of an experiment
-appears in every claim section that experiment has rows for.
+A claim's answer comes from its primary rows alone (``analysis.claims.claim_verdict``); C1 has
+mechanism checks only, and C7 is derived from C3 and C5 by ``analysis.claims.C7_RULE``.
+The output depends only on the input files (and the checkout's commit): rerunning on the same
+files gives the same bytes.
 """
 from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from resnet_lab.runs import atomic_write
+from resnet_lab.runs import atomic_write, write_table
 
-from .claims import (C7_RULE, C7_SOURCES, CLAIMS_COLUMNS, CLAIMS_FILE, DETAIL_COLUMNS,
-                     VERDICT_RULE, VERDICTS, derive_c7, read_claims)
+from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_TESTABLE, claim_verdict,
+                     derive_c7, read_claims)
+
+SUMMARY_FILE = "claims_summary.csv"
+SUMMARY_COLUMNS = ["claim", "article", "answer", "why", "figure"]
+CODE = ("analysis", "probes", "resnet_lab", "experiments")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim: the article's sentence in English and Chinese, its restatement, its scripts."""
+    """One claim: the article's words, in English and Chinese, and where its evidence is."""
     id: str
-    title: str
-    article: str
-    original: str
-    restated: str
-    measured_by: str
-    scripts: tuple
+    article: str            # short, for the table
+    sentence: str           # the article's sentence, translated
+    original: str           # verbatim
+    figure: tuple           # (experiment, figure stem) that shows the answer
+    caveat: str             # what limits the answer in this suite's setting
+    measure: str = ""       # the primary measure, short, for the table
+    scale: float = 1.0      # shown as effect x scale (100: errors in points)
 
 
-# The article (a Chinese blog post summarising He et al. 2016) in the order it argues. The
-# originals are verbatim (after Unicode NFKC normalisation, which maps the source's radical
-# look-alikes such as ⽹ to 网); translations are literal; restatements follow DESIGN.md. 正则化 ("regularize") in the
-# article's C6 sentence refers to BN, i.e. normalization, and is translated so.
 CLAIMS = (
     Claim("C1", "V1's f is ReLU, V2's f is the identity",
           "From the formulas one sees that for V1, f is the ReLU function, while for V2 it is "
           "a direct identity mapping.",
           "结合计算公式,可以看出对于V1来说f为ReLU函数,而V2为直接的identity mapping(恒等映射)。",
-          "V1 applies f = ReLU after the addition; V2's f is the identity, so "
-          "x_{l+1} = x_l + F(x_l).",
-          "the unit formulas hold numerically at the taps",
-          ("signal_propagation",)),
-    Claim("C2", "In V1 the ReLU after the addition cuts the shortcut off",
-          "Because of the nature of ReLU, when the signal is negative the shortcut has no "
-          "effect.",
+          ("signal_propagation", "c1_formula_check"),
+          "True by construction of the units: it checks the instrument, not an outcome."),
+    Claim("C2", "in V1 the ReLU after the addition cuts the shortcut off",
+          "Because of the nature of ReLU, when the signal is negative the shortcut has no effect.",
           "因为ReLU的特性所致,信号为负时,shortcut不起作用",
-          "In V1, where the summed signal is negative, the ReLU after the addition cuts the "
-          "shortcut off.",
-          "the share of shortcut energy / gradient that the after-addition ReLU zeroes, per "
-          "unit, over depth and training",
-          ("relu_blocking",)),
-    Claim("C3", "Very deep V1 nets train very slowly at first",
-          "This brings two benefits: 1. optimizing deep networks (the paper's experiments use "
-          "a 1001-layer ResNet) is easier: because of the nature of ReLU, when the signal is "
-          "negative the shortcut has no effect, so training at the beginning is very slow.",
-          "这样做可以带来两个好处:1.对于深层的网络(论文实验中使用1001层的ResNet)优化来说更简单,"
-          "因为ReLU的特性所致,信号为负时,shortcut不起作用,所以初期训练会十分慢。",
-          "Hence very deep V1 nets (1001 layers) train very slowly at first; V2 does not.",
-          "training loss over the first iterations, V1 vs V2 at 1001 layers (paper Fig. 1)",
-          ("early_training",)),
-    Claim("C4", "With identity mappings the signal travels freely, early and late in training",
+          ("early_training", "c2_cut_over_training"),
+          "Measured over the first iterations only.",
+          "V1's share of gradient energy cut, minus 1% (points)", 100),
+    Claim("C3", "very deep V1 nets (1001 layers) train very slowly at first",
+          "Optimizing deep networks (the paper's experiments use a 1001-layer ResNet) is easier: "
+          "because of the nature of ReLU, when the signal is negative the shortcut has no effect, "
+          "so training at the beginning is very slow.",
+          "对于深层的网络(论文实验中使用1001层的ResNet)优化来说更简单,因为ReLU的特性所致,信号为负时,"
+          "shortcut不起作用,所以初期训练会十分慢。",
+          ("early_training", "c3_training_error"),
+          "The measure is the training error at lr 0.1 after each net's warm-up, so a high "
+          "starting loss earns nothing; the run covers the first iterations only.",
+          "training error at lr 0.1, V1 − V2 (points)", 100),
+    Claim("C4", "with identity mappings the signal travels freely, early and late",
           "Using an identity mapping lets the signal propagate smoothly through every layer, "
-          "whether early or late in training, which also makes the network easier to train.",
-          "而采用identity mapping使得无论训练初期还是末期,信号都能顺利在各层传输,也使得网络更容易训练。",
-          "With identity mappings the signal travels between any two units, early and late "
-          "in training.",
-          "forward and backward statistics per unit, at initialization and at checkpoints",
-          ("signal_propagation",)),
-    Claim("C5", "Below about 164 layers the difference is small",
+          "whether early or late in training.",
+          "而采用identity mapping使得无论训练初期还是末期,信号都能顺利在各层传输",
+          ("early_training", "c4_transmission"),
+          "'Late' is the end of the early-training run, not the end of a full training.",
+          "|log10 rho_first/rho_last|, V1 − V2 (decades), init; late"),
+    Claim("C5", "below about 164 layers the difference is small",
           "Of course, this phenomenon is not serious when the network has few layers (the "
           "experiments used fewer than 164 layers).",
           "当然这种现象在层数不高时并不严重(实验使用低于164层)",
-          "Below about 164 layers the difference is small.",
-          "the C3/C4 gaps as a function of depth (20 … 1001) and the depth from which V1's "
-          "gap to V2 is significant",
-          ("early_training",)),
-    Claim("C6", "V2 overfits less, because every weight layer's input is normalized",
-          "2. Less overfitting: in V1 the input is normalized by BN, but after the shortcut is "
-          "added, the signal passed on to the next weight layer is not normalized; in V2 the "
-          "signal entering every layer is normalized, which helps reduce overfitting.",
-          "2.减少过拟合现象,在V1中虽然对输入进行了BN正则化,但是加上shortcut后,传到下个层的weight"
-          "层的信号未正则化。而V2中对于传入每个层的信号都正则化可以帮助减少过拟合现象。",
-          "V2 overfits less: in V1 the input to the next weight layer is not normalized after "
-          "the addition; in V2 every weight layer's input is.",
-          "statistics of every weight layer's input; train-loss vs test-error gap (paper "
-          "Fig. 6)",
-          ("overfitting",)),
-    Claim("C7", "V1 for shallow nets, V2 for deep ones",
-          "In summary, networks with few layers can keep using the V1 block; networks with "
-          "many layers should use the V2 block.",
+          ("full_training", "c5_gap_vs_depth"),
+          "Basic-unit nets only (the paper's nets below 164 layers); C3's measure and margin.",
+          "training error at lr 0.1, V1 − V2 (points; V1 not worse by > 5)", 100),
+    Claim("C6", "V2 overfits less: every weight layer's input is normalized",
+          "In V1 the input is normalized by BN, but after the shortcut is added, the signal "
+          "passed on to the next weight layer is not normalized; in V2 the signal entering every "
+          "layer is normalized, which helps reduce overfitting.",
+          "在V1中虽然对输入进行了BN正则化,但是加上shortcut后,传到下个层的weight层的信号未正则化。"
+          "而V2中对于传入每个层的信号都正则化可以帮助减少过拟合现象。",
+          ("full_training", "c6_final_metrics"),
+          "A gap is tested only where every net of both versions fits its training set.",
+          "test − train error gap, V1 − V2 (points)", 100),
+    Claim("C7", "so: V1 for shallow nets, V2 for deep ones",
+          "In summary, networks with few layers can keep using the V1 block; networks with many "
+          "layers should use the V2 block.",
           "总结来说,对于层数较少的网络可以继续使用V1 block,对于层数较多使用V2 block。",
-          "So: V1 for shallow nets, V2 for deep ones.",
-          "the verdicts of C3–C6 across depth, combined by a fixed rule",
-          ("early_training", "signal_propagation", "overfitting")),
+          ("", ""), "Derived from C3 and C5 by the rule below; inherits their caveats."),
+    Claim("T2", "(He et al. Table 2) full pre-activation beats the original unit",
+          "He et al. 2016, Table 2: of five unit arrangements, full pre-activation has the lowest "
+          "test error.", "", ("unit_ablation", "t2_test_error"),
+          "Tested only where every original-unit net fits its training set.",
+          "test error, full pre-activation − original (points)", 100),
 )
 CLAIM_IDS = tuple(c.id for c in CLAIMS)
-_HIDDEN = set(CLAIMS_COLUMNS) | set(DETAIL_COLUMNS) | {"for_c7", "_folder", "_order"}
-_FIGURE_CLAIMS = re.compile(r"^((?:c\d+[_-])+)", re.IGNORECASE)
-CONFIG_KEYS = ("preset", "dataset", "width", "depths", "seeds", "device", "status")
 
 
 # --------------------------------------------------------------------------- reading
-@dataclass(frozen=True)
-class Experiment:
-    """One results folder: its name, claims rows, figures and caveats."""
-    name: str
-    folder: Path
-    figures: tuple
-    caveats: str
-
-
-def _find_key(config, key, depth=0):
-    """First value of ``key`` in a JSON object, breadth-first (top level wins)."""
-    if not isinstance(config, dict) or depth > 3:
-        return None
-    value = config.get(key)
-    if isinstance(value, dict):  # e.g. the resolved preset's settings: use its name if it has one
-        value = value.get("name")
-    if value is not None:
-        return value
-    for value in config.values():
-        found = _find_key(value, key, depth + 1)
-        if found is not None:
-            return found
-    return None
-
-
-def _caveats(folder: Path) -> str:
-    path = folder / "config.json"
-    if not path.is_file():
-        return "no config.json: dataset, width and preset unknown"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return f"config.json unreadable ({type(exc).__name__})"
-    parts = []
-    for key in CONFIG_KEYS:
-        value = _find_key(config, key)
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
-        parts.append(f"{key} {value}")
-    preset = _find_key(config, "preset")
-    text = "; ".join(parts) if parts else "config.json names no preset, dataset or width"
-    if preset is not None and str(preset) != "paper":
-        text += (f" — the `{preset}` preset is not the paper's setting (CIFAR at the paper's "
-                 "width); compare directions, not magnitudes")
-    return text
-
-
-def _figure_claims(stem: str):
-    """Claim ids a figure's file name is restricted to, or None for "all of its experiment's"."""
-    m = _FIGURE_CLAIMS.match(stem)
-    if not m:
-        return None
-    return {part.upper() for part in re.split(r"[_-]", m.group(1)) if part}
-
-
 def load_results(results) -> tuple[pd.DataFrame, dict]:
-    """All claims rows (with ``_folder``) and the experiments, from ``results/*/claims.csv``."""
+    """Every claims row (with ``folder``) and each experiment folder's config, by name."""
     results = Path(results)
     if not results.is_dir():
         raise ValueError(f"no results folder at {results}; run the experiments first "
                          "(each writes results/paper/<experiment>/claims.csv)")
-    frames, experiments = [], {}
-    folders = sorted({p.parent for p in results.glob(f"*/{CLAIMS_FILE}")} |
-                     {p.parent.parent for p in results.glob("*/figures/*.png")})
-    for folder in folders:
-        figures = tuple(sorted(folder.glob("figures/*.png")))
-        experiments[folder.name] = Experiment(folder.name, folder, figures, _caveats(folder))
-        if (folder / CLAIMS_FILE).is_file():
-            df = read_claims(folder / CLAIMS_FILE)
-            df["_folder"] = folder.name
-            df["_order"] = range(len(df))
-            frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=CLAIMS_COLUMNS + ["_folder", "_order"]), experiments
-    rows = pd.concat(frames, ignore_index=True, sort=False)
-    rows["claim"] = [c.upper() if re.fullmatch(r"c\d+", c, re.IGNORECASE) else c
-                     for c in rows["claim"].astype(str).str.strip()]
-    rows["experiment"] = [e if isinstance(e, str) and e.strip() else f
-                          for e, f in zip(rows["experiment"], rows["_folder"])]
-    rows["depth"] = pd.to_numeric(rows["depth"], errors="coerce")
-    rank = {c: i for i, c in enumerate(CLAIM_IDS)}
-    rows["_rank"] = [rank.get(c, len(rank)) for c in rows["claim"]]
-    rows = rows.sort_values(["_rank", "claim", "_folder", "measure", "depth", "_order"],
-                            kind="mergesort", na_position="last").drop(columns="_rank")
-    return rows.reset_index(drop=True), experiments
+    frames, configs = [], {}
+    for path in sorted(results.glob(f"*/{CLAIMS_FILE}")):
+        df = read_claims(path)
+        df["folder"] = path.parent.name
+        frames.append(df)
+    for path in sorted(results.glob("*/config.json")):
+        try:
+            configs[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable config ({exc})") from None
+    rows = pd.concat(frames, ignore_index=True, sort=False) if frames else \
+        pd.DataFrame(columns=["claim", "role", "verdict", "folder"])
+    return rows, configs
 
 
 # --------------------------------------------------------------------------- formatting
-def _num(x, digits=4) -> str:
-    if x is None:
-        return "—"
+def _num(x, digits=3) -> str:
     try:
         x = float(x)
     except (TypeError, ValueError):
-        return _cell(x)
+        return str(x)
     if math.isnan(x):
         return "—"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    if x == int(x) and abs(x) < 1e6:
+    if x == int(x) and abs(x) < 1e5:
         return str(int(x))
     return f"{x:.{digits}g}"
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).replace("|", "\\|").replace("\n", " ")
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(header, rows) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows])
 
 
-def _extra_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in _HIDDEN and df[c].notna().any()
-            and (df[c].astype(str).str.strip() != "").any()]
+def _test(row, scale=1.0) -> str:
+    """'4.2 [3.1, 5.3], p 0.002, n 5' or why the test could not be made."""
+    if row["verdict"] == NOT_TESTABLE:
+        return f"not testable ({row.get('note', '')})"
+    p = row.get("p_holm")
+    p = row["p_value"] if p is None or (isinstance(p, float) and math.isnan(p)) else p
+    value = lambda x: _num(float(x) * scale)
+    return (f"{value(row['effect'])} [{value(row['ci_low'])}, {value(row['ci_high'])}], "
+            f"p {_num(p, 2)}, n {_num(row['n'])}")
 
 
-def _rows_table(df: pd.DataFrame) -> list[str]:
-    extras = _extra_columns(df)
-    show_note = "note" in df.columns and (df["note"].astype(object).fillna("").astype(str) != "").any()
-    header = (["experiment", "measure", "depth", *extras, "effect", "CI", "p", "n", "test",
-               "verdict"] + (["note"] if show_note else []))
-    body = []
-    for _, r in df.iterrows():
-        test = _cell(r.get("direction"))
-        margin = r.get("margin")
-        if test and margin is not None and not pd.isna(margin) and float(margin) > 0:
-            test += f", margin {_num(margin, 3)}"
-        line = [_cell(r["experiment"]), _cell(r["measure"]), _num(r["depth"]),
-                *[_num(r[c]) if _is_number(r[c]) else _cell(r[c]) for c in extras],
-                _num(r["effect"]), f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]",
-                _num(r["p_value"], 2), _num(r["n"]), test, f"**{r['verdict']}**"]
-        if show_note:
-            line.append(_cell(r.get("note")))
-        body.append(line)
-    return _table(header, body)
+def _where(row) -> str:
+    depth = row.get("depth")
+    return f"{_num(depth)} layers" if depth == depth and depth is not None else "all depths"
 
 
-def _verdict_summary(df: pd.DataFrame) -> str:
-    """"depth 20: 2 not supported · depth 1001: 3 supported" (rows without a depth last)."""
-    parts = []
-    for depth, part in _by_depth(df):
-        counts = part["verdict"].value_counts()
-        words = ", ".join(f"{int(counts[v])} {v}" for v in VERDICTS if v in counts)
-        where = "all depths" if depth is None else f"depth {_num(depth)}"
-        parts.append(f"{where}: {words}")
-    return " · ".join(parts)
-
-
-def _by_depth(df):
-    depths = sorted(d for d in df["depth"].dropna().unique())
-    out = [(d, df[df["depth"] == d]) for d in depths]
-    if df["depth"].isna().any():
-        out.append((None, df[df["depth"].isna()]))
+# --------------------------------------------------------------------------- answers
+def answers(rows: pd.DataFrame) -> dict:
+    """{claim: answer}: primary rows by the claim rule (C1: its mechanism rows), C7 by rule."""
+    out = {}
+    for claim in CLAIM_IDS:
+        if claim == "C7":
+            continue
+        part = rows[(rows["claim"] == claim) & (rows["role"] == ("mechanism" if claim == "C1"
+                                                                 else "primary"))]
+        out[claim] = claim_verdict(part) if len(part) else "no data yet"
+    out["C7"] = derive_c7(out)
     return out
 
 
-def _figure_lines(claim_id, names, experiments, out_dir) -> list[str]:
-    lines = []
-    for name in names:
-        exp = experiments.get(name)
-        if exp is None:
-            continue
-        for fig in exp.figures:
-            only = _figure_claims(fig.stem)
-            if only is not None and claim_id not in only:
-                continue
-            link = Path(os.path.relpath(fig, out_dir)).as_posix()
-            lines.append(f"![{name}: {fig.stem}]({link})")
-    return lines
+def why(claim: Claim, rows: pd.DataFrame, answer_of: dict) -> str:
+    """One sentence: the key primary test(s) with number and interval."""
+    if claim.id == "C7":
+        return f"by rule: C3 {answer_of.get('C3')}, C5 {answer_of.get('C5')}"
+    role = "mechanism" if claim.id == "C1" else "primary"
+    part = rows[(rows["claim"] == claim.id) & (rows["role"] == role)]
+    if part.empty:
+        return "no data yet: run the experiments (make reproduce)"
+    if claim.id == "C1":
+        worst = part.loc[part["ci_high"].astype(float).idxmax()]
+        return (f"largest per-net formula error {_num(worst['ci_high'])} (95% upper bound), "
+                f"tolerance {_num(worst['margin'])}, over {len(part)} depth × version checks")
+    parts = [f"{_where(r)}: {_test(r, claim.scale)}"
+             + ("" if r["verdict"] == NOT_TESTABLE else f" ({r['verdict']})")
+             for _, r in part.iterrows()]
+    return f"{claim.measure or part.iloc[0]['measure']}: " + "; ".join(parts)
 
 
-def _caveat_lines(names, experiments) -> list[str]:
-    return [f"- `{n}`: {experiments[n].caveats}" for n in names if n in experiments]
-
-
-def _no_data(claim: Claim) -> str:
-    runs = ", ".join(f"experiments/{s}.py" for s in claim.scripts)
-    return f"*No data yet — run {runs}.*"
+def summary_table(rows, configs, out_dir) -> pd.DataFrame:
+    answer_of = answers(rows)
+    table = []
+    for claim in CLAIMS:
+        experiment, stem = claim.figure
+        png = Path(out_dir) / experiment / "figures" / f"{stem}.png" if stem else None
+        figure = f"[{stem}]({experiment}/figures/{stem}.png)" if png is not None and png.is_file() else "—"
+        table.append({"claim": claim.id, "article": claim.article, "answer": answer_of[claim.id],
+                      "why": why(claim, rows, answer_of), "figure": figure})
+    return pd.DataFrame(table, columns=SUMMARY_COLUMNS)
 
 
 # --------------------------------------------------------------------------- sections
-def _claim_header(claim: Claim) -> list[str]:
-    return [f"## {claim.id} — {claim.title}", "",
-            f"> **Article:** “{claim.article}”  ", f"> *Original:* {claim.original}", "",
-            f"**Claim under test:** {claim.restated}  ", f"**Measured by:** {claim.measured_by}.",
-            ""]
+def _secondary_sentence(part: pd.DataFrame) -> str:
+    """The secondary rows of a claim in a sentence: counts, and the first measures' values."""
+    if part.empty:
+        return ""
+    counts = part["verdict"].value_counts()
+    text = (f"{len(part)} secondary rows ({', '.join(f'{n} {v}' for v, n in counts.items())}); ")
+    shown = []
+    for measure, rows in list(part.groupby("measure", sort=False))[:1]:
+        values = ", ".join(f"{_num(r['depth'])}: {_num(r['effect'])} ({r['verdict']})"
+                           for _, r in rows.iterrows() if r["depth"] == r["depth"])
+        shown.append(f"{measure} — {values or _num(rows.iloc[0]['effect'])}")
+    return text + "; ".join(shown) + "."
 
 
-def _evidence(claim_id, rows, experiments, out_dir) -> list[str]:
-    names = sorted(rows["_folder"].unique())
-    lines = ["**Experiments:** " + ", ".join(f"`{n}`" for n in names), "",
-             f"**Verdicts:** {_verdict_summary(rows)}", ""]
-    lines += _rows_table(rows) + [""]
-    figures = _figure_lines(claim_id, names, experiments, out_dir)
-    if figures:
-        lines += ["**Figures:**", ""] + [f + "\n" for f in figures]
-    lines += ["**Caveats:**", ""] + _caveat_lines(names, experiments) + [""]
+def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs) -> list[str]:
+    lines = [f"## {claim.id} — {claim.article}", "", f"> “{claim.sentence}”"
+             + (f"  \n> *{claim.original}*" if claim.original else ""), "",
+             f"**Answer: {summary_row['answer']}.** {summary_row['why']}.", ""]
+    part = rows[rows["claim"] == claim.id]
+    primary = part[part["role"] == ("mechanism" if claim.id == "C1" else "primary")]
+    if not primary.empty:
+        first = primary.iloc[0]
+        reason = first.get("margin_reason")
+        kind = "Mechanism check" if claim.id == "C1" else "Primary test"
+        lines.append(f"{kind} ({first['experiment']}, {len(primary)} row"
+                     f"{'s' if len(primary) > 1 else ''}): {first['measure']}; {first['direction']}, "
+                     f"margin {_num(first['margin'])}"
+                     + (f" — {reason}." if isinstance(reason, str) and reason else "."))
+    mechanism = part[(part["role"] == "mechanism") & (claim.id != "C1")]
+    if not mechanism.empty:
+        lines.append(f"Mechanism check (true by construction): {mechanism.iloc[0]['measure']} — "
+                     + ", ".join(f"{_num(r['depth'])}: {_num(r['effect'])} ({r['verdict']})"
+                                 for _, r in mechanism.iterrows()) + ".")
+    secondary = _secondary_sentence(part[part["role"] == "secondary"])
+    if secondary:
+        lines.append(f"Secondary: {secondary}")
+    folders = sorted(part["folder"].unique())
+    links = ", ".join(f"[{f}/claims.csv]({f}/claims.csv)" for f in folders)
+    lines += ["", f"Caveats: {claim.caveat} Rows: {links or '—'}.", ""]
     return lines
 
 
-def _c7_section(claim, rows, all_rows, experiments, out_dir) -> list[str]:
-    lines = _claim_header(claim)
-    result = derive_c7(all_rows)
-    sources = all_rows[all_rows["claim"].isin(C7_SOURCES) & all_rows["depth"].notna()]
-    lines += ["**Rule** (analysis.claims.derive_c7):", "", "```text", C7_RULE, "```", ""]
-    if sources.empty:
-        lines += [_no_data(claim) + " C7 is derived from the depth-wise rows of C3–C6.", ""]
-    else:
-        lines += [f"**Derived verdict: {result.verdict}** — {result.reason}.", ""]
-        table = [[_num(r["depth"]), r["group"], *[_num(r[v]) for v in VERDICTS],
-                  _num(r["rows"])] for _, r in result.by_depth.iterrows()]
-        lines += _table(["depth", "group", *VERDICTS, "rows"], table) + [""]
-        lines += ["**Caveats:**", ""]
-        lines += _caveat_lines(sorted(sources["_folder"].unique()), experiments) + [""]
-    if not rows.empty:
-        lines += ["Rows that experiments wrote for C7 directly:", ""] + _rows_table(rows) + [""]
-    return lines
+# --------------------------------------------------------------------------- provenance
+def _code_differs(commit) -> str | None:
+    """None if the code of ``commit`` equals this checkout's; else a short reason."""
+    if not commit:
+        return "made outside git"
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *CODE], cwd=root,
+                             capture_output=True, timeout=20,
+                             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode == 0:
+        return None
+    return f"made by {commit[:10]}, whose code differs from this checkout's" if out.returncode == 1 \
+        else f"made by {commit[:10]}, which this checkout does not know"
 
 
-def render_report(results, out_dir) -> str:
-    """The report's markdown for ``results`` (figure links relative to ``out_dir``)."""
-    all_rows, experiments = load_results(results)
-    out_dir = Path(out_dir)
-    lines = ["# Claims report: post-activation (V1) vs pre-activation (V2) ResNets", "",
-             "Generated by `python experiments/report.py` from `*/claims.csv`, `*/config.json` "
-             "and `*/figures/*.png` in the results folder — do not edit by hand, rerun it.", "",
-             "The article under test is a Chinese blog post summarising He et al. 2016, "
-             "*Identity Mappings in Deep Residual Networks* (arXiv 1603.05027). Each claim below "
-             "quotes it in translation, then shows the tests that measured it: effect "
-             "(V1 − V2 unless the measure says otherwise), confidence interval, p-value, number "
-             "of samples n (seeds), and the verdict of the rule at the end of this report.", "",
-             "## Summary", ""]
-    summary = []
-    for claim in CLAIMS:
-        rows = all_rows[all_rows["claim"] == claim.id]
-        if claim.id == "C7":
-            rows = all_rows[all_rows["claim"].isin(C7_SOURCES) & all_rows["depth"].notna()]
-            verdicts = (f"derived: **{derive_c7(all_rows).verdict}**" if not rows.empty
-                        else "no data yet")
-        else:
-            verdicts = _verdict_summary(rows) if not rows.empty else "no data yet"
-        exps = ", ".join(f"`{n}`" for n in sorted(rows["_folder"].unique())) or "—"
-        summary.append([f"[{claim.id}](#{claim.id.lower()})", claim.title, verdicts, exps])
-    lines += _table(["claim", "statement", "verdicts", "experiments"], summary) + [""]
+def provenance(configs) -> list[str]:
+    rows = []
+    for name, config in sorted(configs.items()):
+        s = config.get("preset") or {}
+        commit = config.get("code_commit") or config.get("git_commit")
+        stale = _code_differs(commit)
+        dirty = " (uncommitted changes)" if config.get("code_dirty") else ""
+        rows.append([name, str(s.get("preset", "?")), str(s.get("dataset", "?")),
+                     ", ".join(f"{d}: w{w}" for d, w in (s.get("widths") or {}).items()),
+                     str(len(s.get("seeds", []))), str(s.get("steps", "—")),
+                     f"{(commit or '?')[:10]}{dirty}" + (f" ⚠ {stale}" if stale else ""),
+                     _num(config.get("wall_seconds"))])
+    return _table(["experiment", "preset", "data", "depth: width", "seeds", "iterations",
+                   "commit", "wall s"], rows)
 
-    for claim in CLAIMS:
-        rows = all_rows[all_rows["claim"] == claim.id]
-        lines += [f'<a id="{claim.id.lower()}"></a>', ""]
-        if claim.id == "C7":
-            lines += _c7_section(claim, rows, all_rows, experiments, out_dir)
-            continue
-        lines += _claim_header(claim)
-        lines += (_evidence(claim.id, rows, experiments, out_dir) if not rows.empty
-                  else [_no_data(claim), ""])
 
-    other = all_rows[~all_rows["claim"].isin(CLAIM_IDS)]
-    if not other.empty:
-        lines += ["## Other measurements", "",
-                  "Rows whose claim id is not one of the article's C1–C7 (e.g. the unit "
-                  "ablation of He et al. Table 2).", ""]
-        for claim_id, rows in other.groupby("claim", sort=True):
-            lines += [f"### {claim_id}", ""] + _evidence(claim_id, rows, experiments, out_dir)
-    without = [n for n in sorted(experiments) if n not in set(all_rows["_folder"])]
-    if without:
-        lines += ["## Experiments without claims", ""]
-        for name in without:
-            lines += [f"### `{name}`", ""]
-            lines += [f + "\n" for f in _figure_lines("", [name], experiments, out_dir)]
-            lines += _caveat_lines([name], experiments) + [""]
-    lines += ["## How verdicts are decided", "",
-              "Every verdict comes from one rule (analysis.claims.verdict), applied to the "
-              "numbers in the tables above:", "", "```text", VERDICT_RULE, "```", ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
+# --------------------------------------------------------------------------- the report
+def render_report(results, out_dir) -> tuple[str, pd.DataFrame]:
+    """The report's markdown and its summary table, for ``results``."""
+    rows, configs = load_results(results)
+    table = summary_table(rows, configs, out_dir)
+    lines = ["# The article's claims, tested", "",
+             "Generated by `python experiments/report.py` from `*/claims.csv` — do not edit. "
+             "The article (a Chinese blog post on He et al. 2016, *Identity Mappings in Deep "
+             "Residual Networks*) makes claims C1–C7; T2 is He et al.'s Table 2. Every answer "
+             "comes from the primary tests declared in `analysis/<experiment>.py` before the "
+             "data; effects are V1 − V2 (paired by seed) unless the measure says otherwise, with "
+             "95% CIs and Holm-adjusted p. How to read them: [rules](#rules).", ""]
+    lines += _table(["claim", "the article says", "answer", "why", "figure"],
+                    table[SUMMARY_COLUMNS].to_numpy().tolist()) + [""]
+    for claim, (_, summary_row) in zip(CLAIMS, table.iterrows()):
+        lines += claim_section(claim, rows, summary_row, configs)
+    lines += ['<a id="rules"></a>', "## Rules", "",
+              "A test's verdict: *supported* when the 95% CI lies beyond 0 in the claimed "
+              "direction and the (Holm-adjusted) p < 0.05; *not supported* when the CI lies on "
+              "the other side or inside the margin (non-inferiority: above the margin); "
+              "*inconclusive* otherwise; *not testable here* when the setting cannot answer "
+              "(reason given). Full rule: `analysis/claims.py`.", "",
+              "A claim's answer:", "", "```text", CLAIM_RULE, "```", "", "```text", C7_RULE,
+              "```", "", "## Where the results came from", ""]
+    lines += provenance(configs) + [""]
+    return "\n".join(lines).rstrip("\n") + "\n", table
 
 
 def build_report(results, out) -> Path:
-    """Write the report for ``results`` to ``out`` atomically; returns ``out``."""
+    """Write the report (and ``claims_summary.csv`` beside it) atomically; returns ``out``."""
     out = Path(out)
-    text = render_report(results, out.parent)
+    text, table = render_report(results, out.parent)      # checks the results folder first
     if not out.parent.is_dir():
         raise ValueError(f"no folder {out.parent} to write {out.name} into")
+    write_table(out.parent / SUMMARY_FILE, table)
     return atomic_write(out, text)
+
+
+def parse_summary(markdown: str) -> pd.DataFrame:
+    """The report's first table back as a DataFrame (what tests compare with the claims)."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| claim"))
+    cells = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    header, body = cells[0], cells[2:]
+    return pd.DataFrame(body, columns=header).rename(columns={"the article says": "article"})
+

@@ -1,4 +1,4 @@
-"""Claims C1 and C4 (and C5 from C4's gap): the unit formulas, and how signals travel at init.
+"""Claims C1, C2 and C4 at initialisation: the unit formulas, and how signals travel.
 
 The experiment of ``experiments/signal_propagation.py``. For every dataset (Gaussian N(0, 1)
 inputs and real images), depth, version (V1 = original, V2 = full pre-activation) and seed
@@ -17,11 +17,15 @@ sees it) and back-propagates the cross-entropy once, with
 
 Tables (``probe.csv.gz``: the probe rows; ``units.csv.gz``: one row per unit and net with
 the formula errors and the analytic variance increment; ``linear_fits.csv``; ``gaps.csv``)
-and claims rows:
+and claims rows -- none of them primary: the primary tests of C2 and C4 are at 1001 layers in
+``analysis.early_training``, on the nets it trains; here the same quantities at init over
+every depth and both input kinds are secondary rows, and C1 is a mechanism check:
 
-C1   per version and depth: the per-net maximum formula error is equivalent to 0 within
-     ``TOLERANCE`` (one-sample TOST over nets = seeds x datasets).
-C4   per dataset and depth, at initialisation, V2 advantage (``for_c7``): how much the
+C1   (mechanism) per version and depth: the per-net maximum formula error is equivalent to
+     0 within ``TOLERANCE`` (one-sample TOST over nets = seeds x datasets).
+C2   V1's after-addition ReLU at init, He et al.'s "more frequent at 1000 layers": the
+     deepest net against the next shallower one of the same block (equal width, Welch).
+C4   per dataset and depth, at initialisation: how much the
      loss's sensitivity to a *relative* perturbation of a unit's input, rho_l =
      ||dL/dx_l|| * ||x_l||, differs between the first unit's input and the last unit's
      output: |log10(rho_first / rho_last)|, V1 − V2 > 0 (paired by seed). Zero means the
@@ -29,9 +33,8 @@ C4   per dataset and depth, at initialisation, V2 advantage (``for_c7``): how mu
      of the raw gradient because BN makes a unit's gradient scale as 1 / (the scale of its
      input): in a net whose activations grow, the raw gradient grows towards the input
      although nothing is lost on the way. The raw ratio |log10(||g_first|| / ||g_last||)|,
-     He et al.'s own quantity (their eq. 5), is a second row per depth (``for_c7=False``,
-     so that a depth is not counted twice).
-C4   the analytic law, V2 (``for_c7=False``): with BN-ReLU before every weight layer each V2
+     He et al.'s own quantity (their eq. 5), is a second row per depth.
+C4   the analytic law, V2: with BN-ReLU before every weight layer each V2
      unit adds an uncorrelated branch output of fixed channel variance delta to the shortcut,
      so the channel variance at the k-th unit's output grows linearly in k within a stage,
      and restarts where a dimension-changing unit halves (zero-padding, option A) or
@@ -47,7 +50,7 @@ C4   the analytic law, V2 (``for_c7=False``): with BN-ReLU before every weight l
      fits ch_var(out_k) − ch_var(out_0) against k·delta over every stage and seed (slope 1 =
      the law) and tests slope = 1 within ``LAW_MARGIN`` (equivalence); per-stage fits of
      ch_var on k (slope, intercept, R²) go to ``linear_fits.csv``.
-C4   V1's law (``for_c7=False``; derived *after* the first quick run showed V1 growing
+C4   V1's law (derived *after* the first quick run showed V1 growing
      linearly too, at about a third of a unit per unit — so its agreement explains the data
      rather than testing a prediction made in advance). V1's branch ends in BN (gamma = 1),
      so it adds a zero-mean, unit-variance increment, and the ReLU after the addition maps
@@ -57,14 +60,10 @@ C4   V1's law (``for_c7=False``; derived *after* the first quick run showed V1 g
      1 − 2/pi, independent of the geometry. It departs where the increments are not
      independent of the walk (narrow nets, small maps: the later stages of the width-4
      1001-layer net) and restarts where a shortcut resets the walk.
-C5   from the C4 gap rows (per dataset and block: basic units with zero-padding shortcuts,
-     bottleneck units with projections — the block changes with depth in the paper's nets,
-     20–110 basic, 164 and 1001 bottleneck, so the preset adds bottleneck nets below 164
-     and a basic net above it): the depth from which V1's gap is significant at it and every
-     deeper depth, with a seed bootstrap, against the article's "about 164".
 
-``draw_figures(run_dir)`` redraws every figure (``c1_*``, ``c4_*``, ``c4_c5_*``) from the
-CSVs alone.
+Depth and block are not confounded: the basic series (zero-padding shortcuts) and the
+bottleneck series (projections) each hold one width (``PRESETS``). ``draw_figures(run_dir)``
+redraws every figure (``c1_*``, ``c4_*``) from the CSVs alone.
 """
 from __future__ import annotations
 
@@ -89,10 +88,10 @@ from resnet_lab.runs import read_table  # noqa: E402
 from resnet_lab.sweep import Cell, CellResult, build  # noqa: E402
 from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula  # noqa: E402
 
-from . import claim_helpers as H  # noqa: E402
 from . import claims as C  # noqa: E402
 from .cells import dataset as load_cached  # noqa: E402
-from .tables import select, stage_boundaries  # noqa: E402
+from .figures import band, gap_axis  # noqa: E402
+from .tables import select, stage_boundaries, version_label  # noqa: E402
 
 NAME = EXPERIMENT = "signal_propagation"
 PRESETS = {
@@ -227,7 +226,7 @@ def measure_cell(cell, state, context, report) -> CellResult:
     return CellResult({"probe": probe, "units": units}, steps_done=1)
 
 
-def analyse(run, tables, cells_table, preset):
+def analyse(run, tables, cells_table):
     """Write the run's tables, fits, gaps and claims; returns the linear fits."""
     probe, units = tables["probe"], tables["units"]
     cells_table = cells_table.merge(units.groupby(["dataset", "depth", "unit_kind", "seed"])["error"]
@@ -238,9 +237,9 @@ def analyse(run, tables, cells_table, preset):
     run.write_csv("units.csv.gz", units)
     fits = linear_fits(law_table(probe, units))
     run.write_csv("linear_fits.csv", fits)
-    rows, gaps = claims_rows(probe, units, preset=preset)
+    rows, gaps = claims_rows(probe, units)
     run.write_csv("gaps.csv", gaps)
-    C.append_claims(run.path, rows)
+    C.write_claims(run.path, rows)
     return fits
 
 
@@ -333,75 +332,90 @@ def linear_fits(law: pd.DataFrame) -> pd.DataFrame:
         for span, sel in (("stage", part), ("second half", part[part["index"] >= n_units // 2])):
             if sel["index"].nunique() < 3:
                 continue
-            fit = C.fit_line(sel["index"], sel["ch_var"], alternative="greater")
+            fit, intercept, r2 = C.fit_line(sel["index"], sel["ch_var"], direction="greater")
             rows.append({"dataset": dataset, "depth": depth, "version": version, "stage": stage,
-                         "span": span, "units": int(n_units), "n": fit.n, "slope": fit.slope,
+                         "span": span, "units": int(n_units), "n": fit.n, "slope": fit.effect,
                          "slope_ci_low": fit.ci_low, "slope_ci_high": fit.ci_high,
-                         "intercept": fit.intercept, "r2": fit.r2,
+                         "intercept": intercept, "r2": r2,
                          "predicted_slope": float(sel["stage_delta"].iloc[0]),
-                         "slope_over_predicted": fit.slope / float(sel["stage_delta"].iloc[0])})
+                         "slope_over_predicted": fit.effect / float(sel["stage_delta"].iloc[0])})
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- claims
-def claims_rows(probe: pd.DataFrame, units: pd.DataFrame, *, preset: str):
-    """All rows of the module docstring; returns (rows, gaps table)."""
-    rows = []
-    # C1
-    per_net = units.groupby(KEYS)[["error", "error_sum", "error_other_f"]].max().reset_index()
-    for (depth, version), part in per_net.groupby(["depth", "version"]):
-        result = C.one_sample(part["error"], null=0.0, alternative="equivalent", margin=TOLERANCE)
-        f = "ReLU" if version == 1 else "identity"
-        rows.append(C.claim_row(
-            "C1", EXPERIMENT, f"V{version}: largest relative error of a unit's output against "
-            f"out = {f}(x + F(x)) (fp64; projection units: h + F), per net", int(depth), result,
-            version=int(version), dataset="+".join(sorted(part["dataset"].unique())),
-            preset=preset, for_c7=False,
-            note=_join(result.note, f"sum tap vs h + F: max {part['error_sum'].max():.2g}; "
-                       f"against the other version's f: min {part['error_other_f'].min():.2g}")))
-    # C4 gaps at init
+def claims_rows(probe: pd.DataFrame, units: pd.DataFrame):
+    """The rows of the module docstring; returns (rows, gaps table)."""
+    rows = c1_rows(units)
     gaps = transmission(probe, KEYS)
     gaps = gaps.merge(units.groupby(KEYS)["width"].first().reset_index(), on=KEYS, how="left")
     gaps["block"] = [resolve_cifar_block(int(d)) for d in gaps["depth"]]
-    c5 = []
-    for (dataset, block), part in gaps.groupby(["dataset", "block"]):
-        where = {"dataset": dataset, "block": block}
-        primary, diffs = H.paired_rows(
-            part, "abs_log_rho_ratio", claim="C4", experiment=EXPERIMENT,
-            measure="|log10 rho_first / rho_last| at init (rho = ||dL/dx|| ||x||), V1 − V2",
-            where=where, preset=preset)
-        secondary, _ = H.paired_rows(
-            part, "abs_log_grad_ratio", claim="C4", experiment=EXPERIMENT,
-            measure="|log10 ||g_first|| / ||g_last||| at init (raw gradient), V1 − V2",
-            where=where, preset=preset, for_c7=False)
-        rows += primary + secondary
-        if len(primary) >= 2:
-            row, _ = H.threshold_from(
-                primary, diffs, experiment=EXPERIMENT,
-                measure=f"depth from which V1's C4 gap (|log10 rho ratio| at init) is "
-                        f"significant, {block} units", preset=preset, **where)
-            c5.append(row)
-    # C4 laws
-    law = law_table(probe, units)
+    for dataset, part in gaps.groupby("dataset"):
+        depths = sorted(part["depth"].unique())
+        for column, text in (("abs_log_rho_ratio", "|log10 rho_first / rho_last| at init (rho = "
+                              "||dL/dx|| ||x||), V1 − V2"),
+                             ("abs_log_grad_ratio", "|log10 ||g_first|| / ||g_last||| at init "
+                              "(raw gradient), V1 − V2")):
+            rows += C.paired_rows(part, column, claim="C4", role="secondary", experiment=NAME,
+                                  measure=text, depths=depths, dataset=dataset)
+    rows += c2_rows(probe) + law_rows(law_table(probe, units))
+    return rows, gaps
+
+
+def c1_rows(units: pd.DataFrame) -> list[dict]:
+    """C1, a mechanism check: per version and depth, the largest formula error of each net
+    equivalent to 0 within ``TOLERANCE`` (nets = seeds x input kinds)."""
+    rows = []
+    per_net = units.groupby(KEYS)[["error", "error_sum", "error_other_f"]].max().reset_index()
+    for (depth, version), part in per_net.groupby(["depth", "version"]):
+        result = C.one_sample(part["error"], direction="equivalent", margin=TOLERANCE)
+        f = "ReLU" if version == 1 else "identity"
+        rows.append(C.claim_row(
+            "C1", "mechanism", NAME, f"V{version}: largest relative error of a unit's output "
+            f"against out = {f}(x + F(x)) (fp64; projection units: h + F), per net", int(depth),
+            result, version=int(version), dataset="+".join(sorted(part["dataset"].unique())),
+            margin_reason="float32 rounding over a unit's few operations stays below 1e-5",
+            note=f"sum tap vs h + F: max {part['error_sum'].max():.2g}; against the other "
+                 f"version's f: min {part['error_other_f'].min():.2g}"))
+    return rows
+
+
+def c2_rows(probe: pd.DataFrame) -> list[dict]:
+    """C2 at initialisation, V1: He et al.'s "more frequent at 1000 layers" -- the deepest net
+    against the next shallower one of the same block (equal width), per input kind."""
+    cut = probe[(probe["tap"] == "sum") & (probe["version"] == 1)
+                & probe["stat"].isin(["grad_cut", "shortcut_cut"])]
+    per_net = cut.groupby(KEYS + ["stat"])["value"].mean().reset_index()
+    per_net["block"] = [resolve_cifar_block(int(d)) for d in per_net["depth"]]
+    rows = []
+    for (dataset, block, stat), part in per_net.groupby(["dataset", "block", "stat"]):
+        depths = sorted(part["depth"].unique())
+        if len(depths) < 2:
+            continue
+        deep, ref = depths[-1], depths[-2]
+        result = C.independent_difference(part.loc[part["depth"] == deep, "value"],
+                                          part.loc[part["depth"] == ref, "value"])
+        rows.append(C.claim_row("C2", "secondary", NAME, f"V1 {stat} at init (mean over units): "
+                                f"{deep} − {ref} layers ({block} units, equal width)", int(deep),
+                                result, dataset=dataset))
+    return rows
+
+
+def law_rows(law: pd.DataFrame) -> list[dict]:
+    """C4's analytic laws (secondary): the within-stage rise of ch_var against k·delta."""
+    rows = []
     for (version, dataset, depth), part in law.groupby(["version", "dataset", "depth"]):
         part = part[part["index"] > 0]
-        fit = C.fit_line(part["predicted_rise"], part["rise"], null=1.0,
-                         alternative="equivalent", margin=LAW_MARGIN)
+        fit, intercept, r2 = C.fit_line(part["predicted_rise"], part["rise"], null=1.0,
+                                        direction="equivalent", margin=LAW_MARGIN)
         text = ("V2: within-stage rise of ch_var at unit outputs against the analytic law "
                 "k·delta" if version == 2 else
                 "V1: within-stage rise of ch_var at unit outputs against the reflected random "
                 "walk k·(1 − 2/pi) (post hoc)")
         rows.append(C.claim_row(
-            "C4", EXPERIMENT, f"{text} (effect = fitted slope − 1; 0 = the law)", int(depth), fit,
-            dataset=dataset, block=resolve_cifar_block(int(depth)), preset=preset,
-            for_c7=False, version=int(version), intercept=fit.intercept, r2=fit.r2,
-            note=_join(fit.note, f"intercept {fit.intercept:.3g}, R² {fit.r2:.3f}")))
-    rows += c5
-    return rows, gaps
-
-
-def _join(*parts):
-    return "; ".join(p for p in parts if p)
+            "C4", "secondary", NAME, f"{text} (effect = fitted slope − 1; 0 = the law)", int(depth),
+            fit, dataset=dataset, version=int(version), intercept=intercept, r2=r2,
+            note=f"intercept {intercept:.3g}, R² {r2:.3f}"))
+    return rows
 
 
 # --------------------------------------------------------------------------- figures
@@ -411,152 +425,88 @@ def _mean_profile(df, by, value="value"):
 
 def figure_formula(units: pd.DataFrame, folder, name="c1_formula_check"):
     """Every unit's formula error (and against the other version's f) vs relative position."""
-    units = H.version_label(units)
+    units = version_label(units)
     units["position"] = units["unit"] / units.groupby(KEYS)["unit"].transform("max").clip(lower=1)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    fig, axes = plotting.new_figure("two", 2.1, 1, 2, sharey=True)
     floor = 1e-17
-    for ax, version in zip(axes, ("V1", "V2")):
+    for ax, version in zip(axes[0], ("V1", "V2")):
         part = units[units["version"] == version]
-        for depth, rows in part.groupby("depth"):
-            ax.scatter(rows["position"], rows["error"].clip(lower=floor), s=3, alpha=0.4,
-                       label=f"{depth} layers", rasterized=True)
-        ax.scatter(part["position"], part["error_other_f"].clip(lower=floor), s=3, alpha=0.3,
+        ax.scatter(part["position"], part["error"].clip(lower=floor), s=2, alpha=0.4,
+                   color=plotting.VERSION_COLORS[version], label="against its own formula",
+                   rasterized=True)
+        ax.scatter(part["position"], part["error_other_f"].clip(lower=floor), s=2, alpha=0.3,
                    color="0.6", label="against the other version's f", rasterized=True)
-        ax.axhline(TOLERANCE, color="k", lw=0.8, ls="--", label=f"tolerance {TOLERANCE:g}")
+        ax.axhline(TOLERANCE, color="k", lw=0.6, ls="--", label=f"tolerance {TOLERANCE:g}")
         ax.set_yscale("log")
         f = "ReLU" if version == "V1" else "identity"
         ax.set_title(f"{plotting.VERSION_LABELS[version]}: out = {f}(x + F(x))")
         ax.set_xlabel("relative unit position")
-    axes[0].set_ylabel("largest relative error (fp64 reference)")
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3)
-    return H.finish_plot(fig, folder, name, "C1: the taps obey each unit's formula")
+    axes[0][0].set_ylabel("largest relative error")
+    axes[0][1].legend(loc="center right", markerscale=3)
+    return plotting.save_figure(fig, folder, name)
 
 
-def figure_spp(probe: pd.DataFrame, units: pd.DataFrame, fits: pd.DataFrame, folder, dataset,
-               name=None):
-    """SPP (Brock et al. 2021) at init: channel variance and squared channel mean at every
-    unit's output, and the gradient rms at every unit's input; V1 vs V2 (mean over seeds),
-    with V2's per-stage fitted line and the analytic law anchored at the stage's first unit."""
+def figure_spp(probe: pd.DataFrame, units: pd.DataFrame, folder, dataset, name=None):
+    """Signal propagation at init (Brock et al. 2021) in the deepest net of each block:
+    channel variance at every unit's output (with the analytic laws, dotted) and the gradient
+    rms at every unit's input; V1 vs V2 (mean over seeds, band: range)."""
     name = name or f"c4_spp_{dataset}"
-    probe = probe[probe["dataset"] == dataset]
-    depths = sorted(probe["depth"].unique())
-    panels = [("output", "forward", "ch_var", "channel variance\n(unit output)"),
-              ("output", "forward", "ch_sq_mean", "squared channel mean\n(unit output)"),
-              ("input", "backward", "rms", "gradient rms\n(unit input)")]
+    probe = probe[probe["dataset"] == dataset].copy()
+    probe["block"] = [resolve_cifar_block(int(d)) for d in probe["depth"]]
+    deepest = sorted(probe.groupby("block")["depth"].max().tolist())
     law = law_table(probe, units[units["dataset"] == dataset])
-    fig, axes = plt.subplots(len(panels), len(depths), figsize=(2.3 * len(depths), 7.2),
-                             squeeze=False)
-    for j, depth in enumerate(depths):
+    panels = [("output", "forward", "ch_var", "channel variance,\nunit output"),
+              ("input", "backward", "rms", "gradient rms,\nunit input")]
+    fig, axes = plotting.new_figure("two", 3.2, len(panels), len(deepest))
+    for j, depth in enumerate(deepest):
         at = probe[probe["depth"] == depth]
         for i, (tap, direction, stat, ylabel) in enumerate(panels):
             ax = axes[i][j]
-            rows = H.version_label(select(at, tap=tap, direction=direction, stat=stat))
-            for version, color in plotting.VERSION_COLORS.items():
+            rows = version_label(select(at, tap=tap, direction=direction, stat=stat))
+            for version in ("V1", "V2"):
                 prof = _mean_profile(rows[rows["version"] == version], ["unit"])
-                ax.plot(prof["unit"], prof["mean"], color=color, lw=1.2,
-                        label=plotting.VERSION_LABELS[version])
-                ax.fill_between(prof["unit"], prof["min"], prof["max"], color=color, alpha=0.2,
-                                lw=0)
+                band(ax, prof["unit"], prof["mean"], prof["min"], prof["max"], version)
             if stat == "ch_var":
-                _overlay_law(ax, law[law["depth"] == depth],
-                             fits[(fits["dataset"] == dataset) & (fits["depth"] == depth)])
+                _overlay_law(ax, law[law["depth"] == depth])
             plotting.mark_stage_boundaries(ax, stage_boundaries(at))
             ax.set_yscale("log")
-            if i == 0:
-                ax.set_title(f"{depth} layers")
-            if j == 0:
-                ax.set_ylabel(ylabel)
-            if i == len(panels) - 1:
-                ax.set_xlabel("unit index")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    fig.legend(seen.values(), seen.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.95))
-    return H.finish_plot(fig, folder, name, f"C4: signal propagation at initialisation, "
-                         f"{dataset} inputs (line: mean over seeds, band: range)")
+            ax.set_title(f"{depth} layers, width {int(at['width'].iloc[0])}" if i == 0 else "")
+            ax.set_ylabel(ylabel if j == 0 else "")
+            ax.set_xlabel("unit index" if i == len(panels) - 1 else "")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0][0].legend(unique.values(), unique.keys(), loc="upper left")
+    return plotting.save_figure(fig, folder, name)
 
 
-def _overlay_law(ax, law, fits):
-    """Each version's analytic law (dotted, anchored at the stage's first unit) and V2's
-    least-squares line per stage (dashed)."""
+def _overlay_law(ax, law):
+    """Each version's analytic law, anchored at its stage's first unit (dotted)."""
     for version in (1, 2):
-        color = plotting.VERSION_COLORS[f"V{version}"]
-        for stage, part in law[law["version"] == version].groupby("stage"):
+        for i, (_, part) in enumerate(law[law["version"] == version].groupby("stage")):
             prof = part.groupby("unit")[["ch_var", "predicted_rise"]].mean()
             start = part[part["index"] == 0]["ch_var"].mean()
             ax.plot(prof.index.to_numpy(), start + prof["predicted_rise"].to_numpy(), color="k",
-                    lw=0.9, ls=":", label="analytic law (V2: k·delta; V1: k·(1 − 2/pi))")
-            fit = fits[(fits["version"] == version) & (fits["stage"] == stage)
-                       & (fits["span"] == "stage")]
-            if version == 2 and len(fit):
-                f = fit.iloc[0]
-                k = part.groupby("unit")["index"].first().to_numpy()
-                ax.plot(prof.index.to_numpy(), f["intercept"] + f["slope"] * k, color=color,
-                        lw=0.7, ls="--", label="V2 least-squares line per stage")
+                    lw=0.6, ls=":", label="analytic law" if i == 0 and version == 2 else None)
 
 
-def figure_transmission(probe: pd.DataFrame, folder, name="c4_transmission"):
-    """rho at each unit's input relative to rho at the last unit's output, at init, per
-    input kind and depth (the raw gradient ratio is in ``c4_c5_gap_vs_depth``)."""
-    prof = H.version_label(rho_profile(probe, KEYS))
-    datasets = sorted(prof["dataset"].unique())
-    depths = sorted(prof["depth"].unique())
-    fig, axes = plt.subplots(len(datasets), len(depths),
-                             figsize=(2.3 * len(depths), 2.5 * len(datasets)), squeeze=False)
-    for d, dataset in enumerate(datasets):
-        for j, depth in enumerate(depths):
-            part = prof[(prof["dataset"] == dataset) & (prof["depth"] == depth)]
-            ax = axes[d][j]
-            for version, color in plotting.VERSION_COLORS.items():
-                p = _mean_profile(part[part["version"] == version], ["unit"], "relative")
-                ax.plot(p["unit"], p["mean"], color=color, lw=1.2,
-                        label=plotting.VERSION_LABELS[version])
-                ax.fill_between(p["unit"], p["min"], p["max"], color=color, alpha=0.2, lw=0)
-            ax.axhline(1, color="0.5", lw=0.8, ls=":")
-            plotting.mark_stage_boundaries(ax, stage_boundaries(part))
-            ax.set_yscale("log")
-            if d == 0:
-                ax.set_title(f"{depth} layers")
-            if j == 0:
-                ax.set_ylabel(f"{dataset}: rho_l / rho_last")
-    for ax in axes[-1]:
-        ax.set_xlabel("unit index")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-    return H.finish_plot(fig, folder, name, "C4: the loss's sensitivity to a relative change of "
-                         "each unit's input at init (rho = ||dL/dx|| ||x||; 1 = as at the last "
-                         "unit; line: mean over seeds, band: range)")
-
-
-BLOCK_COLORS = {"basic": "#999999", "bottleneck": "#000000"}
-
-
-def figure_gap(claims: pd.DataFrame, folder, name="c4_c5_gap_vs_depth"):
-    """C4's gaps (V1 − V2 of |log10 rho ratio|, top, and of the raw gradient ratio, bottom)
-    with their 95% CIs against depth, per dataset and block, and C5's threshold brackets."""
-    c4 = claims[(claims["claim"] == "C4") & claims["measure"].str.startswith("|log10")]
-    c5 = claims[claims["claim"] == "C5"]
+def figure_gap(claims: pd.DataFrame, folder, name="c4_gap_vs_depth"):
+    """C4 at init: V1 − V2 of |log10 rho_first / rho_last| with 95% CIs against depth, per
+    input kind and block."""
+    c4 = claims[(claims["claim"] == "C4") & claims["measure"].str.startswith("|log10 rho")]
     datasets = sorted(c4["dataset"].unique())
-    measures = [("rho", "|log10 rho first / last|"), ("raw", "|log10 ||g|| first / last|")]
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5.2 * len(datasets), 7.2), squeeze=False)
-    for j, dataset in enumerate(datasets):
-        for i, (key, ylabel) in enumerate(measures):
-            ax = axes[i][j]
-            part = c4[(c4["dataset"] == dataset) & (c4["measure"].str.contains(
-                "rho = " if key == "rho" else "raw gradient", regex=False))]
-            for k, (block, rows) in enumerate(part.groupby("block")):
-                th = c5[(c5["dataset"] == dataset) & (c5["block"] == block)]
-                H.gap_axis(ax, rows, label=f"{block} units", color=BLOCK_COLORS.get(block, "C0"),
-                           offset=1.0 + 0.03 * k,
-                           threshold=th.iloc[0].to_dict() if key == "rho" and len(th) else None)
-            ax.set_title(f"{dataset} inputs" if i == 0 else "")
-            ax.set_ylabel(f"V1 − V2 of {ylabel}\n(> 0: the signal travels better in V2)")
-            if i == 1:
-                ax.set_xlabel("depth (layers)")
-    handles, _ = axes[0][-1].get_legend_handles_labels()
-    axes[0][-1].legend(handles=handles + H.verdict_legend(), fontsize=7,
-                       loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return H.finish_plot(fig, folder, name, "C4/C5: V1's gap to V2 at initialisation, 95% CI "
-                         "(paired by seed)")
+    fig, axes = plotting.new_figure("two", 2.2, 1, len(datasets), sharey=True)
+    for ax, dataset in zip(axes[0], datasets):
+        part = c4[c4["dataset"] == dataset]
+        part = part.assign(block=[resolve_cifar_block(int(d)) for d in part["depth"]])
+        for k, (block, rows) in enumerate(part.groupby("block")):
+            gap_axis(ax, rows, label=f"{block} units", color=BLOCK_COLORS[block], offset=1 + 0.03 * k)
+        ax.set_title(f"{dataset} inputs")
+    axes[0][0].set_ylabel("V1 − V2 of |log10 rho_first / rho_last|\n(> 0: the signal travels better in V2)")
+    axes[0][-1].legend(loc="upper left")
+    return plotting.save_figure(fig, folder, name)
+
+
+BLOCK_COLORS = {"basic": "0.55", "bottleneck": "0.05"}
 
 
 def draw_figures(run_dir) -> list:
@@ -566,14 +516,12 @@ def draw_figures(run_dir) -> list:
     probe = read_table(run_dir, "probe", what)
     units = read_table(run_dir, "units", what)
     claims = C.read_claims(run_dir / C.CLAIMS_FILE)
-    fits = read_table(run_dir, "linear_fits", what)
     plotting.set_style()
     folder = run_dir / "figures"
     written = figure_formula(units, folder)
     for dataset in sorted(probe["dataset"].unique()):
-        written += figure_spp(probe, units, fits, folder, dataset)
-    written += figure_transmission(probe, folder) + figure_gap(claims, folder)
-    return written
+        written += figure_spp(probe, units, folder, dataset)
+    return written + figure_gap(claims, folder)
 
 
 def published_tables(run_dir) -> dict:

@@ -50,3 +50,29 @@ def stage_boundaries(df: pd.DataFrame) -> list[int]:
     units = df[["unit", "stage"]].drop_duplicates().sort_values("unit")
     starts = units[units["stage"].diff().fillna(0) != 0]
     return starts["unit"].tolist()
+
+
+def version_label(df: pd.DataFrame) -> pd.DataFrame:
+    """``version`` 1/2 as "V1"/"V2" (the labels of the figures' legends)."""
+    df = df.copy()
+    df["version"] = "V" + df["version"].astype(int).astype(str)
+    return df
+
+
+def paired(table: pd.DataFrame, column: str, depth, **where):
+    """V1 and V2 values of ``column`` at ``depth`` (and ``where``), aligned by seed:
+    (v1 array, v2 array, seeds); empty when either version is missing."""
+    part = table[table["depth"] == depth]
+    for key, value in where.items():
+        part = part[part[key] == value]
+    wide = part.pivot_table(index="seed", columns="version", values=column, aggfunc="first",
+                            dropna=False)
+    if not {1, 2} <= set(wide.columns):
+        return np.array([]), np.array([]), []
+    return wide[1].to_numpy(float), wide[2].to_numpy(float), wide.index.tolist()
+
+
+def per_net(df: pd.DataFrame, keys, value: str, how: str = "mean") -> pd.Series:
+    """``value`` reduced per net (``keys``): units and steps are not independent samples, so
+    every test first reduces them to one number per seed."""
+    return df.groupby(list(keys))[value].agg(how)

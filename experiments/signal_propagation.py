@@ -1,4 +1,4 @@
-"""Claims C1 and C4 (and C5 from C4's gap): unit formulas and signal propagation at init.
+"""Claims C1, C2 and C4 at initialisation: unit formulas and signal propagation.
 
 For every input kind (Gaussian N(0, 1) images and real images), depth, version (V1 =
 original post-activation unit, V2 = full pre-activation) and seed: build the net, run one
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import open_run, publish  # noqa: E402
 from analysis import signal_propagation as experiment  # noqa: E402
 from analysis.cells import checked_dataset  # noqa: E402
-from analysis.claim_helpers import print_claims  # noqa: E402
+from analysis.claims import print_claims  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
 from resnet_lab.sweep import run_sweep  # noqa: E402
 
@@ -36,9 +36,9 @@ def main(argv=None):
     with run.recorded() as timing:
         tables, cells = run_sweep(run, experiment.NAME, experiment.cells(s), experiment.measure_cell,
                                   experiment.context(s), workers=s["workers"], threads=s["threads"])
-        fits = experiment.analyse(run, tables, cells, s["preset"])
+        fits = experiment.analyse(run, tables, cells)
         figures = experiment.draw_figures(run.path)
-    print_claims(run.path / "claims.csv")
+    print_claims(run.path / "claims.csv", roles=("mechanism", "secondary"))
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
         print(fits[fits["span"] == "stage"][["dataset", "depth", "version", "stage", "slope",
                                              "intercept", "r2", "predicted_slope"]]

@@ -6,6 +6,7 @@ Knows the tap contract (``resnet_lab.taps``), not architectures, data, training 
 from .formula import FormulaCheck
 from .signal_probe import PROBE_COLUMNS, SignalProbe
 from .stats import ALL_STATS, BACKWARD_STATS, FORWARD_STATS, TENSOR_STATS, WEIGHT_INPUT_STATS
+from .tapping import tap_model, untap_model   # other libraries' ResNets (probes.tapping)
 
 __all__ = ["ALL_STATS", "BACKWARD_STATS", "FORWARD_STATS", "FormulaCheck", "PROBE_COLUMNS",
-           "SignalProbe", "TENSOR_STATS", "WEIGHT_INPUT_STATS"]
+           "SignalProbe", "TENSOR_STATS", "WEIGHT_INPUT_STATS", "tap_model", "untap_model"]

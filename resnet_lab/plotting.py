@@ -1,10 +1,15 @@
-"""One look for every figure of the suite: theme, fixed colours, labels, atomic saving.
+"""One look for every figure of the suite, ready for a paper: sizes, fonts, colours, saving.
 
-V1 and V2 keep the same colours in every figure (so a reader never re-learns a legend), and
-the five unit kinds of He et al. 2016 Table 2 reuse them: ``original`` is V1's colour,
-``full_preact`` V2's. Colours are Okabe–Ito, which stay distinct for colour-blind readers.
-Figures are drawn with the non-interactive Agg backend, so plotting works on a headless
-machine and never opens a window.
+* Sizes: ``ONE_COLUMN`` (3.3 in) and ``TWO_COLUMN`` (6.9 in) wide, as journals print them;
+  text 7-8 pt at that size (``new_figure`` makes a figure at print size: never scale it).
+* Fonts: TrueType embedded in the PDF (``pdf.fonttype`` 42; several submission systems reject
+  Type 3), math labels through matplotlib's mathtext (``GRAD_LABEL``).
+* No title inside a figure: its caption lives in the report and the README.
+* V1 and V2 keep one colour and one line style everywhere (Okabe-Ito colours, distinct for
+  colour-blind readers; V1 solid, V2 dashed, so the figures also read in greyscale); the
+  five unit kinds of He et al. Table 2 reuse them (``original`` is V1's, ``full_preact`` V2's).
+* Figures are drawn with the non-interactive Agg backend (works headless) and saved as PNG and
+  PDF atomically, with no creation date (same data, same bytes where matplotlib allows it).
 """
 from __future__ import annotations
 
@@ -18,9 +23,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+ONE_COLUMN, TWO_COLUMN = 3.3, 6.9      # inches
 V1_COLOR = "#D55E00"  # vermillion
 V2_COLOR = "#0072B2"  # blue
 VERSION_COLORS = {"V1": V1_COLOR, "V2": V2_COLOR}
+VERSION_DASHES = {"V1": "-", "V2": "--"}
+VERSION_MARKERS = {"V1": "o", "V2": "s"}
 UNIT_COLORS = {
     "original": V1_COLOR,
     "bn_after_add": "#E69F00",      # orange
@@ -36,24 +44,32 @@ UNIT_LABELS = {
     "relu_only_preact": "ReLU-only pre-activation",
     "full_preact": "full pre-activation (V2)",
 }
-AXIS_LABELS = {
-    "unit": "unit index",
-    "depth": "depth (layers)",
-    "step": "iteration",
-    "epoch": "epoch",
-    "seed": "seed",
+GRAD_LABEL = r"$\Vert\partial L/\partial x_l\Vert$"
+STAGE_LINE = dict(color="0.55", linestyle=":", linewidth=0.7, zorder=0)
+DPI = 300
+RC = {
+    "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
+    "font.size": 7.5, "axes.titlesize": 7.5, "axes.labelsize": 7.5, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "legend.fontsize": 7, "legend.title_fontsize": 7,
+    "axes.linewidth": 0.6, "lines.linewidth": 1.1, "lines.markersize": 3.5,
+    "xtick.major.width": 0.6, "ytick.major.width": 0.6, "grid.linewidth": 0.4,
+    "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+    "savefig.dpi": DPI, "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "figure.dpi": 100,
+    "mathtext.fontset": "dejavusans",
 }
-STAGE_LINE = dict(color="0.55", linestyle="--", linewidth=0.8, zorder=0)
-DPI = 200
 
 
 def set_style() -> None:
-    """The suite's seaborn theme; call once before drawing."""
+    """The suite's theme; call once before drawing."""
     sns.set_theme(context="paper", style="whitegrid",
-                  palette=[V1_COLOR, V2_COLOR, *list(UNIT_COLORS.values())[1:4]],
-                  rc={"axes.spines.top": False, "axes.spines.right": False,
-                      "savefig.dpi": DPI, "savefig.bbox": "tight", "figure.dpi": 100,
-                      "legend.frameon": False})
+                  palette=[V1_COLOR, V2_COLOR, *list(UNIT_COLORS.values())[1:4]], rc=RC)
+
+
+def new_figure(width: str = "one", height: float = 2.4, nrows: int = 1, ncols: int = 1, **kw):
+    """(fig, axes) at print size: ``width`` "one" (3.3 in) or "two" (6.9 in) columns."""
+    inches = {"one": ONE_COLUMN, "two": TWO_COLUMN}[width]
+    return plt.subplots(nrows, ncols, figsize=(inches, height), squeeze=False,
+                        constrained_layout=True, **kw)
 
 
 def version_palette() -> dict:
@@ -66,24 +82,21 @@ def unit_palette() -> dict:
     return dict(UNIT_COLORS)
 
 
-def mark_stage_boundaries(ax, boundaries, *, offset=-0.5, label="stage boundary") -> None:
-    """Dashed vertical lines where a new stage (a dimension change) begins.
+def version_line(version: str) -> dict:
+    """Colour, line style and label of a version, for ``ax.plot(..., **version_line("V1"))``."""
+    return dict(color=VERSION_COLORS[version], linestyle=VERSION_DASHES[version],
+                label=VERSION_LABELS[version])
 
-    ``boundaries`` are the unit indices that start a new stage; the line sits ``offset``
-    (half a unit) before each, between the two stages. Only the first line carries
-    ``label``, so a legend lists it once.
-    """
+
+def mark_stage_boundaries(ax, boundaries, *, offset=-0.5, label=None) -> None:
+    """Dotted vertical lines where a new stage (a dimension change) begins: half a unit before
+    each unit index in ``boundaries``; only the first carries ``label``."""
     for i, b in enumerate(sorted(boundaries)):
         ax.axvline(b + offset, label=label if i == 0 else None, **STAGE_LINE)
 
 
 def save_figure(fig, folder, name) -> list[Path]:
-    """Write ``folder/name.png`` (dpi 200) and ``folder/name.pdf`` atomically; close ``fig``.
-
-    Each file goes to a temporary name in the same folder first and is then ``os.replace``-d,
-    so a killed run never leaves half an image. The PDF carries no creation date, so
-    redrawing the same data gives the same bytes where matplotlib allows it.
-    """
+    """Write ``folder/name.png`` and ``folder/name.pdf`` atomically; close ``fig``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -93,7 +106,9 @@ def save_figure(fig, folder, name) -> list[Path]:
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=folder)
             os.close(fd)
             try:
-                fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", metadata=metadata)
+                with plt.rc_context(RC):
+                    fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):

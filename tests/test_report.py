@@ -1,21 +1,24 @@
-"""REPORT.md from a small fixture of claims.csv files; the plot style it links to."""
+"""REPORT.md from a fixture of claims.csv files: the one-screen table parsed back equals the
+answers derived from the claims files, the size limit, byte-identical rebuilds, stale-commit
+marks, bad paths; and the plot style it links to."""
 import importlib.util
 import json
+import re
 import unicodedata
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import claims as C
+from analysis.report import CLAIMS, SUMMARY_FILE, answers, build_report, parse_summary, render_report
 from resnet_lab import plotting
-from analysis.report import CLAIMS, build_report, render_report
-from resnet_lab.units import UNIT_KINDS
+from resnet_lab.cli import main_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "seed" / "000_64b20d10b326a134.txt"
-DEPTHS = (20, 164, 1001)
 
 
 def _load_script():
@@ -25,125 +28,134 @@ def _load_script():
     return module
 
 
-def _write_fixture(results: Path, deep_gap: float):
-    """early_training (C3 per depth, C5 threshold) and signal_propagation (C1), from data.
+def _arms(effect, seed):
+    rng = np.random.default_rng(seed)
+    b = 0.4 + rng.normal(0, 0.02, 5)
+    return b + effect + rng.normal(0, 0.005, 5), b
 
-    V1's loss exceeds V2's by ``deep_gap`` at 164 and 1001 layers and by nothing at 20;
-    every verdict is computed by the library from these synthetic numbers.
-    """
-    rng = np.random.default_rng(0)
-    rows, verdicts = [], []
-    for depth in DEPTHS:
-        v2 = 2.0 + rng.normal(0, 0.05, 4)
-        v1 = v2 + (deep_gap if depth >= 164 else 0.0) + rng.normal(0, 0.01, 4)
-        res = C.paired_difference(v1, v2, alternative="greater")
-        rows.append(C.claim_row("C3", "early_training", "loss@100", depth, res,
-                                dataset="digits", preset="quick"))
-        verdicts.append(res.verdict)
-    threshold = C.depth_threshold(DEPTHS, verdicts)
-    rows.append(C.threshold_row("C5", "early_training", "loss gap threshold", threshold,
-                                claimed_depth=164))
-    folder = results / "early_training"
-    C.append_claims(folder, rows)
-    (folder / "config.json").write_text(json.dumps(  # the layout resnet_lab.runs writes
-        {"experiment": "early_training", "args": {"preset": "quick", "dataset": None,
-                                                  "seeds": [0, 1, 2, 3]},
-         "preset": {"dataset": "digits", "width": 16, "seeds": [0, 1]}, "status": "completed"}))
-    for name in ("c3_loss_curves", "gap_vs_depth"):
-        fig, ax = plt.subplots(figsize=(1, 1))
-        ax.plot([0, 1], [0, 1])
-        plotting.save_figure(fig, folder / "figures", name)
-    res = C.one_sample(rng.normal(0, 1e-7, 3), alternative="equivalent", margin=1e-5)
-    C.append_claims(results / "signal_propagation",
-                    [C.claim_row("C1", "signal_propagation", "max |output − f(sum)|", 1001, res)])
+
+def _write_fixture(results: Path, c3_gap: float, commit="0" * 40):
+    """early_training (C3 at 1001 primary, 164 secondary) and full_training (C5 primary at 20,
+    56; C6 not testable), from synthetic data: every verdict is the library's."""
+    early = [C.claim_row("C3", "primary", "early_training", "training error, V1 − V2", 1001,
+                         C.paired_difference(*_arms(c3_gap, 1), margin=0.05), margin_reason="why"),
+             C.claim_row("C3", "secondary", "early_training", "training error, V1 − V2", 164,
+                         C.paired_difference(*_arms(c3_gap, 2), margin=0.05))]
+    full = [C.claim_row("C5", "primary", "full_training", "training error, V1 − V2", d,
+                        C.paired_difference(*_arms(0.0, d), direction="noninferior", margin=0.05))
+            for d in (20, 56)]
+    full.append(C.claim_row("C6", "primary", "full_training", "gap", 20,
+                            C.not_testable(5, "not every net fits")))
+    for name, rows in (("early_training", early), ("full_training", full)):
+        C.write_claims(results / name, rows)
+        (results / name / "config.json").write_text(json.dumps(
+            {"experiment": name, "preset": {"preset": "quick", "dataset": "digits", "widths": {"20": 16},
+                                            "seeds": [0, 1, 2, 3, 4], "steps": 250},
+             "code_commit": commit, "wall_seconds": 12.5, "status": "completed"}))
+    fig, ax = plotting.new_figure("one", 1.5)
+    plotting.save_figure(fig, results / "early_training" / "figures", "c3_training_error")
 
 
 @pytest.fixture
 def results(tmp_path):
-    _write_fixture(tmp_path / "paper", deep_gap=0.5)
-    return tmp_path / "paper"
+    folder = tmp_path / "paper"
+    _write_fixture(folder, c3_gap=0.3)
+    return folder
 
 
-def _section(text, claim_id):
-    start = text.index(f"## {claim_id} ")
-    return text[start:text.index("\n## ", start + 1)]
-
-
-def test_report_sections_figures_and_caveats(results):
+def test_summary_table_parsed_back_equals_the_claims_files(results):
     out = build_report(results, results / "REPORT.md")
-    text = out.read_text()
-    for claim in CLAIMS:
-        assert f"## {claim.id} — {claim.title}" in text
-    assert "no data yet — run experiments/relu_blocking.py" in _section(text, "C2").lower()
-    c3 = _section(text, "C3")
-    assert "| early_training | loss@100 | 1001 | digits | quick |" in c3
-    assert "depth 20: 1 not supported · depth 164: 1 supported · depth 1001: 1 supported" in c3
-    assert "](early_training/figures/c3_loss_curves.png)" in c3
-    assert "](early_training/figures/gap_vs_depth.png)" in c3
-    c5 = _section(text, "C5")
-    assert "c3_loss_curves" not in c5 and "gap_vs_depth" in c5  # prefix restricts a figure
-    assert "preset quick; dataset digits; width 16; seeds 0, 1, 2, 3; status completed" in c5
-    assert "not the paper's setting" in c5
-    assert "**Derived verdict: supported**" in _section(text, "C7")
-    assert "| [C7](#c7) | V1 for shallow nets, V2 for deep ones | derived: **supported** | " \
-           "`early_training` |" in text
-    assert "no config.json" in _section(text, "C1")
-    for link in [line.split("](")[1][:-1] for line in text.splitlines() if line.startswith("![")]:
-        assert (results / link).is_file()
+    table = parse_summary(out.read_text())
+    assert list(table["claim"]) == [c.id for c in CLAIMS]
+    rows = pd.concat([C.read_claims(results / n / "claims.csv").assign(folder=n)
+                      for n in ("early_training", "full_training")])
+    derived = answers(rows)
+    assert dict(zip(table["claim"], table["answer"])) == derived
+    assert derived["C3"] == C.SUPPORTED and derived["C5"] == C.SUPPORTED
+    assert derived["C6"] == C.NOT_TESTABLE and derived["C7"] == C.SUPPORTED
+    assert derived["C1"] == "no data yet"
+    # the why-sentence carries the primary test's numbers, scaled to points
+    c3 = C.read_claims(results / "early_training" / "claims.csv").iloc[0]
+    why = table.set_index("claim").loc["C3", "why"]
+    assert f"{c3['effect'] * 100:.3g}" in why and f"{c3['ci_low'] * 100:.3g}" in why
+    assert "c3_training_error.png" in table.set_index("claim").loc["C3", "figure"]
+    saved = pd.read_csv(results / SUMMARY_FILE)
+    assert list(saved["answer"]) == list(table["answer"])
 
 
-def test_verdicts_follow_the_data(tmp_path, results):
-    before = render_report(results, results)
-    _write_fixture(tmp_path / "flipped", deep_gap=-0.5)  # V1 now *better* at depth
-    after = render_report(tmp_path / "flipped", tmp_path / "flipped")
-    assert _section(before, "C3") != _section(after, "C3")
-    assert "depth 1001: 1 not supported" in _section(after, "C3")
-    assert "**Derived verdict: not supported**" in _section(after, "C7")
-    assert "| [C5](#c5) | Below about 164 layers the difference is small | all depths: 1 " \
-           "not supported |" in after
+def test_answers_turn_with_the_data(tmp_path):
+    _write_fixture(tmp_path / "paper", c3_gap=-0.2)
+    text, table = render_report(tmp_path / "paper", tmp_path / "paper")
+    answer = dict(zip(table["claim"], table["answer"]))
+    assert answer["C3"] == C.NOT_SUPPORTED and answer["C7"] == C.NOT_SUPPORTED
+
+
+def test_report_is_one_screen_per_claim_and_small(results):
+    text = build_report(results, results / "REPORT.md").read_text()
+    assert len(text.encode()) < 15_000
+    assert text.index("| claim |") < text.index("## C1")          # the table opens the report
+    c6 = text.split("## C6")[1].split("\n## ")[0]
+    assert "not testable" in c6 and "not every net fits" in c6 and "full_training/claims.csv" in c6
+    assert C.C7_RULE.splitlines()[0] in text
 
 
 def test_second_build_is_byte_identical(results, tmp_path):
-    first = build_report(results, tmp_path / "a.md").read_bytes()
-    second = build_report(results, tmp_path / "a.md").read_bytes()
-    assert first == second
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "paper"]
+    a = build_report(results, results / "REPORT.md").read_bytes()
+    b = build_report(results, results / "REPORT.md").read_bytes()
+    assert a == b
+
+
+def test_a_result_from_other_code_is_marked(tmp_path):
+    import subprocess
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    first = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.split()[0]
+    for commit, marked in ((head, False), (first, True)):
+        _write_fixture(tmp_path / commit, c3_gap=0.3, commit=commit)
+        text, _ = render_report(tmp_path / commit, tmp_path / commit)
+        assert ("whose code differs" in text) == marked
 
 
 def test_cli_bad_paths_exit_2(tmp_path, capsys, results):
-    from resnet_lab.cli import main_guard
-    script = _load_script()
-    script.main = main_guard(script.main)
-    assert script.main(["--results", str(tmp_path / "missing")]) == 2
+    main = main_guard(_load_script().main)
+    assert main(["--results", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no results folder" in err
     (results / "broken").mkdir()
     (results / "broken" / "claims.csv").write_text("claim,effect\nC3,1.0\n")
-    assert script.main(["--results", str(results)]) == 2
+    assert main(["--results", str(results)]) == 2
     assert "missing claims columns" in capsys.readouterr().err
     (results / "broken" / "claims.csv").unlink()
-    assert script.main(["--results", str(results)]) == 0
-    assert (results / "REPORT.md").is_file()
+    assert main(["--results", str(results)]) == 0 and (results / "REPORT.md").is_file()
 
 
 def test_article_quotes_are_verbatim():
     if not SEED.is_file():
         pytest.skip("article text not available")
-    article = unicodedata.normalize("NFKC", SEED.read_text())
+    article = unicodedata.normalize("NFKC", SEED.read_text(encoding="utf-8"))
     for claim in CLAIMS:
-        assert claim.original in article, claim.id
+        if claim.original:
+            assert unicodedata.normalize("NFKC", claim.original) in article, claim.id
 
 
-def test_plot_style_and_atomic_save(tmp_path):
-    assert set(plotting.unit_palette()) == set(UNIT_KINDS) == set(plotting.UNIT_LABELS)
-    assert plotting.unit_palette()["original"] == plotting.version_palette()["V1"]
-    assert plotting.unit_palette()["full_preact"] == plotting.version_palette()["V2"]
+def test_paper_figure_style(tmp_path):
+    """Figures a paper can take: TrueType (not Type 3) fonts in the PDF, one- and two-column
+    sizes, text at least 7 pt, V1/V2 colours and line styles fixed."""
     plotting.set_style()
-    fig, ax = plt.subplots()
-    ax.plot(range(10))
-    plotting.mark_stage_boundaries(ax, [6, 3])
-    assert [line.get_xdata()[0] for line in ax.lines[1:]] == [2.5, 5.5]
-    paths = plotting.save_figure(fig, tmp_path / "figures", "demo")
-    assert [p.name for p in paths] == ["demo.png", "demo.pdf"]
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["demo.pdf", "demo.png"]
-    assert not plt.fignum_exists(fig.number)
+    for width, inches in (("one", plotting.ONE_COLUMN), ("two", plotting.TWO_COLUMN)):
+        fig, axes = plotting.new_figure(width, 2.0)
+        ax = axes[0][0]
+        ax.plot([0, 1], [1, 2], **plotting.version_line("V1"))
+        ax.plot([0, 1], [2, 1], **plotting.version_line("V2"))
+        ax.set_ylabel(plotting.GRAD_LABEL)
+        ax.legend()
+        sizes = [t.get_fontsize() for t in fig.findobj(lambda o: hasattr(o, "get_fontsize"))]
+        assert min(sizes) >= 7
+        data = plotting.save_figure(fig, tmp_path, f"fig_{width}")[1].read_bytes()
+        box = re.search(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", data)
+        assert float(box.group(1)) / 72 == pytest.approx(inches, abs=0.35)
+        subtypes = re.findall(rb"/Subtype /(Type3|TrueType|Type1|Type0)", data)
+        assert subtypes and b"Type3" not in subtypes and b"/FontFile2" in data   # TrueType, embedded
+    assert plotting.VERSION_DASHES["V1"] != plotting.VERSION_DASHES["V2"]
+    assert plt.get_backend().lower() == "agg"

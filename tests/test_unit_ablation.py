@@ -57,7 +57,7 @@ def test_smoke_writes_the_table_claims_and_figures(smoke_run):
 def test_claims_are_recomputed_from_the_summary(smoke_run):
     run, _ = smoke_run
     table = pd.read_csv(run / "summary.csv")
-    again = pd.DataFrame(T2.claims_rows(table, dataset="digits", preset="smoke"))
+    again = pd.DataFrame(C.apply_holm(T2.claims_rows(table, dataset="digits")))
     written = C.read_claims(run / "claims.csv")
     assert again["verdict"].tolist() == written["verdict"].tolist()
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)
@@ -72,8 +72,9 @@ def test_verdicts_follow_the_data(delta, verdict):
         base = 0.06 + rng.normal(0, 0.003)
         for kind in ("original", "full_preact"):
             err = base + (delta + rng.normal(0, 0.002) if kind == "full_preact" else 0)
-            rows.append(dict(depth=164, unit_kind=kind, seed=seed, width=16, test_error=err))
-    (row,) = T2.claims_rows(pd.DataFrame(rows), dataset="digits", preset="quick")
+            rows.append(dict(depth=164, unit_kind=kind, seed=seed, width=16, test_error=err,
+                             fits=True))
+    (row,) = T2.claims_rows(pd.DataFrame(rows), dataset="digits")
     assert row["unit_kind"] == "full_preact" and row["verdict"] == verdict
     assert row["paper_effect"] == pytest.approx((5.46 - 5.93) / 100) and row["paper_depth"] == 164
 
@@ -83,9 +84,9 @@ def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
     assert {"train.csv.gz", "probe.csv.gz", "summary.csv", "table2.md", "claims.csv"} <= \
         {p.name for p in publish.iterdir()}
     assert set(FIGURES) <= set(redraw_without_model_code("unit_ablation", publish))
-    text = render_report(publish.parent, tmp_path)
-    other = text.split("## Other measurements")[1]
-    assert f"### {T2.CLAIM}" in other and "t2_test_error.png" in other
+    text, _ = render_report(publish.parent, publish.parent)
+    t2 = text.split("## T2")[1].split("\n## ")[0]
+    assert "unit_ablation/claims.csv" in t2 and "full_preact − original" in t2
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -1,6 +1,6 @@
-"""experiments/overfitting.py (claim C6) end to end on the smoke preset: the files and their
-schema, the weight-input statistics against a direct computation, verdicts that follow the
-data, figures redrawn from the CSVs alone, the report section, and answers to bad input."""
+"""experiments/full_training.py (claims C5, C6) end to end on the smoke preset: the files and
+their schema, the weight-input statistics against a direct computation, figures redrawn from the
+CSVs alone, and answers to bad input. Primary-test verdicts: tests/test_primary_tests.py."""
 import json
 from pathlib import Path
 
@@ -10,23 +10,23 @@ import pytest
 import torch
 from torch import nn
 
-from analysis import overfitting as C6
 from analysis import claims as C
+from analysis import full_training as FT
 from resnet_lab.data import Batches, apply_augmentation, draw_augmentation, load_dataset
-from analysis.report import render_report
 from resnet_lab.sweep import Cell, build
 
 from experiment_checks import bad_input, help_text, redraw_without_model_code, run_smoke
 
 ROOT = Path(__file__).resolve().parents[1]
+NAME = "full_training"
 ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
-FIGURES = ["c6_training_curves", "c6_final_metrics", "c6_weight_input_stats", "c6_input_distance"]
+FIGURES = ["c5_training_error", "c5_gap_vs_depth", "c6_final_metrics", "c6_input_distance"]
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    publish = tmp_path_factory.mktemp("paper") / "overfitting"
-    run = run_smoke("overfitting", tmp_path_factory.mktemp("runs"), "--threads", "1",
+    publish = tmp_path_factory.mktemp("paper") / NAME
+    run = run_smoke(NAME, tmp_path_factory.mktemp("runs"), "--threads", "1",
                     "--publish", str(publish))
     return run, publish
 
@@ -35,16 +35,15 @@ def test_smoke_writes_every_file_in_the_schema(smoke_run):
     run, _ = smoke_run
     config = json.loads((run / "config.json").read_text())
     assert config["status"] == "completed" and config["preset"]["preset"] == "smoke"
-    assert config["preset"]["dataset"] == "digits" and config["preset"]["depths"] == [8, 11]
-    train = pd.read_csv(run / "train.csv")
+    assert config["preset"]["dataset"] == "digits" and config["preset"]["depths"] == [8, 14]
+    train = pd.read_csv(run / "train.csv.gz")
     assert list(train.columns[:6]) == ID_COLUMNS
     assert set(train["version"]) == {1, 2} and set(train["seed"]) == {0, 1, 2}
     final = pd.read_csv(run / "final.csv")
     assert len(final) == 2 * 2 * 3 * 4          # depths x versions x seeds x (split, metric)
     wi = pd.read_csv(run / "weight_inputs.csv.gz")
-    assert sorted(wi["step"].unique()) == [1, 4]    # initialisation and the last step
-    # every Conv2d / Linear of every net, once per probed step
-    for depth in (8, 11):
+    assert sorted(wi["step"].unique()) == [1, 10]    # initialisation and the last step
+    for depth in (8, 14):                            # every Conv2d / Linear, once per probed step
         for kind in ("original", "full_preact"):
             net = build(Cell(depth, kind, 0, 4), load_dataset("digits"))
             n = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in net.modules())
@@ -53,20 +52,17 @@ def test_smoke_writes_every_file_in_the_schema(smoke_run):
             assert set(cell["role"]) == {"stem", "unit input", "inside branch", "classifier"}
     assert np.allclose(wi["distance"] ** 2, wi["mean_rms"] ** 2 + wi["var_dev"] ** 2)
     summary = pd.read_csv(run / "summary.csv")
-    assert len(summary) == 12 and summary[["gap_error", "distance_init"]].notna().all().all()
+    assert len(summary) == 12 and summary[["gap_error", "distance_init", "err_window"]].notna().all().all()
+    assert np.allclose(summary["gap_error"], summary["test_error"] - summary["train_error"])
     claims = C.read_claims(run / "claims.csv")
-    assert set(claims["claim"]) == {"C6"} and len(claims) == 2 * len(C6.MEASURES)
-    assert (claims["n"] == 3).all() and set(claims["depth"]) == {8, 11}
-    c7 = claims.set_index("measure")["for_c7"].groupby(level=0).first()
-    assert c7[[m for m in c7.index if m.startswith("final test")]].all()
-    assert not c7[[m for m in c7.index if "distance" in m or "train loss" in m]].any()
-    # 4 smoke steps fit nothing: the gaps compare underfit nets and stay out of C7
-    gaps = claims[claims["measure"].str.startswith("generalization gap")]
-    assert not gaps["for_c7"].any() and gaps["note"].str.contains("did not fit").all()
+    assert set(claims["claim"]) == {"C5", "C6"}
+    assert set(claims.loc[claims["role"] == "mechanism", "claim"]) == {"C6"}
+    # 10 smoke steps fit nothing: the gap test says it cannot be made, and why
+    c6 = claims[(claims["claim"] == "C6") & (claims["role"] == "primary")]
+    assert (c6["verdict"] == C.NOT_TESTABLE).all() and c6["note"].str.contains("fits").all()
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
-    assert "| 8 | 4 | V1 | 3 |" in (run / "table.md").read_text()
 
 
 def test_weight_input_statistics_match_a_direct_computation(smoke_run):
@@ -101,76 +97,36 @@ def test_weight_input_statistics_match_a_direct_computation(smoke_run):
 def test_claims_are_recomputed_from_the_summary(smoke_run):
     run, _ = smoke_run
     table = pd.read_csv(run / "summary.csv")
-    again = pd.DataFrame(C6.claims_rows(table, dataset="digits", preset="smoke"))
+    again = pd.DataFrame(C.apply_holm(FT.claims_rows(table, dataset="digits")))
     written = C.read_claims(run / "claims.csv")
     assert again["verdict"].tolist() == written["verdict"].tolist()
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)
-
-
-@pytest.mark.parametrize("v1_gap, verdict", [(0.05, C.SUPPORTED), (-0.05, C.NOT_SUPPORTED)])
-def test_verdicts_follow_the_data(v1_gap, verdict):
-    """A synthetic summary: V1's generalization gap exceeds V2's by ``v1_gap``."""
-    rng = np.random.default_rng(1)
-    rows = []
-    for seed in range(4):
-        base = 0.02 + rng.normal(0, 0.002)
-        for version, gap in ((1, base + v1_gap + rng.normal(0, 0.003)), (2, base)):
-            rows.append(dict(depth=164, version=version, seed=seed, width=16, gap_error=gap,
-                             test_error=0.05, train_error=0.01, gap_loss=0.1,
-                             train_loss_final=0.05, distance_init=1.0, distance_final=1.0))
-    table = pd.DataFrame(rows)
-    out = {r["measure"]: r for r in C6.claims_rows(table, dataset="digits", preset="quick")}
-    row = next(r for m, r in out.items() if m.startswith("generalization gap in error"))
-    assert row["verdict"] == verdict and row["for_c7"] is True
-    assert row["effect"] == pytest.approx(v1_gap, abs=0.01)
 
 
 def test_published_copy_is_small_and_redraws_without_model_code(smoke_run):
     _, publish = smoke_run
     names = {p.name for p in publish.iterdir()}
     assert {"config.json", "claims.csv", "summary.csv", "weight_inputs.csv.gz", "train.csv.gz",
-            "table.md", "figures"} <= names and "probe.csv.gz" not in names
+            "figures"} <= names and "probe.csv.gz" not in names
     assert sum(p.stat().st_size for p in publish.glob("*.*")) < 2_000_000
-    assert set(FIGURES) <= set(redraw_without_model_code("overfitting", publish))
-
-
-def test_report_lists_c6_rows_and_figures_under_c6(smoke_run, tmp_path):
-    _, publish = smoke_run
-    text = render_report(publish.parent, tmp_path)
-    c6 = text.split('<a id="c6"></a>')[1].split('<a id="c7"></a>')[0]
-    assert "generalization gap in error" in c6 and "c6_training_curves.png" in c6
-    assert "`smoke` preset is not the paper's setting" in c6
-    assert "No data yet" not in c6
+    assert redraw_without_model_code(NAME, publish) == sorted(FIGURES)
 
 
 @pytest.mark.parametrize("argv, needle", [
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
     (["--seeds", "0", "1"], "need at least 3 seeds"),
     (["--checkpoints", "0"], "--checkpoints"),
-    (["--warmup-steps", "99"], "--warmup-steps 99"),
     (["--lr", "-1"], "--lr -1.0: must be a positive"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-python.tar.gz"),
     (["--out", "/proc/version/x"], "--out"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys, monkeypatch):
-    bad_input("overfitting", argv, needle, tmp_path, capsys, monkeypatch)
+    bad_input(NAME, argv, needle, tmp_path, capsys, monkeypatch)
 
 
 def test_help_documents_every_flag(capsys):
-    text = help_text("overfitting", capsys)
+    text = help_text(NAME, capsys)
     for flag in ("--preset", "--seeds", "--device", "--dataset", "--data-dir", "--out", "--depths",
-                 "--width", "--steps", "--warmup-steps", "--lr", "--batch-size", "--checkpoints",
-                 "--threads", "--publish"):
+                 "--width", "--steps", "--lr", "--batch-size", "--checkpoints", "--threads",
+                 "--workers", "--precision", "--publish"):
         assert flag in text
-
-
-def test_gap_of_an_underfit_net_is_kept_out_of_c7():
-    rows = [dict(depth=164, version=v, seed=s, width=16, gap_error=0.01 * (s + 1) * v,
-                 test_error=0.5 if v == 1 else 0.05, train_error=0.5 if v == 1 else 0.01,
-                 gap_loss=0.1, train_loss_final=1.0, distance_init=1.0, distance_final=1.0)
-            for s in range(3) for v in (1, 2)]
-    out = C6.claims_rows(pd.DataFrame(rows), dataset="digits", preset="quick")
-    gaps = [r for r in out if r["measure"].startswith("generalization gap")]
-    assert gaps and all(r["for_c7"] is False and "V1 train error 50%" in r["note"] for r in gaps)
-    (test_error,) = [r for r in out if r["measure"].startswith("final test error")]
-    assert test_error["for_c7"] is True and "did not fit" in test_error["note"]

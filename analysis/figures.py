@@ -1,0 +1,71 @@
+"""Figure pieces the experiments share (the style itself: resnet_lab.plotting)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from resnet_lab import plotting
+
+from . import claims as C
+
+VERDICT_MARKERS = {C.SUPPORTED: "o", C.NOT_SUPPORTED: "X", C.INCONCLUSIVE: "s", C.NOT_TESTABLE: "."}
+
+
+def gap_axis(ax, rows: pd.DataFrame, *, label, color="0.2", offset=1.0):
+    """Effect (V1 − V2) with its 95% CI against depth (log x); marker = verdict, filled for a
+    primary test."""
+    rows = rows.sort_values("depth")
+    depths = rows["depth"].to_numpy(float) * offset
+    effect = rows["effect"].to_numpy(float)
+    lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+    ax.errorbar(depths, effect, yerr=[effect - lo, hi - effect], color=color, lw=0.8, capsize=2,
+                fmt="none")
+    ax.plot(depths, effect, color=color, lw=0.7, alpha=0.6, label=label)
+    for verdict, marker in VERDICT_MARKERS.items():
+        for primary in (True, False):
+            sel = (rows["verdict"].to_numpy() == verdict) & ((rows["role"] == "primary").to_numpy() == primary)
+            if sel.any():
+                ax.scatter(depths[sel], effect[sel], marker=marker, s=22, zorder=3,
+                           facecolor=color if primary else "white", edgecolor=color, linewidth=0.8)
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.set_xscale("log")
+    ticks = sorted(rows["depth"].unique())
+    ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("depth (layers)")
+
+
+def verdict_legend(ax, loc="upper left"):
+    """Marker = verdict; filled = primary test."""
+    import matplotlib.pyplot as plt
+    handles = [plt.Line2D([], [], marker=m, color="0.3", ls="", markersize=4, label=v)
+               for v, m in VERDICT_MARKERS.items() if v != C.NOT_TESTABLE]
+    handles.append(plt.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", ls="",
+                              markersize=4, label="open: secondary"))
+    ax.legend(handles=handles, loc=loc)
+
+
+def band(ax, x, mean, low, high, version):
+    """A version's mean line with its range over seeds as a band."""
+    line = plotting.version_line(version)
+    ax.plot(x, mean, **line)
+    ax.fill_between(x, low, high, color=line["color"], alpha=0.18, lw=0)
+
+
+def seeds_dots(ax, table: pd.DataFrame, column: str, depths, scale=1.0):
+    """One dot per seed, V1 left and V2 right of each depth, a grey line joining a seed's
+    pair (the pairing the tests use)."""
+    for k, depth in enumerate(depths):
+        wide = table[table["depth"] == depth].pivot_table(index="seed", columns="version",
+                                                          values=column) * scale
+        for _, r in wide.iterrows():
+            if {1, 2} <= set(r.index):
+                ax.plot([k - 0.15, k + 0.15], [r[1], r[2]], color="0.75", lw=0.6, zorder=1)
+        for version, dx in ((1, -0.15), (2, 0.15)):
+            if version in wide.columns:
+                name = f"V{version}"
+                ax.scatter(np.full(len(wide), k + dx), wide[version], s=10, zorder=2,
+                           marker=plotting.VERSION_MARKERS[name], color=plotting.VERSION_COLORS[name],
+                           label=plotting.VERSION_LABELS[name] if k == 0 else None)
+    ax.set_xticks(range(len(depths)), [str(d) for d in depths])
+    ax.set_xlabel("depth (layers)")

@@ -1,0 +1,55 @@
+"""Claims C5 and C6: below 164 layers, is V1 as good as V2 -- and does V2 overfit less?
+
+Trains V1 (original post-activation unit) and V2 (full pre-activation) at basic-unit depths
+below 164, one width for the series, from the same seeds, with the paper's whole schedule
+(SGD, momentum 0.9, weight decay 1e-4; lr 0.01 until the training error is below 80%, then
+0.1, /10 at 1/2 and 3/4 of the run), records the statistics of every weight layer's input at
+evenly spaced steps, and evaluates every net on its whole train and test split at the end.
+Presets, measures, the primary tests and their margins: analysis/full_training.py.
+
+    python experiments/full_training.py                    # quick preset: digits, 2 CPU cores
+    python experiments/full_training.py --preset paper --data-dir ~/data   # CIFAR-10, a GPU
+    python experiments/make_figures.py full_training results/runs/full_training/<run-id>
+
+Writes results/runs/full_training/<run-id>/: config.json, train.csv.gz, probe.csv.gz
+(weight-input rows), final.csv (end-of-training evaluation), cells.csv, weight_inputs.csv.gz,
+summary.csv, claims.csv, figures/, cells/ (each net's own tables). The same command again
+resumes an interrupted run and skips its finished nets.
+"""
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from analysis import full_training as experiment  # noqa: E402
+from analysis import open_run, publish  # noqa: E402
+from analysis.cells import checked_dataset, train_cell  # noqa: E402
+from analysis.claims import print_claims  # noqa: E402
+from resnet_lab.cli import run_main  # noqa: E402
+from resnet_lab.sweep import run_sweep  # noqa: E402
+
+
+def main(argv=None):
+    s = experiment.parse_settings(argv)                 # flags -> preset -> checks; nothing written
+    data = checked_dataset(s)                           # the data exist (else: where to get them)
+    run = open_run(experiment.NAME, s, s["out"])        # id from the settings: rerun = resume
+    print(f"{experiment.describe(s)}\n-> {run.path}", flush=True)
+    with run.recorded() as timing:
+        tables, cells = run_sweep(run, experiment.NAME, experiment.cells(s), train_cell,
+                                  experiment.context(s), workers=s["workers"],
+                                  threads=s["threads"], steps=s["steps"])
+        table = experiment.analyse(run, tables, cells, s, num_classes=data.num_classes)
+        figures = experiment.draw_figures(run.path)
+    print_claims(run.path / "claims.csv")
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        print(table.groupby(["depth", "version"])[["err_window", "train_error", "test_error",
+                                                   "gap_error"]].mean().to_string())
+    if s["publish"] is not None:
+        print(f"published to {publish(experiment, run.path, s['publish'])}")
+    print(f"done in {timing['seconds']:.0f} s; wrote {run.path} ({len(figures) // 2} figures)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
