@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-gpu bench clean
+.PHONY: install run test test-gpu bench reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ install: $(BIN)/python
 
 run: install
 	$(BIN)/python experiments/grad_flow.py
+
+reproduce: install
+	$(BIN)/python experiments/reproduce.py
 
 test: install
 	$(BIN)/python -m pytest -q

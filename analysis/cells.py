@@ -44,9 +44,12 @@ def checked_dataset(s: dict):
 def train_context(s: dict, probe=None, final_eval: bool = False) -> dict:
     """A training sweep's context from its resolved settings (``s``: steps, batch_size,
     device, precision, schedule, eval_every, probe_every)."""
+    # A checkpoint every tenth of the run: a killed sweep resumes its unfinished cells from
+    # there (bitwise the same numbers as an uninterrupted run).
     train = dict(steps=s["steps"], batch_size=s["batch_size"], device=s["device"],
                  schedule=s["schedule"], eval_every=s["eval_every"],
-                 probe_every=s.get("probe_every", 1), precision=s["precision"])
+                 checkpoint_every=max(1, s["steps"] // 10), probe_every=s.get("probe_every", 1),
+                 precision=s["precision"])
     return dict(dataset=s["dataset"], data_dir=s["data_dir"], train=train, probe=probe,
                 final_eval=final_eval)
 

@@ -54,7 +54,7 @@ from . import claims as C
 from .cells import train_context
 from .figures import band, gap_axis, seeds_dots, verdict_legend
 from .signal_propagation import transmission
-from .tables import version_label
+from .tables import spread, version_label
 
 NAME = "early_training"
 PRESETS = {
@@ -138,7 +138,7 @@ def analyse(run, tables, cells_table, s, *, num_classes) -> pd.DataFrame:
     run.write_csv("probe.csv.gz", probe)
     cuts = cut_table(probe)
     run.write_csv("cuts.csv", cuts)
-    table = summary(train, probe, cuts, window=window(s), num_classes=num_classes)
+    table = summary(train, probe, cuts, window=window(s), steps=s["steps"], num_classes=num_classes)
     run.write_csv("summary.csv", table)
     C.write_claims(run.path, claims_rows(table, dataset=s["dataset"]))
     return table
@@ -148,8 +148,8 @@ def analyse(run, tables, cells_table, s, *, num_classes) -> pd.DataFrame:
 def training_curves(train: pd.DataFrame) -> pd.DataFrame:
     """One row per net and iteration: loss, error and lr side by side."""
     rows = train[train["split"] == "train"]
-    wide = rows.pivot_table(index=NET + ["width", "step"], columns="metric", values="value",
-                            aggfunc="first").reset_index()
+    # unstack, not pivot_table: a diverged net's NaN losses must stay (pivot_table drops them)
+    wide = rows.set_index(NET + ["width", "step", "metric"])["value"].unstack("metric").reset_index()
     wide.columns.name = None
     return wide.sort_values(NET + ["step"], kind="stable").reset_index(drop=True)
 
@@ -191,10 +191,10 @@ def cut_table(probe: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def summary(train, probe, cuts, *, window, num_classes) -> pd.DataFrame:
-    """One row per net: the measures of the module docstring."""
+def summary(train, probe, cuts, *, window, steps, num_classes) -> pd.DataFrame:
+    """One row per net: the measures of the module docstring (``steps``: the run's length;
+    a diverged net's rows stop early)."""
     curves = training_curves(train)
-    steps = int(curves["step"].max())
     chance = 1 - 1 / num_classes
     rows = [{**dict(zip(NET + ["width"], key)), **loss_measures(part, window=window, steps=steps,
                                                                    chance=chance)}
@@ -261,13 +261,12 @@ def c2_rows(table, depths, extra) -> list[dict]:
 def censored_rows(table, depths, extra) -> list[dict]:
     rows = []
     for depth in depths:
-        part = table[table["depth"] == depth].pivot_table(
-            index="seed", columns="version", values=["steps_to_half", "censored"], aggfunc="first")
-        if part.empty or 1 not in part["censored"].columns or 2 not in part["censored"].columns:
+        at = table[table["depth"] == depth]
+        steps, censored = spread(at, "seed", "version", "steps_to_half"), spread(at, "seed", "version", "censored")
+        if not {1, 2} <= set(steps.columns):
             continue
-        result = C.paired_censored(part["steps_to_half"][1], part["steps_to_half"][2],
-                                   censored_a=part["censored"][1].astype(bool),
-                                   censored_b=part["censored"][2].astype(bool))
+        result = C.paired_censored(steps[1], steps[2], censored_a=censored[1].astype(bool),
+                                   censored_b=censored[2].astype(bool))
         rows.append(C.claim_row("C3", "secondary", NAME, "iterations until the 10-iteration mean "
                                 "training error is at most 50%, V1 − V2", int(depth), result, **extra))
     return rows

@@ -7,6 +7,7 @@ import pandas as pd
 from resnet_lab import plotting
 
 from . import claims as C
+from .tables import spread
 
 VERDICT_MARKERS = {C.SUPPORTED: "o", C.NOT_SUPPORTED: "X", C.INCONCLUSIVE: "s", C.NOT_TESTABLE: "."}
 
@@ -56,8 +57,7 @@ def seeds_dots(ax, table: pd.DataFrame, column: str, depths, scale=1.0):
     """One dot per seed, V1 left and V2 right of each depth, a grey line joining a seed's
     pair (the pairing the tests use)."""
     for k, depth in enumerate(depths):
-        wide = table[table["depth"] == depth].pivot_table(index="seed", columns="version",
-                                                          values=column) * scale
+        wide = spread(table[table["depth"] == depth], "seed", "version", column) * scale
         for _, r in wide.iterrows():
             if {1, 2} <= set(r.index):
                 ax.plot([k - 0.15, k + 0.15], [r[1], r[2]], color="0.75", lw=0.6, zorder=1)

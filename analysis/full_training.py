@@ -53,7 +53,7 @@ from . import claims as C
 from .cells import train_context
 from .early_training import NET, loss_measures, training_curves
 from .figures import band, gap_axis, seeds_dots, verdict_legend
-from .tables import version_label
+from .tables import spread
 
 NAME = "full_training"
 PRESETS = {
@@ -138,7 +138,7 @@ def analyse(run, tables, cells_table, s, *, num_classes) -> pd.DataFrame:
     weight_inputs = weight_input_table(tables["probe"])
     run.write_csv("weight_inputs.csv.gz", weight_inputs)
     table = summary(tables["train"], tables["final"], weight_inputs, window=window(s),
-                    num_classes=num_classes)
+                    steps=s["steps"], num_classes=num_classes)
     run.write_csv("summary.csv", table)
     C.write_claims(run.path, claims_rows(table, dataset=s["dataset"]))
     return table
@@ -211,17 +211,16 @@ def input_distance(weight_inputs: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def summary(train, final, weight_inputs, *, window, num_classes) -> pd.DataFrame:
-    """One row per net: see the module docstring."""
+def summary(train, final, weight_inputs, *, window, steps, num_classes) -> pd.DataFrame:
+    """One row per net: see the module docstring (``steps``: the run's length)."""
     curves = training_curves(train)
-    steps = int(curves["step"].max())
     chance = 1 - 1 / num_classes
     out = pd.DataFrame([{**dict(zip(NET + ["width"], key)),
                          **loss_measures(part, window=window, steps=steps, chance=chance),
                          "train_loss_final": part.loc[part["step"] > steps * (1 - FINAL_FRACTION),
                                                       "loss"].mean()}
                         for key, part in curves.groupby(NET + ["width"])]).set_index(NET)
-    wide = final.pivot_table(index=NET, columns=["split", "metric"], values="value")
+    wide = spread(final, NET, ["split", "metric"])
     wide.columns = [f"{split}_{metric}" for split, metric in wide.columns]
     out = out.join(wide, how="left")
     out["gap_error"] = out["test_error"] - out["train_error"]

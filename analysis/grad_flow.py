@@ -11,19 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from resnet_lab import plotting, settings
+from resnet_lab.runs import read_table
+from resnet_lab.schedule import PAPER_ITERATIONS, Schedule
+from resnet_lab.sweep import Cell
 
-from resnet_lab import plotting, settings  # noqa: E402
-from resnet_lab.runs import read_table  # noqa: E402
-from resnet_lab.schedule import PAPER_ITERATIONS, Schedule  # noqa: E402
-from resnet_lab.sweep import Cell  # noqa: E402
-
-from .cells import train_context  # noqa: E402
-from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
+from .cells import train_context
+from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries
 
 NAME = "grad_flow"
 PRESETS = {
@@ -92,76 +89,93 @@ def _version_label(df):
 
 
 def gradient_per_unit(probe: pd.DataFrame, folder, name="fig1_gradient_per_unit"):
-    """Fig. 1: gradient norm at each unit's input vs unit index, one panel per depth."""
+    """Fig. 1: the gradient norm at each unit's input vs unit index, one panel per depth; mean
+    over seeds, at initialisation (thin) and at the last probed step (thick)."""
     rows = _version_label(select(probe, tap="input", direction="backward", stat="norm"))
     depths = sorted(rows["depth"].unique())
-    steps = sorted(rows["step"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.4), squeeze=False)
+    first, last = rows["step"].min(), rows["step"].max()
+    fig, axes = plotting.new_figure("two", 2.1, 1, len(depths))
     for ax, depth in zip(axes[0], depths):
         panel = rows[rows["depth"] == depth]
-        sns.lineplot(data=panel, x="unit", y="value", hue="version", size="step",
-                     sizes=(0.6, 2.0) if len(steps) > 1 else None, size_order=steps[::-1],
-                     palette=plotting.version_palette(), estimator="mean", errorbar=None, ax=ax,
-                     legend=ax is axes[0][-1])
+        for version in ("V1", "V2"):
+            for step, width in ((first, 0.7), (last, 1.6)) if last != first else ((first, 1.1),):
+                mean = panel[(panel["version"] == version) & (panel["step"] == step)] \
+                    .groupby("unit")["value"].mean()
+                line = plotting.version_line(version)
+                line["label"] = f"{version}, step {step}"
+                ax.plot(mean.index, mean.values, lw=width, **line)
         plotting.mark_stage_boundaries(ax, stage_boundaries(panel))
         ax.set_yscale("log")
         ax.set_title(f"{depth} layers")
-        ax.set_xlabel("unit index")
-        ax.set_ylabel("‖∂L/∂x_l‖ (unit input)" if ax is axes[0][0] else "")
-    if len(steps) > 1:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="version / step")
-    fig.suptitle("Gradient reaching each unit's input (thin: initialisation, thick: later steps)")
+        ax.set_xlabel("unit index $l$")
+    axes[0][0].set_ylabel(plotting.GRAD_LABEL)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=4)
     return plotting.save_figure(fig, folder, name)
 
 
 def first_to_last_vs_depth(probe: pd.DataFrame, folder, name="fig2_first_to_last_vs_depth"):
-    """Fig. 2: first-to-last gradient ratio vs depth (log-log), V1 vs V2, spread over seeds."""
+    """Fig. 2: the gradient at the first unit over the last, against depth (log-log), at
+    initialisation; line: median over seeds, dots: seeds."""
     ratio = first_to_last(probe, RUN_KEYS, name="ratio")
     ratio = _version_label(ratio[ratio["step"] == ratio["step"].min()])
-    fig, ax = plt.subplots(figsize=(4.6, 3.6))
-    sns.lineplot(data=ratio, x="depth", y="ratio", hue="version", palette=plotting.version_palette(),
-                 marker="o", estimator="median", errorbar=("pi", 100), ax=ax)
-    sns.scatterplot(data=ratio, x="depth", y="ratio", hue="version", palette=plotting.version_palette(),
-                    alpha=0.4, s=14, legend=False, ax=ax)
+    fig, axes = plotting.new_figure("one", 2.3)
+    ax = axes[0][0]
+    for version in ("V1", "V2"):
+        part = ratio[ratio["version"] == version]
+        median = part.groupby("depth")["ratio"].median()
+        ax.plot(median.index, median.values, marker=plotting.VERSION_MARKERS[version],
+                **plotting.version_line(version))
+        ax.scatter(part["depth"], part["ratio"], s=6, alpha=0.5, color=plotting.VERSION_COLORS[version])
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.axhline(1, color="0.5", lw=0.8, ls=":")
+    ax.axhline(1, color="0.5", lw=0.6, ls=":")
+    ax.set_xticks(sorted(ratio["depth"].unique()), [str(d) for d in sorted(ratio["depth"].unique())])
+    ax.minorticks_off()
     ax.set_xlabel("depth (layers)")
-    ax.set_ylabel("‖g‖ first unit / ‖g‖ last unit")
-    ax.set_title("Gradient ratio across the net at initialisation\n(line: median, band: range over seeds)")
+    ax.set_ylabel(r"$\Vert g_{first}\Vert / \Vert g_{last}\Vert$ at init")
+    ax.legend(loc="upper left")
     return plotting.save_figure(fig, folder, name)
 
 
 def signal_propagation(probe: pd.DataFrame, folder, depth=None, name="fig3_signal_propagation"):
-    """Fig. 3: the signal-propagation plot (Brock et al. 2021) of the deepest net at init."""
+    """Fig. 3: the signal-propagation plot (Brock et al. 2021) of the deepest net at init:
+    channel variance and squared channel mean at every unit's output (mean over seeds)."""
     depth = depth or probe["depth"].max()
     rows = select(probe, depth=depth, tap="output", direction="forward", stat=["ch_var", "ch_sq_mean"])
     rows = _version_label(rows[rows["step"] == rows["step"].min()])
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
-    for ax, stat, label in zip(axes, ("ch_var", "ch_sq_mean"),
-                               ("average channel variance", "average squared channel mean")):
-        sns.lineplot(data=rows[rows["stat"] == stat], x="unit", y="value", hue="version",
-                     palette=plotting.version_palette(), errorbar=("pi", 100), ax=ax)
+    fig, axes = plotting.new_figure("two", 2.0, 1, 2)
+    for ax, stat, label in zip(axes[0], ("ch_var", "ch_sq_mean"),
+                               ("mean channel variance", "mean squared channel mean")):
+        for version in ("V1", "V2"):
+            mean = rows[(rows["stat"] == stat) & (rows["version"] == version)].groupby("unit")["value"].mean()
+            ax.plot(mean.index, mean.values, **plotting.version_line(version))
         plotting.mark_stage_boundaries(ax, stage_boundaries(rows))
         ax.set_yscale("log")
-        ax.set_xlabel("unit index")
+        ax.set_xlabel(f"unit index $l$ ({depth} layers)")
         ax.set_ylabel(label)
-    fig.suptitle(f"Signal propagation at each unit's output, {depth} layers, initialisation")
+    axes[0][0].legend(loc="upper left")
     return plotting.save_figure(fig, folder, name)
 
 
 def relu_cuts(probe: pd.DataFrame, folder, name="fig4_relu_cuts"):
-    """Fig. 4: shortcut_cut and grad_cut per unit of V1, every depth (unit position scaled to 0-1)."""
+    """Fig. 4: the share of shortcut and gradient energy V1's after-addition ReLU cuts, per unit
+    (relative position), every depth, at initialisation (mean over seeds)."""
     rows = select(probe, version=1, tap="sum", stat=["shortcut_cut", "grad_cut"]).copy()
+    rows = rows[rows["step"] == rows["step"].min()]
     rows["position"] = rows["unit"] / rows.groupby("depth")["unit"].transform("max").clip(lower=1)
-    rows["when"] = (rows["step"] == rows["step"].min()).map({True: "initialisation", False: "later steps"})
-    g = sns.relplot(data=rows, x="position", y="value", hue="depth", col="stat", style="when",
-                    kind="line", palette="crest", errorbar=None, height=3.2, aspect=1.2,
-                    facet_kws={"sharey": False})
-    g.set_axis_labels("relative unit position (0 = first, 1 = last)", "share cut by the after-addition ReLU")
-    g.set_titles("V1 {col_name}")
-    g.figure.suptitle("How much the ReLU after the addition cuts off the shortcut (V1)", y=1.03)
-    return plotting.save_figure(g.figure, folder, name)
+    depths = sorted(rows["depth"].unique())
+    colors = dict(zip(depths, matplotlib.colormaps["viridis"](np.linspace(0, 0.85, len(depths)))))
+    fig, axes = plotting.new_figure("two", 2.0, 1, 2)
+    for ax, stat, label in zip(axes[0], ("shortcut_cut", "grad_cut"),
+                               ("shortcut energy cut", "gradient energy cut")):
+        for depth in depths:
+            mean = rows[(rows["stat"] == stat) & (rows["depth"] == depth)].groupby("position")["value"].mean()
+            ax.plot(mean.index, mean.values, color=colors[depth], lw=0.9, label=f"{depth} layers")
+        ax.set_xlabel("relative unit position (0: first, 1: last)")
+        ax.set_ylabel(f"V1: {label}")
+    axes[0][1].legend(loc="upper right")
+    return plotting.save_figure(fig, folder, name)
 
 
 def grad_flow_figures(probe: pd.DataFrame, folder) -> list:

@@ -73,25 +73,25 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-from probes import FormulaCheck, SignalProbe  # noqa: E402
-from resnet_lab import plotting, settings  # noqa: E402
-from resnet_lab.data import Batches, load_dataset  # noqa: E402
-from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import read_table  # noqa: E402
-from resnet_lab.sweep import Cell, CellResult, build  # noqa: E402
-from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula  # noqa: E402
+from probes import FormulaCheck, SignalProbe
+from resnet_lab import plotting, settings
+from resnet_lab.data import Batches, load_dataset
+from resnet_lab.networks import resolve_cifar_block
+from resnet_lab.runs import read_table
+from resnet_lab.sweep import Cell, CellResult, build
+from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula
 
-from . import claims as C  # noqa: E402
-from .cells import dataset as load_cached  # noqa: E402
-from .figures import band, gap_axis  # noqa: E402
-from .tables import select, stage_boundaries, version_label  # noqa: E402
+from . import claims as C
+from .cells import dataset as load_cached
+from .figures import band, gap_axis
+from .tables import select, stage_boundaries, version_label
 
 NAME = EXPERIMENT = "signal_propagation"
 PRESETS = {

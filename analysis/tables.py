@@ -59,14 +59,21 @@ def version_label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def spread(df: pd.DataFrame, index, columns, value: str = "value") -> pd.DataFrame:
+    """Long to wide: one row per ``index``, one column per value of ``columns``. NaN values
+    stay (``pivot_table`` would drop a diverged net's NaN losses with the net)."""
+    index = [index] if isinstance(index, str) else list(index)
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    return df.set_index(index + columns)[value].unstack(columns)
+
+
 def paired(table: pd.DataFrame, column: str, depth, **where):
     """V1 and V2 values of ``column`` at ``depth`` (and ``where``), aligned by seed:
     (v1 array, v2 array, seeds); empty when either version is missing."""
     part = table[table["depth"] == depth]
     for key, value in where.items():
         part = part[part[key] == value]
-    wide = part.pivot_table(index="seed", columns="version", values=column, aggfunc="first",
-                            dropna=False)
+    wide = spread(part, "seed", "version", column)
     if not {1, 2} <= set(wide.columns):
         return np.array([]), np.array([]), []
     return wide[1].to_numpy(float), wide[2].to_numpy(float), wide.index.tolist()

@@ -30,26 +30,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from resnet_lab import plotting, settings
+from resnet_lab.networks import resolve_cifar_block
+from resnet_lab.runs import atomic_write, read_table
+from resnet_lab.sweep import Cell
+from resnet_lab.schedule import Schedule
+from resnet_lab.units import UNIT_KINDS
 
-from resnet_lab import plotting, settings  # noqa: E402
-from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import atomic_write, read_table  # noqa: E402
-from resnet_lab.sweep import Cell  # noqa: E402
-from resnet_lab.units import UNIT_KINDS  # noqa: E402
-
-from resnet_lab.schedule import Schedule  # noqa: E402
-
-from . import claims as C  # noqa: E402
-from .cells import train_context  # noqa: E402
-from .full_training import FIT_ERROR  # noqa: E402
-from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries  # noqa: E402
+from . import claims as C
+from .cells import train_context
+from .full_training import FIT_ERROR
+from .tables import first_to_last, forward_growth, mean_over_units, select, spread, stage_boundaries
 
 NAME = EXPERIMENT = "unit_ablation"
 PRESETS = {
@@ -147,7 +142,7 @@ def summary(train: pd.DataFrame, probe: pd.DataFrame | None, final: pd.DataFrame
         .groupby(CELL)["value"].mean(),
         "train_loss_final": loss[loss["step"] > last * (1 - FINAL_FRACTION)]
         .groupby(CELL)["value"].mean()})
-    wide = final.pivot_table(index=CELL, columns=["split", "metric"], values="value")
+    wide = spread(final, CELL, ["split", "metric"])
     out["train_error"], out["test_error"] = wide[("train", "error")], wide[("test", "error")]
     out["fits"] = out["train_error"] <= FIT_ERROR
     out["diverged"] = ~np.isfinite(loss.groupby(CELL)["value"].last())
@@ -173,7 +168,7 @@ def claims_rows(table: pd.DataFrame, *, dataset: str) -> list[dict]:
     rows = []
     for depth in sorted(table["depth"].unique()):
         at = table[table["depth"] == depth]
-        wide = at.pivot_table(index="seed", columns="unit_kind", values="test_error", aggfunc="first")
+        wide = spread(at, "seed", "unit_kind", "test_error")
         if "original" not in wide.columns:
             continue
         original = at[at["unit_kind"] == "original"]
@@ -299,11 +294,10 @@ def figure_signal(probe: pd.DataFrame, folder, name="t2_signal_at_init"):
     """Forward channel variance at each unit's output and gradient norm at each unit's input,
     at initialisation, per depth; one line per unit kind (mean over seeds)."""
     init = probe[probe["step"] == probe.groupby(CELL)["step"].transform("min")]
-    panels = [("output", "forward", "ch_var", "channel variance at unit output (forward)"),
-              ("input", "backward", "norm", "‖∂L/∂x_l‖ at unit input (backward)")]
+    panels = [("output", "forward", "ch_var", "channel variance,\nunit output"),
+              ("input", "backward", "norm", plotting.GRAD_LABEL + ",\nunit input")]
     depths = sorted(init["depth"].unique())
-    fig, axes = plt.subplots(len(panels), len(depths), figsize=(3.8 * len(depths), 6.4),
-                             squeeze=False)
+    fig, axes = plotting.new_figure("two", 3.4, len(panels), len(depths))
     for i, (tap, direction, stat, label) in enumerate(panels):
         for j, depth in enumerate(depths):
             ax = axes[i][j]
@@ -317,10 +311,7 @@ def figure_signal(probe: pd.DataFrame, folder, name="t2_signal_at_init"):
             ax.set_ylabel(label if j == 0 else "")
             if i == 0:
                 ax.set_title(f"{depth} layers")
-    if axes[0][-1].get_legend() is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle("He et al. Table 2 units: signal at initialisation (mean over seeds)")
-    fig.tight_layout()
+    _figure_legend(fig, axes[0][-1])
     return plotting.save_figure(fig, folder, name)
 
 
@@ -334,7 +325,7 @@ def figure_training(train: pd.DataFrame, folder, name="t2_training"):
     err = train[(train["split"] == "test") & (train["metric"] == "error")]
     err = err.assign(value=err["value"] * 100)
     depths = sorted(loss["depth"].unique())
-    fig, axes = plt.subplots(2, len(depths), figsize=(3.8 * len(depths), 6.2), squeeze=False)
+    fig, axes = plotting.new_figure("two", 3.4, 2, len(depths))
     for j, depth in enumerate(depths):
         for i, (rows, label, log) in enumerate([(loss, "training loss (train mode)", True),
                                                 (err, "test error (%)", False)]):
@@ -349,10 +340,7 @@ def figure_training(train: pd.DataFrame, folder, name="t2_training"):
             ax.set_ylabel(label if j == 0 else "")
             if i == 0:
                 ax.set_title(f"{depth} layers")
-    if axes[0][-1].get_legend() is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle("He et al. Table 2 units: training (mean over seeds)")
-    fig.tight_layout()
+    _figure_legend(fig, axes[0][-1])
     return plotting.save_figure(fig, folder, name)
 
 
@@ -361,7 +349,7 @@ def figure_test_error(table: pd.DataFrame, folder, name="t2_test_error"):
     table = _labels(table)
     table = table.assign(test_error_pct=table["test_error"] * 100)
     depths = sorted(table["depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(4.0 * len(depths), 3.6), squeeze=False)
+    fig, axes = plotting.new_figure("one" if len(depths) == 1 else "two", 2.6, 1, len(depths))
     for ax, depth in zip(axes[0], depths):
         part = table[table["depth"] == depth]
         sns.barplot(data=part, x="unit kind", y="test_error_pct", order=HUE_ORDER,
@@ -370,16 +358,23 @@ def figure_test_error(table: pd.DataFrame, folder, name="t2_test_error"):
         for k, kind in enumerate(UNIT_KINDS):          # seeds side by side, no random jitter
             dots = part[part["unit_kind"] == kind].sort_values("seed")
             dx = np.linspace(-0.12, 0.12, len(dots)) if len(dots) > 1 else np.zeros(len(dots))
-            ax.scatter(k + dx, dots["test_error_pct"], s=22, zorder=3,
+            ax.scatter(k + dx, dots["test_error_pct"], s=8, zorder=3,
                        color=plotting.UNIT_COLORS[kind])
         ax.set_title(f"{depth} layers (width {int(part['width'].iloc[0])})")
         ax.set_xlabel("")
         ax.set_ylabel("final test error (%)" if ax is axes[0][0] else "")
         ax.set_xticks(range(len(HUE_ORDER)), [f"{FIG4[k]} {plotting.UNIT_LABELS[k]}"
                                               for k in UNIT_KINDS], rotation=35, ha="right")
-    fig.suptitle("He et al. Table 2 units: final test error (dots: seeds, bars: mean)")
-    fig.tight_layout()
     return plotting.save_figure(fig, folder, name)
+
+
+def _figure_legend(fig, ax):
+    """The unit kinds' legend, once, above the panels."""
+    legend = ax.get_legend()
+    if legend is not None:
+        handles, labels = ax.get_legend_handles_labels()
+        legend.remove()
+        fig.legend(handles, labels, loc="outside upper center", ncol=3)
 
 
 def draw_figures(run_dir) -> list:

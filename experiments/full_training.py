@@ -27,7 +27,7 @@ from analysis import open_run, publish  # noqa: E402
 from analysis.cells import checked_dataset, train_cell  # noqa: E402
 from analysis.claims import print_claims  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.sweep import run_sweep  # noqa: E402
+from resnet_lab.sweep import outcome, run_sweep  # noqa: E402
 
 
 def main(argv=None):
@@ -45,6 +45,7 @@ def main(argv=None):
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
         print(table.groupby(["depth", "version"])[["err_window", "train_error", "test_error",
                                                    "gap_error"]].mean().to_string())
+    print(outcome(cells))
     if s["publish"] is not None:
         print(f"published to {publish(experiment, run.path, s['publish'])}")
     print(f"done in {timing['seconds']:.0f} s; wrote {run.path} ({len(figures) // 2} figures)")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import grad_flow as experiment, open_run, publish  # noqa: E402
 from analysis.cells import checked_dataset, train_cell  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.sweep import run_sweep  # noqa: E402
+from resnet_lab.sweep import outcome, run_sweep  # noqa: E402
 
 
 def main(argv=None):
@@ -41,6 +41,7 @@ def main(argv=None):
     with pd.option_context("display.width", 160, "display.max_columns", 20,
                            "display.float_format", "{:.3g}".format):
         print(summary.to_string(index=False))
+    print(outcome(cells))
     if s["publish"] is not None:
         print(f"published to {publish(experiment, run.path, s['publish'])}")
     print(f"done in {timing['seconds']:.0f} s; wrote {run.path}")

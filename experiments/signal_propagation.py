@@ -25,7 +25,7 @@ from analysis import signal_propagation as experiment  # noqa: E402
 from analysis.cells import checked_dataset  # noqa: E402
 from analysis.claims import print_claims  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.sweep import run_sweep  # noqa: E402
+from resnet_lab.sweep import outcome, run_sweep  # noqa: E402
 
 
 def main(argv=None):
@@ -43,6 +43,7 @@ def main(argv=None):
         print(fits[fits["span"] == "stage"][["dataset", "depth", "version", "stage", "slope",
                                              "intercept", "r2", "predicted_slope"]]
               .to_string(index=False))
+    print(outcome(cells))
     if s["publish"] is not None:
         print(f"published to {publish(experiment, run.path, s['publish'])}")
     print(f"done in {timing['seconds']:.0f} s; wrote {run.path} ({len(figures) // 2} figures)")

@@ -27,7 +27,7 @@ from analysis import open_run, publish  # noqa: E402
 from analysis import unit_ablation as experiment  # noqa: E402
 from analysis.cells import checked_dataset, train_cell  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.sweep import run_sweep  # noqa: E402
+from resnet_lab.sweep import outcome, run_sweep  # noqa: E402
 
 
 def main(argv=None):
@@ -47,6 +47,7 @@ def main(argv=None):
                                "display.max_colwidth", 60, "display.float_format", "{:.3g}".format):
             print(pd.DataFrame(rows)[["depth", "unit_kind", "direction", "effect", "ci_low",
                                       "ci_high", "p_value", "n", "verdict"]].to_string(index=False))
+    print(outcome(cells))
     if s["publish"] is not None:
         print(f"published to {publish(experiment, run.path, s['publish'])}")
     print(f"done in {timing['seconds']:.0f} s; wrote {run.path} ({len(figures) // 2} figures)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import sys
 
 import torch
@@ -49,6 +50,12 @@ def main_guard(fn):
 
 def run_main(fn, argv=None):
     """``sys.exit`` with what the guarded ``fn()`` (``fn(argv)`` when argv is given) returns;
-    None counts as 0."""
+    None counts as 0. SIGTERM is turned into KeyboardInterrupt, so a terminated run records
+    itself as interrupted (and releases its folder) as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _terminate)
     guarded = main_guard(fn)
     sys.exit((guarded() if argv is None else guarded(argv)) or 0)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"terminated (signal {signum})")

@@ -155,18 +155,35 @@ def _cifar(name, data_dir: Path, verify=True):
         if missing:
             raise FileNotFoundError(f"{name}: {missing[0]} is missing; the official archive "
                                     f"{archive_name} is published at {CIFAR_URL}")
-        *train, test = [_unpickle(open(p, "rb")) for p in paths]
+        *train, test = [_read_extracted(p, name, archive_name) for p in paths]
     else:
         raise FileNotFoundError(f"{name}: {archive} not found (nor its extracted folder {extracted}); "
                                 f"download the official {archive_name} from {CIFAR_URL} into {data_dir}")
-    train_x, train_y = zip(*(_images(b, label_key) for b in train))
-    test_x, test_y = _images(test, label_key)
+    try:
+        train_x, train_y = zip(*(_images(b, label_key) for b in train))
+        test_x, test_y = _images(test, label_key)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"{name}: the batches in {data_dir} are not CIFAR batches ({err}); get the "
+                         f"official {archive_name} from {CIFAR_URL}") from None
     return torch.cat(train_x), torch.cat(train_y), test_x, test_y
 
 
 def _unpickle(f) -> dict:
     with f:
         return pickle.load(f, encoding="bytes")
+
+
+def _read_extracted(path: Path, name: str, archive_name: str) -> dict:
+    """One batch file of an extracted archive; a corrupt one is a ValueError naming it."""
+    try:
+        batch = _unpickle(open(path, "rb"))
+        if not isinstance(batch, dict) or b"data" not in batch:
+            raise ValueError("not a CIFAR batch")
+        return batch
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            UnicodeDecodeError, IndexError, OSError) as err:
+        raise ValueError(f"{name}: {path} is corrupt ({type(err).__name__}); extract the official "
+                         f"{archive_name} from {CIFAR_URL} again") from None
 
 
 def _images(batch: dict, label_key: bytes):

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from .runs import read_table
+from .runs import RunDir, read_table
 class _Tables(Mapping):
     """``{name: DataFrame}`` of a folder's tables, each read (``read_table``) when first
     asked for: a run's probe table can be large, and most uses read one or two tables."""
@@ -43,6 +43,11 @@ class RunResults:
     def __init__(self, path, config: dict, tables: Mapping):
         self.path, self.config, self.tables = Path(path), config, tables
 
+    @property
+    def status(self) -> str:
+        """completed, diverged, failed, interrupted (also: killed), or running (alive)."""
+        return RunDir(self.path).status()
+
     def __getitem__(self, name):
         return self.tables[name]
 
@@ -71,3 +76,31 @@ def load_run(path) -> RunResults:
     stems = sorted(f.name[: -len(suffix)] for f in path.iterdir() if f.is_file()
                    for suffix in (".csv", ".csv.gz") if f.name.endswith(suffix))
     return RunResults(path, config, _Tables(path, dict.fromkeys(stems)))
+
+
+# Columns and metrics that measure the machine, not the net: left out of comparisons.
+TIMING_COLUMNS = ("seconds", "peak_memory_bytes")
+TIMING_METRICS = ("seconds",)
+
+
+def comparable(df):
+    """``df`` without wall times and memory (columns, and rows of metric ``seconds``)."""
+    if "metric" in df.columns:
+        df = df[~df["metric"].isin(TIMING_METRICS)]
+    return df.drop(columns=[c for c in TIMING_COLUMNS if c in df.columns]).reset_index(drop=True)
+
+
+def compare_runs(a, b) -> list[str]:
+    """The differences between the tables two run folders share (timing aside), as lines;
+    empty when every shared table is equal, value for value."""
+    import pandas as pd
+    first, second = load_run(a), load_run(b)
+    lines = [f"only in {p}: {name}" for p, x, y in ((a, first, second), (b, second, first))
+             for name in x.tables if name not in y.tables]
+    for name in sorted(set(first.tables) & set(second.tables)):
+        x, y = comparable(first[name]), comparable(second[name])
+        try:
+            pd.testing.assert_frame_equal(x, y, check_exact=True)
+        except AssertionError as err:
+            lines.append(f"{name}: " + " ".join(str(err).split())[:300])
+    return lines

@@ -230,6 +230,20 @@ class RunDir:
                              "wait for it to finish or choose another --out") from None
         self._lock = handle
 
+    def status(self) -> str:
+        """The run's status as config.json says it -- except that a run which says
+        ``running`` while nobody holds its lock was killed: ``interrupted``."""
+        status = self.config.get("status")
+        if status != "running" or self._lock is not None:
+            return status
+        with open(self.path / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return "running"          # another process holds it: alive
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return "interrupted"
+
     def release_lock(self):
         if self._lock is not None:
             self._lock.close()

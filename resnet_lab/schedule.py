@@ -44,7 +44,7 @@ class Schedule:
         updates, and never the whole run), then ``lr``, /10 at 1/2 and 3/4 of the run."""
         check_steps(steps)
         if not lr > 0:
-            raise ValueError(f"--lr must be positive, got {lr!r}")
+            raise ValueError(f"--lr {lr!r}: must be positive")
         milestones = tuple(round(m * steps / PAPER_ITERATIONS) for m in PAPER_MILESTONES)
         return cls(steps, lr, WARMUP_LR, min(WARMUP_MAX_STEPS, steps) if warmup else 0,
                    WARMUP_ERROR, tuple(m for m in milestones if 0 < m < steps))
@@ -67,5 +67,5 @@ class Schedule:
 
 def check_steps(steps) -> int:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+        raise ValueError(f"--steps {steps!r}: must be a positive integer")
     return steps

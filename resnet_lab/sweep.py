@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from .networks import cifar_resnet
-from .runs import RunDir, atomic_write, check_writable_dir, read_table, table_path, write_table
+from .runs import RunDir, atomic_write, check_writable_dir, read_table, write_table
 from .training import CHECKPOINT
 from .units import version_of
 
@@ -222,13 +222,13 @@ def merge_cells(root, experiment, cells) -> tuple[dict, pd.DataFrame]:
     return merged, pd.DataFrame(status)
 
 
-def finished_cells(run: RunDir) -> list[str]:
-    root = run.path / "cells"
-    return sorted(p.parent.name for p in root.glob(f"*/{CELL_STATUS}")) if root.is_dir() else []
-
-
-def has_cell_table(folder, stem) -> bool:
-    return table_path(folder, stem) is not None
+def outcome(cells: pd.DataFrame) -> str:
+    """One line on how the cells ended: "12 nets: 10 completed, 2 diverged" or "all 12 nets
+    diverged" (a diverged net is an outcome, not an error)."""
+    counts = cells["status"].value_counts() if len(cells) else pd.Series(dtype=int)
+    if len(counts) == 1:
+        return f"all {len(cells)} nets {counts.index[0]}"
+    return f"{len(cells)} nets: " + ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 # ---- progress -------------------------------------------------------------------------------
