@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from resnet_lab.runs import RunDir, git_commit, git_dirty, settings_id
+from resnet_lab.sweep import outcome, run_sweep
 
 EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
@@ -28,17 +29,34 @@ def experiment(name: str):
     return importlib.import_module(f"analysis.{name}")
 
 
-def open_run(name: str, s: dict, out=None) -> RunDir:
-    """The run folder of experiment ``name`` with settings ``s``: its id comes from the
-    settings, so the same command reopens (and resumes) the same folder; the process holds
-    its lock while it lives."""
+def open_run(module, s: dict) -> RunDir:
+    """The run folder of an experiment (its analysis ``module``) with settings ``s``: its id
+    comes from the settings, so the same command reopens (and resumes) the same folder; the
+    process holds its lock while it lives. Says what will run, and where."""
     key = {k: v for k, v in s.items() if k not in _NOT_IN_ID}
     run_id = f"{s['preset']}-{settings_id(key)}"
-    run = RunDir.create(name, key, preset=key, out=out, run_id=run_id, lock=True)
+    run = RunDir.create(module.NAME, key, preset=key, out=s.get("out"), run_id=run_id, lock=True)
     # The code that analyses (and, for new cells, trains): the report marks a result whose
     # code differs from the checkout's.
     run.update_config(code_commit=git_commit(), code_dirty=git_dirty())
+    print(f"{module.describe(s)}\n-> {run.path}", flush=True)
     return run
+
+
+def sweep(module, s: dict, run: RunDir):
+    """Every cell of the experiment (``module.cells``, done by ``module.WORK``) in
+    ``s["workers"]`` processes; finished cells are skipped. Returns (tables, cells table)."""
+    return run_sweep(run, module.NAME, module.cells(s), module.WORK, module.context(s),
+                     workers=s["workers"], threads=s["threads"], steps=s.get("steps", 1))
+
+
+def finish(module, run: RunDir, s: dict, cells, timing) -> int:
+    """The run's last words: how its nets ended, the published copy, where it wrote."""
+    print(outcome(cells))
+    if s.get("publish") is not None:
+        print(f"published to {publish(module, run.path, s['publish'])}")
+    print(f"done in {timing['seconds']:.0f} s; wrote {run.path}")
+    return 0
 
 
 def publish(module, run_dir, dest) -> Path:

@@ -367,14 +367,14 @@ def paired_rows(table, column, *, claim, role, experiment, measure, depths, dire
     return rows
 
 
-def print_claims(path, roles=("primary", "mechanism")):
+def claims_text(path, roles=("primary", "mechanism")) -> str:
     """A run's claims rows of ``roles``, one line each, for a script's summary."""
     claims = read_claims(path)
     claims = claims[claims["role"].isin(roles)]
     cols = ["claim", "role", "depth", "measure", "effect", "ci_low", "ci_high", "p_holm", "n", "verdict"]
     with pd.option_context("display.width", 250, "display.max_columns", 20,
                            "display.max_colwidth", 70, "display.float_format", "{:.3g}".format):
-        print(claims[[c for c in cols if c in claims.columns]].to_string(index=False))
+        return claims[[c for c in cols if c in claims.columns]].to_string(index=False)
 
 
 # --------------------------------------------------------------------------- claims and C7

@@ -51,7 +51,7 @@ from resnet_lab.schedule import PAPER_ITERATIONS, Schedule
 from resnet_lab.sweep import Cell
 
 from . import claims as C
-from .cells import train_context
+from .cells import train_cell, train_context
 from .figures import band, gap_axis, seeds_dots, verdict_legend
 from .signal_propagation import transmission
 from .tables import spread, version_label
@@ -94,6 +94,7 @@ PROBE = dict(taps=("input", "output", "sum"), stats=("norm", "shortcut_cut", "gr
 CUTS = ("grad_cut", "shortcut_cut", "frac_neg")
 NET = ["depth", "version", "seed"]
 FILES = ("config.json", "claims.csv", "cells.csv", "summary.csv", "cuts.csv")
+WORK = train_cell
 
 
 # --------------------------------------------------------------------------- settings, cells
@@ -130,18 +131,27 @@ def describe(s) -> str:
             f"{s['probe_every']}; on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
-def analyse(run, tables, cells_table, s, *, num_classes) -> pd.DataFrame:
-    """Write the run's tables, summary and claims; returns the summary."""
+def analyse(run, tables, cells_table, s, data):
+    """Write the run's tables, summary and claims."""
     train, probe = tables["train"], tables["probe"]
     run.write_csv("cells.csv", cells_table)
     run.write_csv("train.csv.gz", train)
     run.write_csv("probe.csv.gz", probe)
     cuts = cut_table(probe)
     run.write_csv("cuts.csv", cuts)
-    table = summary(train, probe, cuts, window=window(s), steps=s["steps"], num_classes=num_classes)
+    table = summary(train, probe, cuts, window=window(s), steps=s["steps"],
+                    num_classes=data.num_classes)
     run.write_csv("summary.csv", table)
     C.write_claims(run.path, claims_rows(table, dataset=s["dataset"]))
-    return table
+
+
+def results_text(run_dir) -> str:
+    """What the script prints: the primary tests and the per-version means."""
+    table = read_table(run_dir, "summary", "an early_training run folder")
+    means = table.groupby(["depth", "version"])[["warmup_end", "err_window", "rho_last",
+                                                  "grad_cut_mean"]].mean()
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        return C.claims_text(Path(run_dir) / C.CLAIMS_FILE) + "\n" + means.to_string()
 
 
 # --------------------------------------------------------------------------- tables

@@ -50,7 +50,7 @@ from resnet_lab.schedule import Schedule
 from resnet_lab.sweep import ID_COLUMNS, Cell
 
 from . import claims as C
-from .cells import train_context
+from .cells import train_cell, train_context
 from .early_training import NET, loss_measures, training_curves
 from .figures import band, gap_axis, seeds_dots, verdict_legend
 from .tables import spread
@@ -87,6 +87,7 @@ WEIGHT_STATS = ["in_mean_mean", "in_mean_var", "in_var_mean", "in_var_var"]
 RELU_NORMAL_MEAN = 1 / math.sqrt(2 * math.pi)            # E[ReLU(z)], z ~ N(0, 1)
 RELU_NORMAL_VAR = 0.5 - 1 / (2 * math.pi)                # Var[ReLU(z)]
 CELL = NET
+WORK = train_cell
 FILES = ("config.json", "claims.csv", "summary.csv", "final.csv", "cells.csv", "weight_inputs.csv.gz")
 
 
@@ -129,8 +130,8 @@ def describe(s) -> str:
             f"({s['workers']} processes x {s['threads']} threads)")
 
 
-def analyse(run, tables, cells_table, s, *, num_classes) -> pd.DataFrame:
-    """Write the run's tables, summary and claims; returns the summary."""
+def analyse(run, tables, cells_table, s, data):
+    """Write the run's tables, summary and claims."""
     run.write_csv("cells.csv", cells_table)
     run.write_csv("train.csv.gz", tables["train"])
     run.write_csv("final.csv", tables["final"])
@@ -138,10 +139,18 @@ def analyse(run, tables, cells_table, s, *, num_classes) -> pd.DataFrame:
     weight_inputs = weight_input_table(tables["probe"])
     run.write_csv("weight_inputs.csv.gz", weight_inputs)
     table = summary(tables["train"], tables["final"], weight_inputs, window=window(s),
-                    steps=s["steps"], num_classes=num_classes)
+                    steps=s["steps"], num_classes=data.num_classes)
     run.write_csv("summary.csv", table)
     C.write_claims(run.path, claims_rows(table, dataset=s["dataset"]))
-    return table
+
+
+def results_text(run_dir) -> str:
+    """What the script prints: the primary tests and the per-version means."""
+    table = read_table(run_dir, "summary", "a full_training run folder")
+    means = table.groupby(["depth", "version"])[["err_window", "train_error", "test_error",
+                                                  "gap_error"]].mean()
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        return C.claims_text(Path(run_dir) / C.CLAIMS_FILE) + "\n" + means.to_string()
 
 
 # --------------------------------------------------------------------------- tables

@@ -19,7 +19,7 @@ from resnet_lab.runs import read_table
 from resnet_lab.schedule import PAPER_ITERATIONS, Schedule
 from resnet_lab.sweep import Cell
 
-from .cells import train_context
+from .cells import train_cell, train_context
 from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries
 
 NAME = "grad_flow"
@@ -38,6 +38,7 @@ OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "da
            "unit_kinds")
 RUN_KEYS = ["depth", "version", "seed", "step"]
 FILES = ("config.json", "train.csv", "cells.csv", "summary.csv")
+WORK = train_cell
 
 
 # ---- settings and cells -------------------------------------------------------------------
@@ -73,13 +74,20 @@ def describe(s) -> str:
             f"{s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
-def analyse(run, tables) -> pd.DataFrame:
-    """Write the run's tables and its summary; returns the summary."""
+def analyse(run, tables, cells_table, s, data):
+    """Write the run's tables and its summary."""
+    run.write_csv("cells.csv", cells_table)
     run.write_csv("train.csv", tables["train"])
     run.write_csv("probe.csv.gz", tables["probe"])
-    table = summary(tables["probe"], tables["train"])
-    run.write_csv("summary.csv", table)
-    return table
+    run.write_csv("summary.csv", summary(tables["probe"], tables["train"]))
+
+
+def results_text(run_dir) -> str:
+    """What the script prints: the summary table."""
+    table = read_table(run_dir, "summary", "a grad_flow run folder")
+    with pd.option_context("display.width", 160, "display.max_columns", 20,
+                           "display.float_format", "{:.3g}".format):
+        return table.to_string(index=False)
 
 
 def _version_label(df):

@@ -226,8 +226,11 @@ def measure_cell(cell, state, context, report) -> CellResult:
     return CellResult({"probe": probe, "units": units}, steps_done=1)
 
 
-def analyse(run, tables, cells_table):
-    """Write the run's tables, fits, gaps and claims; returns the linear fits."""
+WORK = measure_cell
+
+
+def analyse(run, tables, cells_table, s, data):
+    """Write the run's tables, fits, gaps and claims."""
     probe, units = tables["probe"], tables["units"]
     cells_table = cells_table.merge(units.groupby(["dataset", "depth", "unit_kind", "seed"])["error"]
                                     .max().rename("max_error").reset_index(),
@@ -240,7 +243,16 @@ def analyse(run, tables, cells_table):
     rows, gaps = claims_rows(probe, units)
     run.write_csv("gaps.csv", gaps)
     C.write_claims(run.path, rows)
-    return fits
+
+
+def results_text(run_dir) -> str:
+    """What the script prints: C1's checks and the per-stage fits of the analytic laws."""
+    fits = read_table(run_dir, "linear_fits", "a signal_propagation run folder")
+    stage = fits[fits["span"] == "stage"][["dataset", "depth", "version", "stage", "slope",
+                                           "intercept", "r2", "predicted_slope"]]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        return C.claims_text(Path(run_dir) / C.CLAIMS_FILE, roles=("mechanism",)) + "\n" + \
+            stage.to_string(index=False)
 
 
 def figure_rows(probe: pd.DataFrame) -> pd.DataFrame:

@@ -42,7 +42,7 @@ from resnet_lab.schedule import Schedule
 from resnet_lab.units import UNIT_KINDS
 
 from . import claims as C
-from .cells import train_context
+from .cells import train_cell, train_context
 from .full_training import FIT_ERROR
 from .tables import first_to_last, forward_growth, mean_over_units, select, spread, stage_boundaries
 
@@ -78,6 +78,7 @@ PROBE_TAPS = ("input", "output", "sum")
 PROBE_STATS = ("norm", "ch_var", "shortcut_cut", "grad_cut")
 FILES = ("config.json", "claims.csv", "summary.csv", "cells.csv", "final.csv", "probe.csv.gz",
          "table2.md", "table2.csv")
+WORK = train_cell
 
 
 # --------------------------------------------------------------------------- settings, cells
@@ -110,8 +111,9 @@ def describe(s) -> str:
             f"{s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
-def analyse(run, tables, cells_table, *, dataset, preset):
-    """Write the run's tables, summary, Table 2 and claims; returns the claims rows."""
+def analyse(run, tables, cells_table, s, data):
+    """Write the run's tables, summary, Table 2 and claims."""
+    dataset, preset = s["dataset"], s["preset"]
     run.write_csv("cells.csv", cells_table)
     run.write_csv("train.csv.gz", tables["train"])
     run.write_csv("final.csv", tables["final"])
@@ -121,9 +123,13 @@ def analyse(run, tables, cells_table, *, dataset, preset):
     t2 = table2(table, dataset=dataset, preset=preset)
     run.write_csv("table2.csv", t2)
     atomic_write(run.path / "table2.md", table2_markdown(t2, table))
-    rows = claims_rows(table, dataset=dataset)
-    C.write_claims(run.path, rows)
-    return rows
+    C.write_claims(run.path, claims_rows(table, dataset=dataset))
+
+
+def results_text(run_dir) -> str:
+    """What the script prints: Table 2 and the tests against the original unit."""
+    return (Path(run_dir) / "table2.md").read_text() + "\n" + C.claims_text(
+        Path(run_dir) / C.CLAIMS_FILE, roles=("primary", "secondary"))
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:

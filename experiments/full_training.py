@@ -19,37 +19,23 @@ resumes an interrupted run and skips its finished nets.
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import full_training as experiment  # noqa: E402
-from analysis import open_run, publish  # noqa: E402
-from analysis.cells import checked_dataset, train_cell  # noqa: E402
-from analysis.claims import print_claims  # noqa: E402
+from analysis import finish, open_run, sweep  # noqa: E402
+from analysis.cells import checked_dataset  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.sweep import outcome, run_sweep  # noqa: E402
 
 
 def main(argv=None):
     s = experiment.parse_settings(argv)                 # flags -> preset -> checks; nothing written
     data = checked_dataset(s)                           # the data exist (else: where to get them)
-    run = open_run(experiment.NAME, s, s["out"])        # id from the settings: rerun = resume
-    print(f"{experiment.describe(s)}\n-> {run.path}", flush=True)
+    run = open_run(experiment, s)                       # its id comes from the settings
     with run.recorded() as timing:
-        tables, cells = run_sweep(run, experiment.NAME, experiment.cells(s), train_cell,
-                                  experiment.context(s), workers=s["workers"],
-                                  threads=s["threads"], steps=s["steps"])
-        table = experiment.analyse(run, tables, cells, s, num_classes=data.num_classes)
-        figures = experiment.draw_figures(run.path)
-    print_claims(run.path / "claims.csv")
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
-        print(table.groupby(["depth", "version"])[["err_window", "train_error", "test_error",
-                                                   "gap_error"]].mean().to_string())
-    print(outcome(cells))
-    if s["publish"] is not None:
-        print(f"published to {publish(experiment, run.path, s['publish'])}")
-    print(f"done in {timing['seconds']:.0f} s; wrote {run.path} ({len(figures) // 2} figures)")
-    return 0
+        tables, cells = sweep(experiment, s, run)       # every net; finished ones are skipped
+        experiment.analyse(run, tables, cells, s, data)     # tables, summary, claims
+        experiment.draw_figures(run.path)               # figures, from the CSVs alone
+    print(experiment.results_text(run.path))
+    return finish(experiment, run, s, cells, timing)    # how the nets ended; publish
 
 
 if __name__ == "__main__":

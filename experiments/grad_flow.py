@@ -17,35 +17,23 @@ settings: the same command again resumes an interrupted run and skips its finish
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import grad_flow as experiment, open_run, publish  # noqa: E402
-from analysis.cells import checked_dataset, train_cell  # noqa: E402
+from analysis import grad_flow as experiment  # noqa: E402
+from analysis import finish, open_run, sweep  # noqa: E402
+from analysis.cells import checked_dataset  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.sweep import outcome, run_sweep  # noqa: E402
 
 
 def main(argv=None):
     s = experiment.parse_settings(argv)                 # flags -> preset -> checks; nothing written
-    checked_dataset(s)                                  # the data exist (else: where to get them)
-    run = open_run(experiment.NAME, s, s["out"])        # id from the settings: rerun = resume
-    print(f"{experiment.describe(s)}\n-> {run.path}", flush=True)
+    data = checked_dataset(s)                           # the data exist (else: where to get them)
+    run = open_run(experiment, s)                       # its id comes from the settings
     with run.recorded() as timing:
-        tables, cells = run_sweep(run, experiment.NAME, experiment.cells(s), train_cell,
-                                  experiment.context(s), workers=s["workers"],
-                                  threads=s["threads"], steps=s["steps"])
-        run.write_csv("cells.csv", cells)
-        summary = experiment.analyse(run, tables)
-        experiment.draw_figures(run.path)
-    with pd.option_context("display.width", 160, "display.max_columns", 20,
-                           "display.float_format", "{:.3g}".format):
-        print(summary.to_string(index=False))
-    print(outcome(cells))
-    if s["publish"] is not None:
-        print(f"published to {publish(experiment, run.path, s['publish'])}")
-    print(f"done in {timing['seconds']:.0f} s; wrote {run.path}")
-    return 0
+        tables, cells = sweep(experiment, s, run)       # every net; finished ones are skipped
+        experiment.analyse(run, tables, cells, s, data)     # tables, summary, claims
+        experiment.draw_figures(run.path)               # figures, from the CSVs alone
+    print(experiment.results_text(run.path))
+    return finish(experiment, run, s, cells, timing)    # how the nets ended; publish
 
 
 if __name__ == "__main__":
