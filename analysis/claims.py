@@ -49,7 +49,6 @@ inconclusive       otherwise.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -52,7 +52,7 @@ from resnet_lab.sweep import ID_COLUMNS, Cell
 from . import claims as C
 from .cells import train_cell, train_context
 from .early_training import NET, loss_measures, training_curves
-from .figures import band, gap_axis, seeds_dots, verdict_legend
+from .figures import gap_axis, seeds_dots, verdict_legend
 from .tables import spread
 
 NAME = "full_training"
