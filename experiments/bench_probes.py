@@ -1,13 +1,20 @@
 """Benchmark: the cost of a SignalProbe on a training step, measured side by side.
 
-For each configuration, blocks of ``every`` probed and unprobed training steps (forward,
-backward, SGD step; one step in ``every`` probed) alternate in one process on the same
-model and batch; after warm-up, the median step time of each is printed, and the median of
-the ratios of adjacent pairs. Also the bytes the probe holds between steps.
-Writes results/paper/bench_probes.csv (or --out).
+Probed and plain training steps (forward, backward, SGD step) alternate in one process on
+the same model and batch; after warm-up, the median step time of each is printed, and the
+median (and quartiles) of the ratios of adjacent pairs. Two ways of using the probe:
 
-    python experiments/bench_probes.py                 # the issue's four nets, CPU (+ CUDA if present)
-    python experiments/bench_probes.py --repeats 3 --configs 164   # quicker
+* ``per_step``: the probe is entered around every step, as the README snippet does
+  (``with probe: ...backward(); probe.step()``), so its hooks come and go at every step;
+* ``block``: the probe is entered once around ``every`` steps (the training engine's way).
+
+With ``every=k`` a measured unit is k steps of which one is probed, against k plain steps.
+Also the bytes the probe holds between steps. Writes results/runs/bench/bench_probes.csv
+(or --out); ``--publish`` writes the committed results/paper/bench_probes.csv instead.
+
+    python experiments/bench_probes.py                       # ResNet-164 and -1001, CPU (+ CUDA)
+    python experiments/bench_probes.py --configs 1001 --every 1 --modes per_step --repeats 15
+    python experiments/bench_probes.py --devices cuda --precision fp32 bf16 --width 16 --image 32
 """
 import argparse
 import platform
@@ -20,23 +27,76 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from probes import SignalProbe  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
-from resnet_lab.cli import run_main  # noqa: E402
-from resnet_lab.runs import write_table  # noqa: E402
+from resnet_lab.cli import Parser, run_main  # noqa: E402
+from resnet_lab.networks import resolve_cifar_block  # noqa: E402
+from resnet_lab.runs import check_writable_dir, write_table  # noqa: E402
+from resnet_lab.training import autocast_for  # noqa: E402
 
-# depth -> (width, batch, image size), as issue 3 specifies
+# depth -> (width, batch, image size), as issue 3 specifies (CPU-sized)
 CONFIGS = {164: (16, 128, 16), 1001: (8, 128, 8)}
+MODES = ("per_step", "block")
+PRECISIONS = ("fp32", "bf16")
+RUNS = ROOT / "results" / "runs" / "bench"
+PAPER = ROOT / "results" / "paper"
 
+
+# ---- command-line checks shared by the benchmark scripts --------------------------------------
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (``--threads 0`` or ``-1`` is a one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def output_path(out, publish, name) -> Path:
+    """Where a benchmark writes its CSV, checked before any benchmarking: ``--out``, or
+    results/runs/bench/<name> by default, or results/paper/<name> with ``--publish`` (the
+    committed copy, which nothing else overwrites). ValueError naming the flag otherwise."""
+    if out is not None and publish:
+        raise ValueError("give --out or --publish, not both (--publish writes results/paper/)")
+    path = PAPER / name if publish else Path(out) if out is not None else RUNS / name
+    if not publish and path.resolve().parent == PAPER.resolve():
+        raise ValueError(f"--out: {path} is the published copy in results/paper/; "
+                         "add --publish (without --out) to overwrite it")
+    if path.is_dir():
+        raise ValueError(f"--out: {path} is a folder; give a file name, e.g. {path / name}")
+    check_writable_dir(path.parent, "--publish" if publish else "--out")
+    return path
+
+
+def cpu_model() -> str:
+    """What ``lscpu`` calls the Model name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+# ---- the measurement ---------------------------------------------------------------------
 
 def sync(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def bench_one(depth, version, every, device, repeats, warmup):
-    width, batch, size = CONFIGS[depth]
+def make_step(depth, version, width, batch, size, device, precision):
+    """A model, its probe's target, and one training step (forward, backward, SGD)."""
     torch.manual_seed(0)
     net = cifar_resnet(depth, version=version, width=width).to(device)
     if device.type == "cuda":
@@ -44,80 +104,135 @@ def bench_one(depth, version, every, device, repeats, warmup):
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    probe = SignalProbe(net, every=every)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    autocast = autocast_for(device, precision)      # fp32: TF32 off on CUDA
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        if amp is None:
+        with autocast():
             loss = F.cross_entropy(net(x), y)
-        else:
-            with amp:
-                loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
+    return net, train_step
 
+
+def timed_units(probe, train_step, every, mode):
+    """The two things compared: ``every`` plain steps, and ``every`` steps with the probe."""
     def plain():
-        for _ in range(every):          # as many steps as the probed block: same averaging
+        for _ in range(every):
             train_step()
 
-    def probed():
-        with probe:
-            for _ in range(every):      # every=k: k steps, one probed
+    def per_step():                     # entered around each step, as the README does
+        for _ in range(every):
+            with probe:
                 train_step()
                 probe.step()
 
+    def block():                        # entered once around the ``every`` steps
+        with probe:
+            for _ in range(every):
+                train_step()
+                probe.step()
+    return plain, per_step if mode == "per_step" else block
+
+
+def paired_times(plain, probed, device, repeats, warmup):
+    """Per-step seconds of each, alternating which goes first, after ``warmup`` pairs."""
     times = {"plain": [], "probed": []}
     for i in range(warmup + repeats):
-        for name, fn in (("plain", plain), ("probed", probed)) if i % 2 == 0 else (("probed", probed), ("plain", plain)):
+        pair = (("plain", plain), ("probed", probed))
+        for name, fn in pair if i % 2 == 0 else pair[::-1]:
             sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)
             if i >= warmup:
-                times[name].append((time.perf_counter() - t0) / every)
-    plain_s, probed_s = statistics.median(times["plain"]), statistics.median(times["probed"])
+                times[name].append(time.perf_counter() - t0)
+    return times["plain"], times["probed"]
+
+
+def bench_one(depth, version, every, device, repeats, warmup, mode="per_step", precision="fp32",
+              width=None, batch=None, size=None):
+    """One table row: the probe's cost on one net in one way of using it."""
+    d_width, d_batch, d_size = CONFIGS.get(depth, (16, 128, 32))
+    width, batch, size = width or d_width, batch or d_batch, size or d_size
+    net, train_step = make_step(depth, version, width, batch, size, device, precision)
+    probe = SignalProbe(net, every=every)
+    plain, probed = timed_units(probe, train_step, every, mode)
+    a, b = paired_times(plain, probed, device, repeats, warmup)
     # The ratio is the median over adjacent (plain, probed) pairs: on a shared machine a
     # plain step alone varies by +-15% over seconds, which pairs cancel and medians don't.
-    ratio = statistics.median(b / a for a, b in zip(times["plain"], times["probed"]))
-    return {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "depth": depth, "version": version, "width": width, "batch": batch, "image": size,
-            "every": every, "step_s": plain_s, "probed_step_s": probed_s, "ratio": ratio,
-            "probe_bytes": probe.nbytes(), "repeats": repeats, "threads": torch.get_num_threads()}
+    ratios = sorted(q / p for p, q in zip(a, b))
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {"device": device_name(device), "precision": precision, "mode": mode, "depth": depth,
+            "version": version, "width": width, "batch": batch, "image": size, "every": every,
+            "step_s": statistics.median(a) / every, "probed_step_s": statistics.median(b) / every,
+            "ratio": statistics.median(ratios), "ratio_q1": quartiles[0], "ratio_q3": quartiles[2],
+            "pairs": repeats, "probe_bytes": probe.nbytes(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", type=int, nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
-                        help="depths to measure (default: 164 1001)")
-    parser.add_argument("--every", type=int, nargs="+", default=[1, 10], help="probe every k steps (default: 1 10)")
-    parser.add_argument("--repeats", type=int, default=11, help="timed steps of each kind (default 11)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each kind first (default 2)")
-    parser.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda"],
-                        help="default: cpu, and cuda when available")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
-    parser.add_argument("--out", default="results/paper/bench_probes.csv", help="CSV to write")
-    args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def describe(row) -> str:
+    return (f"{row['device'][:24]:24s} {row['precision']} {row['mode']:8s} depth {row['depth']:4d} "
+            f"V{row['version']} every={row['every']:<3d} step {row['step_s'] * 1e3:8.1f} ms  "
+            f"probed {row['probed_step_s'] * 1e3:8.1f} ms  ratio {row['ratio']:.3f} "
+            f"(quartiles {row['ratio_q1']:.3f}-{row['ratio_q3']:.3f}, {row['pairs']} pairs)  "
+            f"probe {row['probe_bytes'] / 1024:.0f} KiB")
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = Parser(prog="experiments/bench_probes.py", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", type=int, nargs="+", default=list(CONFIGS),
+                   help="depths to measure (default: 164 1001; others: width 16, batch 128, 32x32 "
+                        "unless --width/--batch/--image say otherwise)")
+    p.add_argument("--versions", type=int, nargs="+", default=[1, 2], choices=[1, 2])
+    p.add_argument("--every", type=positive_int, nargs="+", default=[1, 10], help="probe every k steps (default: 1 10)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                   help="per_step: entered around each step (README); block: around every k steps")
+    p.add_argument("--repeats", type=positive_int, default=11, help="timed pairs (default 11)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed pairs first (default 2)")
+    p.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda"],
+                   help="default: cpu, and cuda when available")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS,
+                   help="CUDA runs: fp32 (TF32 off) and/or bf16 autocast (default fp32); CPU runs are fp32")
+    p.add_argument("--width", type=positive_int, help="override the config's width")
+    p.add_argument("--batch", type=positive_int, help="override the config's batch size")
+    p.add_argument("--image", type=positive_int, help="override the config's image size")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: its own choice)")
+    p.add_argument("--out", help="CSV to write (default results/runs/bench/bench_probes.csv)")
+    p.add_argument("--publish", action="store_true", help="write the committed results/paper/bench_probes.csv")
+    args = p.parse_args(argv)
+    if args.warmup < 0:
+        p.error(f"argument --warmup: must be >= 0, got {args.warmup}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = output_path(args.out, args.publish, "bench_probes.csv")     # before any benchmarking
+    for depth in args.configs:
+        resolve_cifar_block(depth)                                     # ValueError naming valid depths
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if "cuda" in devices and not torch.cuda.is_available():
         raise ValueError("--devices cuda: CUDA is not available on this machine; valid here: cpu")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
     rows = []
-    for device in devices:
-        for depth in args.configs:
-            for version in (1, 2):
-                for every in args.every:
-                    row = bench_one(depth, version, every, torch.device(device), args.repeats, args.warmup)
-                    rows.append(row)
-                    print(f"{device:4s} depth {depth:4d} V{version} every={every:<3d} "
-                          f"step {row['step_s'] * 1e3:8.1f} ms  probed {row['probed_step_s'] * 1e3:8.1f} ms  "
-                          f"ratio {row['ratio']:.3f}  probe {row['probe_bytes'] / 1024:.0f} KiB", flush=True)
-    df = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(out, df)
+    for device in map(torch.device, devices):
+        for precision in args.precision if device.type == "cuda" else ["fp32"]:
+            for depth in args.configs:
+                for version in args.versions:
+                    for every in args.every:
+                        for mode in args.modes:
+                            rows.append(bench_one(depth, version, every, device, args.repeats, args.warmup,
+                                                  mode, precision, args.width, args.batch, args.image))
+                            print(describe(rows[-1]), flush=True)
+    write_table(out, pd.DataFrame(rows))
     print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ libraries, data, model), on CUDA ``max_memory_allocated``. The step time is the 
 engine's per-step ``seconds`` after the first step (on CUDA those are host-side times of an
 asynchronous queue: right for launch-bound nets like these, rough otherwise). CPU runs use one
 thread by default: on this shared 2-core machine two threads contending with other jobs ran up
-to 40 times slower than one. Writes results/paper/bench_training.csv.
+to 40 times slower than one. Writes results/runs/bench/bench_training.csv (or --out);
+``--publish`` writes the committed results/paper/bench_training.csv instead.
 
     python experiments/bench_training.py                    # the four configurations, CPU
     python experiments/bench_training.py --steps 3 --device cuda
@@ -25,10 +26,12 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_probes import output_path, positive_int  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
-from resnet_lab.cli import resolve_device, run_main  # noqa: E402
+from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import atomic_write, check_writable_dir  # noqa: E402
+from resnet_lab.runs import atomic_write  # noqa: E402
 from resnet_lab.training import train  # noqa: E402
 
 # (depth, width): ResNet-164 at the paper's width, ResNet-1001 at half of it
@@ -59,20 +62,22 @@ def bench_one(depth, width, grad_checkpoint, steps, device, threads):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="experiments/bench_training.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="experiments/bench_training.py", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="steps per configuration (default 4; "
                                                              "the first is not timed)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads (default 1: on a shared machine, 2 threads contending "
-                             "with other jobs ran many times slower than 1; 0 = torch's default)")
-    parser.add_argument("--out", default="results/paper/bench_training.csv", help="CSV to write")
+                             "with other jobs ran many times slower than 1)")
+    parser.add_argument("--out", help="CSV to write (default results/runs/bench/bench_training.csv)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the committed results/paper/bench_training.csv")
     args = parser.parse_args(argv)
     if args.steps < 2:
         raise ValueError("--steps must be at least 2 (the first step is not timed)")
+    out = output_path(args.out, args.publish, "bench_training.csv")    # before any benchmarking
     device = resolve_device(args.device)
-    check_writable_dir(Path(args.out).parent)
     rows = []
     spawn = multiprocessing.get_context("spawn")
     for depth, width in CONFIGS:
@@ -90,9 +95,9 @@ def main(argv=None):
     shown = ["model", "width", "grad_checkpoint", "seconds_per_step", "peak_memory_mib",
              "before_train_mib", "time_vs_plain", "memory_vs_plain"]
     print(table[shown].to_string(index=False, float_format="%.2f"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out, table.to_csv(index=False, float_format="%.4g"))
-    print(f"wrote {args.out} (load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, table.to_csv(index=False, float_format="%.4g"))
+    print(f"wrote {out} (load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     return 0
 
 

@@ -12,7 +12,9 @@ How it stays cheap (``experiments/bench_probes.py`` measures it):
   unit k+1, an identity shortcut returns its input, and the sum of a V2 unit is its output.
   Backward likewise: the gradient of a sum is the same tensor object as the gradient of the
   branch that fed it.
-* ``every=k``: on unprobed steps no hook is registered at all.
+* Taps are reached without hooks: while the probe is in, each Tap module (an identity) has
+  an instance ``forward`` that measures its tensor and returns it (see ``_sync_hooks``).
+* ``every=k``: on unprobed steps nothing is installed at all.
 
 Correctness under ``torch.utils.checkpoint``: a forward that runs inside the backward pass
 is a recomputation; it records no forward statistics (no double counting) and only
@@ -32,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.nn.modules.module import register_module_forward_pre_hook
 
 from resnet_lab.taps import TAP_INDEX, TAP_NAMES, tapped_units
 
@@ -43,6 +45,11 @@ _SCALARS = 3          # sum t^2, sum sign(t), sum sign(t)^2
 # A unit's five taps occupy consecutive slots: slot = unit * _PER_UNIT + position.
 _PER_UNIT = len(TAP_NAMES)
 _SHORTCUT, _SUM, _OUTPUT = TAP_INDEX["shortcut"], TAP_INDEX["sum"], TAP_INDEX["output"]
+
+
+def _chained(first, then, x):
+    """The forward of a Tap that two probes measure: the newer probe's, then the older's."""
+    return then(first(x))
 
 
 def _in_backward() -> bool:
@@ -69,6 +76,7 @@ class _Slots:
         self.views = [None] * n_slots       # per slot: (s1c view, (scalar row, its three 0-d views))
         self.used = 0
         self._layout = None                  # cached device tensors (seg, channels)
+        self._per_step = None                # cached (count list, source list, their tensors)
 
     def ensure(self, device):
         if self.scalars is None or self.scalars.device != device:
@@ -77,7 +85,7 @@ class _Slots:
             self._layout = None
             self._make_views()
 
-    def measure(self, slot, t, scratch):
+    def measure(self, slot, t, scratch, masked=None):
         """Hook body: reductions of ``t`` into this slot's views (``stats.raw_sums``)."""
         c = t.shape[1]
         if self.offset[slot] < 0:
@@ -86,7 +94,7 @@ class _Slots:
         self.count[slot] = t.numel() // c
         self.source[slot] = slot
         self.seen[slot] = True
-        return S.raw_sums(t, s1c, scalars, scratch)
+        return S.raw_sums(t, s1c, scalars, scratch, masked)
 
     def alias(self, slot, source):
         self.source[slot] = source
@@ -126,11 +134,22 @@ class _Slots:
             chans = torch.tensor([max(c, 1) for c in self.channels], dtype=torch.float64)
             self._layout = (seg.to(device), chans.to(device))
         seg, chans = self._layout
-        count = torch.tensor([max(c, 1) for c in self.count], dtype=torch.float64).to(device, non_blocking=True)
+        count, source = self._count_and_source(device)
         values = S.tensor_stats(self.s1c[: self.used].double(), seg, self.scalars.double().t(), count, chans)
         out = torch.stack([values[name] for name in S.TENSOR_STATS])
-        source = torch.tensor(self.source).to(device, non_blocking=True)
         return out[:, source]
+
+    def _count_and_source(self, device):
+        """``count`` and ``source`` as device tensors. They are the same at every step of a
+        fixed batch size, and comparing two lists costs microseconds where making tensors
+        of them costs a millisecond per step at 1,001 layers (measured)."""
+        cached = self._per_step
+        if cached is None or cached[0] != self.count or cached[1] != self.source or cached[2].device != device:
+            count = torch.tensor([max(c, 1) for c in self.count], dtype=torch.float64)
+            source = torch.tensor(self.source)
+            cached = self._per_step = (list(self.count), list(self.source),
+                                       count.to(device, non_blocking=True), source.to(device, non_blocking=True))
+        return cached[2], cached[3]
 
     def valid(self):
         """Slots with a value this step: measured, or aliased to a measured slot."""
@@ -139,6 +158,13 @@ class _Slots:
     def reset(self):
         self.seen = [False] * self.n
         self.source = list(range(self.n))
+
+    def trim(self):
+        """Give back the slack of growing by doubling, once the slots are laid out (after the
+        first probed step): a 1001-layer V1 net at width 16 held 1.9 MB instead of 1.0."""
+        if self.s1c is not None and self.s1c.numel() > max(self.used, 1):
+            self.s1c = self.s1c[: max(self.used, 1)].clone()
+            self._make_views()
 
 
 class SignalProbe:
@@ -191,6 +217,9 @@ class SignalProbe:
         self._win = _Slots(len(self._layers))
         self._win_s2c = None
         self._handles = []
+        # (Tap module, the forward installed on it while in) and what it had before
+        self._tap_forwards = [(module, partial(self._tap_forward, slot)) for module, slot in self._tap_slot.items()]
+        self._saved_forwards = None
         self._inside = False
         self._records = []
         self._calls = 0                      # step() calls so far
@@ -214,6 +243,7 @@ class SignalProbe:
         params = [(u, p) for u, unit in enumerate(units) for p in unit.parameters() if p.requires_grad]
         self._params = [p for _, p in params]
         self._param_unit = torch.tensor([u for u, _ in params], dtype=torch.int64)
+        self._param_numel = torch.tensor([p.numel() for _, p in params], dtype=torch.int64)
 
     # ---- context -------------------------------------------------------------------------
     def __enter__(self):
@@ -229,26 +259,42 @@ class SignalProbe:
         return False
 
     def _sync_hooks(self):
-        """Hooks registered exactly while inside the ``with`` on a probed step.
+        """Tap functions installed exactly while inside the ``with`` on a probed step.
 
-        Two process-wide module hooks, filtered by a dict lookup, instead of one hook per
-        tap: registering and removing 3,000 handles would cost ~5% of a 1001-layer step.
-        On unprobed steps they are removed: a global hook sends every module call through
-        PyTorch's slow path (measured: ~2-5% of an unprobed 1001-layer step)."""
+        Each Tap module gets an instance ``forward`` (``_tap_forward`` for its slot); leaving
+        removes it, so the class's identity ``forward`` is back. Not hooks, because of what
+        they cost at every step (measured per call, 2-core CPU): a process-wide module hook
+        sends every module call through PyTorch's slow path (+2.6 us for each of ~6,300
+        modules of a 1001-layer net: ~2% of a step), and one hook per tap costs 5 us to
+        register and remove (1,665 taps: 8 ms a step); setting and deleting an instance
+        attribute costs 0.1 us, and the call stays on the fast path. Probes on one model
+        nest: each installs its function in front of the one it finds and puts that one
+        back on leaving (leave them in reverse order, as ``with`` blocks do).
+        Weight-layer inputs use a process-wide pre-hook (``weight_inputs=True`` only).
+        """
         want = self._inside and self._active
-        if want and not self._handles:
-            self._handles.append(register_module_forward_hook(self._on_module_output))
+        if want and self._saved_forwards is None:
+            self._saved_forwards = [module.__dict__.get("forward") for module, _ in self._tap_forwards]
+            for (module, forward), before in zip(self._tap_forwards, self._saved_forwards):
+                module.__dict__["forward"] = forward if before is None else partial(_chained, forward, before)
             if self._layers:
                 self._handles.append(register_module_forward_pre_hook(self._on_module_input))
-        elif not want:
+        elif not want and self._saved_forwards is not None:
+            for (module, _), before in zip(self._tap_forwards, self._saved_forwards):
+                if before is None:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.__dict__["forward"] = before
+            self._saved_forwards = None
             for h in self._handles:
                 h.remove()
             self._handles.clear()
 
-    def _on_module_output(self, module, args, out):
-        slot = self._tap_slot.get(module)
-        if slot is not None:
-            self._on_tap(slot, out)
+    def _tap_forward(self, slot, t):
+        """A Tap's forward while the probe is in: measure the tensor, return it unchanged."""
+        if isinstance(t, torch.Tensor):
+            self._on_tap(slot, t)
+        return t
 
     def _on_module_input(self, module, args):
         i = self._layer_slot.get(module)
@@ -266,13 +312,15 @@ class SignalProbe:
 
     # ---- hooks ---------------------------------------------------------------------------
     def _on_tap(self, slot, t):
-        if not self._active or not isinstance(t, torch.Tensor):
+        if not self._active:
             return
         tap = slot % _PER_UNIT
         if _in_backward():                   # a checkpoint's recomputation
             if self._measured[tap] and t.requires_grad:
                 self._hook_grad(slot, t)
             return
+        # At an output tap: (h, the unit's cut numerator) when its masked energy is wanted.
+        masked = self._shortcut_cut(slot, tap, t) if self._cut else None
         if self._measured[tap]:
             last, last_slot = self._last_fwd
             self._fwd.ensure(t.device)
@@ -280,14 +328,16 @@ class SignalProbe:
                 self._fwd.alias(slot, last_slot)
                 if t.requires_grad:
                     self._bwd.alias(slot, last_slot)
-            else:
-                signed = self._fwd.measure(slot, t, partial(self._scratch, t) if self._signs else None)
+            else:                            # masked energy in the same read (``raw_sums``)
+                scratch = partial(self._scratch, t) if self._signs or masked else None
+                signed = self._fwd.measure(slot, t, scratch, masked)
                 self._sign_of = t if signed else None
                 self._last_fwd = (t, slot)
+                masked = None
                 if t.requires_grad:
                     self._hook_grad(slot, t)
-        if self._cut:
-            self._shortcut_cut(slot, tap, t)
+        if masked is not None:               # the output tap itself is not measured
+            S.masked_energy(masked[0], t, masked[1], partial(self._scratch, t), sign_ready=self._sign_of is t)
 
     def _hook_grad(self, slot, t):
         node = t.grad_fn
@@ -314,7 +364,10 @@ class SignalProbe:
         self._recent_grads = [(weakref.ref(g), g._version, slot)] + self._recent_grads[:2]
 
     def _shortcut_cut(self, slot, tap, t):
-        """Forward numerator of ``shortcut_cut``, sum h^2 [f(y) = 0], at the output tap."""
+        """Forward numerator of ``shortcut_cut``, sum h^2 [f(y) = 0]: remembers the unit's
+        shortcut h and sum y at their taps; at the output tap returns ``(h, out)`` -- the
+        numerator is ``masked_energy(h, t)`` into the 0-d view ``out`` -- or None (f is the
+        identity: it zeroes nothing, the numerator is 0)."""
         if tap == _SHORTCUT:
             self._unit_h = t
         elif tap == _SUM:
@@ -324,12 +377,13 @@ class SignalProbe:
             if cut is None or cut.device != t.device:
                 cut = self._cut_num = torch.zeros(len(self._units), device=t.device)
             u = slot // _PER_UNIT
-            if t is self._unit_y:            # f is the identity: it zeroes nothing
+            h, y = self._unit_h, self._unit_y
+            self._unit_h = self._unit_y = None
+            if t is y:
                 cut[u] = 0
             else:
-                S.masked_energy(self._unit_h, t, cut[u], partial(self._scratch, t),
-                                sign_ready=self._sign_of is t)
-            self._unit_h = self._unit_y = None
+                return h, cut[u]
+        return None
 
     _cut_num = None
 
@@ -389,6 +443,9 @@ class SignalProbe:
                 self._records.append((self.first_step + self._calls, host, layout))
             for slots in (self._fwd, self._bwd, self._win):
                 slots.reset()
+                slots.trim()
+            if self._win_s2c is not None and self._win_s2c.numel() > self._win.s1c.numel():
+                self._win_s2c = self._win_s2c[: self._win.s1c.numel()].clone()
         self._calls += 1
         self._clear_step_refs()
         self._sync_hooks()
@@ -416,10 +473,10 @@ class SignalProbe:
             have = [i for i, g in enumerate(grads) if g is not None]
             if not have:
                 return None
-            grads, owner = [grads[i] for i in have], self._param_unit[have]
+            grads, owner, numels = [grads[i] for i in have], self._param_unit[have], self._param_numel[have]
         else:
-            owner = self._param_unit
-        return S.grouped_norms(grads, owner, len(self._units))
+            owner, numels = self._param_unit, self._param_numel
+        return S.grouped_norms(grads, owner, len(self._units), numels)
 
     # ---- results -------------------------------------------------------------------------
     def collect(self) -> pd.DataFrame:

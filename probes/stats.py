@@ -1,7 +1,8 @@
 """The statistics a SignalProbe records, and how each follows from a few raw sums.
 
 Hooks only compute raw sums on the tensor's device (channel sums, the sum of squares and
-two sign counts: one read of the tensor on the CPU, by the C module ``_fastsums``);
+two sign counts: one read of the tensor, by the C module ``_fastsums`` on the CPU and by the
+Triton kernels of ``_triton_sums`` on a GPU; torch operations where neither applies);
 everything below is derived once per step, for all taps at once.
 For a tapped tensor t with N elements in C channels of M = N / C elements each
 (batch and space), channel sums s1_c = sum t, s2_c = sum t^2 over those M elements:
@@ -42,6 +43,7 @@ channel means near 0 and channel variances near 1.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 TENSOR_STATS = ("rms", "norm", "mean", "std", "ch_sq_mean", "ch_var", "frac_neg", "frac_zero")
@@ -56,6 +58,12 @@ try:   # after torch: its OpenMP runtime must be the one loaded (see _fastsums.c
     from . import _fastsums      # C, built by setup.py: every sum in one read of the tensor
 except ImportError:              # not built (no compiler at install): torch operations
     _fastsums = None
+_triton_sums = None
+if torch.cuda.is_available():    # only a GPU runs them: no triton import (0.2 s) elsewhere
+    try:                         # Triton kernels for CUDA tensors; torch operations without
+        from . import _triton_sums
+    except ImportError:
+        pass
 
 
 def channel_view(t: torch.Tensor):
@@ -107,21 +115,31 @@ def channel_sum(t: torch.Tensor, out: torch.Tensor) -> None:
         torch.sum(torch.sum(v, 0), 1, out=out)
 
 
-def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None) -> bool:
+def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None, masked=None) -> bool:
     """The hook's whole work for one tensor: its raw sums written into preallocated views.
 
     ``out_s1c`` (C,) gets the channel sums s1_c; ``out_scalars`` -- a contiguous (3,) fp32
     tensor and its three 0-d element views -- gets sum t^2, sum sign(t) = n_pos - n_neg and
     sum sign(t)^2 = n_pos + n_neg. Everything in ``TENSOR_STATS`` follows from these
-    (``ch_var`` needs only the total: mean_c s2_c / M = sum t^2 / N).
+    (``ch_var`` needs only the total: mean_c s2_c / M = sum t^2 / N). ``masked``: optional
+    ``(h, out)``, with ``t`` a unit's output f(y): also ``masked_energy(h, t, out, ...)``.
 
-    On the CPU the C module reads the tensor once. Otherwise torch operations do it: the
-    sign counts only when ``scratch(k)`` (a callable returning a reused flat fp32 buffer of
-    at least t.numel() elements) is given; two float reductions of sign(t) written into a
-    reused buffer are many times cheaper than boolean counts, and reusing the buffer avoids
-    the page faults of fresh allocations. Returns True when ``scratch(0)`` holds sign(t).
+    On the CPU the C module reads the tensor once (and h in the same pass), on a GPU the
+    Triton kernels (any of fp32, bf16, fp16; no fp32 copy). Otherwise torch operations do
+    it: the sign counts only when ``scratch(k)`` (a callable returning a reused flat fp32
+    buffer of at least t.numel() elements) is given; two float reductions of sign(t) written
+    into a reused buffer are many times cheaper than boolean counts, and reusing the buffer
+    avoids the page faults of fresh allocations. Returns True when ``scratch(0)`` holds sign(t).
     """
     row, (total2, sign_sum, sign_sq) = out_scalars
+    if masked is not None:
+        if _fused_masked_sums(t, out_s1c, row, *masked):
+            return False
+        signed = raw_sums(t, out_s1c, out_scalars, scratch)
+        masked_energy(masked[0], t, masked[1], scratch, sign_ready=signed)
+        return False                     # masked_energy may have reused scratch(0)
+    if _triton_sums is not None and _triton_sums.channel_sums(t, out_s1c, None, row):
+        return False
     t = t if t.dtype == torch.float32 else t.detach().float()
     blocks = cpu_blocks(t)
     if blocks is not None:               # reads memory only: no detach needed
@@ -140,13 +158,29 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None) 
     return True
 
 
+def _fused_masked_sums(f_out, out_s1c, row, h, out) -> bool:
+    """raw_sums of ``f_out`` and its masked energy under ``h`` in one read of both, by the C
+    module, when both are fp32 CPU tensors laid out alike (the usual case: a unit's output
+    and its shortcut). False: nothing done. Saves a second read of the output and a call
+    per unit."""
+    blocks = cpu_blocks(f_out)
+    if blocks is None or cpu_blocks(h) is None or h.stride() != f_out.stride() or h.shape != f_out.shape \
+            or not out.is_cpu or out.dtype != torch.float32:
+        return False
+    _fastsums.channel_sums(f_out.data_ptr(), *blocks, out_s1c.data_ptr(), 0, row.data_ptr(),
+                           torch.get_num_threads(), h.data_ptr(), out.data_ptr())
+    return True
+
+
 def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor, scratch, sign_ready=False) -> None:
     """``out`` (0-d) = sum h^2 [f(y) = 0]: the shortcut energy where the unit's output is 0.
 
-    On the CPU the C module reads both tensors once when they are laid out alike;
-    otherwise torch operations use the buffers ``scratch(0)`` and ``scratch(1)``, of which
+    The C module (CPU) or the Triton kernels (GPU) read both tensors once when they are
+    laid out alike; otherwise torch operations use the buffers ``scratch(0)`` and ``scratch(1)``, of which
     the first holds sign(f_out) already when ``sign_ready``.
     """
+    if _triton_sums is not None and _triton_sums.masked_energy(h, f_out, out):
+        return
     h = h if h.dtype == torch.float32 else h.detach().float()
     f_out = f_out if f_out.dtype == torch.float32 else f_out.detach().float()
     if cpu_blocks(h) is not None and cpu_blocks(f_out) is not None and h.stride() == f_out.stride() \
@@ -163,13 +197,16 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor, scrat
     torch.dot(kept, kept, out=out)
 
 
-def grouped_norms(tensors, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+def grouped_norms(tensors, groups: torch.Tensor, n_groups: int, numels=None) -> torch.Tensor:
     """(n_groups,) float64: the L2 norm of all ``tensors`` of each group together;
-    ``groups`` (int64, CPU) gives each tensor's group. On the CPU one C call; elsewhere
-    ``torch._foreach_norm`` (a few fused kernels on a GPU)."""
+    ``groups`` (int64, CPU) gives each tensor's group; ``numels`` (int64, CPU), if given,
+    their sizes (the probe knows them from the parameters: 1 ms less per step at 3,000
+    tensors). On the CPU one C call; elsewhere ``torch._foreach_norm`` (a few fused kernels
+    on a GPU)."""
     if _fastsums is not None and all(t.is_cpu and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
-        ptrs = torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64)
-        numels = torch.tensor([t.numel() for t in tensors], dtype=torch.int64)
+        ptrs = torch.from_numpy(np.fromiter(map(torch.Tensor.data_ptr, tensors), np.int64, len(tensors)))
+        if numels is None:
+            numels = torch.from_numpy(np.fromiter(map(torch.Tensor.numel, tensors), np.int64, len(tensors)))
         out = torch.zeros(n_groups, dtype=torch.float64)
         _fastsums.grouped_sq_sums(ptrs.data_ptr(), numels.data_ptr(), groups.data_ptr(), len(tensors),
                                   out.data_ptr(), n_groups, torch.get_num_threads())
@@ -208,6 +245,8 @@ def tensor_stats(s1c, seg, scalars, count, channels):
 
 def channel_moments(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c: torch.Tensor) -> None:
     """Channel sums s1_c and s2_c of a weight layer's input (``weight_inputs=True``)."""
+    if _triton_sums is not None and _triton_sums.channel_sums(t, out_s1c, out_s2c, None):
+        return
     t = as_fp32(t)
     blocks = cpu_blocks(t)
     if blocks is not None:

@@ -31,6 +31,19 @@ def load_script(name):
     return module
 
 
+def run_in_process(name, argv, capsys):
+    """A script's ``main`` in this process, as its command line would run it: returns
+    (exit status, stderr). Seconds faster per call than a fresh interpreter."""
+    threads = torch.get_num_threads()
+    try:
+        code = main_guard(load_script(name).main)(argv)
+    except SystemExit as exit_:            # argparse's own errors
+        code = exit_.code
+    finally:
+        torch.set_num_threads(threads)
+    return code, capsys.readouterr().err
+
+
 def run_smoke(name, out, *extra):
     """Run a script's smoke preset in this process; returns its run folder. (The scripts set
     torch's thread count, --threads; it is put back afterwards.)"""

@@ -39,7 +39,9 @@ def test_paper_presets_are_the_papers(name):
         assert s["schedule"]["warmup_max_steps"] == 400 and s["schedule"]["warmup_error"] == 0.8
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+# One experiment in the default suite (they share the data path); all with -m slow.
+@pytest.mark.parametrize("name", [n if n == "grad_flow" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in EXPERIMENTS])
 def test_smoke_preset_on_cifar10_end_to_end(name, tiny_cifar, tmp_path):
     argv = ["--preset", "smoke", "--dataset", "cifar10", "--data-dir", str(tiny_cifar),
             "--workers", "1", "--out", str(tmp_path)]

@@ -1,6 +1,8 @@
-"""SignalProbe on CUDA: same statistics as on CPU, and no host synchronisation in any hook.
+"""SignalProbe on CUDA: same statistics as on CPU, the Triton kernels (probes._triton_sums) equal
+to the torch path, and no host synchronisation in any hook.
 
-Marked ``gpu``: skipped without CUDA; run with ``pytest -m gpu`` (``make test-gpu``).
+Marked ``gpu``: skipped without CUDA; run with ``pytest -m gpu`` (``make test-gpu``, or
+``experiments/gpu_check.py``, which also measures the probe's cost).
 """
 import numpy as np
 import pandas as pd
@@ -9,9 +11,29 @@ import torch
 import torch.nn.functional as F
 
 from probes import SignalProbe
+from probes import stats as S
 from resnet_lab import cifar_resnet
 
 pytestmark = pytest.mark.gpu
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 on CUDA as the training engine's fp32: no TF32 (it would change the numbers)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def close_to_cpu(got, expected):
+    """Relative agreement, except for values at the level of fp32 rounding of their statistic's
+    largest value (e.g. the squared channel mean of a BN output: 1e-14 on one device, 0 on another)."""
+    assert got.index.equals(expected.index)
+    scale = expected.abs().groupby(level="stat").transform("max")
+    bad = ~np.isclose(got, expected, rtol=2e-3, atol=0) & ((got - expected).abs() > 1e-5 * scale)
+    assert not bad.any(), pd.DataFrame({"cpu": expected[bad], "cuda": got[bad]}).head(12).to_string()
 
 
 def probed_step(net, x, y, autocast=False):
@@ -23,8 +45,11 @@ def probed_step(net, x, y, autocast=False):
     return probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"].sort_index()
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("version", [1, 2])
-def test_cuda_statistics_equal_cpu(version):
+def test_cuda_statistics_equal_cpu(version, channels_last, no_tf32):
+    """fp32 on CUDA (TF32 off), through the Triton kernels, gives the CPU's statistics."""
+    assert S._triton_sums is not None, "triton is not importable: the GPU path would use torch operations"
     torch.manual_seed(0)
     cpu = cifar_resnet(56, version=version)
     gpu = cifar_resnet(56, version=version)
@@ -32,15 +57,60 @@ def test_cuda_statistics_equal_cpu(version):
     gpu.cuda()
     x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 10, (32,))
     expected = probed_step(cpu, x, y)
-    # TF32 convolutions (PyTorch's CUDA default) would change the numbers being compared.
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    got = probed_step(gpu, x.cuda(), y.cuda())
-    assert got.index.equals(expected.index)
-    # Relative agreement, except for values at the level of fp32 rounding of their statistic's
-    # largest value (e.g. the squared channel mean of a BN output: 1e-14 on one device, 0 on another).
-    scale = expected.abs().groupby(level="stat").transform("max")
-    bad = ~np.isclose(got, expected, rtol=2e-3, atol=0) & ((got - expected).abs() > 1e-5 * scale)
-    assert not bad.any(), pd.DataFrame({"cpu": expected[bad], "cuda": got[bad]}).head(12).to_string()
+    xg = x.cuda()
+    if channels_last:                        # the training engine's layout on CUDA
+        gpu, xg = gpu.to(memory_format=torch.channels_last), xg.contiguous(memory_format=torch.channels_last)
+    close_to_cpu(probed_step(gpu, xg, y.cuda()), expected)
+
+
+def test_cuda_statistics_with_and_without_triton_agree(monkeypatch, no_tf32):
+    torch.manual_seed(0)
+    net = cifar_resnet(20, version=1).cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 16, 16, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (16,), device="cuda")
+    with_triton = probed_step(net, x, y)
+    monkeypatch.setattr(S, "_triton_sums", None)
+    net.zero_grad()
+    close_to_cpu(probed_step(net, x, y), with_triton)
+
+
+def sample(layout, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    shape = (2, 7) if layout == "2d" else (3, 5, 7, 9) if layout != "large" else (128, 64, 16, 16)
+    t = torch.randn(shape, generator=g, device="cuda")
+    t[t.abs() < 0.4] = 0
+    t = t.to(DTYPES[dtype])
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d", "large"])
+def test_triton_kernels_equal_torch_path_on_cuda(monkeypatch, layout, dtype):
+    """Channel sums, sums of squares, sign counts and the masked energy: the kernels against
+    the torch operations on the same CUDA tensors, to fp32 rounding."""
+    K = S._triton_sums
+    assert K is not None
+    t, h = sample(layout, dtype, 0), sample(layout, dtype, 1)
+    f_out = torch.relu(t)
+    c = t.shape[1]
+    got = [torch.full((c,), 7.0, device="cuda"), torch.full((c,), 7.0, device="cuda"),
+           torch.full((3,), 7.0, device="cuda"), torch.full((2,), 7.0, device="cuda")]
+    assert K.channel_sums(t, got[0], got[1], got[2]) and K.masked_energy(h, f_out, got[3][1])
+    with monkeypatch.context() as m:
+        m.setattr(S, "_triton_sums", None)
+        ref = [torch.zeros(c, device="cuda"), torch.zeros(c, device="cuda"), torch.zeros(3, device="cuda"),
+               torch.zeros((), device="cuda")]
+        bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
+        S.raw_sums(t, ref[0], (ref[2], tuple(ref[2][k] for k in range(3))), bufs.__getitem__)
+        S.channel_moments(t, torch.zeros(c, device="cuda"), ref[1])
+        S.masked_energy(h, f_out, ref[3], bufs.__getitem__)
+    scale = t.float().abs().sum().item()
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=2e-6 * scale)
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-5, atol=0)
+    torch.testing.assert_close(got[2][0], ref[2][0], rtol=1e-5, atol=0)
+    assert got[2][1:].tolist() == ref[2][1:].tolist()                 # sign counts: exact
+    torch.testing.assert_close(got[3][1], ref[3], rtol=1e-5, atol=0)
+    assert got[3][0].item() == 7.0                                      # neighbours untouched
 
 
 def test_bf16_autocast_statistics_close_to_fp32():

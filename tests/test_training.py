@@ -315,13 +315,19 @@ def test_shards_split_a_sweep_and_merge_back(tmp_path):
 # ---- CUDA (pytest -m gpu) ---------------------------------------------------------------------
 
 @pytest.mark.gpu
-def test_cuda_run_uses_bf16_channels_last_and_resumes(tmp_path, digits):
+def test_cuda_run_says_its_precision_and_resumes(tmp_path, digits):
     whole = RunDir.create("t", {"run": "whole"}, out=tmp_path)
     a = train(small_net(), digits, whole, device="cuda", **STEPS)
     config = whole.config
     assert config["status"] == "completed" and config["peak_memory_kind"] == "cuda_max_memory_allocated"
-    assert config["training"]["bf16_autocast"] and config["training"]["channels_last"]
+    said = config["training"]
+    # fp32 unless asked: a probe measures the fp32 network the CPU runs measure.
+    assert (said["precision"], said["autocast"], said["tf32"]) == ("fp32", None, False)
+    assert said["memory_format"] == "channels_last" and "cuda" in config["device"]
     assert next(a.model.parameters()).is_cuda
+    bf16 = RunDir.create("t", {"run": "bf16"}, out=tmp_path)
+    train(small_net(), digits, bf16, device="cuda", precision="bf16", **STEPS)
+    assert (bf16.config["training"]["precision"], bf16.config["training"]["autocast"]) == ("bf16", "bf16")
 
     run = RunDir.create("t", {"run": "killed"}, out=tmp_path, run_id="killed")
     net = small_net()

@@ -1,0 +1,246 @@
+"""The Triton kernels of probes._triton_sums against the torch path of probes.stats, on the CPU.
+
+Triton's interpreter (``TRITON_INTERPRET=1``) runs a kernel on CPU tensors with numpy, so the
+kernels' arithmetic, masks and index maps are checked without a GPU. The variable must be set
+before triton is imported (``tl.sum``, ``tl.zeros`` are themselves kernels, made interpreted or
+compiled at import), so ``test_kernels_under_interpreter`` runs this file again in a child
+process that has it; there the comparisons run, here they are skipped. The kernels take CPU
+tensors there (``DEVICES``). ``test_kernels_compile_for_h100`` compiles the kernels for sm_90
+with Triton's bundled ptxas: what the interpreter does not check (types, layouts, register
+allocation). On CUDA, ``tests/test_probes_gpu.py`` compares them again.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from probes import SignalProbe
+from probes import stats as S
+from resnet_lab import cifar_resnet
+
+triton = pytest.importorskip("triton", reason="triton is not installed (pip install triton; Linux only)")
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+ROOT = Path(__file__).resolve().parents[1]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LAYOUTS = ["nchw", "channels_last", "2d"]
+
+
+def test_kernels_under_interpreter():
+    """This file's comparisons, in a child process under TRITON_INTERPRET=1."""
+    if INTERPRETING:
+        pytest.skip("this is the child process")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                            str(Path(__file__).relative_to(ROOT)), "-k", "not under_interpreter"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    summary = child.stdout.strip().splitlines()[-1] if child.stdout.strip() else child.stderr[-2000:]
+    assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-2000:]
+    if " passed" not in summary:                     # everything skipped: say why
+        pytest.skip(f"under the interpreter: {child.stdout[-1500:]}")
+
+
+def _interpreter_works():
+    """None, or why Triton's interpreter cannot run a kernel here."""
+    import triton.language as tl
+
+    @triton.jit
+    def double(x_ptr, n, B: tl.constexpr):
+        i = tl.arange(0, B)
+        tl.store(x_ptr + i, 2 * tl.load(x_ptr + i, mask=i < n), mask=i < n)
+
+    try:
+        x = torch.ones(3)
+        double[(1,)](x, 3, B=4)
+        return None if x.tolist() == [2.0, 2.0, 2.0] else f"interpreter returned {x.tolist()}"
+    except Exception as err:                       # any failure: report it as the skip reason
+        return f"Triton's interpreter fails with torch {torch.__version__}: {type(err).__name__}: {err}"
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """probes._triton_sums with interpreted kernels, taking CPU tensors."""
+    if not INTERPRETING:
+        pytest.skip("runs in a child process under TRITON_INTERPRET=1 (test_kernels_under_interpreter)")
+    reason = _interpreter_works()
+    if reason:
+        pytest.skip(reason)
+    from probes import _triton_sums
+    _triton_sums.DEVICES = ("cuda", "cpu")
+    return _triton_sums
+
+
+def sample(layout, dtype, seed=0):
+    """Odd sizes, with zeros, negatives and positives."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, 7) if layout == "2d" else (3, 5, 7, 9)
+    t = torch.randn(shape, generator=g)
+    t[t.abs() < 0.4] = 0
+    t = t.to(DTYPES[dtype])
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
+
+
+def torch_path(monkeypatch, fn, *args):
+    """Run ``fn`` (a probes.stats function) with torch operations only."""
+    with monkeypatch.context() as m:
+        m.setattr(S, "_triton_sums", None)
+        m.setattr(S, "_fastsums", None)
+        return fn(*args)
+
+
+def scalar_views():
+    row = torch.zeros(3)
+    return row, (row, tuple(row[k] for k in range(3)))
+
+
+def close(got, expected, scale):
+    """Equal to fp32 rounding of the sums' magnitude (sums with cancellation included)."""
+    np.testing.assert_allclose(got.double().numpy(), expected.double().numpy(), rtol=2e-6,
+                               atol=2e-6 * float(scale))
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_raw_sums_kernel_equals_torch_path(kernels, monkeypatch, layout, dtype):
+    t = sample(layout, dtype)
+    c = t.shape[1]
+    expected_s1c, (expected_row, expected_views) = torch.zeros(c), scalar_views()
+    torch_path(monkeypatch, S.raw_sums, t, expected_s1c, expected_views, lambda k: torch.empty(t.numel()))
+    s1c = torch.full((c,), 7.0)                      # stale values: the kernel overwrites them
+    row = torch.full((3,), 7.0)
+    assert kernels.channel_sums(t, s1c, None, row)
+    scale = t.float().abs().sum()
+    close(s1c, expected_s1c, scale)
+    close(row[:1], expected_row[:1], t.float().square().sum())
+    assert row[1:].tolist() == expected_row[1:].tolist()      # sign counts: exact integers
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_channel_moments_kernel_equals_torch_path(kernels, monkeypatch, layout, dtype):
+    t = sample(layout, dtype, seed=1)
+    c = t.shape[1]
+    expected = torch.zeros(c), torch.zeros(c)
+    torch_path(monkeypatch, S.channel_moments, t, *expected)
+    got = torch.full((c,), 7.0), torch.full((c,), 7.0)
+    assert kernels.channel_sums(t, got[0], got[1], None)
+    close(got[0], expected[0], t.float().abs().sum())
+    close(got[1], expected[1], t.float().square().sum())
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_masked_energy_kernel_equals_torch_path(kernels, monkeypatch, layout, dtype):
+    h = sample(layout, dtype, seed=2)
+    f_out = torch.relu(sample(layout, dtype, seed=3))          # zeros where the sample was <= 0
+    expected = torch.zeros(())
+    torch_path(monkeypatch, S.masked_energy, h, f_out, expected,
+               lambda k: torch.empty(h.numel()))
+    cut = torch.full((4,), 7.0)                                 # the probe passes one element
+    assert kernels.masked_energy(h, f_out, cut[1])
+    close(cut[1:2], expected.reshape(1), h.float().square().sum())
+    assert cut[[0, 2, 3]].tolist() == [7.0] * 3
+
+
+def test_many_programs_and_tiles(kernels, monkeypatch):
+    """Enough rows for several programs of several tiles each, channels over two blocks."""
+    torch.manual_seed(0)
+    for t in (torch.randn(600, 33, 3, 1), torch.randn(4100, 3), torch.randn(2, 3, 40, 70)):
+        t[t.abs() < 0.2] = 0
+        c = t.shape[1]
+        expected = torch.zeros(c), torch.zeros(c)
+        torch_path(monkeypatch, S.channel_moments, t, *expected)
+        got, row = (torch.zeros(c), torch.zeros(c)), torch.zeros(3)
+        assert kernels.channel_sums(t, got[0], got[1], row)
+        close(got[0], expected[0], t.abs().sum())
+        close(got[1], expected[1], t.square().sum())
+        assert row[1].item() == torch.sign(t).sum().item() and row[2].item() == (t != 0).sum().item()
+
+
+def test_nan_reaches_sign_sums_as_in_torch(kernels):
+    t = torch.randn(3, 4, 2, 2)
+    t[1, 2, 0, 1] = float("nan")
+    s1c, row = torch.zeros(4), torch.zeros(3)
+    assert kernels.channel_sums(t, s1c, None, row)
+    assert torch.isnan(row).all() and torch.isnan(s1c[2]) and not torch.isnan(s1c[[0, 1, 3]]).any()
+
+
+def test_other_inputs_are_left_to_torch(kernels):
+    """Strided views, 3-D tensors, fp64, empty tensors or unlike layouts: nothing written."""
+    t = torch.randn(4, 6, 5, 5)
+    out, row = torch.full((6,), 7.0), torch.full((3,), 7.0)
+    for bad in (t[:, :, ::2], t[0], t.double(), t[:0]):
+        assert not kernels.channel_sums(bad, out[: bad.shape[1]] if bad.dim() > 1 else out, None, row)
+    assert not kernels.masked_energy(t, t.contiguous(memory_format=torch.channels_last), out[0])
+    assert not kernels.channel_sums(t, torch.zeros(12)[::2], None, row)       # strided output
+    assert out.tolist() == [7.0] * 6 and row.tolist() == [7.0] * 3
+
+
+def test_stats_functions_route_to_the_kernels(kernels, monkeypatch):
+    """raw_sums, channel_moments and masked_energy call the kernels when they take the tensor."""
+    calls = []
+    for name in ("channel_sums", "masked_energy"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a))
+    monkeypatch.setattr(S, "_triton_sums", kernels)
+    t = sample("nchw", "bf16")
+    s1c, (_row, views) = torch.zeros(5), scalar_views()
+    assert S.raw_sums(t, s1c, views, lambda k: torch.empty(t.numel())) is False   # no sign scratch
+    S.channel_moments(t, torch.zeros(5), torch.zeros(5))
+    S.masked_energy(t, torch.relu(t), torch.zeros(()), lambda k: torch.empty(t.numel()))
+    assert calls == ["channel_sums", "channel_sums", "masked_energy"]
+
+
+def test_signal_probe_with_kernels_equals_c_module(kernels, monkeypatch):
+    """A whole probed step through the kernels (views into the probe's buffers, the 0-d cut
+    numerators) gives the statistics of the C module."""
+    torch.manual_seed(0)
+    net = cifar_resnet(8, version=1, width=4)
+    x, y = torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,))
+    frames = []
+    for routed in (False, True):
+        if routed:
+            monkeypatch.setattr(S, "_triton_sums", kernels)
+        net.zero_grad()
+        with SignalProbe(net, weight_inputs=True) as probe:
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+        frames.append(probe.collect())
+    a, b = frames
+    assert a[["unit", "tap", "direction", "stat", "layer"]].equals(b[["unit", "tap", "direction", "stat", "layer"]])
+    scale = a.groupby("stat")["value"].transform(lambda v: v.abs().max())
+    assert (np.abs(a.value - b.value) <= 1e-5 * np.abs(a.value) + 1e-6 * scale).all()
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_kernels_compile_for_h100(dtype):
+    """Compile every kernel for sm_90 (H100/H200) without a GPU: catches type and layout
+    errors the interpreter lets pass."""
+    if INTERPRETING:
+        pytest.skip("the interpreter's kernels are not compiled")
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError as err:
+        pytest.skip(f"this triton cannot compile ahead of time: {err}")
+    from probes import _triton_sums as K
+    elem = {"fp32": "*fp32", "bf16": "*bf16"}[dtype]
+    ints = dict.fromkeys(["outer", "C", "inner", "rows", "W"], "i32")
+    block = dict.fromkeys(["MOMENTS", "BLOCK_O", "BLOCK_C", "BLOCK_I"], "constexpr")
+    cases = [(K._channel_partials, {"x_ptr": elem, "part_ptr": "*fp32", **ints, **block},
+              {"MOMENTS": moments, "BLOCK_O": o, "BLOCK_C": c, "BLOCK_I": i})
+             for moments in (False, True) for o, c, i in [(1, 32, 64), (128, 16, 1), (2048, 1, 1)]]
+    cases.append((K._masked_partials, {"h_ptr": elem, "f_ptr": elem, "part_ptr": "*fp32", "n": "i32",
+                                       "chunk": "i32", "BLOCK": "constexpr"}, {"BLOCK": 1024}))
+    cases.append((K._sum_rows, {"part_ptr": "*fp32", **dict.fromkeys(["n_rows", "W", "n_cols"], "i32"),
+                                "a_ptr": "*fp32", "A": "i32", "b_ptr": "*fp32", "B": "i32", "c_ptr": "*fp32",
+                                "BLOCK_R": "constexpr", "BLOCK_W": "constexpr"}, {"BLOCK_R": 32, "BLOCK_W": 128}))
+    for fn, signature, constants in cases:
+        compiled = triton.compile(ASTSource(fn, signature, constants), target=GPUTarget("cuda", 90, 32),
+                                  options=K.LAUNCH)
+        assert compiled.asm["cubin"], (fn.__name__, constants)
