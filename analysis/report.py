@@ -27,14 +27,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from resnet_lab.runs import atomic_write, write_table
+from resnet_lab.runs import CODE_PATHS, atomic_write, write_table
 
 from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_TESTABLE, claim_verdict,
                      derive_c7, read_claims)
 
 SUMMARY_FILE = "claims_summary.csv"
 SUMMARY_COLUMNS = ["claim", "article", "answer", "why", "figure"]
-CODE = ("analysis", "probes", "resnet_lab", "experiments")
 
 
 @dataclass(frozen=True)
@@ -264,7 +263,7 @@ def _code_differs(commit) -> str | None:
         return "made outside git"
     root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *CODE], cwd=root,
+        out = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *CODE_PATHS], cwd=root,
                              capture_output=True, timeout=20,
                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.SubprocessError):

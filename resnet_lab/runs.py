@@ -129,11 +129,16 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+# The folders whose contents make a result: a change elsewhere (results/, docs) does not.
+CODE_PATHS = ("analysis", "probes", "resnet_lab", "experiments")
+
+
 def git_dirty() -> bool | None:
-    """Whether the checkout has uncommitted changes to tracked files (None outside git)."""
+    """Whether the checkout has uncommitted changes to tracked code (``CODE_PATHS``; a
+    reproduction rewrites results/ as it goes, which is not a code change); None outside git."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                             cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10,
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                              *(f":/{p}" for p in CODE_PATHS)], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10,
                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.SubprocessError):
         return None
