@@ -20,6 +20,7 @@ from resnet_lab.sweep import CellResult, build
 from resnet_lab.training import TrainSettings, evaluate, train
 
 _DATA = {}
+CHECKPOINT_MIN_STEPS = 25
 
 
 def dataset(name: str, data_dir=None):
@@ -44,11 +45,14 @@ def checked_dataset(s: dict):
 def train_context(s: dict, probe=None, final_eval: bool = False) -> dict:
     """A training sweep's context from its resolved settings (``s``: steps, batch_size,
     device, precision, schedule, eval_every, probe_every)."""
-    # A checkpoint every tenth of the run: a killed sweep resumes its unfinished cells from
-    # there (bitwise the same numbers as an uninterrupted run).
+    # A checkpoint every tenth of the run, at least CHECKPOINT_MIN_STEPS apart: a killed sweep
+    # resumes its unfinished cells from there (bitwise the same numbers as an uninterrupted
+    # run); a short cell simply starts again. Saving a 1001-layer net costs about a second,
+    # as much as two of its CPU steps.
     train = dict(steps=s["steps"], batch_size=s["batch_size"], device=s["device"],
                  schedule=s["schedule"], eval_every=s["eval_every"],
-                 checkpoint_every=max(1, s["steps"] // 10), probe_every=s.get("probe_every", 1),
+                 checkpoint_every=max(CHECKPOINT_MIN_STEPS, s["steps"] // 10),
+                 probe_every=s.get("probe_every", 1),
                  precision=s["precision"])
     return dict(dataset=s["dataset"], data_dir=s["data_dir"], train=train, probe=probe,
                 final_eval=final_eval)

@@ -358,3 +358,18 @@ def test_cuda_gradient_checkpointing_same_step_less_memory():
     first = lambda r: r.metrics.query("step == 1 and metric == 'loss'").value.iloc[0]
     assert first(ckpt) == pytest.approx(first(plain), rel=1e-3)
     assert ckpt.peak_memory_bytes < 0.6 * plain.peak_memory_bytes
+
+
+def test_checkpointed_probe_table_round_trips_exactly():
+    """A probe table survives the checkpoint's compact form (numbers as tensors, text as codes)
+    exactly: dtypes, order, NaN and infinities included, under torch.load's weights_only."""
+    import io
+    from resnet_lab.training import _pack_table, _unpack_table
+    table = pd.DataFrame({"step": [1, 1, 11], "tap": ["sum", "input", "sum"],
+                          "stat": ["rms", "rms", "grad_cut"],
+                          "value": [0.1 + 0.2, float("nan"), float("inf")], "layer": ["", "conv1", ""]})
+    buffer = io.BytesIO()
+    torch.save({"probe_rows": _pack_table(table)}, buffer)
+    buffer.seek(0)
+    back = _unpack_table(torch.load(buffer, weights_only=True)["probe_rows"])
+    pd.testing.assert_frame_equal(back, table, check_exact=True)
