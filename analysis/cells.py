@@ -52,8 +52,8 @@ def train_context(s: dict, probe=None, final_eval: bool = False) -> dict:
     train = dict(steps=s["steps"], batch_size=s["batch_size"], device=s["device"],
                  schedule=s["schedule"], eval_every=s["eval_every"],
                  checkpoint_every=max(CHECKPOINT_MIN_STEPS, s["steps"] // 10),
-                 probe_every=s.get("probe_every", 1),
-                 precision=s["precision"])
+                 probe_every=s.get("probe_every", 1), precision=s["precision"],
+                 checkpoint_at_end=False)
     return dict(dataset=s["dataset"], data_dir=s["data_dir"], train=train, probe=probe,
                 final_eval=final_eval)
 

@@ -25,7 +25,7 @@ from .tables import first_to_last, forward_growth, mean_over_units, select, stag
 NAME = "grad_flow"
 PRESETS = {
     # 2 CPU cores, nothing downloaded: digits (8x8), width 16 (basic) and 4 (bottleneck units).
-    "quick": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2], steps=17, checkpoints=3,
+    "quick": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2], steps=13, checkpoints=3,
                   batch_size=64, widths={"basic": 16, "bottleneck": 4}, dataset="digits"),
     # the paper's widths, CIFAR-10 32x32 from --data-dir, batch 128; meant for a GPU.
     "paper": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2, 3, 4], steps=401, checkpoints=5,

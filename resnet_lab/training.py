@@ -14,7 +14,8 @@ the run) and writes, when ``run`` is a ``RunDir``:
   (seed, step), so ``train`` started again on the same folder continues from the checkpoint
   and ends, on CPU, with bitwise the same weights and rows (except ``seconds``).
 
-A non-finite training or test loss is recorded, then the run stops with status ``diverged``.
+A non-finite training loss is recorded, then the run stops with status ``diverged`` (a non-finite
+test loss is recorded and the run goes on: evaluation observes, training decides).
 
 Precision is said, not implied: ``precision="fp32"`` (the default; TF32 off on CUDA) or
 ``"bf16"`` (autocast, for speed). On CUDA the tensors are channels-last. ``config.json``
@@ -60,7 +61,8 @@ class TrainSettings:
     ``checkpoint_every`` to ``eval_every``; ``log_every`` (plain progress lines) to a
     twentieth. ``augment=False`` turns off the dataset's augmentation. ``grad_checkpoint``
     recomputes each unit in the backward pass (less memory). ``probe_every``: a probe, if
-    any, records one step in this many.
+    any, records one step in this many. ``checkpoint_at_end=False`` skips the last
+    checkpoint (a sweep cell, whose tables are kept elsewhere, would delete it at once).
     """
     steps: int
     batch_size: int = 128
@@ -78,6 +80,7 @@ class TrainSettings:
     precision: str = "fp32"
     log_every: int | None = None
     eval_batch_size: int = 500
+    checkpoint_at_end: bool = True
 
     def resolved(self, n_train: int, world: int = 1) -> "TrainSettings":
         """Defaults filled in and every value checked (ValueError naming it)."""
@@ -374,8 +377,11 @@ class _Trainer:
         return self.warmup_end is None and self.s.schedule.warmup_max_steps > 0
 
     # ---- evaluation, checkpoints, tables -------------------------------------------------
-    def evaluate_now(self) -> bool:
-        """Test loss and error after ``self.step`` updates; False if the loss is not finite."""
+    def evaluate_now(self) -> None:
+        """Test loss and error after ``self.step`` updates, recorded as they are. A non-finite
+        test loss does not stop the run: divergence is the training loss's to say. (In eval
+        mode a very deep V1 net's running BN statistics lag its first iterations, and its test
+        loss can overflow while it trains normally.)"""
         _broadcast_buffers(self.model, self.world)
         loss, error = evaluate(self.model, self.data.test_x, self.data.test_y,
                                self.s.eval_batch_size, self.autocast, self.on_cuda)
@@ -383,7 +389,6 @@ class _Trainer:
         self.rows.extend([(self.step, epoch, "test", "loss", loss),
                           (self.step, epoch, "test", "error", error)])
         self.progress.note(f"step {self.step}/{self.s.steps}  test loss {loss:.4f}  error {error:.4f}")
-        return math.isfinite(loss)
 
     def probe_rows(self):
         if self.probe is None:
@@ -440,14 +445,15 @@ class _Trainer:
             while self.step < self.s.steps and self.status == "running":
                 finite = self._block()
                 if finite and (self.step % self.s.eval_every == 0 or self.step == self.s.steps):
-                    finite = self.evaluate_now()
+                    self.evaluate_now()
                 if not finite:
                     self.status = "diverged"
                     self.progress.note(f"step {self.step}: loss is not finite; stopping (diverged)")
                     break
                 if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
                     table = self.probe_rows()
-                    self.checkpoint(table)
+                    if self.step < self.s.steps or self.s.checkpoint_at_end:
+                        self.checkpoint(table)
                     self.save_tables(table)
             if self.status == "diverged":
                 self.save_tables(self.probe_rows())

@@ -193,6 +193,19 @@ def test_nan_loss_ends_the_run_as_diverged_and_keeps_the_rows(tmp_path, digits):
     assert torch.load(run.path / "checkpoint.pt")["step"] == 5     # the last finite state is kept
 
 
+def test_a_non_finite_test_loss_is_recorded_and_the_run_goes_on(tmp_path, digits):
+    """Evaluation observes: a net whose eval-mode output overflows (as a 1001-layer V1 net's
+    does while its running BN statistics lag) finishes its training, NaN test rows kept."""
+    net = small_net()
+    net.register_forward_hook(lambda module, args, out: out if module.training else out * float("nan"))
+    run = RunDir.create("t", {}, out=tmp_path)
+    result = train(net, digits, run, **STEPS)
+    assert result.status == "completed" and result.step == STEPS["steps"]
+    test_loss = result.metrics.query("split == 'test' and metric == 'loss'").value
+    assert len(test_loss) >= 2 and test_loss.isna().all()
+    assert result.metrics.query("split == 'train' and metric == 'loss'").value.notna().all()
+
+
 # ---- torch.distributed ------------------------------------------------------------------------
 
 class PerRankBatchNorm(nn.BatchNorm2d):
