@@ -44,13 +44,14 @@ def checked_dataset(s: dict):
 
 def train_context(s: dict, probe=None, final_eval: bool = False) -> dict:
     """A training sweep's context from its resolved settings (``s``: steps, batch_size,
-    device, precision, schedule, eval_every, probe_every)."""
+    device, precision, schedule, eval_every or evaluate=False, probe_every)."""
     # A checkpoint every tenth of the run, at least CHECKPOINT_MIN_STEPS apart: a killed sweep
     # resumes its unfinished cells from there (bitwise the same numbers as an uninterrupted
     # run); a short cell simply starts again. Saving a 1001-layer net costs about a second,
     # as much as two of its CPU steps.
     train = dict(steps=s["steps"], batch_size=s["batch_size"], device=s["device"],
-                 schedule=s["schedule"], eval_every=s["eval_every"],
+                 schedule=s["schedule"], eval_every=s.get("eval_every"),
+                 evaluate=s.get("evaluate", True),
                  checkpoint_every=max(CHECKPOINT_MIN_STEPS, s["steps"] // 10),
                  probe_every=s.get("probe_every", 1), precision=s["precision"],
                  checkpoint_at_end=False)

@@ -14,8 +14,7 @@ the run) and writes, when ``run`` is a ``RunDir``:
   (seed, step), so ``train`` started again on the same folder continues from the checkpoint
   and ends, on CPU, with bitwise the same weights and rows (except ``seconds``).
 
-A non-finite training loss is recorded, then the run stops with status ``diverged`` (a non-finite
-test loss is recorded and the run goes on: evaluation observes, training decides).
+A non-finite training or test loss is recorded, then the run stops with status ``diverged``.
 
 Precision is said, not implied: ``precision="fp32"`` (the default; TF32 off on CUDA) or
 ``"bf16"`` (autocast, for speed). On CUDA the tensors are channels-last. ``config.json``
@@ -61,8 +60,9 @@ class TrainSettings:
     ``checkpoint_every`` to ``eval_every``; ``log_every`` (plain progress lines) to a
     twentieth. ``augment=False`` turns off the dataset's augmentation. ``grad_checkpoint``
     recomputes each unit in the backward pass (less memory). ``probe_every``: a probe, if
-    any, records one step in this many. ``checkpoint_at_end=False`` skips the last
-    checkpoint (a sweep cell, whose tables are kept elsewhere, would delete it at once).
+    any, records one step in this many. ``evaluate=False``: no test evaluation at all (for a
+    study of the first iterations in training mode). ``checkpoint_at_end=False`` skips the
+    last checkpoint (a sweep cell, whose tables are kept elsewhere, would delete it at once).
     """
     steps: int
     batch_size: int = 128
@@ -80,6 +80,7 @@ class TrainSettings:
     precision: str = "fp32"
     log_every: int | None = None
     eval_batch_size: int = 500
+    evaluate: bool = True
     checkpoint_at_end: bool = True
 
     def resolved(self, n_train: int, world: int = 1) -> "TrainSettings":
@@ -377,11 +378,8 @@ class _Trainer:
         return self.warmup_end is None and self.s.schedule.warmup_max_steps > 0
 
     # ---- evaluation, checkpoints, tables -------------------------------------------------
-    def evaluate_now(self) -> None:
-        """Test loss and error after ``self.step`` updates, recorded as they are. A non-finite
-        test loss does not stop the run: divergence is the training loss's to say. (In eval
-        mode a very deep V1 net's running BN statistics lag its first iterations, and its test
-        loss can overflow while it trains normally.)"""
+    def evaluate_now(self) -> bool:
+        """Test loss and error after ``self.step`` updates; False if the loss is not finite."""
         _broadcast_buffers(self.model, self.world)
         loss, error = evaluate(self.model, self.data.test_x, self.data.test_y,
                                self.s.eval_batch_size, self.autocast, self.on_cuda)
@@ -389,6 +387,7 @@ class _Trainer:
         self.rows.extend([(self.step, epoch, "test", "loss", loss),
                           (self.step, epoch, "test", "error", error)])
         self.progress.note(f"step {self.step}/{self.s.steps}  test loss {loss:.4f}  error {error:.4f}")
+        return math.isfinite(loss)
 
     def probe_rows(self):
         if self.probe is None:
@@ -423,7 +422,9 @@ class _Trainer:
         """Where the current block of steps ends: the next evaluation, checkpoint, the probe's
         first step or the end (the probe's context is entered per block)."""
         s, step = self.s, self.step
-        stops = [s.steps, _next_multiple(step, s.eval_every), _next_multiple(step, s.checkpoint_every)]
+        stops = [s.steps, _next_multiple(step, s.checkpoint_every)]
+        if s.evaluate:
+            stops.append(_next_multiple(step, s.eval_every))
         if step < self.probe_start:
             stops.append(self.probe_start)
         return min(stops)
@@ -444,8 +445,9 @@ class _Trainer:
             self.model.train()
             while self.step < self.s.steps and self.status == "running":
                 finite = self._block()
-                if finite and (self.step % self.s.eval_every == 0 or self.step == self.s.steps):
-                    self.evaluate_now()
+                if finite and self.s.evaluate and (self.step % self.s.eval_every == 0
+                                                   or self.step == self.s.steps):
+                    finite = self.evaluate_now()
                 if not finite:
                     self.status = "diverged"
                     self.progress.note(f"step {self.step}: loss is not finite; stopping (diverged)")

@@ -193,17 +193,26 @@ def test_nan_loss_ends_the_run_as_diverged_and_keeps_the_rows(tmp_path, digits):
     assert torch.load(run.path / "checkpoint.pt")["step"] == 5     # the last finite state is kept
 
 
-def test_a_non_finite_test_loss_is_recorded_and_the_run_goes_on(tmp_path, digits):
-    """Evaluation observes: a net whose eval-mode output overflows (as a 1001-layer V1 net's
-    does while its running BN statistics lag) finishes its training, NaN test rows kept."""
+def test_a_non_finite_test_loss_is_a_divergence_at_that_step(tmp_path, digits):
+    """Divergence is data, in evaluation too: a net whose eval-mode output is NaN stops at its
+    first evaluation with status diverged, its training rows finite."""
     net = small_net()
     net.register_forward_hook(lambda module, args, out: out if module.training else out * float("nan"))
     run = RunDir.create("t", {}, out=tmp_path)
     result = train(net, digits, run, **STEPS)
-    assert result.status == "completed" and result.step == STEPS["steps"]
-    test_loss = result.metrics.query("split == 'test' and metric == 'loss'").value
-    assert len(test_loss) >= 2 and test_loss.isna().all()
+    assert result.status == "diverged" and result.step == STEPS["eval_every"]
+    assert run.config["diverged_at_step"] == STEPS["eval_every"]
+    assert result.metrics.query("split == 'test' and metric == 'loss'").value.isna().all()
     assert result.metrics.query("split == 'train' and metric == 'loss'").value.notna().all()
+
+
+def test_a_run_without_evaluation_never_runs_the_net_in_eval_mode(digits):
+    """``evaluate=False`` (grad_flow): the eval-mode NaN above goes unseen; no test rows."""
+    net = small_net()
+    net.register_forward_hook(lambda module, args, out: out if module.training else out * float("nan"))
+    result = train(net, digits, None, evaluate=False, **STEPS)
+    assert result.status == "completed" and result.step == STEPS["steps"]
+    assert set(result.metrics["split"]) == {"train"}
 
 
 # ---- torch.distributed ------------------------------------------------------------------------
