@@ -127,6 +127,80 @@ def test_every_statistic_matches_independent_computation(kind, backend):
         assert df[(u, "params", "backward", "grad_norm")] == pytest.approx(norm.item(), rel=1e-5)
 
 
+def test_later_steps_and_a_new_batch_size_match_independent_computation(backend):
+    """A slot keeps its tensor's layout from step to step (the C module's arguments are
+    reused while it holds): steps 2 and 3, the last with another batch size, are checked."""
+    torch.manual_seed(0)
+    net = small_net("original")
+    probe = SignalProbe(net, param_grads=False)
+    batches = [torch.randn(n, 3, 8, 8) for n in (6, 6, 5)]
+    labels = [torch.randint(0, 5, (len(x),)) for x in batches]
+    expected = []
+    for x, y in zip(batches, labels):
+        acts, grads = run_reference(net, x, y)
+        expected.append((acts, grads))
+        with probe:
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+    df = probe.collect().set_index(["step", "unit", "tap", "direction", "stat"])["value"]
+    for step in (2, 3):
+        acts, grads = expected[step - 1]
+        for (u, tap), t in acts.items():
+            for direction, tensor in (("forward", t), ("backward", grads[(u, tap)])):
+                for stat, value in reference_stats(tensor).items():
+                    got = df[(step, u, tap, direction, stat)]
+                    assert got == pytest.approx(value.item(), rel=1e-5, abs=1e-7), (step, u, tap, direction, stat)
+            if tap == "output":
+                h = acts[(u, "shortcut")]
+                cut = (h.square() * (t == 0)).sum() / h.square().sum()
+                assert df[(step, u, "sum", "forward", "shortcut_cut")] == pytest.approx(cut.item(), rel=1e-5)
+
+
+def test_collector_paused_exactly_while_a_probed_step_runs():
+    """Python's garbage collector is off from a probed step's first tap to step() (or leaving
+    the ``with``), on while an unprobed step runs, back as it was afterwards, also when the
+    step raises and when probes nest; ``pause_gc=False`` leaves it alone."""
+    torch.manual_seed(0)
+    net = cifar_resnet(20, version=1)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    seen = []
+    net.fc.register_forward_hook(lambda *_: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    probe = SignalProbe(net, every=2)
+    with probe:
+        for enabled in (False, True, False):      # probed, unprobed, probed
+            F.cross_entropy(net(x), y).backward()
+            assert gc.isenabled() is enabled
+            probe.step()
+            assert gc.isenabled()
+    assert seen == [False, True, False] and gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with SignalProbe(net):
+            net(x)
+            raise RuntimeError("the step failed")
+    assert gc.isenabled()
+    outer, inner = SignalProbe(net), SignalProbe(net)
+    with outer:
+        with inner:
+            net(x)
+            inner.step()
+            assert not gc.isenabled()            # the outer probe's step still runs
+        outer.step()
+    assert gc.isenabled()
+    with SignalProbe(net, pause_gc=False) as probe:
+        net(x)
+        assert gc.isenabled()
+        probe.step()
+    gc.disable()
+    try:
+        with SignalProbe(net) as probe:
+            net(x)
+            probe.step()
+        assert not gc.isenabled()                # left as it was found
+    finally:
+        gc.enable()
+
+
 def test_v1_relu_cuts_and_v2_cuts_nothing():
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
     result = {}
