@@ -15,6 +15,9 @@ How it stays cheap (``experiments/bench_probes.py`` measures it):
 * Taps are reached without hooks: while the probe is in, each Tap module (an identity) has
   an instance ``forward`` that measures its tensor and returns it (see ``_sync_hooks``).
 * ``every=k``: on unprobed steps nothing is installed at all.
+* A slot's tensor has the same layout at every step, so the C module's arguments for it are
+  kept and only checked (shape, strides, dtype, device) on later steps.
+* Python's garbage collector is paused while a probed step runs (``_CollectorPause``).
 
 Correctness under ``torch.utils.checkpoint``: a forward that runs inside the backward pass
 is a recomputation; it records no forward statistics (no double counting) and only
