@@ -317,7 +317,7 @@ def figure_training(train: pd.DataFrame, table: pd.DataFrame, folder, name="c3_t
         ax.set_title(f"{depth} layers, width {int(table.loc[table['depth'] == depth, 'width'].iloc[0])}")
         ax.set_xlabel("iteration")
     axes[0][0].set_ylabel("training error (%)")
-    axes[0][0].legend(loc="lower left")
+    plotting.legend_above(fig, axes[0][0])
     return plotting.save_figure(fig, folder, name)
 
 
@@ -362,7 +362,7 @@ def figure_cuts(cuts: pd.DataFrame, folder, name="c2_cut_over_training"):
         ax.set_title(labels[stat])
         ax.set_xlabel("iteration")
     axes[0][0].set_ylabel("V1, mean over units")
-    axes[0][-1].legend(loc="best")
+    plotting.legend_above(fig, axes[0][-1])
     return plotting.save_figure(fig, folder, name)
 
 

@@ -322,7 +322,7 @@ def figure_distance(table: pd.DataFrame, folder, name="c6_input_distance"):
         ax.set_yscale("log")
         ax.set_title(title)
     axes[0][0].set_ylabel("input distance from (0, 1)")
-    axes[0][1].legend(loc="upper left")
+    plotting.legend_above(fig, axes[0][1])
     return plotting.save_figure(fig, folder, name)
 
 

@@ -119,8 +119,7 @@ def gradient_per_unit(probe: pd.DataFrame, folder, name="fig1_gradient_per_unit"
         ax.set_title(f"{depth} layers")
         ax.set_xlabel("unit index $l$")
     axes[0][0].set_ylabel(plotting.GRAD_LABEL)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=4)
+    plotting.legend_above(fig, axes[0][0])
     return plotting.save_figure(fig, folder, name)
 
 
@@ -164,7 +163,7 @@ def signal_propagation(probe: pd.DataFrame, folder, depth=None, name="fig3_signa
         ax.set_yscale("log")
         ax.set_xlabel(f"unit index $l$ ({depth} layers)")
         ax.set_ylabel(label)
-    axes[0][0].legend(loc="upper left")
+    plotting.legend_above(fig, axes[0][0])
     return plotting.save_figure(fig, folder, name)
 
 
@@ -184,7 +183,7 @@ def relu_cuts(probe: pd.DataFrame, folder, name="fig4_relu_cuts"):
             ax.plot(mean.index, mean.values, color=colors[depth], lw=0.9, label=f"{depth} layers")
         ax.set_xlabel("relative unit position (0: first, 1: last)")
         ax.set_ylabel(f"V1: {label}")
-    axes[0][1].legend(loc="upper right")
+    plotting.legend_above(fig, axes[0][1])
     return plotting.save_figure(fig, folder, name)
 
 

@@ -481,9 +481,7 @@ def figure_spp(probe: pd.DataFrame, units: pd.DataFrame, folder, dataset, name=N
             ax.set_title(f"{depth} layers, width {int(at['width'].iloc[0])}" if i == 0 else "")
             ax.set_ylabel(ylabel if j == 0 else "")
             ax.set_xlabel("unit index" if i == len(panels) - 1 else "")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes[0][0].legend(unique.values(), unique.keys(), loc="upper left")
+    plotting.legend_above(fig, axes[0][0])
     return plotting.save_figure(fig, folder, name)
 
 

@@ -317,7 +317,7 @@ def figure_signal(probe: pd.DataFrame, folder, name="t2_signal_at_init"):
             ax.set_ylabel(label if j == 0 else "")
             if i == 0:
                 ax.set_title(f"{depth} layers")
-    _figure_legend(fig, axes[0][-1])
+    plotting.legend_above(fig, axes[0][-1], ncol=3)
     return plotting.save_figure(fig, folder, name)
 
 
@@ -346,7 +346,7 @@ def figure_training(train: pd.DataFrame, folder, name="t2_training"):
             ax.set_ylabel(label if j == 0 else "")
             if i == 0:
                 ax.set_title(f"{depth} layers")
-    _figure_legend(fig, axes[0][-1])
+    plotting.legend_above(fig, axes[0][-1], ncol=3)
     return plotting.save_figure(fig, folder, name)
 
 
@@ -372,15 +372,6 @@ def figure_test_error(table: pd.DataFrame, folder, name="t2_test_error"):
         ax.set_xticks(range(len(HUE_ORDER)), [f"{FIG4[k]} {plotting.UNIT_LABELS[k]}"
                                               for k in UNIT_KINDS], rotation=35, ha="right")
     return plotting.save_figure(fig, folder, name)
-
-
-def _figure_legend(fig, ax):
-    """The unit kinds' legend, once, above the panels."""
-    legend = ax.get_legend()
-    if legend is not None:
-        handles, labels = ax.get_legend_handles_labels()
-        legend.remove()
-        fig.legend(handles, labels, loc="outside upper center", ncol=3)
 
 
 def draw_figures(run_dir) -> list:

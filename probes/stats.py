@@ -82,11 +82,16 @@ def channel_view(t: torch.Tensor):
     return t.view(t.shape[0], t.shape[1], -1), (0, 2)
 
 
-def cpu_blocks(t: torch.Tensor):
+def cpu_blocks(t: torch.Tensor, h: torch.Tensor | None = None):
     """``(outer, C, inner)`` when ``t`` is an fp32 CPU tensor whose memory is the blocks
     [outer][C][inner] the C module reads (NCHW or (N, C): inner = H*W or 1; channels-last:
-    outer = N*H*W, inner = 1); None when the torch operations must do it."""
+    outer = N*H*W, inner = 1) -- and ``h``, if given, is laid out exactly as ``t`` (one pass
+    reads both); None when the torch operations must do it. The answer depends only on the
+    shapes, strides, dtypes and devices, so a caller may keep it while those stay."""
     if _fastsums is None or not t.is_cpu or t.dtype != torch.float32 or t.dim() < 2 or t.numel() == 0:
+        return None
+    if h is not None and (h.shape != t.shape or h.stride() != t.stride() or not h.is_cpu
+                          or h.dtype != torch.float32):
         return None
     if t.is_contiguous():
         return t.shape[0], t.shape[1], t.numel() // (t.shape[0] * t.shape[1])
@@ -126,10 +131,11 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None, 
 
     On the CPU the C module reads the tensor once (and h in the same pass), on a GPU the
     Triton kernels (any of fp32, bf16, fp16; no fp32 copy). Otherwise torch operations do
-    it: the sign counts only when ``scratch(k)`` (a callable returning a reused flat fp32
-    buffer of at least t.numel() elements) is given; two float reductions of sign(t) written
-    into a reused buffer are many times cheaper than boolean counts, and reusing the buffer
-    avoids the page faults of fresh allocations. Returns True when ``scratch(0)`` holds sign(t).
+    it: the sign counts only when ``scratch`` is given -- ``scratch(k, like)`` returns reused
+    flat fp32 buffer ``k`` (0 or 1) of ``like.numel()`` elements on ``like``'s device. Two
+    float reductions of sign(t) written into a reused buffer are many times cheaper than
+    boolean counts, and reusing the buffer avoids the page faults of fresh allocations.
+    Returns True when buffer 0 holds sign(t).
     """
     row, (total2, sign_sum, sign_sq) = out_scalars
     if masked is not None:
@@ -137,7 +143,7 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None, 
             return False
         signed = raw_sums(t, out_s1c, out_scalars, scratch)
         masked_energy(masked[0], t, masked[1], scratch, sign_ready=signed)
-        return False                     # masked_energy may have reused scratch(0)
+        return False                     # masked_energy may have reused buffer 0
     if _triton_sums is not None and _triton_sums.channel_sums(t, out_s1c, None, row):
         return False
     t = t if t.dtype == torch.float32 else t.detach().float()
@@ -152,7 +158,7 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None, 
     torch.dot(flat, flat, out=total2)
     if scratch is None:
         return False
-    s = torch.sign(flat, out=scratch(0)[: flat.numel()])
+    s = torch.sign(flat, out=scratch(0, flat))
     torch.sum(s, dim=0, out=sign_sum)
     torch.dot(s, s, out=sign_sq)
     return True
@@ -163,9 +169,8 @@ def _fused_masked_sums(f_out, out_s1c, row, h, out) -> bool:
     module, when both are fp32 CPU tensors laid out alike (the usual case: a unit's output
     and its shortcut). False: nothing done. Saves a second read of the output and a call
     per unit."""
-    blocks = cpu_blocks(f_out)
-    if blocks is None or cpu_blocks(h) is None or h.stride() != f_out.stride() or h.shape != f_out.shape \
-            or not out.is_cpu or out.dtype != torch.float32:
+    blocks = cpu_blocks(f_out, h)
+    if blocks is None or not out.is_cpu or out.dtype != torch.float32:
         return False
     _fastsums.channel_sums(f_out.data_ptr(), *blocks, out_s1c.data_ptr(), 0, row.data_ptr(),
                            torch.get_num_threads(), h.data_ptr(), out.data_ptr())
@@ -176,24 +181,23 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor, scrat
     """``out`` (0-d) = sum h^2 [f(y) = 0]: the shortcut energy where the unit's output is 0.
 
     The C module (CPU) or the Triton kernels (GPU) read both tensors once when they are
-    laid out alike; otherwise torch operations use the buffers ``scratch(0)`` and ``scratch(1)``, of which
-    the first holds sign(f_out) already when ``sign_ready``.
+    laid out alike; otherwise torch operations use buffers 0 and 1 of ``scratch`` (see
+    ``raw_sums``), of which the first holds sign(f_out) already when ``sign_ready``.
     """
     if _triton_sums is not None and _triton_sums.masked_energy(h, f_out, out):
         return
     h = h if h.dtype == torch.float32 else h.detach().float()
     f_out = f_out if f_out.dtype == torch.float32 else f_out.detach().float()
-    if cpu_blocks(h) is not None and cpu_blocks(f_out) is not None and h.stride() == f_out.stride() \
-            and h.shape == f_out.shape:
+    if cpu_blocks(f_out, h) is not None:
         _fastsums.masked_energy(h.data_ptr(), f_out.data_ptr(), h.numel(), out.data_ptr(), torch.get_num_threads())
         return
     h, f_out = h.detach(), f_out.detach()
     flat_h = h.reshape(-1)               # logical order, as raw_sums' sign(f_out)
-    nonzero = scratch(0)[: flat_h.numel()]
+    nonzero = scratch(0, flat_h)
     if not sign_ready:
         torch.sign(f_out.reshape(-1), out=nonzero)
     torch.abs(nonzero, out=nonzero)
-    kept = torch.addcmul(flat_h, flat_h, nonzero, value=-1, out=scratch(1)[: flat_h.numel()])   # h [f(y) = 0]
+    kept = torch.addcmul(flat_h, flat_h, nonzero, value=-1, out=scratch(1, flat_h))   # h [f(y) = 0]
     torch.dot(kept, kept, out=out)
 
 

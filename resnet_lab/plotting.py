@@ -72,6 +72,17 @@ def new_figure(width: str = "one", height: float = 2.4, nrows: int = 1, ncols: i
                         constrained_layout=True, **kw)
 
 
+def legend_above(fig, ax, ncol: int | None = None) -> None:
+    """The legend of ``ax`` once, above all panels of ``fig`` (a label drawn several times
+    appears once): inside a panel a legend covers some depth's or some run's curves."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    if unique:
+        fig.legend(unique.values(), unique.keys(), loc="outside upper center", ncol=ncol or len(unique))
+
+
 def version_palette() -> dict:
     """Seaborn ``palette=`` for ``hue="version"`` with values "V1" / "V2"."""
     return dict(VERSION_COLORS)

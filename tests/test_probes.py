@@ -77,7 +77,8 @@ def test_raw_sums_c_module_and_torch_agree(layout):
         S_fast, S._fastsums = S._fastsums, fast
         try:
             s1c, row = torch.zeros(t.shape[1]), torch.zeros(3)
-            S.raw_sums(t, s1c, (row, tuple(row[k] for k in range(3))), lambda k: torch.empty(t.numel()))
+            S.raw_sums(t, s1c, (row, tuple(row[k] for k in range(3))),
+                       lambda k, like: torch.empty(like.numel()))
         finally:
             S._fastsums = S_fast
         n, c = t.numel(), t.shape[1]
@@ -95,7 +96,7 @@ def test_masked_energy_c_module_and_torch_agree():
     expected = (h.double().square() * (out == 0)).sum().item()
     for f_out in (out, out.contiguous(memory_format=torch.channels_last)):   # alike, then not
         got = torch.zeros(())
-        S.masked_energy(h, f_out, got, lambda k: torch.empty(h.numel()))
+        S.masked_energy(h, f_out, got, lambda k, like: torch.empty(like.numel()))
         assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -426,7 +427,7 @@ def test_raw_sums_with_masked_energy_fused_and_torch_agree(layout):
         try:
             s1c, row, energy = torch.zeros(4), torch.zeros(3), torch.zeros(2)
             buffers = [torch.empty(out.numel()), torch.empty(out.numel())]     # reused, as the probe's
-            S.raw_sums(out, s1c, (row, tuple(row[k] for k in range(3))), buffers.__getitem__,
+            S.raw_sums(out, s1c, (row, tuple(row[k] for k in range(3))), lambda k, like: buffers[k],
                        masked=(h, energy[1]))
         finally:
             S._fastsums = S_fast

@@ -101,9 +101,9 @@ def test_triton_kernels_equal_torch_path_on_cuda(monkeypatch, layout, dtype):
         ref = [torch.zeros(c, device="cuda"), torch.zeros(c, device="cuda"), torch.zeros(3, device="cuda"),
                torch.zeros((), device="cuda")]
         bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
-        S.raw_sums(t, ref[0], (ref[2], tuple(ref[2][k] for k in range(3))), bufs.__getitem__)
+        S.raw_sums(t, ref[0], (ref[2], tuple(ref[2][k] for k in range(3))), lambda k, like: bufs[k])
         S.channel_moments(t, torch.zeros(c, device="cuda"), ref[1])
-        S.masked_energy(h, f_out, ref[3], bufs.__getitem__)
+        S.masked_energy(h, f_out, ref[3], lambda k, like: bufs[k])
     scale = t.float().abs().sum().item()
     torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=2e-6 * scale)
     torch.testing.assert_close(got[1], ref[1], rtol=1e-5, atol=0)

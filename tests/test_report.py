@@ -159,3 +159,25 @@ def test_paper_figure_style(tmp_path):
         assert subtypes and b"Type3" not in subtypes and b"/FontFile2" in data   # TrueType, embedded
     assert plotting.VERSION_DASHES["V1"] != plotting.VERSION_DASHES["V2"]
     assert plt.get_backend().lower() == "agg"
+
+
+def test_legend_above_covers_no_panel():
+    """A legend shared by panels sits above them, each label once, and covers no curve: the
+    curves here fill every panel, as training curves and per-unit profiles do."""
+    plotting.set_style()
+    fig, axes = plotting.new_figure("two", 2.0, 1, 3)
+    x = np.linspace(0, 1, 50)
+    for ax in axes[0]:
+        for version, y in (("V1", x), ("V2", 1 - x)):
+            ax.plot(x, y, **plotting.version_line(version))
+    axes[0][0].legend()
+    plotting.legend_above(fig, axes[0][0])
+    fig.canvas.draw()
+    assert axes[0][0].get_legend() is None and len(fig.legends) == 1
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [plotting.version_line(v)["label"] for v in ("V1", "V2")]
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in axes[0])
+    assert box.y0 >= max(ax.get_window_extent(renderer).y1 for ax in axes[0])
+    plt.close(fig)

@@ -110,7 +110,8 @@ def test_raw_sums_kernel_equals_torch_path(kernels, monkeypatch, layout, dtype):
     t = sample(layout, dtype)
     c = t.shape[1]
     expected_s1c, (expected_row, expected_views) = torch.zeros(c), scalar_views()
-    torch_path(monkeypatch, S.raw_sums, t, expected_s1c, expected_views, lambda k: torch.empty(t.numel()))
+    torch_path(monkeypatch, S.raw_sums, t, expected_s1c, expected_views,
+               lambda k, like: torch.empty(like.numel()))
     s1c = torch.full((c,), 7.0)                      # stale values: the kernel overwrites them
     row = torch.full((3,), 7.0)
     assert kernels.channel_sums(t, s1c, None, row)
@@ -140,7 +141,7 @@ def test_masked_energy_kernel_equals_torch_path(kernels, monkeypatch, layout, dt
     f_out = torch.relu(sample(layout, dtype, seed=3))          # zeros where the sample was <= 0
     expected = torch.zeros(())
     torch_path(monkeypatch, S.masked_energy, h, f_out, expected,
-               lambda k: torch.empty(h.numel()))
+               lambda k, like: torch.empty(like.numel()))
     cut = torch.full((4,), 7.0)                                 # the probe passes one element
     assert kernels.masked_energy(h, f_out, cut[1])
     close(cut[1:2], expected.reshape(1), h.float().square().sum())
@@ -190,9 +191,9 @@ def test_stats_functions_route_to_the_kernels(kernels, monkeypatch):
     monkeypatch.setattr(S, "_triton_sums", kernels)
     t = sample("nchw", "bf16")
     s1c, (_row, views) = torch.zeros(5), scalar_views()
-    assert S.raw_sums(t, s1c, views, lambda k: torch.empty(t.numel())) is False   # no sign scratch
+    assert S.raw_sums(t, s1c, views, lambda k, like: torch.empty(like.numel())) is False   # no sign scratch
     S.channel_moments(t, torch.zeros(5), torch.zeros(5))
-    S.masked_energy(t, torch.relu(t), torch.zeros(()), lambda k: torch.empty(t.numel()))
+    S.masked_energy(t, torch.relu(t), torch.zeros(()), lambda k, like: torch.empty(like.numel()))
     assert calls == ["channel_sums", "channel_sums", "masked_energy"]
 
 
