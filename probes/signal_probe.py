@@ -133,8 +133,9 @@ class _Slots:
 
         A slot sees tensors laid out alike at every step, so the C module's arguments are
         kept per slot (``cpu_args``: the layout they hold for, the arguments) and reused while
-        the layout stays: comparing layouts costs less than half of working the arguments
-        out again (0.7 against 1.7 us, measured), at ~1,700 calls a step."""
+        the layout stays: comparing layouts costs a third of working the arguments out
+        again (measured: 0.7 against 2.6 us; 1.2 against 3.9 with the shortcut read in the
+        same pass), at ~1,700 calls a step."""
         self.source[slot] = slot
         self.seen[slot] = True
         h = None if masked is None else masked[0]
