@@ -52,7 +52,7 @@ from resnet_lab.sweep import Cell
 
 from . import claims as C
 from .cells import train_cell, train_context
-from .figures import band, gap_axis, seeds_dots, verdict_legend
+from .figures import band, error_gap_figure, seeds_dots
 from .signal_propagation import transmission
 from .tables import spread, version_label
 
@@ -323,15 +323,7 @@ def figure_training(train: pd.DataFrame, table: pd.DataFrame, folder, name="c3_t
 
 def figure_gap(claims: pd.DataFrame, folder, name="c3_gap_vs_depth"):
     """``err_window`` V1 − V2 with its 95% CI against depth."""
-    rows = claims[(claims["claim"] == "C3") & claims["measure"].str.startswith("training error")]
-    fig, axes = plotting.new_figure("one", 2.2)
-    ax = axes[0][0]
-    gap_axis(ax, rows.assign(effect=rows["effect"] * 100, ci_low=rows["ci_low"] * 100,
-                             ci_high=rows["ci_high"] * 100), label="V1 − V2")
-    ax.axhline(PRIMARY["C3"][3] * 100, color="0.5", lw=0.6, ls=":")
-    ax.set_ylabel("V1 − V2, training error\nover the window (points)")
-    verdict_legend(ax)
-    return plotting.save_figure(fig, folder, name)
+    return error_gap_figure(claims, "C3", PRIMARY["C3"][3], folder, name)
 
 
 def figure_transmission(table: pd.DataFrame, folder, name="c4_transmission"):

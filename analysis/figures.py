@@ -36,6 +36,20 @@ def gap_axis(ax, rows: pd.DataFrame, *, label, color="0.2", offset=1.0):
     ax.set_xlabel("depth (layers)")
 
 
+def error_gap_figure(claims: pd.DataFrame, claim: str, margin: float, folder, name):
+    """Training error over the window, V1 − V2 in points, with its 95% CI against depth, the
+    claim's margin dotted (C3 and C5 test the same measure at other depths and schedules)."""
+    rows = claims[(claims["claim"] == claim) & claims["measure"].str.startswith("training error")]
+    fig, axes = plotting.new_figure("one", 2.2)
+    ax = axes[0][0]
+    gap_axis(ax, rows.assign(effect=rows["effect"] * 100, ci_low=rows["ci_low"] * 100,
+                             ci_high=rows["ci_high"] * 100), label="V1 − V2")
+    ax.axhline(margin * 100, color="0.5", lw=0.6, ls=":")
+    ax.set_ylabel("V1 − V2, training error\nover the window (points)")
+    verdict_legend(ax)
+    return plotting.save_figure(fig, folder, name)
+
+
 def verdict_legend(ax, loc="upper left"):
     """Marker = verdict; filled = primary test."""
     import matplotlib.pyplot as plt

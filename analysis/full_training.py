@@ -52,7 +52,7 @@ from resnet_lab.sweep import ID_COLUMNS, Cell
 from . import claims as C
 from .cells import train_cell, train_context
 from .early_training import NET, loss_measures, training_curves
-from .figures import gap_axis, seeds_dots, verdict_legend
+from .figures import error_gap_figure, seeds_dots
 from .tables import spread
 
 NAME = "full_training"
@@ -328,15 +328,7 @@ def figure_distance(table: pd.DataFrame, folder, name="c6_input_distance"):
 
 def figure_gap(claims: pd.DataFrame, folder, name="c5_gap_vs_depth"):
     """``err_window`` V1 − V2 with its 95% CI against depth, and C5's margin."""
-    rows = claims[(claims["claim"] == "C5") & claims["measure"].str.startswith("training error")]
-    fig, axes = plotting.new_figure("one", 2.2)
-    ax = axes[0][0]
-    gap_axis(ax, rows.assign(effect=rows["effect"] * 100, ci_low=rows["ci_low"] * 100,
-                             ci_high=rows["ci_high"] * 100), label="V1 − V2")
-    ax.axhline(PRIMARY["C5"][3] * 100, color="0.5", lw=0.6, ls=":")
-    ax.set_ylabel("V1 − V2, training error\nover the window (points)")
-    verdict_legend(ax)
-    return plotting.save_figure(fig, folder, name)
+    return error_gap_figure(claims, "C5", PRIMARY["C5"][3], folder, name)
 
 
 def draw_figures(run_dir) -> list:

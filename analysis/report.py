@@ -7,8 +7,8 @@ Reads ``<results>/<experiment>/claims.csv``, ``config.json`` and ``figures/`` an
 * one short section per claim: its primary test(s), a sentence on its secondary measures, the
   caveats that apply to it;
 * the rules (how a test's verdict, a claim's answer and C7 follow), and where every result
-  came from (preset, data, widths, the commit; a result made by a commit whose code differs
-  from this checkout's is marked).
+  came from (preset, data, widths, the commit -- a result made by a commit whose code differs
+  from this checkout's is marked -- and the wall time with the machine it was taken on).
 
 A claim's answer comes from its primary rows alone (``analysis.claims.claim_verdict``); C1 has
 mechanism checks only, and C7 is derived from C3 and C5 by ``analysis.claims.C7_RULE``.
@@ -285,9 +285,9 @@ def provenance(configs) -> list[str]:
                      ", ".join(f"{d}: w{w}" for d, w in (s.get("widths") or {}).items()),
                      str(len(s.get("seeds", []))), str(s.get("steps", "—")),
                      f"{(commit or '?')[:10]}{dirty}" + (f" ⚠ {stale}" if stale else ""),
-                     _num(config.get("wall_seconds"))])
+                     _num(config.get("wall_seconds")), config.get("machine", "?")])
     return _table(["experiment", "preset", "data", "depth: width", "seeds", "iterations",
-                   "commit", "wall s"], rows)
+                   "commit", "wall s", "machine"], rows)
 
 
 # --------------------------------------------------------------------------- the report

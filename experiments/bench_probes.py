@@ -17,7 +17,6 @@ Also the bytes the probe holds between steps. Writes results/runs/bench/bench_pr
     python experiments/bench_probes.py --devices cuda --precision fp32 bf16 --width 16 --image 32
 """
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from probes import SignalProbe  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import check_writable_dir, write_table  # noqa: E402
+from resnet_lab.runs import check_writable_dir, cpu_model, write_table  # noqa: E402
 from resnet_lab.training import autocast_for  # noqa: E402
 
 # depth -> (width, batch, image size), as issue 3 specifies (CPU-sized)
@@ -71,17 +70,6 @@ def output_path(out, publish, name) -> Path:
         raise ValueError(f"--out: {path} is a folder; give a file name, e.g. {path / name}")
     check_writable_dir(path.parent, "--publish" if publish else "--out")
     return path
-
-
-def cpu_model() -> str:
-    """What ``lscpu`` calls the Model name."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(device) -> str:

@@ -12,7 +12,6 @@ by the wall clock (``ratio``) and by this process's CPU time (``cpu_ratio``, CPU
     python experiments/bench_tapped.py --repeats 7 --publish   # -> results/paper/bench_tapped.csv
 """
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from probes import SignalProbe  # noqa: E402
 from probes.tapping import tap_model  # noqa: E402
 from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
-from resnet_lab.runs import check_writable_dir, write_table  # noqa: E402
+from resnet_lab.runs import check_writable_dir, cpu_model, write_table  # noqa: E402
 
 DEFAULT_OUT = Path("results/runs/bench/bench_tapped.csv")
 PUBLISHED = Path("results/paper/bench_tapped.csv")
@@ -42,17 +41,6 @@ def resnet50():
         sys.path.insert(0, str(ROOT / "tests"))
         from reference_resnets import resnet50 as copy_resnet50
         return copy_resnet50(), "tests/reference_resnets.py (torchvision's structure)"
-
-
-def cpu_name() -> str:
-    """The CPU's model name, as lscpu prints it (from /proc/cpuinfo)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(device):
@@ -108,7 +96,7 @@ def bench(batch, size, every, repeats, warmup, device):
     cpu_ratios = [b / a for (_, a), (_, b) in zip(plain_t, probed_t)]
     return {"model": "resnet50", "source": source, "units": len(handle.units), "batch": batch,
             "image": size, "every": every, "device": str(device),
-            "cpu": cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(),
+            "cpu": cpu_model() if device.type == "cpu" else torch.cuda.get_device_name(),
             "threads": torch.get_num_threads(), "pairs": repeats, "warmup": warmup,
             "step_s": statistics.median(plain_s) / every,
             "probed_step_s": statistics.median(probed_s) / every,

@@ -33,10 +33,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probes import bench_one, cpu_model, describe, positive_int  # noqa: E402
+from bench_probes import bench_one, describe, positive_int  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
-from resnet_lab.runs import atomic_write, check_writable_dir, write_table  # noqa: E402
+from resnet_lab.runs import atomic_write, check_writable_dir, cpu_model, write_table  # noqa: E402
 from resnet_lab.settings import widths_by_depth  # noqa: E402
 from resnet_lab.training import autocast_for  # noqa: E402
 

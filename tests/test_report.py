@@ -51,7 +51,8 @@ def _write_fixture(results: Path, c3_gap: float, commit="0" * 40):
         (results / name / "config.json").write_text(json.dumps(
             {"experiment": name, "preset": {"preset": "quick", "dataset": "digits", "widths": {"20": 16},
                                             "seeds": [0, 1, 2, 3, 4], "steps": 250},
-             "code_commit": commit, "wall_seconds": 12.5, "status": "completed"}))
+             "code_commit": commit, "wall_seconds": 12.5, "machine": "Test CPU, 2 CPUs",
+             "status": "completed"}))
     fig, ax = plotting.new_figure("one", 1.5)
     plotting.save_figure(fig, results / "early_training" / "figures", "c3_training_error")
 
@@ -115,6 +116,7 @@ def test_a_result_from_other_code_is_marked(tmp_path):
         _write_fixture(tmp_path / commit, c3_gap=0.3, commit=commit)
         text, _ = render_report(tmp_path / commit, tmp_path / commit)
         assert ("whose code differs" in text) == marked
+        assert "| 12.5 | Test CPU, 2 CPUs |" in text          # a wall time says where it was taken
 
 
 def test_cli_bad_paths_exit_2(tmp_path, capsys, results):

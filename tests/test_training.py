@@ -3,6 +3,7 @@ torchrun equality, the schedule, run folders and sweep helpers."""
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -292,6 +293,11 @@ def test_run_folder_config_and_atomic_files(tmp_path):
     assert config["args"] == {"depth": 20, "path": "x"} and config["status"] == "running"
     assert {"torch", "numpy", "pandas", "scipy", "python"} <= set(config["versions"])
     assert "git_commit" in config and config["start_time"]
+    # The machine a wall time was measured on, as lscpu names the CPU.
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
+    model = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")]
+    if model:
+        assert config["machine"] == f"{model[0]}, {len(os.sched_getaffinity(0))} CPUs"
     run.write_csv("a.csv.gz", pd.DataFrame({"x": [1, 2]}))
     assert gzip.decompress((run.path / "a.csv.gz").read_bytes()).decode() == "x\n1\n2\n"
     run.finish(extra=1)
