@@ -2,19 +2,22 @@
 
 1. ``pytest -m gpu`` (in a subprocess): the probe on CUDA equals the CPU, the Triton kernels
    equal the torch path, no hook synchronises with the host.
-2. The probe's cost (``bench_probes.py``, probe entered around each step as the README does):
+2. What one probed tensor costs the host and the GPU: ``stats.raw_sums`` of a 128x16x32x32
+   channels-last tensor through the torch operations, through the Triton kernel launched by
+   the JIT, and through the compiled kernel launched directly (``_triton_sums.DIRECT``).
+3. The probe's cost (``bench_probes.py``, probe entered around each step as the README does):
    ResNet-164 and ResNet-1001, V1 and V2, width 16, batch 128, 32x32 inputs, fp32 (TF32 off)
    and bf16 autocast, every=1 and every=10. Targets: <= 1.10x at every=1, <= 1.02x at every=10,
    probe memory < 2 MB.
-3. One training step (fp32, channels-last, SGD) of every net of every experiment's ``paper``
+4. One training step (fp32, channels-last, SGD) of every net of every experiment's ``paper``
    preset (``analysis.EXPERIMENTS`` at run time): wall time and peak memory; and from them
    the predicted wall time of each paper run: sum over its cells of steps x step time.
 
-Writes gpu_tests.txt, probe_cost.csv, paper_steps.csv, paper_runs.csv and summary.txt under
---out (default results/runs/gpu_check/), and prints the summary. Without CUDA it exits with
-status 2 and says a GPU is needed.
+Writes gpu_tests.txt, launch_cost.csv, probe_cost.csv, paper_steps.csv, paper_runs.csv and
+summary.txt under --out (default results/runs/gpu_check/), and prints the summary. Without
+CUDA it exits with status 2 and says a GPU is needed.
 
-    python experiments/gpu_check.py                      # all three (~10 minutes on an H100)
+    python experiments/gpu_check.py                      # all four (~10 minutes on an H200)
     python experiments/gpu_check.py --skip tests --repeats 5 --depths 164
 """
 from __future__ import annotations
@@ -40,7 +43,7 @@ from resnet_lab.runs import atomic_write, check_writable_dir, cpu_model, write_t
 from resnet_lab.settings import widths_by_depth  # noqa: E402
 from resnet_lab.training import autocast_for  # noqa: E402
 
-STAGES = ("tests", "bench", "presets")
+STAGES = ("tests", "launch", "bench", "presets")
 TARGETS = {1: 1.10, 10: 1.02}          # every -> largest probed / plain step time
 PROBE_MEMORY_TARGET = 2 * 2**20        # bytes held between steps
 IMAGES = {"cifar10": (3, 32), "digits": (1, 8)}   # dataset -> (channels, size)
@@ -91,7 +94,46 @@ def run_gpu_tests(out: Path, timeout: int) -> dict:
     return {"returncode": code, "summary": lines[-1] if lines else "(no output)"}
 
 
-# ---- 2. the probe's cost -------------------------------------------------------------------
+# ---- 2. one tensor's launch ----------------------------------------------------------------
+
+def launch_cost(calls=2000) -> pd.DataFrame:
+    """Host and total microseconds per ``stats.raw_sums`` call on one tensor of a ResNet's
+    first stage (batch 128, width 16, 32x32, channels-last, fp32) -- the probe's work per
+    distinct tensor -- by each path. Host: the loop's time before the closing synchronise,
+    total: after it."""
+    from probes import _triton_sums as K
+    from probes import stats as S
+    t = torch.randn(128, 16, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    s1c, row = torch.zeros(16, device="cuda"), torch.zeros(3, device="cuda")
+    views = (row, tuple(row[k] for k in range(3)))
+    bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
+    paths = {"torch": (None, False), "triton_jit": (K, False), "triton_direct": (K, True)}
+    rows = []
+    saved = S._triton_sums, K.DIRECT
+    try:
+        for name, (kernels, direct) in paths.items():
+            S._triton_sums, K.DIRECT = kernels, direct
+            K._plans.clear()
+            for _ in range(20):                  # warm-up: compiled, planned, launcher kept
+                S.raw_sums(t, s1c, views, lambda k, like: bufs[k])
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                S.raw_sums(t, s1c, views, lambda k, like: bufs[k])
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            rows.append({"path": name, "calls": calls, "host_us": (t1 - t0) / calls * 1e6,
+                         "total_us": (t2 - t0) / calls * 1e6, "tensor": "128x16x32x32 fp32 channels-last"})
+            print(f"raw_sums by {name}: {rows[-1]['host_us']:.1f} us/call host, "
+                  f"{rows[-1]['total_us']:.1f} us/call in all", flush=True)
+    finally:
+        S._triton_sums, K.DIRECT = saved
+        K._plans.clear()
+    return pd.DataFrame(rows)
+
+
+# ---- 3. the probe's cost -------------------------------------------------------------------
 
 def probe_cost(depths, repeats, warmup) -> pd.DataFrame:
     """bench_probes rows at the paper's width and input size, with the targets."""
@@ -110,7 +152,7 @@ def probe_cost(depths, repeats, warmup) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---- 3. the paper presets ------------------------------------------------------------------
+# ---- 4. the paper presets ------------------------------------------------------------------
 
 def paper_plan() -> list[dict]:
     """For every experiment with a ``paper`` preset: its steps per cell, batch size, input,
@@ -192,10 +234,14 @@ def predict(plan, steps_table: pd.DataFrame) -> pd.DataFrame:
 
 # ---- the summary ---------------------------------------------------------------------------
 
-def summary(tests, cost, steps, runs) -> str:
-    lines = [f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; host CPU {cpu_model()}"]
+def summary(tests, launch, cost, steps, runs) -> str:
+    import triton
+    lines = [f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; triton {triton.__version__}; "
+             f"host CPU {cpu_model()}"]
     if tests is not None:
         lines.append(f"pytest -m gpu: {tests['summary']} (exit {tests['returncode']})")
+    if launch is not None:
+        lines += ["", "one tensor's raw sums (us per call):", launch.to_string(index=False, float_format="%.1f")]
     if cost is not None:
         shown = cost[["precision", "depth", "version", "every", "step_s", "ratio", "ratio_q1", "ratio_q3",
                       "target", "probe_bytes", "meets_target"]]
@@ -215,10 +261,13 @@ def main(argv=None):
     out = output_folder(args.out)
     require_cuda()
     out.mkdir(parents=True, exist_ok=True)
-    tests = cost = steps = runs = None
+    tests = launch = cost = steps = runs = None
     if "tests" not in args.skip:
         tests = run_gpu_tests(out, args.test_timeout)
         print(f"pytest -m gpu: {tests['summary']}", flush=True)
+    if "launch" not in args.skip:
+        launch = launch_cost()
+        write_table(out / "launch_cost.csv", launch)
     if "bench" not in args.skip:
         cost = probe_cost(args.depths, args.repeats, args.warmup)
         write_table(out / "probe_cost.csv", cost)
@@ -228,7 +277,7 @@ def main(argv=None):
         runs = predict(plan, steps)
         write_table(out / "paper_steps.csv", steps)
         write_table(out / "paper_runs.csv", runs)
-    text = summary(tests, cost, steps, runs)
+    text = summary(tests, launch, cost, steps, runs)
     atomic_write(out / "summary.txt", text + "\n")
     print("\n" + text + f"\n\nwrote {out}/")
     return 0 if tests is None or tests["returncode"] == 0 else 1

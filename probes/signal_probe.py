@@ -3,10 +3,10 @@
 How it stays cheap (``experiments/bench_probes.py`` measures it):
 
 * A hook writes a few raw sums of its tensor into preallocated buffers on the tensor's
-  device (``stats.raw_sums``: one read of the tensor by the C module on the CPU, five
-  ``out=`` reductions elsewhere); it never reads a value back, so it never synchronises
-  with the host. ``step()`` derives every statistic of every tap at once and moves them to
-  the host in one transfer.
+  device (``stats.raw_sums``: one read of the tensor by the C module on the CPU, by one
+  Triton launch on a GPU, five ``out=`` reductions elsewhere); it never reads a value back,
+  so it never synchronises with the host. ``step()`` derives every statistic of every tap
+  at once and moves them to the host in one transfer.
 * Gradients are held by weak references only, so autograd still accumulates in place.
 * A tensor that passes several taps is measured once: the output of unit k is the input of
   unit k+1, an identity shortcut returns its input, and the sum of a V2 unit is its output.
@@ -139,12 +139,13 @@ class _Slots:
         self.source[slot] = slot
         self.seen[slot] = True
         h = None if masked is None else masked[0]
-        layout = _layout(t), h is not None and _layout(h)
-        kept = self.cpu_args[slot]
-        if kept is not None and kept[0] == layout:
-            fused = () if h is None else (h.data_ptr(), masked[1].data_ptr())
-            S._fastsums.channel_sums(t.data_ptr(), *kept[1], _threads(), *fused)
-            return False
+        kept = self.cpu_args[slot]           # None on a GPU: nothing to compare there
+        if kept is not None:
+            layout = _layout(t), h is not None and _layout(h)
+            if kept[0] == layout:
+                fused = () if h is None else (h.data_ptr(), masked[1].data_ptr())
+                S._fastsums.channel_sums(t.data_ptr(), *kept[1], _threads(), *fused)
+                return False
         c = t.shape[1]
         if self.offset[slot] < 0:
             self._allocate(slot, c)
@@ -154,7 +155,7 @@ class _Slots:
         # energy's 0-d output is the probe's fp32 buffer on the tensor's device).
         blocks = S.cpu_blocks(t, h)
         self.cpu_args[slot] = None if blocks is None else \
-            (layout, (*blocks, s1c.data_ptr(), 0, scalars[0].data_ptr()))
+            ((_layout(t), h is not None and _layout(h)), (*blocks, s1c.data_ptr(), 0, scalars[0].data_ptr()))
         return S.raw_sums(t, s1c, scalars, scratch, masked)
 
     def alias(self, slot, source):

@@ -129,8 +129,8 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None, 
     (``ch_var`` needs only the total: mean_c s2_c / M = sum t^2 / N). ``masked``: optional
     ``(h, out)``, with ``t`` a unit's output f(y): also ``masked_energy(h, t, out, ...)``.
 
-    On the CPU the C module reads the tensor once (and h in the same pass), on a GPU the
-    Triton kernels (any of fp32, bf16, fp16; no fp32 copy). Otherwise torch operations do
+    On the CPU the C module reads the tensor once (and h in the same pass), on a GPU one
+    Triton kernel (any of fp32, bf16, fp16; no fp32 copy; h in the same pass too). Otherwise torch operations do
     it: the sign counts only when ``scratch`` is given -- ``scratch(k, like)`` returns reused
     flat fp32 buffer ``k`` (0 or 1) of ``like.numel()`` elements on ``like``'s device. Two
     float reductions of sign(t) written into a reused buffer are many times cheaper than
@@ -165,10 +165,12 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None, 
 
 
 def _fused_masked_sums(f_out, out_s1c, row, h, out) -> bool:
-    """raw_sums of ``f_out`` and its masked energy under ``h`` in one read of both, by the C
-    module, when both are fp32 CPU tensors laid out alike (the usual case: a unit's output
-    and its shortcut). False: nothing done. Saves a second read of the output and a call
-    per unit."""
+    """raw_sums of ``f_out`` and its masked energy under ``h`` in one read of both, by the
+    Triton kernel (GPU) or the C module (fp32 CPU tensors), when both are laid out alike (the
+    usual case: a unit's output and its shortcut). False: nothing done. Saves a second read
+    of the output and a call (a launch, on a GPU) per unit."""
+    if _triton_sums is not None and _triton_sums.channel_sums(f_out, out_s1c, None, row, (h, out)):
+        return True
     blocks = cpu_blocks(f_out, h)
     if blocks is None or not out.is_cpu or out.dtype != torch.float32:
         return False

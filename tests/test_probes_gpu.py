@@ -113,6 +113,60 @@ def test_triton_kernels_equal_torch_path_on_cuda(monkeypatch, layout, dtype):
     assert got[3][0].item() == 7.0                                      # neighbours untouched
 
 
+def _launch_all(K, t, h):
+    """channel sums with moments, with the masked energy, and the masked energy alone."""
+    c = t.shape[1]
+    out = [torch.full((n,), 7.0, device="cuda") for n in (c, c, 3, c, 3, 2, 2)]
+    assert K.channel_sums(t, out[0], out[1], out[2])
+    assert K.channel_sums(t, out[3], None, out[4], (h, out[5][1]))
+    assert K.masked_energy(h, t, out[6][1])
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "large"])
+def test_direct_launch_equals_the_jit_launch(monkeypatch, layout, dtype):
+    """The compiled kernel launched directly (``DIRECT``, from the second call of a layout on)
+    writes bit for bit what the JIT's launch writes, for new tensors of the layout and for a
+    view off 16-byte alignment (a plan of its own: the JIT specialises on alignment);
+    and the fused masked energy equals the one of the separate kernel."""
+    K = S._triton_sums
+    for k in range(3):
+        t, h = torch.relu(sample(layout, dtype, 10 + k)), sample(layout, dtype, 20 + k)
+        if k == 2:
+            store = torch.empty(t.numel() + 8, dtype=t.dtype, device="cuda")
+            view = store[1: 1 + t.numel()].as_strided(t.shape, t.stride())
+            view.copy_(t)
+            t = view
+        monkeypatch.setattr(K, "DIRECT", False)
+        K._plans.clear()
+        jit = _launch_all(K, t, h)
+        monkeypatch.setattr(K, "DIRECT", True)
+        K._plans.clear()
+        for _ in range(2):                       # compiled by the JIT, then launched directly
+            direct = _launch_all(K, t, h)
+        assert all(p is None or p.runner is not None for p in K._plans.values())
+        for a, b in zip(jit, direct):
+            assert torch.equal(a, b)
+        assert torch.equal(direct[5], direct[6])     # fused and separate masked energy
+        assert direct[5][0].item() == 7.0            # the neighbour of the 0-d output untouched
+
+
+def test_kernel_sums_are_deterministic():
+    """Many launches on one large tensor give the same bits: the last program's sum runs in a
+    fixed order, and a missing barrier or fence (a race) would make the results move."""
+    K = S._triton_sums
+    t = torch.randn(128, 64, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    h = torch.randn_like(t)
+    t = torch.relu(t)
+    first = _launch_all(K, t, h)
+    for _ in range(50):
+        again = _launch_all(K, t, h)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+    torch.testing.assert_close(first[0].double(), t.double().sum(dim=(0, 2, 3)), rtol=1e-5, atol=1e-2)
+
+
 def test_bf16_autocast_statistics_close_to_fp32():
     torch.manual_seed(0)
     net = cifar_resnet(20, version=2).cuda()

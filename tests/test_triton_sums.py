@@ -182,6 +182,64 @@ def test_other_inputs_are_left_to_torch(kernels):
     assert out.tolist() == [7.0] * 6 and row.tolist() == [7.0] * 3
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_masked_energy_in_the_same_pass_equals_torch_path(kernels, monkeypatch, layout, dtype):
+    """channel_sums with ``masked=(h, out)``: the channel sums and sign counts of f(y) and the
+    shortcut energy where f(y) == 0, from one launch, equal the torch path's."""
+    h = sample(layout, dtype, seed=4)
+    f_out = torch.relu(sample(layout, dtype, seed=5))
+    c = f_out.shape[1]
+    expected_s1c, (expected_row, views) = torch.zeros(c), scalar_views()
+    expected_cut = torch.zeros(())
+    bufs = [torch.empty(f_out.numel()), torch.empty(f_out.numel())]    # kept: buffer 0 holds sign(f(y))
+    torch_path(monkeypatch, S.raw_sums, f_out, expected_s1c, views, lambda k, like: bufs[k], (h, expected_cut))
+    s1c, row, cut = torch.full((c,), 7.0), torch.full((3,), 7.0), torch.full((3,), 7.0)
+    assert kernels.channel_sums(f_out, s1c, None, row, (h, cut[1]))
+    close(s1c, expected_s1c, f_out.float().abs().sum())
+    close(row[:1], expected_row[:1], f_out.float().square().sum())
+    assert row[1:].tolist() == expected_row[1:].tolist()
+    close(cut[1:2], expected_cut.reshape(1), h.float().square().sum())
+    assert cut[[0, 2]].tolist() == [7.0, 7.0]
+    # A shortcut laid out otherwise is not read in the same pass: nothing written.
+    other = h.contiguous() if layout == "channels_last" else h.contiguous(memory_format=torch.channels_last) \
+        if layout == "nchw" else h.t().contiguous().t()
+    assert not kernels.channel_sums(f_out, s1c, None, row, (other, cut[1]))
+
+
+def test_a_kept_plan_serves_new_values_and_leaves_the_counter_at_zero(kernels):
+    """The launch plan kept for a layout gives the right sums for new tensors of that layout;
+    a pointer of another alignment gets a plan of its own (the JIT specialises on it); every
+    launch leaves its ticket counter at 0 for the next."""
+    torch.manual_seed(1)
+    kernels._plans.clear()
+    store = torch.zeros(4 * 5 * 6 * 7 + 1)
+    for k in range(3):
+        t = torch.randn(4, 5, 6, 7)
+        if k == 2:                                   # the same layout 4 bytes off 16-byte alignment
+            store[1:].copy_(t.reshape(-1))
+            t = store[1:].view(4, 5, 6, 7)
+        s1c, s2c, row = torch.zeros(5), torch.zeros(5), torch.zeros(3)
+        assert kernels.channel_sums(t, s1c, s2c, row)
+        close(s1c, t.sum(dim=(0, 2, 3)), t.abs().sum())
+        close(s2c, t.square().sum(dim=(0, 2, 3)), t.square().sum())
+        assert row[2].item() == t.numel()
+        assert all(s.count.item() == 0 for s in kernels._scratch.values())
+        assert len(kernels._plans) == (1 if k < 2 else 2)
+
+
+def test_stats_route_a_units_output_and_shortcut_to_one_launch(kernels, monkeypatch):
+    """raw_sums with ``masked``: one channel_sums call reads f(y) and h together."""
+    calls = []
+    original = kernels.channel_sums
+    monkeypatch.setattr(kernels, "channel_sums", lambda *a: calls.append(len(a)) or original(*a))
+    monkeypatch.setattr(S, "_triton_sums", kernels)
+    h, f_out = sample("nchw", "fp32", 6), torch.relu(sample("nchw", "fp32", 7))
+    s1c, (_row, views) = torch.zeros(5), scalar_views()
+    assert S.raw_sums(f_out, s1c, views, lambda k, like: torch.empty(like.numel()), (h, torch.zeros(()))) is False
+    assert calls == [5]
+
+
 def test_stats_functions_route_to_the_kernels(kernels, monkeypatch):
     """raw_sums, channel_moments and masked_energy call the kernels when they take the tensor."""
     calls = []
@@ -231,16 +289,18 @@ def test_kernels_compile_for_h100(dtype):
         pytest.skip(f"this triton cannot compile ahead of time: {err}")
     from probes import _triton_sums as K
     elem = {"fp32": "*fp32", "bf16": "*bf16"}[dtype]
-    ints = dict.fromkeys(["outer", "C", "inner", "rows", "W"], "i32")
-    block = dict.fromkeys(["MOMENTS", "BLOCK_O", "BLOCK_C", "BLOCK_I"], "constexpr")
-    cases = [(K._channel_partials, {"x_ptr": elem, "part_ptr": "*fp32", **ints, **block},
-              {"MOMENTS": moments, "BLOCK_O": o, "BLOCK_C": c, "BLOCK_I": i})
-             for moments in (False, True) for o, c, i in [(1, 32, 64), (128, 16, 1), (2048, 1, 1)]]
-    cases.append((K._masked_partials, {"h_ptr": elem, "f_ptr": elem, "part_ptr": "*fp32", "n": "i32",
-                                       "chunk": "i32", "BLOCK": "constexpr"}, {"BLOCK": 1024}))
-    cases.append((K._sum_rows, {"part_ptr": "*fp32", **dict.fromkeys(["n_rows", "W", "n_cols"], "i32"),
-                                "a_ptr": "*fp32", "A": "i32", "b_ptr": "*fp32", "B": "i32", "c_ptr": "*fp32",
-                                "BLOCK_R": "constexpr", "BLOCK_W": "constexpr"}, {"BLOCK_R": 32, "BLOCK_W": 128}))
+    outs = dict.fromkeys(["part_ptr", "s1_ptr", "s2_ptr", "m_ptr", "sc_ptr"], "*fp32")
+    ints = dict.fromkeys(["outer", "C", "inner", "rows", "W", "n_cols"], "i32")
+    block = dict.fromkeys(["MOMENTS", "MASKED", "BLOCK_O", "BLOCK_C", "BLOCK_I", "BLOCK_R", "BLOCK_W"], "constexpr")
+    cases = [(K._channel_sums, {"x_ptr": elem, "h_ptr": elem, "count_ptr": "*i32", **outs, **ints, **block},
+              {"MOMENTS": moments, "MASKED": masked, "BLOCK_O": o, "BLOCK_C": c, "BLOCK_I": i,
+               "BLOCK_R": K.FINISH_R, "BLOCK_W": K.FINISH_W})
+             for moments, masked in [(False, True), (True, False)]
+             for o, c, i in [(1, 32, 64), (128, 16, 1), (2048, 1, 1)]]
+    cases.append((K._masked_energy, {"h_ptr": elem, "f_ptr": elem, "part_ptr": "*fp32", "count_ptr": "*i32",
+                                     "out_ptr": "*fp32", "n": "i32", "chunk": "i32", "BLOCK": "constexpr",
+                                     "BLOCK_R": "constexpr", "BLOCK_W": "constexpr"},
+                  {"BLOCK": 1024, "BLOCK_R": K.FINISH_R, "BLOCK_W": 1}))
     for fn, signature, constants in cases:
         compiled = triton.compile(ASTSource(fn, signature, constants), target=GPUTarget("cuda", 90, 32),
                                   options=K.LAUNCH)
