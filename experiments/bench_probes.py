@@ -32,7 +32,7 @@ from probes import SignalProbe  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import check_writable_dir, cpu_model, write_table  # noqa: E402
+from resnet_lab.runs import check_writable_dir, cpu_model, device_name, write_table  # noqa: E402
 from resnet_lab.training import autocast_for  # noqa: E402
 
 # depth -> (width, batch, image size), as issue 3 specifies (CPU-sized)
@@ -70,10 +70,6 @@ def output_path(out, publish, name) -> Path:
         raise ValueError(f"--out: {path} is a folder; give a file name, e.g. {path / name}")
     check_writable_dir(path.parent, "--publish" if publish else "--out")
     return path
-
-
-def device_name(device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 # ---- the measurement ---------------------------------------------------------------------

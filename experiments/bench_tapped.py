@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from probes import SignalProbe  # noqa: E402
 from probes.tapping import tap_model  # noqa: E402
 from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
-from resnet_lab.runs import check_writable_dir, cpu_model, write_table  # noqa: E402
+from resnet_lab.runs import check_writable_dir, device_name, write_table  # noqa: E402
 
 DEFAULT_OUT = Path("results/runs/bench/bench_tapped.csv")
 PUBLISHED = Path("results/paper/bench_tapped.csv")
@@ -96,7 +96,7 @@ def bench(batch, size, every, repeats, warmup, device):
     cpu_ratios = [b / a for (_, a), (_, b) in zip(plain_t, probed_t)]
     return {"model": "resnet50", "source": source, "units": len(handle.units), "batch": batch,
             "image": size, "every": every, "device": str(device),
-            "cpu": cpu_model() if device.type == "cpu" else torch.cuda.get_device_name(),
+            "cpu": device_name(device),
             "threads": torch.get_num_threads(), "pairs": repeats, "warmup": warmup,
             "step_s": statistics.median(plain_s) / every,
             "probed_step_s": statistics.median(probed_s) / every,

@@ -17,7 +17,6 @@ to 40 times slower than one. Writes results/runs/bench/bench_training.csv (or --
 import argparse
 import multiprocessing
 import os
-import platform
 import resource
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from bench_probes import output_path, positive_int  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import atomic_write  # noqa: E402
+from resnet_lab.runs import atomic_write, cpu_model  # noqa: E402
 from resnet_lab.training import train  # noqa: E402
 
 # (depth, width): ResNet-164 at the paper's width, ResNet-1001 at half of it
@@ -58,7 +57,7 @@ def bench_one(depth, width, grad_checkpoint, steps, device, threads):
             "peak_memory_mib": result.peak_memory_bytes / MIB,
             "before_train_mib": before / MIB if device.type == "cpu" else None,
             "peak_memory_kind": "process_peak_rss" if device.type == "cpu" else "cuda_max_memory_allocated",
-            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+            "cpu": cpu_model(), "torch": torch.__version__}
 
 
 def main(argv=None):

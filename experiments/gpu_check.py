@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_probes import bench_one, describe, positive_int  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
-from resnet_lab.runs import atomic_write, check_writable_dir, cpu_model, write_table  # noqa: E402
+from resnet_lab.runs import atomic_write, check_writable_dir, cpu_model, device_name, write_table  # noqa: E402
 from resnet_lab.settings import widths_by_depth  # noqa: E402
 from resnet_lab.training import autocast_for  # noqa: E402
 
@@ -236,7 +236,7 @@ def predict(plan, steps_table: pd.DataFrame) -> pd.DataFrame:
 
 def summary(tests, launch, cost, steps, runs) -> str:
     import triton
-    lines = [f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; triton {triton.__version__}; "
+    lines = [f"GPU: {device_name('cuda')}; torch {torch.__version__}; triton {triton.__version__}; "
              f"host CPU {cpu_model()}"]
     if tests is not None:
         lines.append(f"pytest -m gpu: {tests['summary']} (exit {tests['returncode']})")

@@ -163,14 +163,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device) -> str:
+    """The name of the processor ``device`` (a torch.device or its string) computes on: the
+    GPU's, for the CUDA device it names (``cuda`` alone: the current one), else the CPU's
+    model name."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
 def machine(device=None) -> str:
     """What a run's wall time was measured on: the CPU's model name and the CPUs this process
     may use, and the GPU's name when ``device`` is CUDA (one 2-core run took 151 s on one host
     and 299 s on another: a time means little without it)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     host = f"{cpu_model()}, {cpus} CPUs"
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (host: {host})"
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return f"{device_name(device)} (host: {host})"
     return host
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_lab import cifar_resnet, create_model
+from resnet_lab import cifar_resnet, create_model, runs
 from resnet_lab.data import load_dataset
 from resnet_lab.runs import RunDir, atomic_write, check_writable_dir
 from resnet_lab.schedule import Schedule
@@ -298,6 +298,7 @@ def test_run_folder_config_and_atomic_files(tmp_path):
     model = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")]
     if model:
         assert config["machine"] == f"{model[0]}, {len(os.sched_getaffinity(0))} CPUs"
+        assert runs.device_name("cpu") == model[0]
     run.write_csv("a.csv.gz", pd.DataFrame({"x": [1, 2]}))
     assert gzip.decompress((run.path / "a.csv.gz").read_bytes()).decode() == "x\n1\n2\n"
     run.finish(extra=1)
@@ -307,6 +308,14 @@ def test_run_folder_config_and_atomic_files(tmp_path):
         RunDir.create("exp", {"depth": 32}, out=tmp_path, run_id="r1")
     atomic_write(tmp_path / "t.txt", "hi")
     assert (tmp_path / "t.txt").read_text() == "hi"
+
+
+def test_machine_names_the_cuda_device_it_is_given(monkeypatch):
+    """The GPU named is the one the device string gives (cuda:1), not the current one."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: f"GPU{torch.device(d).index}")
+    assert runs.device_name("cuda:1") == "GPU1" and runs.device_name(torch.device("cuda:0")) == "GPU0"
+    assert runs.machine("cuda:1").startswith("GPU1 (host: ") and "GPU" not in runs.machine("cpu")
 
 
 def test_check_writable_dir_leaves_nothing_behind(tmp_path):
