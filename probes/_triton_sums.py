@@ -211,6 +211,11 @@ class _Scratch:
 _scratch: dict = {}
 
 
+def scratch_bytes() -> int:
+    """Bytes the kernels keep between launches (partial rows and counters of every stream)."""
+    return sum(s.part.numel() * 4 + s.count.numel() * 4 for s in _scratch.values())
+
+
 def _scratch_for(device) -> _Scratch:
     """The scratch of the current stream of ``device`` (the CPU's one under the interpreter)."""
     key = (device, torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0)

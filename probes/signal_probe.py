@@ -650,7 +650,9 @@ class SignalProbe:
                              "value": np.asarray(values, dtype=np.float64), "layer": meta[:, 4]})
 
     def nbytes(self) -> int:
-        """Bytes of device buffers the probe holds between steps."""
+        """Bytes of device buffers the probe holds between steps, with the Triton kernels'
+        scratch (partial sums kept per CUDA stream, shared by all probes) where they ran."""
         tensors = [self._fwd.s1c, self._fwd.scalars, self._bwd.s1c, self._bwd.scalars,
                    self._win.s1c, self._win.scalars, self._win_s2c, self._cut_num]
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        kernels = 0 if S._triton_sums is None else S._triton_sums.scratch_bytes()
+        return kernels + sum(t.numel() * t.element_size() for t in tensors if t is not None)

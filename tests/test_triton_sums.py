@@ -213,6 +213,7 @@ def test_a_kept_plan_serves_new_values_and_leaves_the_counter_at_zero(kernels):
     launch leaves its ticket counter at 0 for the next."""
     torch.manual_seed(1)
     kernels._plans.clear()
+    kernels._scratch.clear()
     store = torch.zeros(4 * 5 * 6 * 7 + 1)
     for k in range(3):
         t = torch.randn(4, 5, 6, 7)
@@ -226,6 +227,8 @@ def test_a_kept_plan_serves_new_values_and_leaves_the_counter_at_zero(kernels):
         assert row[2].item() == t.numel()
         assert all(s.count.item() == 0 for s in kernels._scratch.values())
         assert len(kernels._plans) == (1 if k < 2 else 2)
+    # The partial rows kept: one row of W = 2C + 3 floats per program, at most TARGET_PROGRAMS.
+    assert 4 * (2 * 5 + 3) < kernels.scratch_bytes() <= 4 * (kernels.TARGET_PROGRAMS * (2 * 5 + 3) + 1)
 
 
 def test_stats_route_a_units_output_and_shortcut_to_one_launch(kernels, monkeypatch):
