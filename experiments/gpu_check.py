@@ -107,6 +107,10 @@ def launch_cost(calls=2000) -> pd.DataFrame:
     s1c, row = torch.zeros(16, device="cuda"), torch.zeros(3, device="cuda")
     views = (row, tuple(row[k] for k in range(3)))
     bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
+
+    def one_call():
+        S.raw_sums(t, s1c, views, lambda k, like: bufs[k])
+
     paths = {"torch": (None, False), "triton_jit": (K, False), "triton_direct": (K, True)}
     rows = []
     saved = S._triton_sums, K.DIRECT
@@ -115,11 +119,11 @@ def launch_cost(calls=2000) -> pd.DataFrame:
             S._triton_sums, K.DIRECT = kernels, direct
             K._plans.clear()
             for _ in range(20):                  # warm-up: compiled, planned, launcher kept
-                S.raw_sums(t, s1c, views, lambda k, like: bufs[k])
+                one_call()
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             for _ in range(calls):
-                S.raw_sums(t, s1c, views, lambda k, like: bufs[k])
+                one_call()
             t1 = time.perf_counter()
             torch.cuda.synchronize()
             t2 = time.perf_counter()

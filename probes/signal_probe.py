@@ -59,9 +59,10 @@ def _chained(first, then, x):
     return then(first(x))
 
 
-def _layout(t):
-    """What decides how ``stats`` reads a tensor (``stats.cpu_blocks``), besides its values."""
-    return t.shape, t.stride(), t.dtype, t.is_cpu
+def _layout(t, h=None):
+    """What decides how ``stats`` reads a tensor, and the shortcut read in the same pass
+    (``stats.cpu_blocks(t, h)``), besides their values."""
+    return t.shape, t.stride(), t.dtype, t.is_cpu, h is not None and (h.shape, h.stride(), h.dtype, h.is_cpu)
 
 
 def _in_backward() -> bool:
@@ -140,12 +141,10 @@ class _Slots:
         self.seen[slot] = True
         h = None if masked is None else masked[0]
         kept = self.cpu_args[slot]           # None on a GPU: nothing to compare there
-        if kept is not None:
-            layout = _layout(t), h is not None and _layout(h)
-            if kept[0] == layout:
-                fused = () if h is None else (h.data_ptr(), masked[1].data_ptr())
-                S._fastsums.channel_sums(t.data_ptr(), *kept[1], _threads(), *fused)
-                return False
+        if kept is not None and kept[0] == _layout(t, h):
+            fused = () if h is None else (h.data_ptr(), masked[1].data_ptr())
+            S._fastsums.channel_sums(t.data_ptr(), *kept[1], _threads(), *fused)
+            return False
         c = t.shape[1]
         if self.offset[slot] < 0:
             self._allocate(slot, c)
@@ -155,7 +154,7 @@ class _Slots:
         # energy's 0-d output is the probe's fp32 buffer on the tensor's device).
         blocks = S.cpu_blocks(t, h)
         self.cpu_args[slot] = None if blocks is None else \
-            ((_layout(t), h is not None and _layout(h)), (*blocks, s1c.data_ptr(), 0, scalars[0].data_ptr()))
+            (_layout(t, h), (*blocks, s1c.data_ptr(), 0, scalars[0].data_ptr()))
         return S.raw_sums(t, s1c, scalars, scratch, masked)
 
     def alias(self, slot, source):

@@ -130,8 +130,8 @@ def raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_scalars, scratch=None, 
     ``(h, out)``, with ``t`` a unit's output f(y): also ``masked_energy(h, t, out, ...)``.
 
     On the CPU the C module reads the tensor once (and h in the same pass), on a GPU one
-    Triton kernel (any of fp32, bf16, fp16; no fp32 copy; h in the same pass too). Otherwise torch operations do
-    it: the sign counts only when ``scratch`` is given -- ``scratch(k, like)`` returns reused
+    Triton kernel (any of fp32, bf16, fp16, no fp32 copy; h in the same pass too). Otherwise
+    torch operations do it: the sign counts only when ``scratch`` is given -- ``scratch(k, like)`` returns reused
     flat fp32 buffer ``k`` (0 or 1) of ``like.numel()`` elements on ``like``'s device. Two
     float reductions of sign(t) written into a reused buffer are many times cheaper than
     boolean counts, and reusing the buffer avoids the page faults of fresh allocations.
