@@ -302,6 +302,20 @@ def _channel_plan(t, h, moments, scalars):
                  n_outer * n_inner * W)
 
 
+def _channel_sums_plan(t, out_s1c, out_s2c, out_scalars, h, out_m):
+    """The kept plan for these arguments (see ``channel_sums``), or None."""
+    outs = [o for o in (out_s1c, out_s2c, out_m, out_scalars) if o is not None]
+    if not _fits(t, outs):
+        return None
+    key = (t.shape, t.stride(), t.dtype, t.device, out_s2c is not None, out_scalars is not None,
+           None if h is None else (h.shape, h.stride(), h.dtype, h.device), _aligned(t, *outs),
+           h is None or h.data_ptr() % 16 == 0)
+    plan = _plans.get(key, False)
+    if plan is False:
+        plan = _keep(key, _channel_plan(t, h, out_s2c is not None, out_scalars is not None))
+    return plan
+
+
 def channel_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c, out_scalars, masked=None) -> bool:
     """Per-channel sums of ``t`` into ``out_s1c`` (C,); per-channel sums of squares into
     ``out_s2c`` (C,) unless None; sum t^2, n_pos - n_neg, n_pos + n_neg into ``out_scalars``
@@ -309,21 +323,27 @@ def channel_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c, out_scalars, m
     element), h laid out as t. All outputs fp32 and contiguous. False: not done (see
     ``blocks``)."""
     h, out_m = (None, None) if masked is None else masked
-    outs = [o for o in (out_s1c, out_s2c, out_m, out_scalars) if o is not None]
-    if not _fits(t, outs):
-        return False
-    key = (t.shape, t.stride(), t.dtype, t.device, out_s2c is not None, out_scalars is not None,
-           None if h is None else (h.shape, h.stride(), h.dtype, h.device), _aligned(t, *outs),
-           h is None or h.data_ptr() % 16 == 0)
-    plan = _plans.get(key, False)
-    if plan is False:
-        plan = _keep(key, _channel_plan(t, h, out_s2c is not None, out_scalars is not None))
+    plan = _channel_sums_plan(t, out_s1c, out_s2c, out_scalars, h, out_m)
     if plan is None:
         return False
     # Outputs left out are never written: any fp32 pointer stands in for them.
     plan.launch((t, t if h is None else h, out_s1c, out_s2c if out_s2c is not None else out_s1c,
                  out_m if out_m is not None else out_s1c, out_scalars if out_scalars is not None else out_s1c))
     return True
+
+
+def plan_raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, row: torch.Tensor, masked=None):
+    """``channel_sums(t, out_s1c, None, row, masked)`` as a function ``again(t, masked)`` for
+    tensors of t's layout and alignment (``stats.layout``) into the same ``out_s1c`` and ``row``
+    (a masked output of the same alignment), without the checks; None where the kernel does
+    not take them. ``stats.one_pass`` hands it to the probe, which keeps it per slot."""
+    h, out_m = (None, None) if masked is None else masked
+    plan = _channel_sums_plan(t, out_s1c, None, row, h, out_m)
+    if plan is None:
+        return None
+    if h is None:
+        return lambda t, masked: plan.launch((t, t, out_s1c, out_s1c, out_s1c, row))
+    return lambda t, masked: plan.launch((t, masked[0], out_s1c, out_s1c, masked[1], row))
 
 
 def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor) -> bool:

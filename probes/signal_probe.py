@@ -15,8 +15,9 @@ How it stays cheap (``experiments/bench_probes.py`` measures it):
 * Taps are reached without hooks: while the probe is in, each Tap module (an identity) has
   an instance ``forward`` that measures its tensor and returns it (see ``_sync_hooks``).
 * ``every=k``: on unprobed steps nothing is installed at all.
-* A slot's tensor has the same layout at every step, so the C module's arguments for it are
-  kept and only checked (shape, strides, dtype, device) on later steps.
+* A slot's tensor has the same layout at every step, so how to read it (the C module's
+  arguments, the Triton kernel's launch plan) is kept and only checked (shape, strides,
+  dtype, device) on later steps.
 * Python's garbage collector is paused while a probed step runs (``_CollectorPause``).
 
 Correctness under ``torch.utils.checkpoint``: a forward that runs inside the backward pass
@@ -57,12 +58,6 @@ _SHORTCUT, _SUM, _OUTPUT = TAP_INDEX["shortcut"], TAP_INDEX["sum"], TAP_INDEX["o
 def _chained(first, then, x):
     """The forward of a Tap that two probes measure: the newer probe's, then the older's."""
     return then(first(x))
-
-
-def _layout(t, h=None):
-    """What decides how ``stats`` reads a tensor, and the shortcut read in the same pass
-    (``stats.cpu_blocks(t, h)``), besides their values."""
-    return t.shape, t.stride(), t.dtype, t.is_cpu, h is not None and (h.shape, h.stride(), h.dtype, h.is_cpu)
 
 
 def _in_backward() -> bool:
@@ -116,7 +111,7 @@ class _Slots:
         self.s1c = None
         self.scalars = None
         self.views = [None] * n_slots       # per slot: (s1c view, (scalar row, its three 0-d views))
-        self.cpu_args = [None] * n_slots    # per slot: (layout, arguments of the C module)
+        self.kept = [None] * n_slots        # per slot: (layout, its stats.one_pass function)
         self.used = 0
         self._layout = None                  # cached device tensors (seg, channels)
         self._per_step = None                # cached (count list, source list, their tensors)
@@ -126,35 +121,34 @@ class _Slots:
             self.scalars = torch.zeros(self.n, _SCALARS, device=device)
             self.s1c = torch.zeros(max(self.used, 1024), device=device)
             self._layout = None
-            self.cpu_args = [None] * self.n
+            self.kept = [None] * self.n
             self._make_views()
 
     def measure(self, slot, t, scratch, masked=None):
         """Hook body: reductions of ``t`` into this slot's views (``stats.raw_sums``).
 
-        A slot sees tensors laid out alike at every step, so the C module's arguments are
-        kept per slot (``cpu_args``: the layout they hold for, the arguments) and reused while
-        the layout stays: comparing layouts costs a third of working the arguments out
-        again (measured: 0.7 against 2.6 us; 1.2 against 3.9 with the shortcut read in the
-        same pass), at ~1,700 calls a step."""
+        A slot sees tensors laid out alike at every step, so the work of reading them is
+        worked out once and kept per slot (``kept``: the layout it holds for, the function
+        ``stats.one_pass`` made: the C module's arguments, or the Triton kernel's launch
+        plan) and reused while the layout stays. On the CPU comparing layouts costs a third
+        of working the arguments out again (measured: 0.7 against 2.6 us; 1.2 against 3.9
+        with the shortcut read in the same pass), at ~1,700 calls a step; on a GPU it skips
+        the checks of the kernel's arguments and the search for its plan (measured on the
+        CPU, the launch left out: 1.6 against 4.1 us; 3.0 against 6.3 with the shortcut)."""
         self.source[slot] = slot
         self.seen[slot] = True
         h = None if masked is None else masked[0]
-        kept = self.cpu_args[slot]           # None on a GPU: nothing to compare there
-        if kept is not None and kept[0] == _layout(t, h):
-            fused = () if h is None else (h.data_ptr(), masked[1].data_ptr())
-            S._fastsums.channel_sums(t.data_ptr(), *kept[1], _threads(), *fused)
+        kept = self.kept[slot]
+        if kept is not None and kept[0] == S.layout(t, h):
+            kept[1](t, masked)
             return False
         c = t.shape[1]
         if self.offset[slot] < 0:
             self._allocate(slot, c)
         self.count[slot] = t.numel() // c
         s1c, scalars = self.views[slot]
-        # Kept when ``raw_sums`` takes the C module's one pass for this layout (the masked
-        # energy's 0-d output is the probe's fp32 buffer on the tensor's device).
-        blocks = S.cpu_blocks(t, h)
-        self.cpu_args[slot] = None if blocks is None else \
-            (_layout(t, h), (*blocks, s1c.data_ptr(), 0, scalars[0].data_ptr()))
+        again = S.one_pass(t, s1c, scalars[0], masked)
+        self.kept[slot] = None if again is None else (S.layout(t, h), again)
         return S.raw_sums(t, s1c, scalars, scratch, masked)
 
     def alias(self, slot, source):
@@ -183,7 +177,7 @@ class _Slots:
         off = self.offset[i]
         row = self.scalars[i]
         self.views[i] = (self.s1c[off: off + self.channels[i]], (row, tuple(row[k] for k in range(_SCALARS))))
-        self.cpu_args[i] = None              # the buffers' addresses changed
+        self.kept[i] = None                  # the buffers' addresses changed
 
     def finalize(self):
         """All TENSOR_STATS of this step, (len(TENSOR_STATS), n) float64 on the device."""

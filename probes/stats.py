@@ -100,6 +100,36 @@ def cpu_blocks(t: torch.Tensor, h: torch.Tensor | None = None):
     return None
 
 
+def layout(t: torch.Tensor, h: torch.Tensor | None = None):
+    """What decides how ``one_pass`` reads ``t`` and the shortcut ``h`` read in the same pass,
+    besides their values: shapes, strides, dtypes, device -- and on CUDA whether each address
+    is 16-byte aligned (Triton compiles a kernel per alignment)."""
+    key = t.shape, t.stride(), t.dtype, t.device, h is not None and (h.shape, h.stride(), h.dtype)
+    if t.is_cuda:
+        key += (t.data_ptr() % 16 == 0, h is None or h.data_ptr() % 16 == 0)
+    return key
+
+
+def one_pass(t: torch.Tensor, out_s1c: torch.Tensor, row: torch.Tensor, masked=None):
+    """``raw_sums(t, out_s1c, (row, ...), masked=masked)`` worked out once, as a function
+    ``again(t, masked)`` that repeats it for any tensor of the same ``layout(t, h)`` into the
+    same outputs (``masked = (h, out)``: out may change, not its alignment) -- the C module's
+    arguments on the CPU, the Triton kernel's launch plan on a GPU; None where neither reads
+    ``t`` in one pass. A caller that keeps it per tensor it meets at every step skips the
+    checks and arithmetic of ``raw_sums`` from the second step on."""
+    h = None if masked is None else masked[0]
+    blocks = cpu_blocks(t, h)
+    if blocks is not None and (h is None or (masked[1].is_cpu and masked[1].dtype == torch.float32)):
+        args = (*blocks, out_s1c.data_ptr(), 0, row.data_ptr())
+        if h is None:
+            return lambda t, masked: _fastsums.channel_sums(t.data_ptr(), *args, torch.get_num_threads())
+        return lambda t, masked: _fastsums.channel_sums(t.data_ptr(), *args, torch.get_num_threads(),
+                                                        masked[0].data_ptr(), masked[1].data_ptr())
+    if _triton_sums is not None:
+        return _triton_sums.plan_raw_sums(t, out_s1c, row, masked)
+    return None
+
+
 def as_fp32(t: torch.Tensor) -> torch.Tensor:
     """A detached fp32 view: statistics accumulate in fp32 (also under autocast) and
     ``out=`` reductions must not enter the autograd graph."""

@@ -36,19 +36,26 @@ def close_to_cpu(got, expected):
     assert not bad.any(), pd.DataFrame({"cpu": expected[bad], "cuda": got[bad]}).head(12).to_string()
 
 
-def probed_step(net, x, y, autocast=False):
+def probed_step(net, x, y, autocast=False, steps=1):
+    """The statistics of the last of ``steps`` probed steps on one batch (from the third on,
+    the probe launches the plans it keeps per slot)."""
     with SignalProbe(net) as probe:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        probe.step()
-    return probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"].sort_index()
+        for _ in range(steps):
+            net.zero_grad()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            probe.step()
+    rows = probe.collect()
+    rows = rows[rows.step == rows.step.max()]
+    return rows.set_index(["unit", "tap", "direction", "stat"])["value"].sort_index()
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("version", [1, 2])
 def test_cuda_statistics_equal_cpu(version, channels_last, no_tf32):
-    """fp32 on CUDA (TF32 off), through the Triton kernels, gives the CPU's statistics."""
+    """fp32 on CUDA (TF32 off), through the Triton kernels, gives the CPU's statistics: at the
+    first step and at the third, through the kept launch plans."""
     assert S._triton_sums is not None, "triton is not importable: the GPU path would use torch operations"
     torch.manual_seed(0)
     cpu = cifar_resnet(56, version=version)
@@ -61,6 +68,7 @@ def test_cuda_statistics_equal_cpu(version, channels_last, no_tf32):
     if channels_last:                        # the training engine's layout on CUDA
         gpu, xg = gpu.to(memory_format=torch.channels_last), xg.contiguous(memory_format=torch.channels_last)
     close_to_cpu(probed_step(gpu, xg, y.cuda()), expected)
+    close_to_cpu(probed_step(gpu, xg, y.cuda(), steps=3), expected)
 
 
 def test_cuda_statistics_with_and_without_triton_agree(monkeypatch, no_tf32):
@@ -70,7 +78,6 @@ def test_cuda_statistics_with_and_without_triton_agree(monkeypatch, no_tf32):
     y = torch.randint(0, 10, (16,), device="cuda")
     with_triton = probed_step(net, x, y)
     monkeypatch.setattr(S, "_triton_sums", None)
-    net.zero_grad()
     close_to_cpu(probed_step(net, x, y), with_triton)
 
 
@@ -172,7 +179,6 @@ def test_bf16_autocast_statistics_close_to_fp32():
     net = cifar_resnet(20, version=2).cuda()
     x, y = torch.randn(64, 3, 16, 16, device="cuda"), torch.randint(0, 10, (64,), device="cuda")
     fp32 = probed_step(net, x, y)
-    net.zero_grad()
     bf16 = probed_step(net, x, y, autocast=True)
     assert bf16.index.equals(fp32.index)
     fwd = [s in ("rms", "norm", "std", "ch_var") for s in fp32.index.get_level_values("stat")]

@@ -259,19 +259,25 @@ def test_stats_functions_route_to_the_kernels(kernels, monkeypatch):
 
 
 def test_signal_probe_with_kernels_equals_c_module(kernels, monkeypatch):
-    """A whole probed step through the kernels (views into the probe's buffers, the 0-d cut
-    numerators) gives the statistics of the C module."""
+    """Whole probed steps through the kernels (views into the probe's buffers, the 0-d cut
+    numerators) give the statistics of the C module: the first steps through ``raw_sums``,
+    the third through the launch plans the probe keeps per slot (made at the second: the
+    first step moves the buffers as they grow)."""
     torch.manual_seed(0)
     net = cifar_resnet(8, version=1, width=4)
-    x, y = torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,))
+    batches = [(torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,))) for _ in range(3)]
     frames = []
     for routed in (False, True):
         if routed:
             monkeypatch.setattr(S, "_triton_sums", kernels)
-        net.zero_grad()
+            monkeypatch.setattr(S, "_fastsums", None)      # nothing but the kernels reads
         with SignalProbe(net, weight_inputs=True) as probe:
-            F.cross_entropy(net(x), y).backward()
-            probe.step()
+            for x, y in batches:
+                net.zero_grad()
+                F.cross_entropy(net(x), y).backward()
+                probe.step()
+        if routed:                                         # the third step used kept plans
+            assert sum(k is not None for k in probe._fwd.kept + probe._bwd.kept) > 10
         frames.append(probe.collect())
     a, b = frames
     assert a[["unit", "tap", "direction", "stat", "layer"]].equals(b[["unit", "tap", "direction", "stat", "layer"]])
