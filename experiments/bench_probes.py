@@ -9,17 +9,21 @@ median (and quartiles) of the ratios of adjacent pairs. Two ways of using the pr
 * ``block``: the probe is entered once around ``every`` steps (the training engine's way).
 
 With ``every=k`` a measured unit is k steps of which one is probed, against k plain steps.
-Also the bytes the probe holds between steps. Writes results/runs/bench/bench_probes.csv
+Also the bytes the probe holds between steps. ``--split`` measures instead where a probed
+step's extra time goes: its reads of the tensors, or the rest (the hooks' Python). Writes results/runs/bench/bench_probes.csv
 (or --out); ``--publish`` writes the committed results/paper/bench_probes.csv instead.
 
     python experiments/bench_probes.py                       # ResNet-164 and -1001, CPU (+ CUDA)
     python experiments/bench_probes.py --configs 1001 --every 1 --modes per_step --repeats 15
     python experiments/bench_probes.py --devices cuda --precision fp32 bf16 --width 16 --image 32
+    python experiments/bench_probes.py --split --configs 1001 --repeats 15   # reads vs the rest
 """
 import argparse
+import contextlib
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from probes import SignalProbe  # noqa: E402
+from probes import stats as S  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
 from resnet_lab.networks import resolve_cifar_block  # noqa: E402
@@ -155,12 +160,73 @@ def bench_one(depth, version, every, device, repeats, warmup, mode="per_step", p
             "torch": torch.__version__}
 
 
+@contextlib.contextmanager
+def reads_skipped():
+    """While in, the probe skips its reads of the tapped tensors -- the C module's calls on the
+    CPU, the Triton launches on a GPU -- and does everything else: the hooks' Python, the
+    gradient hooks registered and called, ``step()``. A probed step inside costs the probe's
+    work less the reads (the torch fallback path, when it is the one used, still reads)."""
+    c_module, kernels = S._fastsums, S._triton_sums
+    if c_module is not None:
+        S._fastsums = types.SimpleNamespace(channel_sums=lambda *a: None, masked_energy=lambda *a: None,
+                                            grouped_sq_sums=c_module.grouped_sq_sums)
+    launch = None if kernels is None else kernels._Plan.launch
+    if kernels is not None:
+        kernels._Plan.launch = lambda self, pointers: None
+    try:
+        yield
+    finally:
+        S._fastsums = c_module
+        if kernels is not None:
+            kernels._Plan.launch = launch
+
+
+def split_one(depth, version, device, repeats, warmup, precision="fp32", width=None, batch=None, size=None):
+    """Where a probed step's extra time goes (probe entered around each step, every=1): plain,
+    probed and probed with ``reads_skipped`` steps rotating in one process; the reads cost the
+    difference of the last two, the rest (Python, hooks) the difference of the first two."""
+    d_width, d_batch, d_size = CONFIGS.get(depth, (16, 128, 32))
+    width, batch, size = width or d_width, batch or d_batch, size or d_size
+    net, train_step = make_step(depth, version, width, batch, size, device, precision)
+    probe = SignalProbe(net)
+    plain, probed = timed_units(probe, train_step, 1, "per_step")
+
+    def no_reads():
+        with reads_skipped():
+            probed()
+    arms = {"plain": plain, "probed": probed, "no_reads": no_reads}
+    times = {name: [] for name in arms}
+    for i in range(warmup + repeats):
+        for name, fn in list(arms.items())[i % 3:] + list(arms.items())[:i % 3]:     # rotate the order
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    step, full, rest = (statistics.median(times[k]) for k in arms)
+    return {"device": device_name(device), "precision": precision, "depth": depth, "version": version,
+            "width": width, "batch": batch, "image": size, "step_s": step, "probed_step_s": full,
+            "no_reads_step_s": rest, "reads_s": full - rest, "rest_s": rest - step,
+            "ratio": statistics.median(b / a for a, b in zip(times["plain"], times["probed"])),
+            "no_reads_ratio": statistics.median(b / a for a, b in zip(times["plain"], times["no_reads"])),
+            "rounds": repeats, "torch": torch.__version__}
+
+
 def describe(row) -> str:
     return (f"{row['device'][:24]:24s} {row['precision']} {row['mode']:8s} depth {row['depth']:4d} "
             f"V{row['version']} every={row['every']:<3d} step {row['step_s'] * 1e3:8.1f} ms  "
             f"probed {row['probed_step_s'] * 1e3:8.1f} ms  ratio {row['ratio']:.3f} "
             f"(quartiles {row['ratio_q1']:.3f}-{row['ratio_q3']:.3f}, {row['pairs']} pairs)  "
             f"probe {row['probe_bytes'] / 1024:.0f} KiB")
+
+
+def describe_split(row) -> str:
+    ms = {k: v * 1e3 for k, v in row.items() if k.endswith("_s")}
+    return (f"{row['device'][:24]:24s} {row['precision']} depth {row['depth']:4d} V{row['version']}  "
+            f"step {ms['step_s']:8.1f} ms  probed {ms['probed_step_s']:8.1f} ms  without reads "
+            f"{ms['no_reads_step_s']:8.1f} ms: reads {ms['reads_s']:6.1f} ms, the rest {ms['rest_s']:6.1f} ms "
+            f"({row['rounds']} rounds)")
 
 
 # ---- the command ---------------------------------------------------------------------------
@@ -185,6 +251,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=positive_int, help="override the config's batch size")
     p.add_argument("--image", type=positive_int, help="override the config's image size")
     p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch (default: its own choice)")
+    p.add_argument("--split", action="store_true",
+                   help="instead, where a probed step's extra time goes: plain, probed and probed without "
+                        "its tensor reads, rotating (every=1, per_step; bench_probes_split.csv)")
     p.add_argument("--out", help="CSV to write (default results/runs/bench/bench_probes.csv)")
     p.add_argument("--publish", action="store_true", help="write the committed results/paper/bench_probes.csv")
     args = p.parse_args(argv)
@@ -195,7 +264,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    out = output_path(args.out, args.publish, "bench_probes.csv")     # before any benchmarking
+    out = output_path(args.out, args.publish, "bench_probes_split.csv" if args.split else "bench_probes.csv")
     for depth in args.configs:
         resolve_cifar_block(depth)                                     # ValueError naming valid depths
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -209,6 +278,11 @@ def main(argv=None):
         for precision in args.precision if device.type == "cuda" else ["fp32"]:
             for depth in args.configs:
                 for version in args.versions:
+                    if args.split:
+                        rows.append(split_one(depth, version, device, args.repeats, args.warmup, precision,
+                                              args.width, args.batch, args.image))
+                        print(describe_split(rows[-1]), flush=True)
+                        continue
                     for every in args.every:
                         for mode in args.modes:
                             rows.append(bench_one(depth, version, every, device, args.repeats, args.warmup,

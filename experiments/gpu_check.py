@@ -4,7 +4,9 @@
    equal the torch path, no hook synchronises with the host.
 2. What one probed tensor costs the host and the GPU: ``stats.raw_sums`` of a 128x16x32x32
    channels-last tensor through the torch operations, through the Triton kernel launched by
-   the JIT, and through the compiled kernel launched directly (``_triton_sums.DIRECT``).
+   the JIT, and through the compiled kernel launched directly (``_triton_sums.DIRECT``); and
+   where a probed step's extra time goes, at the deepest --depths, V1 and V2, fp32: the
+   Triton launches, or the rest (the hooks' Python; ``bench_probes.split_one``).
 3. The probe's cost (``bench_probes.py``, probe entered around each step as the README does):
    ResNet-164 and ResNet-1001, V1 and V2, width 16, batch 128, 32x32 inputs, fp32 (TF32 off)
    and bf16 autocast, every=1 and every=10. Targets: <= 1.10x at every=1, <= 1.02x at every=10,
@@ -13,8 +15,8 @@
    preset (``analysis.EXPERIMENTS`` at run time): wall time and peak memory; and from them
    the predicted wall time of each paper run: sum over its cells of steps x step time.
 
-Writes gpu_tests.txt, launch_cost.csv, probe_cost.csv, paper_steps.csv, paper_runs.csv and
-summary.txt under --out (default results/runs/gpu_check/), and prints the summary. Without
+Writes gpu_tests.txt, launch_cost.csv, probe_split.csv, probe_cost.csv, paper_steps.csv,
+paper_runs.csv and summary.txt under --out (default results/runs/gpu_check/), and prints the summary. Without
 CUDA it exits with status 2 and says a GPU is needed.
 
     python experiments/gpu_check.py                      # all four (~10 minutes on an H200)
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probes import bench_one, describe, positive_int  # noqa: E402
+from bench_probes import bench_one, describe, describe_split, positive_int, split_one  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
 from resnet_lab.runs import atomic_write, check_writable_dir, cpu_model, device_name, write_table  # noqa: E402
@@ -134,6 +136,15 @@ def launch_cost(calls=2000) -> pd.DataFrame:
     finally:
         S._triton_sums, K.DIRECT = saved
         K._plans.clear()
+    return pd.DataFrame(rows)
+
+
+def probe_split(depth, repeats, warmup) -> pd.DataFrame:
+    """``bench_probes.split_one`` for V1 and V2 at the paper's width and input size, fp32."""
+    rows = []
+    for version in (1, 2):
+        rows.append(split_one(depth, version, torch.device("cuda"), repeats, warmup, "fp32", 16, 128, 32))
+        print(describe_split(rows[-1]), flush=True)
     return pd.DataFrame(rows)
 
 
@@ -238,7 +249,7 @@ def predict(plan, steps_table: pd.DataFrame) -> pd.DataFrame:
 
 # ---- the summary ---------------------------------------------------------------------------
 
-def summary(tests, launch, cost, steps, runs) -> str:
+def summary(tests, launch, split, cost, steps, runs) -> str:
     import triton
     lines = [f"GPU: {device_name('cuda')}; torch {torch.__version__}; triton {triton.__version__}; "
              f"host CPU {cpu_model()}"]
@@ -246,6 +257,10 @@ def summary(tests, launch, cost, steps, runs) -> str:
         lines.append(f"pytest -m gpu: {tests['summary']} (exit {tests['returncode']})")
     if launch is not None:
         lines += ["", "one tensor's raw sums (us per call):", launch.to_string(index=False, float_format="%.1f")]
+    if split is not None:
+        shown = split[["depth", "version", "step_s", "probed_step_s", "no_reads_step_s", "reads_s", "rest_s", "ratio"]]
+        lines += ["", "a probed step's extra time (s): the Triton launches (reads_s) and the rest:",
+                  shown.to_string(index=False, float_format="%.4f")]
     if cost is not None:
         shown = cost[["precision", "depth", "version", "every", "step_s", "ratio", "ratio_q1", "ratio_q3",
                       "target", "probe_bytes", "meets_target"]]
@@ -265,13 +280,15 @@ def main(argv=None):
     out = output_folder(args.out)
     require_cuda()
     out.mkdir(parents=True, exist_ok=True)
-    tests = launch = cost = steps = runs = None
+    tests = launch = split = cost = steps = runs = None
     if "tests" not in args.skip:
         tests = run_gpu_tests(out, args.test_timeout)
         print(f"pytest -m gpu: {tests['summary']}", flush=True)
     if "launch" not in args.skip:
         launch = launch_cost()
         write_table(out / "launch_cost.csv", launch)
+        split = probe_split(max(args.depths), args.repeats, args.warmup)
+        write_table(out / "probe_split.csv", split)
     if "bench" not in args.skip:
         cost = probe_cost(args.depths, args.repeats, args.warmup)
         write_table(out / "probe_cost.csv", cost)
@@ -281,7 +298,7 @@ def main(argv=None):
         runs = predict(plan, steps)
         write_table(out / "paper_steps.csv", steps)
         write_table(out / "paper_runs.csv", runs)
-    text = summary(tests, launch, cost, steps, runs)
+    text = summary(tests, launch, split, cost, steps, runs)
     atomic_write(out / "summary.txt", text + "\n")
     print("\n" + text + f"\n\nwrote {out}/")
     return 0 if tests is None or tests["returncode"] == 0 else 1

@@ -1,5 +1,6 @@
 """experiments/gpu_check.py without a GPU: its argument checks, its refusal to run without
 CUDA, the paper plan it reads from analysis.EXPERIMENTS, and the prediction arithmetic."""
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -106,3 +107,35 @@ def test_bench_probes_default_output_is_a_run_folder_not_the_paper(tmp_path):
     assert output_path(None, False, "bench_probes.csv") == ROOT / "results" / "runs" / "bench" / "bench_probes.csv"
     assert output_path(None, True, "bench_probes.csv") == ROOT / "results" / "paper" / "bench_probes.csv"
     assert output_path(str(tmp_path / "b.csv"), False, "bench_probes.csv") == tmp_path / "b.csv"
+
+
+def test_split_skips_the_reads_and_keeps_the_hooks():
+    """Inside ``reads_skipped`` a probed step runs its hooks and records rows, but no tensor is
+    read (every channel sum stays 0); outside, the C module is back; ``split_one`` adds up."""
+    import torch.nn.functional as F
+
+    from probes import SignalProbe
+    from probes import stats as S
+    from resnet_lab import cifar_resnet
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from bench_probes import reads_skipped, split_one
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    c_module = S._fastsums
+    if c_module is None:
+        pytest.skip("the C module is not built: the torch operations read, and they are not skipped")
+    torch.manual_seed(0)
+    net = cifar_resnet(8, version=1, width=4)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    for skipped in (True, False):
+        with reads_skipped() if skipped else contextlib.nullcontext():
+            with SignalProbe(net) as probe:
+                net.zero_grad()
+                F.cross_entropy(net(x), y).backward()
+                probe.step()
+        rms = probe.collect().query("stat == 'rms'").value
+        assert len(rms) > 20 and ((rms == 0).all() if skipped else (rms > 0).all())
+        assert S._fastsums is c_module
+    row = split_one(8, 1, torch.device("cpu"), 2, 0, width=4, batch=4, size=8)
+    assert row["reads_s"] + row["rest_s"] == pytest.approx(row["probed_step_s"] - row["step_s"])
