@@ -124,18 +124,25 @@ def timed_units(probe, train_step, every, mode):
     return plain, per_step if mode == "per_step" else block
 
 
-def paired_times(plain, probed, device, repeats, warmup):
-    """Per-step seconds of each, alternating which goes first, after ``warmup`` pairs."""
-    times = {"plain": [], "probed": []}
+def rotated_times(arms: dict, device, repeats, warmup) -> dict:
+    """Seconds of each arm (name -> function) per round, the order rotated every round (two
+    arms: alternating which goes first), after ``warmup`` untimed rounds."""
+    times = {name: [] for name in arms}
+    order = list(arms.items())
     for i in range(warmup + repeats):
-        pair = (("plain", plain), ("probed", probed))
-        for name, fn in pair if i % 2 == 0 else pair[::-1]:
+        for name, fn in order[i % len(order):] + order[:i % len(order)]:
             sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_times(plain, probed, device, repeats, warmup):
+    """Per-step seconds of each, alternating which goes first, after ``warmup`` pairs."""
+    times = rotated_times({"plain": plain, "probed": probed}, device, repeats, warmup)
     return times["plain"], times["probed"]
 
 
@@ -194,17 +201,8 @@ def split_one(depth, version, device, repeats, warmup, precision="fp32", width=N
     def no_reads():
         with reads_skipped():
             probed()
-    arms = {"plain": plain, "probed": probed, "no_reads": no_reads}
-    times = {name: [] for name in arms}
-    for i in range(warmup + repeats):
-        for name, fn in list(arms.items())[i % 3:] + list(arms.items())[:i % 3]:     # rotate the order
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    step, full, rest = (statistics.median(times[k]) for k in arms)
+    times = rotated_times({"plain": plain, "probed": probed, "no_reads": no_reads}, device, repeats, warmup)
+    step, full, rest = (statistics.median(v) for v in times.values())
     return {"device": device_name(device), "precision": precision, "depth": depth, "version": version,
             "width": width, "batch": batch, "image": size, "step_s": step, "probed_step_s": full,
             "no_reads_step_s": rest, "reads_s": full - rest, "rest_s": rest - step,
