@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from probes import SignalProbe  # noqa: E402
+from probes import SignalProbe, cpp_hooks  # noqa: E402
 from probes import stats as S  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
@@ -170,13 +170,16 @@ def bench_one(depth, version, every, device, repeats, warmup, mode="per_step", p
 @contextlib.contextmanager
 def reads_skipped():
     """While in, the probe skips its reads of the tapped tensors -- the C module's calls on the
-    CPU, the Triton launches on a GPU -- and does everything else: the hooks' Python, the
+    CPU (from Python or from the C++ gradient hooks), the Triton launches on a GPU -- and does everything else: the hooks' Python, the
     gradient hooks registered and called, ``step()``. A probed step inside costs the probe's
     work less the reads (the torch fallback path, when it is the one used, still reads)."""
-    c_module, kernels = S._fastsums, S._triton_sums
+    c_module, kernels, hooks = S._fastsums, S._triton_sums, cpp_hooks.load()
     if c_module is not None:
         S._fastsums = types.SimpleNamespace(channel_sums=lambda *a: None, masked_energy=lambda *a: None,
-                                            grouped_sq_sums=c_module.grouped_sq_sums)
+                                            grouped_sq_sums=c_module.grouped_sq_sums,
+                                            SUMS_INTO=c_module.SUMS_INTO)
+    if hooks is not None:
+        hooks.set_reads(False)
     launch = None if kernels is None else kernels._Plan.launch
     if kernels is not None:
         kernels._Plan.launch = lambda self, pointers: None
@@ -184,6 +187,8 @@ def reads_skipped():
         yield
     finally:
         S._fastsums = c_module
+        if hooks is not None:
+            hooks.set_reads(True)
         if kernels is not None:
             kernels._Plan.launch = launch
 

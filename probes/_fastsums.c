@@ -241,6 +241,34 @@ static int block_sums(const Block *b, double *s1, double *s2, Totals *tot, int t
  * h laid out as x (when h and energy are given and s2c is 0: the masked energy of the
  * shortcut under the unit's output, in the same read). x, h and the outputs are addresses
  * of fp32 memory. */
+/* What channel_sums does, callable from C without the GIL (the C++ gradient hooks of
+ * _grad_hooks.cpp get it through the capsule SUMS_INTO): 0, or -1 when out of memory. */
+static int sums_into(const float *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, float *out1,
+                     float *out2, float *sc, int threads, const float *h, float *energy)
+{
+    double *s = calloc((size_t)(out2 ? 2 * C : C), sizeof(double));
+    if (!s)
+        return -1;
+    Block b = {x, h, outer, C, inner};
+    Totals tot;
+    int failed = block_sums(&b, s, out2 ? s + C : NULL, &tot, threads);
+    if (!failed) {
+        for (Py_ssize_t c = 0; c < C; c++)
+            out1[c] = (float)s[c];
+        for (Py_ssize_t c = 0; out2 && c < C; c++)
+            out2[c] = (float)s[C + c];
+        if (sc) {
+            sc[0] = (float)tot.sq;
+            sc[1] = isnan(tot.sq) ? NAN : (float)(tot.pos - tot.neg);
+            sc[2] = isnan(tot.sq) ? NAN : (float)(tot.pos + tot.neg);
+        }
+        if (energy)
+            *energy = (float)tot.masked;
+    }
+    free(s);
+    return failed ? -1 : 0;
+}
+
 static PyObject *channel_sums(PyObject *self, PyObject *args)
 {
     unsigned long long px, ps1, ps2, psc, ph = 0, pe = 0;
@@ -252,29 +280,11 @@ static PyObject *channel_sums(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "channel_sums: h and energy go together, and not with s2c");
         return NULL;
     }
-    double *s = calloc((size_t)(ps2 ? 2 * C : C), sizeof(double));
-    if (!s)
-        return PyErr_NoMemory();
-    Block b = {(const float *)(uintptr_t)px, (const float *)(uintptr_t)ph, outer, C, inner};
-    Totals tot;
     Py_BEGIN_ALLOW_THREADS
-    failed = block_sums(&b, s, ps2 ? s + C : NULL, &tot, threads);
-    if (!failed) {
-        float *out1 = (float *)(uintptr_t)ps1, *out2 = (float *)(uintptr_t)ps2, *sc = (float *)(uintptr_t)psc;
-        for (Py_ssize_t c = 0; c < C; c++)
-            out1[c] = (float)s[c];
-        for (Py_ssize_t c = 0; out2 && c < C; c++)
-            out2[c] = (float)s[C + c];
-        if (sc) {
-            sc[0] = (float)tot.sq;
-            sc[1] = isnan(tot.sq) ? NAN : (float)(tot.pos - tot.neg);
-            sc[2] = isnan(tot.sq) ? NAN : (float)(tot.pos + tot.neg);
-        }
-        if (pe)
-            *(float *)(uintptr_t)pe = (float)tot.masked;
-    }
+    failed = sums_into((const float *)(uintptr_t)px, outer, C, inner, (float *)(uintptr_t)ps1,
+                       (float *)(uintptr_t)ps2, (float *)(uintptr_t)psc, threads,
+                       (const float *)(uintptr_t)ph, (float *)(uintptr_t)pe);
     Py_END_ALLOW_THREADS
-    free(s);
     if (failed)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -362,4 +372,14 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastsums",
                                     "One-pass CPU reductions for probes.SignalProbe.", -1, methods};
 
-PyMODINIT_FUNC PyInit__fastsums(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastsums(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    PyObject *sums = m ? PyCapsule_New((void *)sums_into, "probes._fastsums.sums_into", NULL) : NULL;
+    if (!sums || PyModule_AddObject(m, "SUMS_INTO", sums) < 0) {
+        Py_XDECREF(sums);
+        Py_XDECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -43,6 +43,7 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 
 from resnet_lab.taps import TAP_INDEX, TAP_NAMES, tapped_units
 
+from . import cpp_hooks
 from . import stats as S
 
 _F32 = torch.float32
@@ -115,6 +116,7 @@ class _Slots:
         self.used = 0
         self._layout = None                  # cached device tensors (seg, channels)
         self._per_step = None                # cached (count list, source list, their tensors)
+        self.on_moved = None                 # called with a slot whose views were remade
 
     def ensure(self, device):
         if self.scalars is None or self.scalars.device != device:
@@ -178,6 +180,8 @@ class _Slots:
         row = self.scalars[i]
         self.views[i] = (self.s1c[off: off + self.channels[i]], (row, tuple(row[k] for k in range(_SCALARS))))
         self.kept[i] = None                  # the buffers' addresses changed
+        if self.on_moved is not None:
+            self.on_moved(i)
 
     def finalize(self):
         """All TENSOR_STATS of this step, (len(TENSOR_STATS), n) float64 on the device."""
@@ -207,6 +211,12 @@ class _Slots:
                                        count.to(device, non_blocking=True), source.to(device, non_blocking=True))
         return cached[2], cached[3]
 
+    def merge(self, seen, source):
+        """Slots the C++ gradient hooks measured (or aliased to ``source``) this step."""
+        for i, s in zip(seen, source):
+            self.seen[i] = True
+            self.source[i] = s
+
     def valid(self):
         """Slots with a value this step: measured, or aliased to a measured slot."""
         return [self.seen[i] and self.seen[self.source[i]] for i in range(self.n)]
@@ -221,6 +231,13 @@ class _Slots:
         if self.s1c is not None and self.s1c.numel() > max(self.used, 1):
             self.s1c = self.s1c[: max(self.used, 1)].clone()
             self._make_views()
+
+
+def _measure_grad(probe_ref, slot, g):
+    """The C++ hooks' way back into a probe, by a weak reference: a graph that outlives the
+    probe keeps its hooks, not the probe."""
+    probe = probe_ref()
+    return None if probe is None else probe._measure_grad(slot, g)
 
 
 class SignalProbe:
@@ -281,6 +298,7 @@ class SignalProbe:
         # the collector would have to look at (output_nr 0 is the rule; others are made on use).
         self._grad_hooks = [partial(self._on_grad_input, slot, 0) for slot in range(len(self._slot_meta))]
         self._pause_gc, self._paused = pause_gc, False
+        self._recorder = None                # C++ gradient hooks (None: not tried yet; False: none)
         self._saved_forwards = None
         self._inside = False
         self._records = []
@@ -410,6 +428,11 @@ class SignalProbe:
             S.masked_energy(masked[0], t, masked[1], self._scratch, sign_ready=self._sign_of is t)
 
     def _hook_grad(self, slot, t):
+        rec = self._recorder
+        if rec is None:
+            rec = self._recorder = self._new_recorder(t)
+        if rec and t.is_cpu and rec.hook(t, slot):
+            return
         node = t.grad_fn
         if node is None:                     # a leaf that requires grad: a tensor hook
             t.register_hook(lambda g, slot=slot: self._on_grad(slot, g))
@@ -419,6 +442,29 @@ class SignalProbe:
         # per step at 1001 layers).
         k = t.output_nr
         node.register_prehook(self._grad_hooks[slot] if k == 0 else partial(self._on_grad_input, slot, k))
+
+    def _new_recorder(self, t):
+        """The C++ gradient hooks (``cpp_hooks``) for a probe of CPU tensors, or False where
+        they are not built or the C module is not (they read by its kernel)."""
+        sums = getattr(S._fastsums, "SUMS_INTO", None)
+        module = cpp_hooks.load() if t.is_cpu and sums is not None else None
+        if module is None:
+            return False
+        rec = module.Recorder(len(self._slot_meta), partial(_measure_grad, weakref.ref(self)), sums)
+        self._bwd.on_moved = rec.forget
+        return rec
+
+    def _measure_grad(self, slot, g):
+        """A C++ hook's gradient that it has no kept layout for: measured here, as the Python
+        hooks do; returns what the hook keeps to read the slot's next gradients itself,
+        ``(outer, C, inner, channel-sums view, scalars row)``, or None."""
+        self._bwd.ensure(g.device)
+        self._bwd.measure(slot, g, self._scratch if self._signs else None)
+        blocks = S.cpu_blocks(g)
+        if blocks is None or self._bwd.kept[slot] is None:
+            return None
+        s1c, (row, _) = self._bwd.views[slot]
+        return (*blocks, s1c, row)
 
     def _on_grad_input(self, slot, k, grads):
         """A node pre-hook: the gradient of the node's output ``k`` is the tap's."""
@@ -499,6 +545,8 @@ class SignalProbe:
     def step(self):
         """Close one step: derive all statistics and move them to the host in one transfer."""
         if self._active:
+            if self._recorder:
+                self._bwd.merge(*self._recorder.take())
             parts, layout = [], []
             for name, slots in (("forward", self._fwd), ("backward", self._bwd)):
                 valid = slots.valid()

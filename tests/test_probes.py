@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes import SignalProbe
+from probes import SignalProbe, cpp_hooks
 from probes import stats as S
 from resnet_lab import TAP_NAMES, ResidualUnit, cifar_resnet
 from resnet_lab.networks import ResNet
@@ -52,17 +52,72 @@ def run_reference(net, x, y):
     return kept, dict(zip(keys, grads))
 
 
-@pytest.fixture(params=["C", "torch"])
+@pytest.fixture(params=["C++ hooks", "C", "torch"])
 def backend(request, monkeypatch):
-    """Both ways the statistics are computed on the CPU: the C module and torch operations."""
+    """The ways the statistics are computed on the CPU: the C module's kernel (gradients read
+    by the C++ hooks, or by the Python hooks where those are not built) and torch operations
+    (Python hooks)."""
     if request.param == "torch":
         monkeypatch.setattr(S, "_fastsums", None)
+    if request.param == "C":
+        monkeypatch.setattr(cpp_hooks, "load", lambda: None)
     return request.param
 
 
 def test_c_module_is_built():
     # setup.py builds it as optional; a silent build failure would only show as a slow probe.
     assert S._fastsums is not None, "probes._fastsums is not built: pip install -e . needs a C compiler"
+
+
+def test_cpp_hooks_are_built():
+    # make install builds them; a failed build falls back to the Python hooks, silently slower.
+    assert cpp_hooks.load() is not None, "probes' C++ gradient hooks did not build: python -m probes.cpp_hooks"
+
+
+def test_cpp_hooks_read_from_the_third_step_and_again_after_a_new_layout(monkeypatch):
+    """The C++ hooks hand a gradient to Python only while its slot has no kept layout: in the
+    first step (buffers laid out), the second (buffers trimmed: every view remade) and the
+    first step of a new batch size; in between they read every gradient themselves."""
+    calls = []
+    measure = SignalProbe._measure_grad
+    monkeypatch.setattr(SignalProbe, "_measure_grad", lambda self, *a: (calls.append(a[0]), measure(self, *a))[1])
+    torch.manual_seed(0)
+    net = small_net("original")
+    probe = SignalProbe(net)
+    per_step = []
+    for n in (6, 6, 6, 5, 5):
+        x, y = torch.randn(n, 3, 8, 8), torch.randint(0, 5, (n,))
+        with probe:
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+        per_step.append(len(calls))
+        calls.clear()
+    assert type(probe._recorder).__name__ == "Recorder"
+    assert per_step[0] == per_step[1] == per_step[3] > 8 and per_step[2] == per_step[4] == 0
+    assert (probe.collect().query("direction == 'backward' and stat == 'rms'").groupby("step").size() > 8).all()
+
+
+def test_cpp_hooks_outlive_their_probe():
+    """A graph probed and then kept past its probe's life still runs its hooks: they find the
+    probe gone and record nothing; the backward pass is unharmed."""
+    torch.manual_seed(0)
+    net = small_net("original")
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    probe = SignalProbe(net)
+    for _ in range(2):                   # layouts kept: the hooks now read without Python
+        with probe:
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+    with probe:
+        loss = F.cross_entropy(net(x), y)
+    ref = weakref.ref(probe)
+    del probe
+    gc.collect()
+    assert ref() is None
+    for _ in range(2):
+        net.zero_grad()
+        loss.backward(retain_graph=True)
+        assert all(torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d", "strided"])

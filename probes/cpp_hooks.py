@@ -1,0 +1,59 @@
+"""The probe's C++ gradient hooks (``_grad_hooks.cpp``): built once, loaded, or None.
+
+A SignalProbe registers one gradient hook per distinct tapped tensor (~1,000 a ResNet-1001
+step). Through Python each costs ~12 us of interpreter time; the C++ hooks register and run
+without it, reading CPU fp32 gradients by the C module's kernel (see ``_grad_hooks.cpp``).
+
+They are a libtorch extension, compiled by ``torch.utils.cpp_extension`` against the torch
+that is installed (needs a C++ compiler and ninja; ~25 s on 2 cores, once per version of the
+source, cached in torch's extensions directory, ``TORCH_EXTENSIONS_DIR``). ``make install``
+builds them; otherwise the first probe that meets a CPU gradient does, saying so on stderr.
+Where the build fails the probe uses its Python hooks -- the same numbers, slower -- and
+says why once. ``RESNET_LAB_PYTHON_HOOKS=1`` skips them (and their build) altogether.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("_grad_hooks.cpp")
+NAME = "resnet_lab_grad_hooks"
+
+_module = None
+_tried = False
+
+
+def load(quiet: bool = False):
+    """The compiled module (building it if needed), or None where it cannot be built or is
+    switched off; tried once per process."""
+    global _module, _tried
+    if _tried:
+        return _module
+    _tried = True
+    if os.environ.get("RESNET_LAB_PYTHON_HOOKS") == "1":
+        return None
+    try:
+        from torch.utils import cpp_extension
+        if not quiet and not _built(cpp_extension):
+            print("probes: compiling the C++ gradient hooks (once, ~25 s on 2 cores)...",
+                  file=sys.stderr, flush=True)
+        _module = cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=["-O2"], verbose=False)
+    except Exception as e:        # no compiler, no ninja, headers missing: the Python hooks
+        warnings.warn(f"probes: C++ gradient hooks unavailable ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else e!r}); "
+                      "using the Python hooks (same statistics, slower)", RuntimeWarning, stacklevel=2)
+        _module = None
+    return _module
+
+
+def _built(cpp_extension) -> bool:
+    """Whether a build of this name exists already (it may still be rebuilt if stale)."""
+    root = Path(cpp_extension._get_build_directory(NAME, verbose=False))
+    return any(root.glob(f"{NAME}*.so"))
+
+
+if __name__ == "__main__":       # make install: build now rather than inside a first probe
+    module = load()
+    print(f"probes: C++ gradient hooks {'ready' if module else 'not available: Python hooks'}")
