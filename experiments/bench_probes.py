@@ -10,7 +10,8 @@ median (and quartiles) of the ratios of adjacent pairs. Two ways of using the pr
 
 With ``every=k`` a measured unit is k steps of which one is probed, against k plain steps.
 Also the bytes the probe holds between steps. ``--split`` measures instead where a probed
-step's extra time goes: its reads of the tensors, or the rest (the hooks' Python). Writes results/runs/bench/bench_probes.csv
+step's extra time goes: its reads of the tensors, or the rest (the hooks' Python), and what the
+C++ gradient hooks save against the Python ones. Writes results/runs/bench/bench_probes.csv
 (or --out); ``--publish`` writes the committed results/paper/bench_probes.csv instead.
 
     python experiments/bench_probes.py                       # ResNet-164 and -1001, CPU (+ CUDA)
@@ -196,23 +197,30 @@ def reads_skipped():
 def split_one(depth, version, device, repeats, warmup, precision="fp32", width=None, batch=None, size=None):
     """Where a probed step's extra time goes (probe entered around each step, every=1): plain,
     probed and probed with ``reads_skipped`` steps rotating in one process; the reads cost the
-    difference of the last two, the rest (Python, hooks) the difference of the first two."""
+    difference of the last two, the rest (Python, hooks) the difference of the first two. On
+    the CPU, where the C++ gradient hooks are built, a fourth arm probes through the Python
+    hooks (``cpp_hooks=False``): what the C++ hooks save is its difference to the probed step."""
     d_width, d_batch, d_size = CONFIGS.get(depth, (16, 128, 32))
     width, batch, size = width or d_width, batch or d_batch, size or d_size
     net, train_step = make_step(depth, version, width, batch, size, device, precision)
-    probe = SignalProbe(net)
-    plain, probed = timed_units(probe, train_step, 1, "per_step")
+    plain, probed = timed_units(SignalProbe(net), train_step, 1, "per_step")
 
     def no_reads():
         with reads_skipped():
             probed()
-    times = rotated_times({"plain": plain, "probed": probed, "no_reads": no_reads}, device, repeats, warmup)
-    step, full, rest = (statistics.median(v) for v in times.values())
+    arms = {"plain": plain, "probed": probed, "no_reads": no_reads}
+    if device.type == "cpu" and cpp_hooks.load() is not None:
+        arms["python_hooks"] = timed_units(SignalProbe(net, cpp_hooks=False), train_step, 1, "per_step")[1]
+    times = rotated_times(arms, device, repeats, warmup)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    ratio = {name: statistics.median(b / a for a, b in zip(times["plain"], v)) for name, v in times.items()}
+    step, full, rest = med["plain"], med["probed"], med["no_reads"]
     return {"device": device_name(device), "precision": precision, "depth": depth, "version": version,
             "width": width, "batch": batch, "image": size, "step_s": step, "probed_step_s": full,
             "no_reads_step_s": rest, "reads_s": full - rest, "rest_s": rest - step,
-            "ratio": statistics.median(b / a for a, b in zip(times["plain"], times["probed"])),
-            "no_reads_ratio": statistics.median(b / a for a, b in zip(times["plain"], times["no_reads"])),
+            "ratio": ratio["probed"], "no_reads_ratio": ratio["no_reads"],
+            "python_hooks_step_s": med.get("python_hooks", float("nan")),
+            "python_hooks_ratio": ratio.get("python_hooks", float("nan")),
             "rounds": repeats, "torch": torch.__version__}
 
 
@@ -228,7 +236,8 @@ def describe_split(row) -> str:
     ms = {k: v * 1e3 for k, v in row.items() if k.endswith("_s")}
     return (f"{row['device'][:24]:24s} {row['precision']} depth {row['depth']:4d} V{row['version']}  "
             f"step {ms['step_s']:8.1f} ms  probed {ms['probed_step_s']:8.1f} ms  without reads "
-            f"{ms['no_reads_step_s']:8.1f} ms: reads {ms['reads_s']:6.1f} ms, the rest {ms['rest_s']:6.1f} ms "
+            f"{ms['no_reads_step_s']:8.1f} ms: reads {ms['reads_s']:6.1f} ms, the rest {ms['rest_s']:6.1f} ms; "
+            f"ratio {row['ratio']:.3f}, with the Python hooks {row['python_hooks_ratio']:.3f} "
             f"({row['rounds']} rounds)")
 
 

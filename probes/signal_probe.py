@@ -256,13 +256,15 @@ class SignalProbe:
             its updates: step s is the s-th update, so the first forward/backward is step 1.
         pause_gc: pause Python's cyclic garbage collector from a probed step's first tap to
             ``step()`` (or leaving the ``with``); see ``_CollectorPause`` for why.
+        cpp_hooks: measure CPU gradients by hooks in C++ where they are built
+            (``probes.cpp_hooks``); False: by Python hooks (the same statistics, slower).
 
     Use it as a context manager -- hooks exist only inside the ``with`` -- and call
     ``step()`` once after each backward (or after each forward when there is none).
     """
 
     def __init__(self, model: nn.Module, taps=TAP_NAMES, stats=None, every=1,
-                 weight_inputs=False, param_grads=True, first_step=1, pause_gc=True):
+                 weight_inputs=False, param_grads=True, first_step=1, pause_gc=True, cpp_hooks=True):
         taps = (taps,) if isinstance(taps, str) else tuple(taps)
         bad = [t for t in taps if t not in TAP_NAMES]
         if bad:
@@ -298,7 +300,7 @@ class SignalProbe:
         # the collector would have to look at (output_nr 0 is the rule; others are made on use).
         self._grad_hooks = [partial(self._on_grad_input, slot, 0) for slot in range(len(self._slot_meta))]
         self._pause_gc, self._paused = pause_gc, False
-        self._recorder = None                # C++ gradient hooks (None: not tried yet; False: none)
+        self._recorder = None if cpp_hooks else False   # C++ gradient hooks (None: not tried yet)
         self._saved_forwards = None
         self._inside = False
         self._records = []

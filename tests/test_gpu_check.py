@@ -141,3 +141,4 @@ def test_split_skips_the_reads_and_keeps_the_hooks():
         assert S._fastsums is c_module
     row = split_one(8, 1, torch.device("cpu"), 2, 0, width=4, batch=4, size=8)
     assert row["reads_s"] + row["rest_s"] == pytest.approx(row["probed_step_s"] - row["step_s"])
+    assert row["python_hooks_step_s"] > 0 and row["python_hooks_ratio"] > 0   # the C++ hooks' A/B arm ran
