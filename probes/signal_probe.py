@@ -14,6 +14,9 @@ How it stays cheap (``experiments/bench_probes.py`` measures it):
   branch that fed it.
 * Taps are reached without hooks: while the probe is in, each Tap module (an identity) has
   an instance ``forward`` that measures its tensor and returns it (see ``_sync_hooks``).
+* Gradients of CPU tensors are caught by hooks written in C++ (``cpp_hooks``: registered
+  and run without the interpreter, ~12 us less per tensor); Python's only where those are
+  not built, or on a GPU, whose reads are launched from Python anyway.
 * ``every=k``: on unprobed steps nothing is installed at all.
 * A slot's tensor has the same layout at every step, so how to read it (the C module's
   arguments, the Triton kernel's launch plan) is kept and only checked (shape, strides,
@@ -43,7 +46,6 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 
 from resnet_lab.taps import TAP_INDEX, TAP_NAMES, tapped_units
 
-from . import cpp_hooks
 from . import stats as S
 
 _F32 = torch.float32
@@ -69,9 +71,9 @@ def _in_backward() -> bool:
 class _CollectorPause:
     """Python's cyclic garbage collector, paused while any probe's probed step runs.
 
-    A probed step hangs ~3 small objects per gradient hook on the autograd graph (~3,000 at
-    1001 layers: the node's Python object and its hook dict, made by PyTorch), alive until
-    the graph is freed. Collections during the step find them alive, promote them, and
+    A probed step's Python gradient hooks (on a GPU, or where the C++ ones are not built) hang
+    ~3 small objects each on the autograd graph (~3,000 at 1001 layers: the node's Python
+    object and its hook dict, made by PyTorch), alive until the graph is freed. Collections during the step find them alive, promote them, and
     every ~20 steps that triggers a full collection of a 1001-layer net's ~420,000 objects
     (~200 ms): 14.7 ms a step on average against 0.7 ms unprobed (measured, 2-core CPU).
     Nothing the step allocates is cyclic garbage the collector is needed for (reference
@@ -233,11 +235,11 @@ class _Slots:
             self._make_views()
 
 
-def _measure_grad(probe_ref, slot, g):
-    """The C++ hooks' way back into a probe, by a weak reference: a graph that outlives the
-    probe keeps its hooks, not the probe."""
+def _call_probe(probe_ref, name, *args):
+    """The C++ taps' and hooks' way back into a probe's method, by a weak reference: a graph
+    that outlives the probe keeps its hooks, not the probe."""
     probe = probe_ref()
-    return None if probe is None else probe._measure_grad(slot, g)
+    return None if probe is None else getattr(probe, name)(*args)
 
 
 class SignalProbe:
@@ -300,7 +302,8 @@ class SignalProbe:
         # the collector would have to look at (output_nr 0 is the rule; others are made on use).
         self._grad_hooks = [partial(self._on_grad_input, slot, 0) for slot in range(len(self._slot_meta))]
         self._pause_gc, self._paused = pause_gc, False
-        self._recorder = None if cpp_hooks else False   # C++ gradient hooks (None: not tried yet)
+        self._recorder = None if cpp_hooks else False   # C++ taps and hooks (None: not tried yet)
+        self._cpp_forwards = None            # (Tap module, its C++ forward), once a recorder exists
         self._saved_forwards = None
         self._inside = False
         self._records = []
@@ -362,13 +365,14 @@ class SignalProbe:
         """
         want = self._inside and self._active
         if want and self._saved_forwards is None:
-            self._saved_forwards = [module.__dict__.get("forward") for module, _ in self._tap_forwards]
-            for (module, forward), before in zip(self._tap_forwards, self._saved_forwards):
+            self._installed = self._cpp_forwards or self._tap_forwards
+            self._saved_forwards = [module.__dict__.get("forward") for module, _ in self._installed]
+            for (module, forward), before in zip(self._installed, self._saved_forwards):
                 module.__dict__["forward"] = forward if before is None else partial(_chained, forward, before)
             if self._layers:
                 self._handles.append(register_module_forward_pre_hook(self._on_module_input))
         elif not want and self._saved_forwards is not None:
-            for (module, _), before in zip(self._tap_forwards, self._saved_forwards):
+            for (module, _), before in zip(self._installed, self._saved_forwards):
                 if before is None:
                     module.__dict__.pop("forward", None)
                 else:
@@ -390,6 +394,8 @@ class SignalProbe:
             self._on_weight_input(i, args[0])
 
     def _clear_step_refs(self):
+        if self._recorder:
+            self._recorder.clear_step()
         self._active = self._calls % self.every == 0
         self._last_fwd = (None, -1)          # (tensor, slot) most recently measured
         self._sign_of = None                 # the tensor whose sign() scratch 0 holds
@@ -399,12 +405,21 @@ class SignalProbe:
         self._scratch_bufs = [None, None]
 
     # ---- hooks ---------------------------------------------------------------------------
-    def _on_tap(self, slot, t):
-        if not self._active:
-            return
+    def _begin_step(self):
+        """A probed step's first tap: the collector pauses (``_CollectorPause``)."""
         if self._pause_gc and not self._paused:
             self._paused = True
             _CollectorPause.acquire()
+
+    def _on_tap(self, slot, t):
+        """A tap in Python: the probe's first step, or where the C++ taps are not used (a GPU,
+        not built) or hand a tensor back (not on the CPU; a checkpoint's recomputation)."""
+        if not self._active:
+            return
+        if not self._paused:
+            self._begin_step()
+        if self._recorder is None:
+            self._recorder = self._new_recorder(t)
         tap = slot % _PER_UNIT
         if _in_backward():                   # a checkpoint's recomputation
             if self._measured[tap] and t.requires_grad:
@@ -446,27 +461,51 @@ class SignalProbe:
         node.register_prehook(self._grad_hooks[slot] if k == 0 else partial(self._on_grad_input, slot, k))
 
     def _new_recorder(self, t):
-        """The C++ gradient hooks (``cpp_hooks``) for a probe of CPU tensors, or False where
-        they are not built or the C module is not (they read by its kernel)."""
+        """The C++ taps and gradient hooks (``cpp_hooks``) for a probe of CPU tensors, or False
+        where they or the C module (they read by its kernel) are not built. Its taps replace
+        the Python ones from the next probed step on."""
+        from . import cpp_hooks              # here: ``python -m probes.cpp_hooks`` imports probes first
         sums = getattr(S._fastsums, "SUMS_INTO", None)
         module = cpp_hooks.load() if t.is_cpu and sums is not None else None
         if module is None:
             return False
-        rec = module.Recorder(len(self._slot_meta), partial(_measure_grad, weakref.ref(self)), sums)
-        self._bwd.on_moved = rec.forget
+        if self._cut and self._cut_num is None:
+            self._cut_numerators(t.device)
+        rec = module.Recorder(len(self._slot_meta), self._measured,
+                              self._cut_num if self._cut else None,
+                              partial(_call_probe, weakref.ref(self)), sums)
+        self._fwd.on_moved, self._bwd.on_moved = partial(rec.forget, 0), partial(rec.forget, 1)
+        self._cpp_forwards = [(module, rec.tap_function(slot)) for module, slot in self._tap_slot.items()]
         return rec
 
+    def _measure_forward(self, slot, t, h, unit):
+        """A C++ tap's tensor that it has no kept layout for (and the unit's shortcut ``h``,
+        whose cut is read in the same pass, or None): measured here; see ``_kept_read``."""
+        self._fwd.ensure(t.device)
+        masked = None if h is None else (h, self._cut_views[unit])
+        self._fwd.measure(slot, t, self._scratch if self._signs or masked else None, masked)
+        return self._kept_read(self._fwd, slot, t, h)
+
     def _measure_grad(self, slot, g):
-        """A C++ hook's gradient that it has no kept layout for: measured here, as the Python
-        hooks do; returns what the hook keeps to read the slot's next gradients itself,
-        ``(outer, C, inner, channel-sums view, scalars row)``, or None."""
+        """A C++ hook's gradient that it has no kept layout for: measured here; see ``_kept_read``."""
         self._bwd.ensure(g.device)
         self._bwd.measure(slot, g, self._scratch if self._signs else None)
-        blocks = S.cpu_blocks(g)
-        if blocks is None or self._bwd.kept[slot] is None:
+        return self._kept_read(self._bwd, slot, g)
+
+    @staticmethod
+    def _kept_read(slots, slot, t, h=None):
+        """What the C++ side keeps to read the slot's next tensors of this layout itself --
+        ``(outer, C, inner, channel-sums view, scalars row)`` -- or None (the C module does not
+        read it: Python does, every time)."""
+        blocks = S.cpu_blocks(t, h)
+        if blocks is None or slots.kept[slot] is None:
             return None
-        s1c, (row, _) = self._bwd.views[slot]
+        s1c, (row, _) = slots.views[slot]
         return (*blocks, s1c, row)
+
+    def _masked_energy(self, h, t, unit):
+        """A C++ tap's cut numerator when the output tap itself is not measured."""
+        S.masked_energy(h, t, self._cut_views[unit], self._scratch)
 
     def _on_grad_input(self, slot, k, grads):
         """A node pre-hook: the gradient of the node's output ``k`` is the tap's."""
@@ -496,10 +535,8 @@ class SignalProbe:
         elif tap == _SUM:
             self._unit_y = t
         elif tap == _OUTPUT and self._unit_h is not None:
-            cut = self._cut_num
-            if cut is None or cut.device != t.device:
-                cut = self._cut_num = torch.zeros(len(self._units), device=t.device)
-                self._cut_views = [cut[u] for u in range(len(self._units))]   # made once: indexing costs
+            if self._cut_num is None or self._cut_num.device != t.device:
+                self._cut_numerators(t.device)
             u = slot // _PER_UNIT
             h, y = self._unit_h, self._unit_y
             self._unit_h = self._unit_y = None
@@ -510,6 +547,12 @@ class SignalProbe:
         return None
 
     _cut_num = None
+
+    def _cut_numerators(self, device):
+        """The per-unit buffer of ``shortcut_cut`` numerators, and its 0-d views (made once:
+        indexing costs)."""
+        self._cut_num = torch.zeros(len(self._units), device=device)
+        self._cut_views = [self._cut_num[u] for u in range(len(self._units))]
 
     def _scratch(self, k, like):
         """Reused flat fp32 buffer ``k`` (0 or 1) of ``like.numel()`` elements on the device of
@@ -548,7 +591,9 @@ class SignalProbe:
         """Close one step: derive all statistics and move them to the host in one transfer."""
         if self._active:
             if self._recorder:
-                self._bwd.merge(*self._recorder.take())
+                (fwd, fwd_source), (bwd, bwd_source) = self._recorder.take()
+                self._fwd.merge(fwd, fwd_source)
+                self._bwd.merge(bwd, bwd_source)
             parts, layout = [], []
             for name, slots in (("forward", self._fwd), ("backward", self._bwd)):
                 valid = slots.valid()

@@ -1,9 +1,11 @@
 """SignalProbe against an independent computation: forward hooks keep every tapped tensor,
 autograd gives its gradient, plain torch computes each statistic."""
+import contextlib
 import gc
 import weakref
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,13 +76,16 @@ def test_cpp_hooks_are_built():
     assert cpp_hooks.load() is not None, "probes' C++ gradient hooks did not build: python -m probes.cpp_hooks"
 
 
-def test_cpp_hooks_read_from_the_third_step_and_again_after_a_new_layout(monkeypatch):
-    """The C++ hooks hand a gradient to Python only while its slot has no kept layout: in the
-    first step (buffers laid out), the second (buffers trimmed: every view remade) and the
-    first step of a new batch size; in between they read every gradient themselves."""
-    calls = []
-    measure = SignalProbe._measure_grad
-    monkeypatch.setattr(SignalProbe, "_measure_grad", lambda self, *a: (calls.append(a[0]), measure(self, *a))[1])
+def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
+    """The probe's first step runs its Python taps (laying the buffers out) and creates the C++
+    recorder; from the second step its taps are C++. Python then sees a tensor only while its
+    slot has no kept layout: in the second step (buffers trimmed: every view remade) and the
+    first step of a new batch size; in between the C++ taps and hooks read everything."""
+    calls = {"_on_tap": 0, "_measure_forward": 0, "_measure_grad": 0}
+    for name in calls:
+        method = getattr(SignalProbe, name)
+        monkeypatch.setattr(SignalProbe, name, lambda self, *a, _m=method, _n=name:
+                            (calls.__setitem__(_n, calls[_n] + 1), _m(self, *a))[1])
     torch.manual_seed(0)
     net = small_net("original")
     probe = SignalProbe(net)
@@ -90,11 +95,62 @@ def test_cpp_hooks_read_from_the_third_step_and_again_after_a_new_layout(monkeyp
         with probe:
             F.cross_entropy(net(x), y).backward()
             probe.step()
-        per_step.append(len(calls))
-        calls.clear()
+        per_step.append(dict(calls))
+        calls.update(dict.fromkeys(calls, 0))
     assert type(probe._recorder).__name__ == "Recorder"
-    assert per_step[0] == per_step[1] == per_step[3] > 8 and per_step[2] == per_step[4] == 0
-    assert (probe.collect().query("direction == 'backward' and stat == 'rms'").groupby("step").size() > 8).all()
+    assert per_step[0]["_on_tap"] == 20 and per_step[0]["_measure_grad"] > 8
+    assert per_step[1]["_on_tap"] == 0 and per_step[1]["_measure_forward"] > 8 and per_step[1]["_measure_grad"] > 8
+    assert per_step[3] == per_step[1] and per_step[2] == per_step[4] == dict.fromkeys(calls, 0)
+    assert (probe.collect().query("stat == 'rms'").groupby(["step", "direction"]).size() > 8).all()
+
+
+def _forward(net, x, checkpointed):
+    """The net's forward, its units under torch.utils.checkpoint's reentrant variant when asked."""
+    from torch.utils.checkpoint import checkpoint
+    if not checkpointed:
+        return net(x)
+    h = net.stem(x)
+    for unit in net.units():
+        h = checkpoint(unit, h, use_reentrant=True)
+    return net.fc(net.pool(net.final(h)).flatten(1))
+
+
+@pytest.mark.parametrize("case", ["original", "full_preact", "bn_after_add", "sum tap only", "no signs",
+                                  "weight inputs", "every 2", "no_grad step", "checkpoint", "reentrant checkpoint",
+                                  "nested"])
+def test_cpp_taps_and_hooks_equal_the_python_ones(case):
+    """Five steps (the third and later with another batch size) through the C++ taps and hooks
+    and through the Python ones record the same rows, bit for bit: the same kernel reads in
+    both; what differs is who decides what to read."""
+    kinds = {"full_preact": "full_preact", "bn_after_add": "bn_after_add"}
+    kwargs = {"sum tap only": dict(taps="sum"), "no signs": dict(taps=("branch", "output"), stats=("rms", "norm")),
+              "weight inputs": dict(weight_inputs=True), "every 2": dict(every=2)}.get(case, {})
+    frames = {}
+    for cpp in (True, False):
+        torch.manual_seed(0)
+        net = small_net(kinds.get(case, "original"))
+        net.checkpoint_units = case == "checkpoint"
+        probes = [SignalProbe(net, cpp_hooks=cpp, **kwargs)]
+        if case == "nested":
+            probes.append(SignalProbe(net, taps="sum", cpp_hooks=cpp))
+        for step in range(5):
+            n = 6 if step < 2 else 5
+            x, y = torch.randn(n, 3, 8, 8), torch.randint(0, 5, (n,))
+            with contextlib.ExitStack() as stack:
+                for probe in probes:
+                    stack.enter_context(probe)
+                if case == "no_grad step" and step == 3:
+                    with torch.no_grad():
+                        net(x)
+                else:
+                    F.cross_entropy(_forward(net, x, case == "reentrant checkpoint"), y).backward()
+                for probe in reversed(probes):
+                    probe.step()
+        assert all(bool(p._recorder) == cpp for p in probes)
+        frames[cpp] = [p.collect() for p in probes]
+    for with_cpp, with_python in zip(frames[True], frames[False]):
+        assert with_cpp.step.nunique() == (3 if case == "every 2" else 5)
+        pd.testing.assert_frame_equal(with_cpp, with_python)
 
 
 def test_cpp_hooks_outlive_their_probe():
