@@ -11,7 +11,7 @@ median (and quartiles) of the ratios of adjacent pairs. Two ways of using the pr
 With ``every=k`` a measured unit is k steps of which one is probed, against k plain steps.
 Also the bytes the probe holds between steps. ``--split`` measures instead where a probed
 step's extra time goes: its reads of the tensors, or the rest (the hooks' Python), and what the
-C++ gradient hooks save against the Python ones. Writes results/runs/bench/bench_probes.csv
+C++ taps and hooks save against the Python ones. Writes results/runs/bench/bench_probes.csv
 (or --out); ``--publish`` writes the committed results/paper/bench_probes.csv instead.
 
     python experiments/bench_probes.py                       # ResNet-164 and -1001, CPU (+ CUDA)
@@ -170,10 +170,11 @@ def bench_one(depth, version, every, device, repeats, warmup, mode="per_step", p
 
 @contextlib.contextmanager
 def reads_skipped():
-    """While in, the probe skips its reads of the tapped tensors -- the C module's calls on the
-    CPU (from Python or from the C++ gradient hooks), the Triton launches on a GPU -- and does everything else: the hooks' Python, the
-    gradient hooks registered and called, ``step()``. A probed step inside costs the probe's
-    work less the reads (the torch fallback path, when it is the one used, still reads)."""
+    """While in, the probe skips its reads of the tapped tensors -- the C module's kernel on the
+    CPU (called from Python or from the C++ taps and hooks), the Triton launches on a GPU -- and
+    does everything else: the taps, the gradient hooks registered and called, ``step()``. A
+    probed step inside costs the probe's work less the reads (the torch fallback path, when it
+    is the one used, still reads)."""
     c_module, kernels, hooks = S._fastsums, S._triton_sums, cpp_hooks.load()
     if c_module is not None:
         S._fastsums = types.SimpleNamespace(channel_sums=lambda *a: None, masked_energy=lambda *a: None,
@@ -197,9 +198,11 @@ def reads_skipped():
 def split_one(depth, version, device, repeats, warmup, precision="fp32", width=None, batch=None, size=None):
     """Where a probed step's extra time goes (probe entered around each step, every=1): plain,
     probed and probed with ``reads_skipped`` steps rotating in one process; the reads cost the
-    difference of the last two, the rest (Python, hooks) the difference of the first two. On
-    the CPU, where the C++ gradient hooks are built, a fourth arm probes through the Python
-    hooks (``cpp_hooks=False``): what the C++ hooks save is its difference to the probed step."""
+    difference of the last two, the rest (Python, hooks) the difference of the first two, each
+    the median over rounds of the difference within a round (the arms of a round run seconds
+    apart, so a host that speeds up or slows down over minutes cancels out). On
+    the CPU, where the C++ taps and hooks are built, a fourth arm probes through the Python ones
+    (``cpp_hooks=False``): what the C++ saves is its difference to the probed step."""
     d_width, d_batch, d_size = CONFIGS.get(depth, (16, 128, 32))
     width, batch, size = width or d_width, batch or d_batch, size or d_size
     net, train_step = make_step(depth, version, width, batch, size, device, precision)
@@ -214,10 +217,13 @@ def split_one(depth, version, device, repeats, warmup, precision="fp32", width=N
     times = rotated_times(arms, device, repeats, warmup)
     med = {name: statistics.median(v) for name, v in times.items()}
     ratio = {name: statistics.median(b / a for a, b in zip(times["plain"], v)) for name, v in times.items()}
-    step, full, rest = med["plain"], med["probed"], med["no_reads"]
+
+    def paired(a, b):
+        return statistics.median(y - x for x, y in zip(times[a], times[b]))
     return {"device": device_name(device), "precision": precision, "depth": depth, "version": version,
-            "width": width, "batch": batch, "image": size, "step_s": step, "probed_step_s": full,
-            "no_reads_step_s": rest, "reads_s": full - rest, "rest_s": rest - step,
+            "width": width, "batch": batch, "image": size, "step_s": med["plain"],
+            "probed_step_s": med["probed"], "no_reads_step_s": med["no_reads"],
+            "reads_s": paired("no_reads", "probed"), "rest_s": paired("plain", "no_reads"),
             "ratio": ratio["probed"], "no_reads_ratio": ratio["no_reads"],
             "python_hooks_step_s": med.get("python_hooks", float("nan")),
             "python_hooks_ratio": ratio.get("python_hooks", float("nan")),

@@ -202,7 +202,8 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
         recent_.clear();
     }
 
-    // Per direction: (slots measured or aliased this step, the slot each was measured as).
+    // Per direction: (slots measured or aliased this step, the slot each was measured as); the
+    // next step starts with none.
     std::vector<std::pair<std::vector<int>, std::vector<int>>> take() {
         std::vector<std::pair<std::vector<int>, std::vector<int>>> out;
         for (Direction &d : dir_) {
@@ -216,7 +217,6 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
                 }
             out.emplace_back(std::move(seen), std::move(source));
         }
-        clear_step();
         return out;
     }
 

@@ -8,9 +8,9 @@ tensors, reading by the C module's kernel, and call Python only for what they ha
 They are a libtorch extension, compiled by ``torch.utils.cpp_extension`` against the torch
 that is installed (needs a C++ compiler and ninja; ~25 s on 2 cores, once per version of the
 source, cached in torch's extensions directory, ``TORCH_EXTENSIONS_DIR``). ``make install``
-builds them; otherwise the first probe that meets a CPU gradient does, saying so on stderr.
-Where the build fails the probe uses its Python hooks -- the same numbers, slower -- and
-says why once. ``RESNET_LAB_PYTHON_HOOKS=1`` skips them (and their build) altogether.
+builds them; otherwise the first probe that meets a CPU tensor does, saying so on stderr.
+Where the build fails the probe uses its Python taps and hooks -- the same numbers, slower --
+and says why once. ``RESNET_LAB_PYTHON_HOOKS=1`` skips them (and their build) altogether.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _module = None
 _tried = False
 
 
-def load(quiet: bool = False):
+def load():
     """The compiled module (building it if needed), or None where it cannot be built or is
     switched off; tried once per process."""
     global _module, _tried
@@ -37,7 +37,7 @@ def load(quiet: bool = False):
         return None
     try:
         from torch.utils import cpp_extension
-        if not quiet and not _built(cpp_extension):
+        if not _built(cpp_extension):
             print("probes: compiling the C++ taps and gradient hooks (once, ~25 s on 2 cores)...",
                   file=sys.stderr, flush=True)
         _module = cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=["-O2"], verbose=False)

@@ -14,9 +14,11 @@ How it stays cheap (``experiments/bench_probes.py`` measures it):
   branch that fed it.
 * Taps are reached without hooks: while the probe is in, each Tap module (an identity) has
   an instance ``forward`` that measures its tensor and returns it (see ``_sync_hooks``).
-* Gradients of CPU tensors are caught by hooks written in C++ (``cpp_hooks``: registered
-  and run without the interpreter, ~12 us less per tensor); Python's only where those are
-  not built, or on a GPU, whose reads are launched from Python anyway.
+* On the CPU, from the second probed step, the taps' forwards and the gradient hooks are
+  C++ (``cpp_hooks``, ``_cpp_hooks.cpp``): they run the same logic without the interpreter
+  (~5 us less per tap, ~12 us per gradient hook) and call back into this module only for a
+  layout they have not kept. The Python taps and hooks below do the first step, and all of
+  it on a GPU (whose reads are launched from Python anyway) or where the C++ is not built.
 * ``every=k``: on unprobed steps nothing is installed at all.
 * A slot's tensor has the same layout at every step, so how to read it (the C module's
   arguments, the Triton kernel's launch plan) is kept and only checked (shape, strides,
@@ -72,13 +74,13 @@ class _CollectorPause:
     """Python's cyclic garbage collector, paused while any probe's probed step runs.
 
     A probed step's Python gradient hooks (on a GPU, or where the C++ ones are not built) hang
-    ~3 small objects each on the autograd graph (~3,000 at 1001 layers: the node's Python
-    object and its hook dict, made by PyTorch), alive until the graph is freed. Collections during the step find them alive, promote them, and
-    every ~20 steps that triggers a full collection of a 1001-layer net's ~420,000 objects
-    (~200 ms): 14.7 ms a step on average against 0.7 ms unprobed (measured, 2-core CPU).
-    Nothing the step allocates is cyclic garbage the collector is needed for (reference
-    counts free it). Pauses nest across probes; the collector's state before the first is
-    put back after the last.
+    ~3 small objects each on the autograd graph (~3,000 at 1001 layers: the node's Python object
+    and its hook dict, made by PyTorch), alive until the graph is freed. Collections during the
+    step find them alive, promote them, and every ~20 steps that triggers a full collection of a
+    1001-layer net's ~420,000 objects (~200 ms): 14.7 ms a step on average against 0.7 ms
+    unprobed (measured, 2-core CPU). Nothing the step allocates is cyclic garbage the collector
+    is needed for (reference counts free it). Pauses nest across probes; the collector's state
+    before the first is put back after the last.
     """
     held = 0
     was_enabled = False
@@ -214,7 +216,7 @@ class _Slots:
         return cached[2], cached[3]
 
     def merge(self, seen, source):
-        """Slots the C++ gradient hooks measured (or aliased to ``source``) this step."""
+        """Slots the C++ taps or hooks measured (or aliased to ``source``) this step."""
         for i, s in zip(seen, source):
             self.seen[i] = True
             self.source[i] = s
@@ -258,8 +260,9 @@ class SignalProbe:
             its updates: step s is the s-th update, so the first forward/backward is step 1.
         pause_gc: pause Python's cyclic garbage collector from a probed step's first tap to
             ``step()`` (or leaving the ``with``); see ``_CollectorPause`` for why.
-        cpp_hooks: measure CPU gradients by hooks in C++ where they are built
-            (``probes.cpp_hooks``); False: by Python hooks (the same statistics, slower).
+        cpp_hooks: from the second probed step, measure CPU tensors and their gradients by
+            taps and hooks in C++ where they are built (``probes.cpp_hooks``); False: by the
+            Python ones throughout (the same statistics, bit for bit; slower).
 
     Use it as a context manager -- hooks exist only inside the ``with`` -- and call
     ``step()`` once after each backward (or after each forward when there is none).
@@ -304,7 +307,7 @@ class SignalProbe:
         self._pause_gc, self._paused = pause_gc, False
         self._recorder = None if cpp_hooks else False   # C++ taps and hooks (None: not tried yet)
         self._cpp_forwards = None            # (Tap module, its C++ forward), once a recorder exists
-        self._saved_forwards = None
+        self._installed = self._saved_forwards = None   # the forwards installed, what they replaced
         self._inside = False
         self._records = []
         self._calls = 0                      # step() calls so far
@@ -352,15 +355,15 @@ class SignalProbe:
     def _sync_hooks(self):
         """Tap functions installed exactly while inside the ``with`` on a probed step.
 
-        Each Tap module gets an instance ``forward`` (``_tap_forward`` for its slot); leaving
-        removes it, so the class's identity ``forward`` is back. Not hooks, because of what
-        they cost at every step (measured per call, 2-core CPU): a process-wide module hook
-        sends every module call through PyTorch's slow path (+2.6 us for each of ~6,300
-        modules of a 1001-layer net: ~2% of a step), and one hook per tap costs 5 us to
-        register and remove (1,665 taps: 8 ms a step); setting and deleting an instance
-        attribute costs 0.1 us, and the call stays on the fast path. Probes on one model
-        nest: each installs its function in front of the one it finds and puts that one
-        back on leaving (leave them in reverse order, as ``with`` blocks do).
+        Each Tap module gets an instance ``forward`` (``_tap_forward`` for its slot, or once the
+        C++ recorder exists its ``tap_function``); leaving removes it, so the class's identity
+        ``forward`` is back. Not hooks, because of what they cost at every step (measured per
+        call, 2-core CPU): a process-wide module hook sends every module call through PyTorch's
+        slow path (+2.6 us for each of ~6,300 modules of a 1001-layer net: ~2% of a step), and
+        one hook per tap costs 5 us to register and remove (1,665 taps: 8 ms a step); setting
+        and deleting an instance attribute costs 0.1 us, and the call stays on the fast path.
+        Probes on one model nest: each installs its function in front of the one it finds and
+        puts that one back on leaving (leave them in reverse order, as ``with`` blocks do).
         Weight-layer inputs use a process-wide pre-hook (``weight_inputs=True`` only).
         """
         want = self._inside and self._active
@@ -466,12 +469,12 @@ class SignalProbe:
         the Python ones from the next probed step on."""
         from . import cpp_hooks              # here: ``python -m probes.cpp_hooks`` imports probes first
         sums = getattr(S._fastsums, "SUMS_INTO", None)
-        module = cpp_hooks.load() if t.is_cpu and sums is not None else None
-        if module is None:
+        ext = cpp_hooks.load() if t.is_cpu and sums is not None else None
+        if ext is None:
             return False
         if self._cut and self._cut_num is None:
             self._cut_numerators(t.device)
-        rec = module.Recorder(len(self._slot_meta), self._measured,
+        rec = ext.Recorder(len(self._slot_meta), self._measured,
                               self._cut_num if self._cut else None,
                               partial(_call_probe, weakref.ref(self)), sums)
         self._fwd.on_moved, self._bwd.on_moved = partial(rec.forget, 0), partial(rec.forget, 1)
