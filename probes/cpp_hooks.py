@@ -7,8 +7,8 @@ tensors, reading by the C module's kernel, and call Python only for what they ha
 
 They are a libtorch extension, compiled by ``torch.utils.cpp_extension`` against the torch
 that is installed (needs a C++ compiler and ninja; ~25 s on 2 cores, once per version of the
-source, cached in torch's extensions directory, ``TORCH_EXTENSIONS_DIR``). ``make install``
-builds them; otherwise the first probe that meets a CPU tensor does, saying so on stderr.
+source) into the checkout's ``build/`` (each checkout its own build; torch's extensions
+directory where that is read-only, e.g. an installed package). ``make install`` builds them; otherwise the first probe that meets a CPU tensor does, saying so on stderr.
 Where the build fails the probe uses its Python taps and hooks -- the same numbers, slower --
 and says why once. ``RESNET_LAB_PYTHON_HOOKS=1`` skips them (and their build) altogether.
 """
@@ -37,10 +37,12 @@ def load():
         return None
     try:
         from torch.utils import cpp_extension
-        if not _built(cpp_extension):
+        where = _build_directory() or cpp_extension._get_build_directory(NAME, verbose=False)
+        if not any(Path(where).glob(f"{NAME}*.so")):
             print("probes: compiling the C++ taps and gradient hooks (once, ~25 s on 2 cores)...",
                   file=sys.stderr, flush=True)
-        _module = cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=["-O2"], verbose=False)
+        _module = cpp_extension.load(NAME, [str(SOURCE)], extra_cflags=["-O2"], build_directory=where,
+                                     verbose=False)
     except Exception as e:        # no compiler, no ninja, headers missing: the Python hooks
         warnings.warn(f"probes: C++ taps and gradient hooks unavailable ({type(e).__name__}: "
                       f"{str(e).strip().splitlines()[-1] if str(e).strip() else e!r}); "
@@ -49,10 +51,15 @@ def load():
     return _module
 
 
-def _built(cpp_extension) -> bool:
-    """Whether a build of this name exists already (it may still be rebuilt if stale)."""
-    root = Path(cpp_extension._get_build_directory(NAME, verbose=False))
-    return any(root.glob(f"{NAME}*.so"))
+def _build_directory():
+    """``build/cpp_hooks`` of the checkout this module is in, or None where it is not writable.
+    One per checkout: two checkouts sharing torch's directory would rebuild at every switch."""
+    where = SOURCE.parents[1] / "build" / "cpp_hooks"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(where) if os.access(where, os.W_OK) else None
 
 
 if __name__ == "__main__":       # make install: build now rather than inside a first probe

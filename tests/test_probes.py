@@ -76,6 +76,27 @@ def test_cpp_hooks_are_built():
     assert cpp_hooks.load() is not None, "probes' C++ gradient hooks did not build: python -m probes.cpp_hooks"
 
 
+def test_an_unbuildable_cpp_extension_falls_back_to_python_saying_why_once(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_ninja(*args, **kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+    monkeypatch.setattr(cpp_hooks, "_tried", False)
+    monkeypatch.setattr(cpp_hooks, "_module", None)
+    monkeypatch.setattr(cpp_extension, "load", no_ninja)
+    with pytest.warns(RuntimeWarning, match="Ninja is required.*Python"):
+        assert cpp_hooks.load() is None
+    torch.manual_seed(0)
+    net = small_net("original")
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    probe = SignalProbe(net)
+    for _ in range(3):                   # tried once: no second build, no second warning
+        with probe:
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+    assert probe._recorder is False and len(probe.collect().query("step == 3")) > 100
+
+
 def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
     """The probe's first step runs its Python taps (laying the buffers out) and creates the C++
     recorder; from the second step its taps are C++. Python then sees a tensor only while its
