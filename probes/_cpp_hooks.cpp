@@ -100,13 +100,19 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
           cut_num_(cut_num.value_or(at::Tensor())), call_(std::move(call)),
           sums_(reinterpret_cast<SumsInto>(sums.get_pointer())) {}
 
-    ~Recorder() {   // the last hook may go in the autograd engine's thread: drop `call` with the GIL
+    // The last hook may go in the autograd engine's thread: drop what may hold Python objects
+    // (the callback; tensors whose Python objects torch may keep alive) with the GIL.
+    ~Recorder() {
         if (!Py_IsInitialized()) {
             call_.release();
             return;
         }
         py::gil_scoped_acquire gil;
         call_ = py::object();
+        for (Direction &d : dir_)
+            d.kept.clear();
+        cut_num_.reset();
+        clear_step();
     }
 
     // ---- forward: a Tap's forward ---------------------------------------------------------

@@ -175,8 +175,9 @@ def test_cpp_taps_and_hooks_equal_the_python_ones(case):
 
 
 def test_cpp_hooks_outlive_their_probe():
-    """A graph probed and then kept past its probe's life still runs its hooks: they find the
-    probe gone and record nothing; the backward pass is unharmed."""
+    """A graph probed and then kept past its probe's life still runs its hooks: they read into
+    buffers that they keep alive and no probe reads, or find the probe gone; the backward pass
+    is unharmed, and freeing the graph frees the hooks and their recorder."""
     torch.manual_seed(0)
     net = small_net("original")
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
@@ -191,10 +192,12 @@ def test_cpp_hooks_outlive_their_probe():
     del probe
     gc.collect()
     assert ref() is None
-    for _ in range(2):
+    for retain in (True, False):         # the last backward frees the graph, its hooks and the recorder
         net.zero_grad()
-        loss.backward(retain_graph=True)
+        loss.backward(retain_graph=retain)
         assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+    del loss
+    gc.collect()
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d", "strided"])
