@@ -280,6 +280,8 @@ class SignalProbe:
             raise ValueError(f"unknown stat {bad[0]!r}; valid: {', '.join(S.ALL_STATS)}")
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
+        if not isinstance(cpp_hooks, bool):
+            raise ValueError(f"cpp_hooks must be True or False, got {cpp_hooks!r}")
         self.model, self.taps, self.stats, self.every = model, taps, stats, every
         self.weight_inputs, self.param_grads = weight_inputs, param_grads and "grad_norm" in stats
         self._signs = any(s in stats for s in S.SIGN_STATS)
@@ -448,9 +450,7 @@ class SignalProbe:
             S.masked_energy(masked[0], t, masked[1], self._scratch, sign_ready=self._sign_of is t)
 
     def _hook_grad(self, slot, t):
-        rec = self._recorder
-        if rec is None:
-            rec = self._recorder = self._new_recorder(t)
+        rec = self._recorder                 # made by the first tap (``_on_tap``)
         if rec and t.is_cpu and rec.hook(t, slot):
             return
         node = t.grad_fn
@@ -474,9 +474,8 @@ class SignalProbe:
             return False
         if self._cut and self._cut_num is None:
             self._cut_numerators(t.device)
-        rec = ext.Recorder(len(self._slot_meta), self._measured,
-                              self._cut_num if self._cut else None,
-                              partial(_call_probe, weakref.ref(self)), sums)
+        rec = ext.Recorder(len(self._slot_meta), self._measured, self._cut_num if self._cut else None,
+                           partial(_call_probe, weakref.ref(self)), sums)
         self._fwd.on_moved, self._bwd.on_moved = partial(rec.forget, 0), partial(rec.forget, 1)
         self._cpp_forwards = [(module, rec.tap_function(slot)) for module, slot in self._tap_slot.items()]
         return rec

@@ -511,6 +511,8 @@ def test_bad_input():
         SignalProbe(net, taps=("inputs",))
     with pytest.raises(ValueError, match="rms"):
         SignalProbe(net, stats=("variance",))
+    with pytest.raises(ValueError, match="cpp_hooks must be True or False, got 'no'"):
+        SignalProbe(net, cpp_hooks="no")
 
 
 def test_probe_leaves_gradient_accumulation_in_place():
