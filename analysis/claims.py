@@ -1,13 +1,14 @@
 """Verdicts on the article's claims, computed from measured data -- never written by hand.
 
-Every experiment reduces its measurements to *tests* -- an effect with a two-sided 95%
-confidence interval, a p-value in the claimed direction, the number of seeds ``n`` and a
-margin in the measure's own units -- and writes one row per test to its run folder's
-``claims.csv`` (:func:`claim_row`, :func:`write_claims`). A row has a *role*:
+Every experiment reduces its measurements to *tests* -- an effect, its one-sided bounds, a
+p-value, the number of seeds ``n`` and a margin in the measure's own units -- and writes one
+row per test to its run folder's ``claims.csv`` (:func:`claim_row`, :func:`write_claims`). A
+row has a *role*:
 
-``primary``    the test of a claim, declared in the experiment's module (its ``PRIMARY``
-               table: measure, depth, direction, margin and the margin's reason) before any
-               data; the claim's answer comes from these rows alone (:func:`claim_verdict`);
+``primary``    the test of a claim, declared in the experiment's module as a :class:`Primary`
+               (measure, depths, direction, margin and its reason, He et al.'s effect for the
+               same comparison, the positive controls it needs) before any data; the claim's
+               answer comes from these rows alone (:func:`claim_verdict`);
 ``secondary``  another view of the same data, reported, never voted;
 ``mechanism``  a row true by construction (a formula, BN before every weight layer): it checks
                the instrument and the mechanism, it is not evidence for an outcome.
@@ -18,26 +19,31 @@ steps as if they were independent samples (a per-unit quantity is first reduced 
 
 Verdict rule (one test)
 -----------------------
-Inputs: effect, its two-sided 95% CI [lo, hi], the one-sided p-value in the claimed direction
-(Holm-adjusted across the primary tests of one claim), n, a margin m >= 0, the direction.
+A claim puts the effect beyond a threshold t set by its direction and margin m >= 0 (in the
+measure's units, no larger than the effect He et al. report for the comparison):
+  greater      effect > t = +m        less         effect < t = -m
+  noninferior  effect < t = +m        equivalent   -m < effect < +m
+The interval [lo, hi] holds two one-sided 95% bounds (together a 90% interval); p is the
+one-sided p-value of H0 "the effect is not beyond t" from the same t distribution (Holm-
+adjusted across the primary tests of one claim), so p < 0.05 exactly when the bound on the
+claimed side is beyond t.
+0. not testable here  when the setting cannot answer: a positive control the test depends on
+                      failed, the power check failed (underpowered), or the data are missing;
+                      the reason is in the row's note.
+1. inconclusive       when effect, lo, hi or p is not a number (too few seeds, zero variance).
+2. supported          when the bound on the claimed side is beyond t and p < 0.05
+                      (equivalent: -m < lo and hi < m);
+   not supported      when the other bound is beyond t on the other side
+                      (equivalent: lo > m or hi < -m);
+   inconclusive       otherwise.
+One threshold decides both answers: an effect just beyond t with a tight interval is
+supported, one just short of it is not supported.
 
-0. A test the setting cannot answer (e.g. a generalization gap between nets that do not fit
-   their training set) is *not testable here*, with the reason in its note.
-1. If effect, lo, hi or p is NaN (too few samples, zero variance): inconclusive.
-2. "greater" (effect > 0 claimed; "less" mirrors it):
-   not supported  if hi < 0, or if m > 0 and hi <= m (at most negligible);
-   supported      if lo > 0 and p < 0.05;
-   inconclusive   otherwise.
-3. "noninferior" (effect < m claimed, e.g. "V1 is not worse than V2 by more than m"):
-   supported      if p < 0.05 for H0: effect >= m;
-   not supported  if lo > m (worse by more than the margin);
-   inconclusive   otherwise.
-4. "two-sided": not supported if m > 0 and -m <= lo, hi <= m; supported if the CI excludes 0
-   and p < 0.05; inconclusive otherwise.
-5. "equivalent" (|effect| < m claimed, TOST): supported if -m <= lo, hi <= m and p < 0.05;
-   not supported if lo > m or hi < -m; inconclusive otherwise.
-Censored outcomes (an event a net never reached in the run) use a sign test over the pairs
-whose order is known; when more than half the values are censored: inconclusive.
+Power check (primary tests): the smallest effect these seeds can detect beyond t, one-sided at
+5% with power 80%, is (t_0.95 + t_0.80) * sd / sqrt(n) (sd of the paired differences; for a
+measure on the test set at least the sd that the test set's size alone implies). Where it is
+larger than the distance between He et al.'s effect and t, the test is not testable here
+(underpowered).
 
 Claim rule (the answer of a claim, from its primary rows)
 ---------------------------------------------------------
@@ -48,6 +54,7 @@ inconclusive       otherwise.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,15 +65,19 @@ from scipy import stats
 
 from resnet_lab.runs import write_table
 
+from .tables import paired
+
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 NOT_TESTABLE = "not testable here"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE)
-DIRECTIONS = ("greater", "less", "noninferior", "two-sided", "equivalent")
+DIRECTIONS = ("greater", "less", "noninferior", "equivalent")
 ROLES = ("primary", "secondary", "mechanism")
 ALPHA = 0.05
+POWER = 0.80
 CLAIMS_COLUMNS = ["claim", "role", "experiment", "measure", "depth", "effect", "ci_low",
                   "ci_high", "p_value", "n", "verdict"]
-DETAIL_COLUMNS = ["p_holm", "direction", "margin", "margin_reason", "method", "note"]
+DETAIL_COLUMNS = ["p_holm", "direction", "margin", "margin_reason", "detectable", "paper_effect",
+                  "method", "note"]
 CLAIMS_FILE = "claims.csv"
 _NAN = math.nan
 
@@ -76,6 +87,15 @@ CLAIM_RULE = _DOC.split("-------------------------------------------------------
 
 
 # --------------------------------------------------------------------------- the rule
+def threshold(direction: str, margin: float) -> float:
+    """The value t the claim puts the effect beyond (see the rule)."""
+    return -margin if direction == "less" else margin
+
+
+def _claims_above(direction: str) -> bool:
+    return direction == "greater"
+
+
 def verdict(effect, ci_low, ci_high, p_value, *, direction="greater", margin=0.0) -> str:
     """The verdict of one test by the module's rule. Pure: same numbers, same word."""
     if direction not in DIRECTIONS:
@@ -85,30 +105,25 @@ def verdict(effect, ci_low, ci_high, p_value, *, direction="greater", margin=0.0
     values = (effect, ci_low, ci_high, p_value)
     if any(v is None or not math.isfinite(float(v)) for v in values):
         return INCONCLUSIVE
-    effect, lo, hi, p = (float(v) for v in values)
-    if direction in ("greater", "less"):
-        if direction == "less":
-            effect, lo, hi = -effect, -hi, -lo
-        if hi < 0 or (margin > 0 and hi <= margin):
-            return NOT_SUPPORTED
-        return SUPPORTED if lo > 0 and p < ALPHA else INCONCLUSIVE
-    if direction == "noninferior":
-        if p < ALPHA and effect < margin:
+    lo, hi, p = float(ci_low), float(ci_high), float(p_value)
+    if direction == "equivalent":
+        if -margin < lo and hi < margin and p < ALPHA:
             return SUPPORTED
-        return NOT_SUPPORTED if lo > margin else INCONCLUSIVE
-    inside = margin > 0 and -margin <= lo and hi <= margin
-    if direction == "two-sided":
-        if inside:
-            return NOT_SUPPORTED
-        return SUPPORTED if (lo > 0 or hi < 0) and p < ALPHA else INCONCLUSIVE
-    if inside and p < ALPHA:
+        return NOT_SUPPORTED if lo > margin or hi < -margin else INCONCLUSIVE
+    t = threshold(direction, margin)
+    if _claims_above(direction):
+        beyond, short = lo > t, hi < t
+    else:
+        beyond, short = hi < t, lo > t
+    if beyond and p < ALPHA:
         return SUPPORTED
-    return NOT_SUPPORTED if lo > margin or hi < -margin else INCONCLUSIVE
+    return NOT_SUPPORTED if short else INCONCLUSIVE
 
 
 @dataclass(frozen=True)
 class TestResult:
-    """One test: effect with its two-sided 95% CI, p-value, n, and the rule's verdict."""
+    """One test: effect, its one-sided 95% bounds, p-value, n, the rule's verdict and the
+    smallest effect these seeds could detect beyond the threshold (``detectable``)."""
     __test__ = False  # not a pytest test class
 
     effect: float
@@ -121,16 +136,21 @@ class TestResult:
     margin: float
     method: str
     note: str = ""
+    detectable: float = _NAN
 
 
-def _finish(effect, lo, hi, p, n, *, direction, margin, method, note=""):
+def _finish(effect, lo, hi, p, n, *, direction, margin, method, note="", detectable=_NAN):
     word = verdict(effect, lo, hi, p, direction=direction, margin=margin)
     return TestResult(float(effect), float(lo), float(hi), float(p), int(n), word, direction,
-                      float(margin), method, note)
+                      float(margin), method, note, float(detectable))
 
 
-def not_testable(n: int, reason: str, *, direction="greater", margin=0.0, method="") -> TestResult:
-    """A test this setting cannot answer, and why."""
+def not_testable(n: int, reason: str, *, direction="greater", margin=0.0, method="",
+                 result: TestResult | None = None) -> TestResult:
+    """A test this setting cannot answer, and why; ``result``'s numbers are kept if given
+    (an underpowered test still shows what it measured)."""
+    if result is not None:
+        return dataclasses.replace(result, verdict=NOT_TESTABLE, note=reason)
     return TestResult(_NAN, _NAN, _NAN, _NAN, int(n), NOT_TESTABLE, direction, float(margin),
                       method, reason)
 
@@ -142,33 +162,43 @@ def _finite(x):
 
 
 def _one_sided_p(d, direction, margin):
-    """p of the one-sided t test of mean(d) in the claimed direction (noninferior: H0 mean >= m)."""
-    if direction == "noninferior":
-        return stats.ttest_1samp(d, margin, alternative="less").pvalue
+    """p of H0 "mean(d) is not beyond the threshold", one-sample t."""
     if direction == "equivalent":
         return max(stats.ttest_1samp(d, -margin, alternative="greater").pvalue,
                    stats.ttest_1samp(d, margin, alternative="less").pvalue)
-    return stats.ttest_1samp(d, 0.0, alternative=direction).pvalue
+    alternative = "greater" if _claims_above(direction) else "less"
+    return stats.ttest_1samp(d, threshold(direction, margin), alternative=alternative).pvalue
 
 
-def _t_test_on(d, *, direction, margin, method):
+def detectable_effect(sd: float, n: int) -> float:
+    """The smallest true distance from the threshold a one-sided t test over ``n`` seeds
+    detects at level ALPHA with power POWER, for differences of standard deviation ``sd``."""
+    if n < 2 or not math.isfinite(sd):
+        return _NAN
+    dist = stats.t(n - 1)
+    return float((dist.ppf(1 - ALPHA) + dist.ppf(POWER)) * sd / math.sqrt(n))
+
+
+def _t_test_on(d, *, direction, margin, method, sd_floor=0.0):
     n = d.size
     effect = float(d.mean()) if n else _NAN
     if n < 2:
         return _finish(effect, _NAN, _NAN, _NAN, n, direction=direction, margin=margin,
                        method=method, note=f"n={n}: no interval")
+    detectable = detectable_effect(max(float(d.std(ddof=1)), sd_floor), n)
     if np.ptp(d) == 0:
         return _finish(effect, effect, effect, _NAN, n, direction=direction, margin=margin,
-                       method=method, note="zero variance: no test")
-    lo, hi = stats.ttest_1samp(d, 0.0).confidence_interval(1 - ALPHA)
+                       method=method, note="zero variance: no test", detectable=detectable)
+    lo, hi = stats.ttest_1samp(d, 0.0).confidence_interval(1 - 2 * ALPHA)
     return _finish(effect, lo, hi, _one_sided_p(d, direction, margin), n, direction=direction,
-                   margin=margin, method=method)
+                   margin=margin, method=method, detectable=detectable)
 
 
-def paired_difference(a, b, *, direction="greater", margin=0.0) -> TestResult:
+def paired_difference(a, b, *, direction="greater", margin=0.0, sd_floor=0.0) -> TestResult:
     """Seed-paired t test of a − b (``a[i]``, ``b[i]`` from the same seed). A non-finite
     value makes the result inconclusive rather than being dropped (dropping it would favour
-    the arm that survived; experiments impute declared values for diverged nets instead)."""
+    the arm that survived; experiments impute declared values for diverged nets instead).
+    ``sd_floor``: the least standard deviation the power check assumes (see the rule)."""
     a, ok_a = _finite(a)
     b, ok_b = _finite(b)
     if a.size != b.size:
@@ -176,7 +206,8 @@ def paired_difference(a, b, *, direction="greater", margin=0.0) -> TestResult:
     if not (ok_a and ok_b):
         return _finish(_NAN, _NAN, _NAN, _NAN, a.size, direction=direction, margin=margin,
                        method="paired t", note="non-finite values in input")
-    return _t_test_on(a - b, direction=direction, margin=margin, method="paired t")
+    return _t_test_on(a - b, direction=direction, margin=margin, method="paired t",
+                      sd_floor=sd_floor)
 
 
 def one_sample(x, *, null=0.0, direction="greater", margin=0.0) -> TestResult:
@@ -201,52 +232,20 @@ def independent_difference(a, b, *, direction="greater", margin=0.0) -> TestResu
         return _finish(effect, _NAN, _NAN, _NAN, n, note="fewer than 2 per group", **kw)
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return _finish(effect, effect, effect, _NAN, n, note="zero variance: no test", **kw)
-    lo, hi = stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - ALPHA)
-    alternative = {"noninferior": "less", "equivalent": "two-sided"}.get(direction, direction)
-    shift = margin if direction == "noninferior" else 0.0
-    p = stats.ttest_ind(a - shift, b, equal_var=False, alternative=alternative).pvalue
+    lo, hi = stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - 2 * ALPHA)
+    if direction == "equivalent":
+        p = max(stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue,
+                stats.ttest_ind(a - margin, b, equal_var=False, alternative="less").pvalue)
+    else:
+        alternative = "greater" if _claims_above(direction) else "less"
+        p = stats.ttest_ind(a - threshold(direction, margin), b, equal_var=False,
+                            alternative=alternative).pvalue
     return _finish(effect, lo, hi, p, n, **kw)
 
 
-def paired_censored(a, b, *, censored_a, censored_b, direction="greater", margin=0.0) -> TestResult:
-    """Times to an event, paired by seed, censored at the end of the run (a censored value is
-    the run's length: the event came later, if ever). The effect is the median of a − b with
-    censored values at the run's length; the p-value a sign test over the pairs whose order
-    is known (both observed, or one censored and the other not); the CI the distribution-free
-    interval of the median from the order statistics. More than half the values censored:
-    inconclusive."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    ca, cb = np.asarray(censored_a, bool), np.asarray(censored_b, bool)
-    n = a.size
-    method = "sign test (censored)"
-    if (ca.sum() + cb.sum()) > n:
-        return _finish(_NAN, _NAN, _NAN, _NAN, n, direction=direction, margin=margin, method=method,
-                       note=f"{int(ca.sum() + cb.sum())} of {2 * n} values censored: mostly censored")
-    d = a - b
-    known = ~(ca & cb) & (d != 0)
-    later = int((d[known] > 0).sum())
-    k = int(known.sum())
-    alt = {"greater": "greater", "less": "less"}.get(direction, "two-sided")
-    p = stats.binomtest(later, k, 0.5, alternative=alt).pvalue if k else _NAN
-    lo, hi = _median_ci(np.sort(d))
-    note = f"{int(ca.sum())} + {int(cb.sum())} censored; {later} of {k} ordered pairs a later"
-    return _finish(float(np.median(d)), lo, hi, p, n, direction=direction, margin=margin,
-                   method=method, note=note)
-
-
-def _median_ci(sorted_d):
-    """Order-statistic 95% CI of a median (NaN when n is too small for one)."""
-    n = sorted_d.size
-    lo_k = int(stats.binom.ppf(ALPHA / 2, n, 0.5))
-    hi_k = n - lo_k - 1
-    if lo_k < 1 or hi_k >= n:
-        return (float(sorted_d[0]), float(sorted_d[-1])) if n >= 5 else (_NAN, _NAN)
-    return float(sorted_d[lo_k - 1]), float(sorted_d[hi_k])
-
-
-def fit_line(x, y, *, null=0.0, direction="two-sided", margin=0.0):
-    """Least-squares line y = slope·x + intercept (scipy.stats.linregress), slope tested vs
-    ``null``; returns (TestResult of slope − null, intercept, R²)."""
+def fit_line(x, y, *, null=0.0, direction="greater", margin=0.0):
+    """Least-squares line y = slope·x + intercept (scipy.stats.linregress), slope − ``null``
+    tested by the rule; returns (TestResult, intercept, R²)."""
     x, ok_x = _finite(x)
     y, ok_y = _finite(y)
     if x.size != y.size:
@@ -260,13 +259,12 @@ def fit_line(x, y, *, null=0.0, direction="two-sided", margin=0.0):
     if se == 0:
         return _finish(effect, effect, effect, _NAN, x.size, note="exact fit", **kw), res.intercept, r2
     dist = stats.t(x.size - 2)
-    half = dist.ppf(1 - ALPHA / 2) * se
+    half = dist.ppf(1 - ALPHA) * se
     if direction == "equivalent":
         p = max(dist.sf((effect + margin) / se), dist.cdf((effect - margin) / se))
-    elif direction in ("greater", "less"):
-        p = dist.sf(effect / se) if direction == "greater" else dist.cdf(effect / se)
     else:
-        p = 2 * dist.sf(abs(effect) / se)
+        t = threshold(direction, margin)
+        p = dist.sf((effect - t) / se) if _claims_above(direction) else dist.cdf((effect - t) / se)
     return _finish(effect, effect - half, effect + half, p, x.size, **kw), float(res.intercept), r2
 
 
@@ -283,8 +281,109 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+# --------------------------------------------------------------------------- primary tests
+@dataclass(frozen=True)
+class Primary:
+    """A claim's primary test, declared before the data.
+
+    ``measure``: the per-net column tested as V1 − V2 paired by seed, or, with ``version``,
+    that version's values against ``null`` (``text`` says it in words); ``depths``: where
+    the paper speaks; ``paper_effect``: He et al.'s effect for the same comparison in the
+    measure's units (None where they give no number: no power check), ``paper_source``
+    where it comes from; ``requires``: the positive controls (ids) the setting must pass;
+    ``on_test_set``: the measure is read off the test set, whose size sets a floor under
+    the power check's sd."""
+    claim: str
+    measure: str
+    text: str
+    direction: str
+    margin: float
+    margin_reason: str
+    depths: tuple
+    paper_effect: float | None
+    paper_source: str
+    requires: tuple = ()
+    on_test_set: bool = False
+    version: int | None = None
+    null: float = 0.0
+
+    def resolvable(self) -> float | None:
+        """The distance between He et al.'s effect and the threshold: what the test must be
+        able to detect (None: no number to check against)."""
+        if self.paper_effect is None:
+            return None
+        e, t = self.paper_effect, threshold(self.direction, self.margin)
+        if self.direction == "equivalent":
+            return self.margin - abs(e)
+        return e - t if _claims_above(self.direction) else t - e
+
+
+def test_set_sd(v1, v2, n_test: int) -> float:
+    """The sd of a difference of two nets' error rates that ``n_test`` test images alone imply
+    (binomial, errors taken as independent): sqrt((p1 (1 − p1) + p2 (1 − p2)) / n_test)."""
+    p1, p2 = float(np.mean(v1)), float(np.mean(v2))
+    return math.sqrt(max(p1 * (1 - p1) + p2 * (1 - p2), 0.0) / n_test)
+
+
+def power_checked(result: TestResult, primary: Primary) -> TestResult:
+    """``result``, or not testable here (underpowered) when its detectable effect exceeds
+    what the test must resolve (``Primary.resolvable``)."""
+    needed = primary.resolvable()
+    if needed is None or result.verdict == NOT_TESTABLE or not math.isfinite(result.detectable):
+        return result
+    if result.detectable > needed:
+        return not_testable(result.n, f"underpowered: the smallest detectable effect "
+                            f"{_short(result.detectable)} > {_short(needed)}, the distance from "
+                            f"He et al.'s effect ({_short(primary.paper_effect)}) to the "
+                            f"threshold", result=result)
+    return result
+
+
+def _short(x) -> str:
+    return "0" if abs(x) < 1e-12 else f"{x:.3g}"
+
+
+def required_controls_failed(primary: Primary, failed_controls) -> str:
+    """Why ``primary`` cannot be tested here ("" if every control it requires passed);
+    ``failed_controls``: {control id: its numbers} of the run's failed controls."""
+    return "; ".join(f"control {k} failed: {v}" for k, v in (failed_controls or {}).items()
+                     if k in primary.requires)
+
+
+def primary_rows(table, primary: Primary, *, experiment, failed_controls=None, n_test=None,
+                 **extra) -> list[dict]:
+    """The rows of one :class:`Primary` at each of its depths: not testable here where a
+    control it requires failed or the nets are missing; else the test, power-checked."""
+    p = primary
+    failed = required_controls_failed(p, failed_controls)
+    rows = []
+    for depth in p.depths:
+        kw = dict(direction=p.direction, margin=p.margin)
+        if p.version is None:
+            v1, v2, _ = paired(table, p.measure, depth)
+            what = "V1/V2 pair"
+        else:
+            v1 = table.loc[(table["depth"] == depth) & (table["version"] == p.version), p.measure]
+            what = f"V{p.version} net"
+        if not len(v1):
+            result = not_testable(0, f"no {what} at {depth} layers in this run", **kw)
+        elif failed:
+            result = not_testable(len(v1), failed, **kw)
+        elif p.version is not None:
+            result = power_checked(one_sample(v1, null=p.null, **kw), p)
+        else:
+            floor = test_set_sd(v1, v2, n_test) if p.on_test_set and n_test else 0.0
+            result = power_checked(paired_difference(v1, v2, sd_floor=floor, **kw), p)
+        rows.append(claim_row(p.claim, "primary", experiment, p.text, int(depth), result,
+                              margin_reason=p.margin_reason,
+                              paper_effect=_NAN if p.paper_effect is None else p.paper_effect,
+                              **extra))
+    return rows
+
+
 # --------------------------------------------------------------------------- rows and files
-def claim_row(claim, role, experiment, measure, depth, result: TestResult, **extra) -> dict:
+def claim_row(claim, role, experiment, measure, depth, result: TestResult, *, margin_reason="",
+              paper_effect=_NAN, **extra) -> dict:
     """One claims.csv row: CLAIMS_COLUMNS, DETAIL_COLUMNS, then ``extra`` columns."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
@@ -292,9 +391,10 @@ def claim_row(claim, role, experiment, measure, depth, result: TestResult, **ext
     row = {"claim": claim, "role": role, "experiment": experiment, "measure": measure,
            "depth": _NAN if depth is None else depth, "effect": r.effect, "ci_low": r.ci_low,
            "ci_high": r.ci_high, "p_value": r.p_value, "n": r.n, "verdict": r.verdict,
-           "p_holm": _NAN, "direction": r.direction, "margin": r.margin, "margin_reason": "",
-           "method": r.method, "note": r.note}
-    clash = set(extra) & set(CLAIMS_COLUMNS)
+           "p_holm": _NAN, "direction": r.direction, "margin": r.margin,
+           "margin_reason": margin_reason, "detectable": r.detectable,
+           "paper_effect": paper_effect, "method": r.method, "note": r.note}
+    clash = set(extra) & set(CLAIMS_COLUMNS)     # details (a note, the unit kind) may be given
     if clash:
         raise ValueError(f"extra columns may not replace {sorted(clash)}")
     row.update(extra)
@@ -355,7 +455,6 @@ def paired_rows(table, column, *, claim, role, experiment, measure, depths, dire
                 margin=0.0, **extra) -> list[dict]:
     """One row per depth: ``column`` V1 − V2 paired by seed, in ``direction``; a depth where
     either version is missing from ``table`` is not testable here."""
-    from .tables import paired
     rows = []
     for depth in depths:
         v1, v2, _ = paired(table, column, depth)
@@ -398,8 +497,7 @@ worse than V2 by more than the margin: V1 is a fine choice shallow).
   not supported      if C3 or C5 is not supported;
   not testable here  if C3 or C5 is not testable here (and neither is not supported);
   inconclusive       otherwise (including a claim without data).
-C6 (less overfitting) is reported beside it, not voted: in this suite it is testable only
-where both versions fit their training set."""
+C6 (less overfitting) is reported beside it, not voted."""
 
 
 def derive_c7(answers: dict) -> str:

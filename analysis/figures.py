@@ -7,13 +7,14 @@ import pandas as pd
 from resnet_lab import plotting
 
 from . import claims as C
-from .tables import spread
+from .measures import NET, SMOOTH, training_curves
+from .tables import spread, version_label
 
 VERDICT_MARKERS = {C.SUPPORTED: "o", C.NOT_SUPPORTED: "X", C.INCONCLUSIVE: "s", C.NOT_TESTABLE: "."}
 
 
 def gap_axis(ax, rows: pd.DataFrame, *, label, color="0.2", offset=1.0):
-    """Effect (V1 − V2) with its 95% CI against depth (log x); marker = verdict, filled for a
+    """Effect (V1 − V2) with its interval against depth (log x); marker = verdict, filled for a
     primary test."""
     rows = rows.sort_values("depth")
     depths = rows["depth"].to_numpy(float) * offset
@@ -37,13 +38,19 @@ def gap_axis(ax, rows: pd.DataFrame, *, label, color="0.2", offset=1.0):
 
 
 def error_gap_figure(claims: pd.DataFrame, claim: str, margin: float, folder, name):
-    """Training error over the window, V1 − V2 in points, with its 95% CI against depth, the
-    claim's margin dotted (C3 and C5 test the same measure at other depths and schedules)."""
+    """Training error over each window, V1 − V2 in points, with its interval against depth,
+    one series per window, the claim's margin dotted (C3 and C5 test the same kind of measure
+    at other depths and windows)."""
     rows = claims[(claims["claim"] == claim) & claims["measure"].str.startswith("training error")]
     fig, axes = plotting.new_figure("one", 2.2)
     ax = axes[0][0]
-    gap_axis(ax, rows.assign(effect=rows["effect"] * 100, ci_low=rows["ci_low"] * 100,
-                             ci_high=rows["ci_high"] * 100), label="V1 − V2")
+    measures = list(dict.fromkeys(rows["measure"]))
+    for k, measure in enumerate(measures):
+        part = rows[rows["measure"] == measure]
+        label = measure.split(" (")[0].replace("training error over ", "")
+        gap_axis(ax, part.assign(effect=part["effect"] * 100, ci_low=part["ci_low"] * 100,
+                                 ci_high=part["ci_high"] * 100), label=label,
+                 color=("0.2", "0.55")[k % 2], offset=1 + 0.04 * (k - (len(measures) - 1) / 2))
     ax.axhline(margin * 100, color="0.5", lw=0.6, ls=":")
     ax.set_ylabel("V1 − V2, training error\nover the window (points)")
     verdict_legend(ax)
@@ -53,8 +60,9 @@ def error_gap_figure(claims: pd.DataFrame, claim: str, margin: float, folder, na
 def verdict_legend(ax, loc="upper left"):
     """Marker = verdict; filled = primary test."""
     import matplotlib.pyplot as plt
-    handles = [plt.Line2D([], [], marker=m, color="0.3", ls="", markersize=4, label=v)
-               for v, m in VERDICT_MARKERS.items() if v != C.NOT_TESTABLE]
+    series, _ = ax.get_legend_handles_labels()     # the lines drawn so far, by their labels
+    handles = series + [plt.Line2D([], [], marker=m, color="0.3", ls="", markersize=4, label=v)
+                        for v, m in VERDICT_MARKERS.items()]
     handles.append(plt.Line2D([], [], marker="o", color="0.3", markerfacecolor="white", ls="",
                               markersize=4, label="open: secondary"))
     ax.legend(handles=handles, loc=loc)
@@ -83,3 +91,30 @@ def seeds_dots(ax, table: pd.DataFrame, column: str, depths, scale=1.0):
                            label=plotting.VERSION_LABELS[name] if k == 0 else None)
     ax.set_xticks(range(len(depths)), [str(d) for d in depths])
     ax.set_xlabel("depth (layers)")
+
+
+def training_error_figure(train: pd.DataFrame, table: pd.DataFrame, folder, name):
+    """He et al.'s Fig. 1 on our data: training error (10-iteration running mean) per depth,
+    V1 vs V2 (line: mean over seeds, band: range); the warm-up's end dotted and the windows
+    the tests read (``<window>_from``/``_to`` columns of the summary ``table``) shaded."""
+    curves = version_label(training_curves(train))
+    curves["smooth"] = curves.groupby(NET)["error"].transform(
+        lambda e: e.rolling(SMOOTH, min_periods=1).mean()) * 100
+    depths = sorted(curves["depth"].unique())
+    spans = [c[:-len("_from")] for c in table.columns if c.endswith("_from")]
+    fig, axes = plotting.new_figure("two", 1.9, 1, len(depths), sharey=True)
+    for ax, depth in zip(axes[0], depths):
+        for version in ("V1", "V2"):
+            prof = curves[(curves["depth"] == depth) & (curves["version"] == version)] \
+                .groupby("step")["smooth"].agg(["mean", "min", "max"])
+            band(ax, prof.index, prof["mean"], prof["min"], prof["max"], version)
+        at = table[table["depth"] == depth].iloc[0]
+        for span in spans:
+            ax.axvspan(at[f"{span}_from"], at[f"{span}_to"], color="0.9", zorder=0, lw=0)
+        if at.get("warmup", 0):
+            ax.axvline(at["warmup"], color="0.5", lw=0.6, ls=":")
+        ax.set_title(f"{depth} layers, width {int(at['width'])}")
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("training error (%)")
+    plotting.legend_above(fig, axes[0][0])
+    return plotting.save_figure(fig, folder, name)

@@ -1,19 +1,20 @@
-"""Claims C5 and C6: V1 and V2 trained to fit, below 164 layers (He et al. 2016, Fig. 6).
+"""Claims C5 and C6: V1 and V2 trained to fit, below and at 164 layers (He et al. 2016, Fig. 6).
 
 ``experiments/full_training.py`` trains V1 (original unit) and V2 (full pre-activation) with
-the paper's whole schedule -- lr 0.01 until the training error is below 80% (at most 400
-iterations), then 0.1, /10 at 1/2 and 3/4 of the run -- at basic-unit depths below 164, one
-width for the series, from the same seeds, evaluates every net on its whole train and test
-split at the end (eval mode), and records the channel statistics of every weight layer's input
-at evenly spaced steps (``SignalProbe(weight_inputs=True)``).
+the paper's whole schedule -- a fixed warm-up at lr 0.01 shared by both nets of a pair, the
+main lr, /10 at 1/2 and 3/4 of the run -- at basic-unit depths below 164 and the 164-layer
+bottleneck net at the same width, from the same seeds; evaluates every net on its whole train
+and test split at the end (eval mode), and records the channel statistics of every weight
+layer's input at evenly spaced steps (``SignalProbe(weight_inputs=True)``).
 
-Per net (``summary.csv``): ``err_window`` (the mean training error, train mode, over the 100
-iterations before the first lr division: the C3 measure of ``analysis.early_training``, here
-for nets below 164 layers), the final train and test loss and error (eval mode), the
-generalization gaps ``gap_error`` and ``gap_loss`` (test − train), ``train_loss_final`` (train
-mode, last 10% of the iterations, as He et al. Fig. 6 plots it), ``fits`` (eval-mode training
-error at most ``FIT_ERROR``) and the input ``distance`` of the weight layers after each
-addition from (0, 1) at init and at the last probed step:
+Per net (``summary.csv``): ``err_early`` and ``err_late`` (the mean training error, train mode,
+over the first tenth of the run after the switch to the main lr and over the tenth before the
+first division), ``warmup_error`` (over the warm-up's last epoch), ``max_loss_after`` (the
+largest loss in the epoch after the switch: a blow-up), the final train and test loss and
+error (eval mode), the generalization gaps ``gap_error`` and ``gap_loss`` (test − train),
+``train_loss_final`` (train mode, last 10% of the iterations, as He et al. Fig. 6 plots it),
+``fits`` (eval-mode training error at most ``controls.FIT_ERROR``) and the input ``distance``
+of the weight layers after each addition from (0, 1) at init and at the last probed step:
 
   ``mean_rms``  = sqrt(mean_c m_c^2)       = sqrt(in_mean_mean^2 + in_mean_var)
   ``var_dev``   = sqrt(mean_c (v_c - 1)^2) = sqrt((in_var_mean - 1)^2 + in_var_var)
@@ -23,20 +24,23 @@ addition from (0, 1) at init and at the last probed step:
 sees ReLU of a standardised signal: channel mean 1/sqrt(2 pi) = 0.40, variance 0.34 (distance
 0.77); "normalized" in the article means that, not exactly (0, 1).
 
-The primary tests (``PRIMARY``, declared here before any data; Holm within a claim):
+The positive controls (``CONTROLS``, He et al. 2015/2016's baselines in this very setting)
+come first; the primary tests (``PRIMARY``, declared here before any data; Holm within a
+claim) need them:
 
-C5  at every depth of the run below 164: ``err_window`` V1 − V2 < 5 points (non-inferiority:
-    V1 not slower than V2 by more than C3's margin).
-C6  at every depth where both versions fit their training set (every net's eval-mode
-    training error at most 2%): ``gap_error`` V1 − V2 > 0, margin 0.3 points; a depth where
-    either version does not fit is "not testable here" (a gap between nets that did not fit
-    measures underfitting, not overfitting).
+C5  at 56 and 110 layers: ``err_early`` and ``err_late`` V1 − V2 < 5 points (non-inferiority:
+    V1 not slower than V2 by more than C3's margin). 20 layers (both versions at the floor)
+    and 164 are secondary rows.
+C6  at 110 and 164 layers, where He et al. report it: ``gap_error`` V1 − V2 > 0 (V2's Fig. 6
+    pattern: higher training loss, lower test error -- a smaller generalization gap);
+    power-checked against He et al.'s test-error differences (0.24 and 0.47 points).
 Mechanism check (C6, true by construction): V1's weight layers after an addition see inputs
-further from normalized than V2's. Secondary: the final test error, the gap in loss, and He et
-al.'s Fig. 6 pattern (V2 ends with a higher training loss, V2 − V1 > 0).
+further from normalized than V2's. Secondary: the final test error and the training loss
+(He et al. Fig. 6: V2 higher), the gap in loss.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -46,49 +50,77 @@ import pandas as pd
 from probes import WEIGHT_INPUT_STATS
 from resnet_lab import plotting, settings
 from resnet_lab.runs import read_table
-from resnet_lab.schedule import Schedule
 from resnet_lab.sweep import ID_COLUMNS, Cell
 
 from . import claims as C
+from . import controls as K
 from .cells import train_cell, train_context
-from .early_training import NET, loss_measures, training_curves
-from .figures import error_gap_figure, seeds_dots
+from .figures import error_gap_figure, seeds_dots, training_error_figure
+from .measures import NET, first_division, per_net_curves, warmup_length
 from .tables import spread
 
 NAME = "full_training"
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: digits 8x8, basic units at width 16, 5 seeds, 500
-    # iterations (~45 epochs; /10 at 250 and 375).
-    "quick": dict(depths=[20, 56, 110], widths={"basic": 16, "bottleneck": 16},
-                  seeds=[0, 1, 2, 3, 4], steps=500, checkpoints=5, lr=0.1, batch_size=128,
-                  dataset="digits"),
-    # He et al. 2016: CIFAR-10, width 16, 64k iterations; a GPU.
-    "paper": dict(depths=[20, 56, 110], widths={"basic": 16, "bottleneck": 16},
-                  seeds=[0, 1, 2, 3, 4], steps=64_000, checkpoints=9, lr=0.1, batch_size=128,
-                  dataset="cifar10"),
+    # 2 CPU cores, nothing downloaded: digits 8x8 at width 16, 5 seeds, 500 iterations (~45
+    # epochs): 50 at lr 0.01, then 0.05 -- the largest of 0.1, 0.05, 0.02 at which V1-56 fits
+    # digits (the pilot table: docs/EXPERIMENTS.md) -- /10 at 250 and 375.
+    "quick": dict(depths=[20, 56, 110, 164], widths={"basic": 16, "bottleneck": 16},
+                  seeds=[0, 1, 2, 3, 4], steps=500, warmup_steps=50, checkpoints=5, lr=0.05,
+                  batch_size=128, dataset="digits"),
+    # He et al. 2016: CIFAR-10, width 16, 64k iterations, 400 of them at 0.01; a GPU.
+    "paper": dict(depths=[20, 56, 110, 164], widths={"basic": 16, "bottleneck": 16},
+                  seeds=[0, 1, 2, 3, 4], steps=64_000, warmup_steps=400, checkpoints=9, lr=0.1,
+                  batch_size=128, dataset="cifar10"),
     # seconds: what the tests run.
     "smoke": dict(depths=[8, 14], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2], steps=10,
-                  checkpoints=2, lr=0.1, batch_size=32, dataset="digits"),
+                  warmup_steps=2, checkpoints=2, lr=0.1, batch_size=32, dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "lr", "dataset")
-WINDOW_LENGTH = 0.2          # err_window: the last fifth of the run before its first lr division
-FIT_ERROR = 0.02             # eval-mode training error at or below which a net fits its data
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "checkpoints", "lr",
+           "dataset")
 FINAL_FRACTION = 0.1         # "final train loss": the mean over the last tenth of the steps
-BELOW = 164                  # C5: "below about 164 layers the difference is small"
-PRIMARY = {
-    "C5": ("err_window", "training error over the window at lr 0.1 (mean of batches), V1 − V2",
-           "noninferior", 0.05, "C3's margin: a gap smaller than what C3 calls a slower start "
-           "is 'small'"),
-    "C6": ("gap_error", "generalization gap in error (test − train, eval mode), V1 − V2",
-           "greater", 0.003, "0.3 points is about one test image of digits' 360; He et al.'s "
-           "smallest gap difference (164 layers) is 0.5 points of CIFAR-10"),
+WINDOW_FRACTION = 0.1        # err_early / err_late: a tenth of the run each
+DEGRADATION_MARGIN = 0.01    # controls C, D: deeper no worse by more than 1 point
+CONTROLS = {
+    "W": K.Control("W", "the warm-up gets V1 started: every V1-110 net ends it below 80% "
+                   "training error (mean over its last epoch)",
+                   "He et al. 2015: ResNet-110 at lr 0.01 until the training error is below "
+                   "80% (about 400 iterations), then 0.1"),
+    "A": K.Control("A", "V1-56 fits its training set at the main lr (eval-mode training error "
+                   "at most 2%, every seed)", "He et al. 2015: ResNet-56 trains at lr 0.1"),
+    "B": K.Control("B", "V1-110 fits its training set after the warm-up (every seed)",
+                   "He et al. 2015: ResNet-110 trains after the warm-up"),
+    "C": K.Control("C", "no degradation in V1: V1-110's final training error no worse than "
+                   "V1-56's by more than 1 point (mean over seeds)",
+                   "He et al. 2015: ResNet-110 beats ResNet-56 (6.43 vs 6.97% test error)"),
+    "D": K.Control("D", "the same for V2: V2-56 and V2-110 fit, 110 no worse than 56",
+                   "He et al. 2016: pre-activation ResNet-110 trains (6.37%)"),
 }
+C5 = dict(direction="noninferior", margin=0.05, margin_reason="C3's margin: a gap smaller "
+          "than what C3 calls a slower start is 'small'", depths=(56, 110), paper_effect=0.0,
+          paper_source="He et al. train V1 and V2 at 110 layers with one recipe (final test "
+          "errors 6.61 / 6.37%); the article expects no difference here",
+          requires=("W", "A", "B", "C", "D"))
+C6 = dict(claim="C6", measure="gap_error", text="generalization gap in error (test − train, "
+          "eval mode), V1 − V2", direction="greater", margin=0.0, margin_reason="He et al.'s "
+          "effects (0.24 and 0.47 points of test error) leave no room for a margin",
+          requires=("A", "B", "D"), on_test_set=True)
+PRIMARY = [
+    C.Primary(claim="C5", measure="err_early", text="training error over the first tenth of "
+              "the run at the main lr (mean of batches), V1 − V2", **C5),
+    C.Primary(claim="C5", measure="err_late", text="training error over the tenth of the run "
+              "before the first lr division (mean of batches), V1 − V2", **C5),
+    C.Primary(depths=(110,), paper_effect=0.0024, paper_source="He et al. 2016 Table 3: "
+              "ResNet-110 6.61 vs 6.37% test error (both fit CIFAR-10: the gaps differ at least "
+              "as much)", **C6),
+    C.Primary(depths=(164,), paper_effect=0.0047, paper_source="He et al. 2016 Fig. 6: "
+              "ResNet-164 5.93 vs 5.46% test error, V2's training loss higher", **C6),
+]
 WEIGHT_STATS = ["in_mean_mean", "in_mean_var", "in_var_mean", "in_var_var"]
 RELU_NORMAL_MEAN = 1 / math.sqrt(2 * math.pi)            # E[ReLU(z)], z ~ N(0, 1)
 RELU_NORMAL_VAR = 0.5 - 1 / (2 * math.pi)                # Var[ReLU(z)]
-CELL = NET
 WORK = train_cell
-FILES = ("config.json", "claims.csv", "summary.csv", "final.csv", "cells.csv", "weight_inputs.csv.gz")
+FILES = ("config.json", "claims.csv", "controls.csv", "summary.csv", "final.csv", "cells.csv",
+         "weight_inputs.csv.gz")
 
 
 # --------------------------------------------------------------------------- settings, cells
@@ -96,19 +128,18 @@ def parse_settings(argv=None) -> dict:
     """The command line, resolved and checked (nothing is written)."""
     p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/full_training.py")
     s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_checkpoints=2)
-    schedule = Schedule.paper(s["steps"], s["lr"])
-    s["schedule"] = schedule.as_dict()
+    settings.check_main_lr_phase(s)
+    s["schedule"] = settings.paper_schedule(s)
     s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
     s["eval_every"] = max(1, s["steps"] // 10)
     return s
 
 
-def window(s) -> list:
-    """The iterations (first, last] of ``err_window``: the fifth of the run before the first
-    lr division (all at lr 0.1 once the warm-up is over)."""
-    milestones = s["schedule"]["milestones"]
-    end = milestones[0] if milestones else s["steps"]
-    return [end - max(1, round(WINDOW_LENGTH * s["steps"])), end]
+def windows(s) -> dict:
+    """The iterations (first, last] of ``err_early`` (right after the switch to the main lr)
+    and ``err_late`` (right before the first division)."""
+    k, w, end = max(1, round(WINDOW_FRACTION * s["steps"])), warmup_length(s), first_division(s)
+    return {"early": (w, min(w + k, end)), "late": (max(w, end - k), end)}
 
 
 def cells(s) -> list:
@@ -124,33 +155,38 @@ def context(s) -> dict:
 def describe(s) -> str:
     return (f"full_training ({s['preset']}): {len(cells(s))} nets (V1, V2) on {s['dataset']}, "
             f"depths {s['depths']} ({settings.describe_widths(s['widths'])}), seeds {s['seeds']}, "
-            f"{s['steps']} iterations of batch {s['batch_size']} (lr 0.01 until the training "
-            f"error < 80%, then {s['lr']}, /10 at {list(s['schedule']['milestones'])}); window "
-            f"{window(s)}; weight inputs probed every {s['probe_every']}; on {s['device']} "
-            f"({s['workers']} processes x {s['threads']} threads)")
+            f"{s['steps']} iterations of batch {s['batch_size']} (lr 0.01 for "
+            f"{warmup_length(s)}, then {s['lr']}, /10 at {list(s['schedule']['milestones'])}); "
+            f"windows {windows(s)}; weight inputs probed every {s['probe_every']}; on "
+            f"{s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
 def analyse(run, tables, cells_table, s, data):
-    """Write the run's tables, summary and claims."""
+    """Write the run's tables, summary, controls and claims."""
+    run.update_config(data=data.describe())
     run.write_csv("cells.csv", cells_table)
     run.write_csv("train.csv.gz", tables["train"])
     run.write_csv("final.csv", tables["final"])
     run.write_csv("probe.csv.gz", tables["probe"])
     weight_inputs = weight_input_table(tables["probe"])
     run.write_csv("weight_inputs.csv.gz", weight_inputs)
-    table = summary(tables["train"], tables["final"], weight_inputs, window=window(s),
-                    steps=s["steps"], num_classes=data.num_classes)
+    table = summary(tables["train"], tables["final"], weight_inputs, s,
+                    num_classes=data.num_classes, epoch=len(data.train_x) // s["batch_size"])
     run.write_csv("summary.csv", table)
-    C.write_claims(run.path, claims_rows(table, dataset=s["dataset"]))
+    controls = control_rows(table)
+    K.write_controls(run.path, controls)
+    C.write_claims(run.path, claims_rows(table, controls, dataset=s["dataset"],
+                                         n_test=len(data.test_y)))
 
 
 def results_text(run_dir) -> str:
-    """What the script prints: the primary tests and the per-version means."""
+    """What the script prints: the controls, the primary tests and the per-version means."""
     table = read_table(run_dir, "summary", "a full_training run folder")
-    means = table.groupby(["depth", "version"])[["err_window", "train_error", "test_error",
-                                                  "gap_error"]].mean()
+    means = table.groupby(["depth", "version"])[["err_early", "err_late", "train_error",
+                                                  "test_error", "gap_error"]].mean()
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
-        return C.claims_text(Path(run_dir) / C.CLAIMS_FILE) + "\n" + means.to_string()
+        return (K.controls_text(run_dir) + "\n" + C.claims_text(Path(run_dir) / C.CLAIMS_FILE)
+                + "\n" + means.to_string())
 
 
 # --------------------------------------------------------------------------- tables
@@ -191,20 +227,20 @@ def weight_input_table(probe: pd.DataFrame) -> pd.DataFrame:
     wide.columns.name = None
     wide = wide.dropna(subset=WEIGHT_STATS)
     # Module order: the order the probe listed the layers in (named_modules order).
-    first = rows.drop_duplicates(subset=[*CELL, "layer"])[[*CELL, "layer"]].copy()
-    first["layer_pos"] = first.groupby(CELL).cumcount()
-    first["n_layers"] = first.groupby(CELL)["layer"].transform("size")
-    wide = wide.merge(first, on=[*CELL, "layer"], how="left")
+    first = rows.drop_duplicates(subset=[*NET, "layer"])[[*NET, "layer"]].copy()
+    first["layer_pos"] = first.groupby(NET).cumcount()
+    first["n_layers"] = first.groupby(NET)["layer"].transform("size")
+    wide = wide.merge(first, on=[*NET, "layer"], how="left")
     wide["position"] = wide["layer_pos"] / (wide["n_layers"] - 1).clip(lower=1)
     wide["branch_k"] = [_branch_index(name) for name in wide["layer"]]
-    lowest = wide.groupby([*CELL, "step", "unit"])["branch_k"].transform("min")
+    lowest = wide.groupby([*NET, "step", "unit"])["branch_k"].transform("min")
     wide["role"] = [_role(name, k == low) for name, k, low in
                     zip(wide["layer"], wide["branch_k"], lowest)]
     wide["mean_rms"] = np.sqrt(wide["in_mean_mean"] ** 2 + wide["in_mean_var"])
     wide["var_dev"] = np.sqrt((wide["in_var_mean"] - 1) ** 2 + wide["in_var_var"])
     wide["distance"] = np.sqrt(wide["mean_rms"] ** 2 + wide["var_dev"] ** 2)
     wide = wide.drop(columns=["branch_k", "n_layers"])
-    return wide.sort_values([*CELL, "step", "layer_pos"], kind="stable").reset_index(drop=True)
+    return wide.sort_values([*NET, "step", "layer_pos"], kind="stable").reset_index(drop=True)
 
 
 AFTER_ADDITION = ("unit input", "classifier")
@@ -216,25 +252,24 @@ def input_distance(weight_inputs: pd.DataFrame) -> pd.DataFrame:
     unit's first convolution and projection, and the classifier. (The layers inside a
     branch follow a BN-ReLU in both versions, and the stem sees the data.)"""
     rows = weight_inputs[weight_inputs["role"].isin(AFTER_ADDITION)]
-    return (rows.groupby([*CELL, "step"])[["distance", "mean_rms", "var_dev"]].mean()
+    return (rows.groupby([*NET, "step"])[["distance", "mean_rms", "var_dev"]].mean()
             .reset_index())
 
 
-def summary(train, final, weight_inputs, *, window, steps, num_classes) -> pd.DataFrame:
-    """One row per net: see the module docstring (``steps``: the run's length)."""
-    curves = training_curves(train)
-    chance = 1 - 1 / num_classes
-    out = pd.DataFrame([{**dict(zip(NET + ["width"], key)),
-                         **loss_measures(part, window=window, steps=steps, chance=chance),
-                         "train_loss_final": part.loc[part["step"] > steps * (1 - FINAL_FRACTION),
-                                                      "loss"].mean()}
-                        for key, part in curves.groupby(NET + ["width"])]).set_index(NET)
+def summary(train, final, weight_inputs, s, *, num_classes, epoch) -> pd.DataFrame:
+    """One row per net: see the module docstring."""
+    steps = s["steps"]
+    out = per_net_curves(train, windows=windows(s), steps=steps, chance=1 - 1 / num_classes,
+                         warmup=warmup_length(s), epoch=epoch).set_index(NET)
+    loss = train[(train["split"] == "train") & (train["metric"] == "loss")]
+    out["train_loss_final"] = loss[loss["step"] > steps * (1 - FINAL_FRACTION)] \
+        .groupby(NET)["value"].mean()
     wide = spread(final, NET, ["split", "metric"])
     wide.columns = [f"{split}_{metric}" for split, metric in wide.columns]
     out = out.join(wide, how="left")
     out["gap_error"] = out["test_error"] - out["train_error"]
     out["gap_loss"] = out["test_loss"] - out["train_loss"]
-    out["fits"] = out["train_error"] <= FIT_ERROR
+    out["fits"] = out["train_error"] <= K.FIT_ERROR
     if weight_inputs is not None and not weight_inputs.empty:
         dist = input_distance(weight_inputs)
         out["distance_init"] = dist.loc[dist.groupby(NET)["step"].idxmin()].set_index(NET)["distance"]
@@ -242,54 +277,44 @@ def summary(train, final, weight_inputs, *, window, steps, num_classes) -> pd.Da
     return out.reset_index().sort_values(NET, kind="stable").reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- claims
-def claims_rows(table: pd.DataFrame, *, dataset: str) -> list[dict]:
+# --------------------------------------------------------------------------- controls, claims
+def control_rows(table: pd.DataFrame) -> list[dict]:
+    """He et al.'s baselines on this run's nets: controls W, A, B, C and D."""
+    fit = dict(column="train_error", limit=K.FIT_ERROR, what="eval-mode training error")
+    worse = dict(column="train_error", margin=DEGRADATION_MARGIN, what="final training error")
+    return [K.all_below(CONTROLS["W"], NAME, table, depth=110, version=1, column="warmup_error",
+                        limit=0.8, what="training error over the warm-up's last epoch"),
+            K.all_below(CONTROLS["A"], NAME, table, depth=56, version=1, **fit),
+            K.all_below(CONTROLS["B"], NAME, table, depth=110, version=1, **fit),
+            K.no_worse(CONTROLS["C"], NAME, table, deep=110, shallow=56, version=1, **worse),
+            K.all_below(CONTROLS["D"], NAME, table, depth=56, version=2, **fit),
+            K.all_below(CONTROLS["D"], NAME, table, depth=110, version=2, **fit),
+            K.no_worse(CONTROLS["D"], NAME, table, deep=110, shallow=56, version=2, **worse)]
+
+
+def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> list[dict]:
     """The primary, mechanism and secondary rows of the module docstring."""
     depths = sorted(table["depth"].unique())
-    extra = dict(dataset=dataset)
-    measure, text, direction, margin, reason = PRIMARY["C5"]
-    below = [d for d in depths if d < BELOW]
-    rows = C.paired_rows(table, measure, claim="C5", role="primary", experiment=NAME, measure=text,
-                         depths=below, direction=direction, margin=margin, margin_reason=reason,
-                         **extra)
-    if not below:
-        rows.append(C.claim_row("C5", "primary", NAME, text, None, C.not_testable(
-            0, f"no depth below {BELOW} in this run", direction=direction, margin=margin), **extra))
-    rows += c6_rows(table, depths, extra)
-    rows += C.paired_rows(table, "loss_rel", claim="C5", role="secondary", experiment=NAME,
-                          measure="loss over the window / loss when lr reached 0.1, V1 − V2",
-                          depths=depths, **extra)
-    return rows
-
-
-def c6_rows(table, depths, extra) -> list[dict]:
-    measure, text, direction, margin, reason = PRIMARY["C6"]
+    failed = K.failed(controls)
     rows = []
-    for depth in depths:
-        at = table[table["depth"] == depth]
-        unfit = at[~at["fits"].astype(bool)]
-        if len(unfit):
-            versions = ", ".join(f"V{v}: {int((unfit['version'] == v).sum())} of "
-                                 f"{int((at['version'] == v).sum())}" for v in (1, 2))
-            result = C.not_testable(len(at) // 2, f"not every net fits its training set (eval "
-                                    f"error > {FIT_ERROR:.0%}; {versions})", margin=margin)
-            rows.append(C.claim_row("C6", "primary", NAME, text, int(depth), result,
-                                    margin_reason=reason, **extra))
-        else:
-            rows += C.paired_rows(table, measure, claim="C6", role="primary", experiment=NAME,
-                                  measure=text, depths=[depth], direction=direction,
-                                  margin=margin, margin_reason=reason, **extra)
+    for primary in PRIMARY:
+        rows += C.primary_rows(table, primary, experiment=NAME, failed_controls=failed,
+                               n_test=n_test, dataset=dataset)
+    for primary in PRIMARY[:2]:              # C5's measures where the claim does not vote
+        others = tuple(d for d in depths if d not in primary.depths)
+        rows += [{**r, "role": "secondary"} for r in C.primary_rows(
+            table, dataclasses.replace(primary, depths=others), experiment=NAME, dataset=dataset)]
     if "distance_init" in table.columns:
         rows += C.paired_rows(table, "distance_init", claim="C6", role="mechanism", experiment=NAME,
                               measure="input distance from (0, 1) of the weight layers after each "
-                                      "addition, at init, V1 − V2", depths=depths, **extra)
+                                      "addition, at init, V1 − V2", depths=depths, dataset=dataset)
     for column, text, flip in (("test_error", "final test error, V1 − V2", False),
                                ("gap_loss", "generalization gap in loss, V1 − V2", False),
                                ("train_loss_final", "final train loss (train mode), V2 − V1 "
                                 "(He et al. Fig. 6: V2 higher)", True)):
         part = table.assign(version=3 - table["version"]) if flip else table
         rows += C.paired_rows(part, column, claim="C6", role="secondary", experiment=NAME,
-                              measure=text, depths=depths, **extra)
+                              measure=text, depths=depths, dataset=dataset)
     return rows
 
 
@@ -304,7 +329,7 @@ def figure_final(table: pd.DataFrame, folder, name="c6_final_metrics"):
     for ax, (column, label) in zip(axes[0], panels):
         seeds_dots(ax, table, column, depths, scale=100)
         ax.set_ylabel(label)
-    axes[0][0].axhline(FIT_ERROR * 100, color="0.5", lw=0.6, ls=":")
+    axes[0][0].axhline(K.FIT_ERROR * 100, color="0.5", lw=0.6, ls=":")
     axes[0][0].legend(loc="upper left")
     return plotting.save_figure(fig, folder, name)
 
@@ -327,13 +352,12 @@ def figure_distance(table: pd.DataFrame, folder, name="c6_input_distance"):
 
 
 def figure_gap(claims: pd.DataFrame, folder, name="c5_gap_vs_depth"):
-    """``err_window`` V1 − V2 with its 95% CI against depth, and C5's margin."""
-    return error_gap_figure(claims, "C5", PRIMARY["C5"][3], folder, name)
+    """C5's windows, V1 − V2 with their intervals against depth, and the margin."""
+    return error_gap_figure(claims, "C5", C5["margin"], folder, name)
 
 
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    from .early_training import figure_training
     run_dir = Path(run_dir)
     what = "a full_training run folder"
     train = read_table(run_dir, "train", what)
@@ -341,7 +365,7 @@ def draw_figures(run_dir) -> list:
     claims = C.read_claims(run_dir / C.CLAIMS_FILE)
     plotting.set_style()
     folder = run_dir / "figures"
-    return (figure_training(train, table, folder, name="c5_training_error")
+    return (training_error_figure(train, table, folder, "c5_training_error")
             + figure_gap(claims, folder) + figure_final(table, folder)
             + figure_distance(table, folder))
 

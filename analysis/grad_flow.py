@@ -16,7 +16,7 @@ import pandas as pd
 
 from resnet_lab import plotting, settings
 from resnet_lab.runs import read_table
-from resnet_lab.schedule import PAPER_ITERATIONS, Schedule
+from resnet_lab.schedule import PAPER_ITERATIONS
 from resnet_lab.sweep import Cell
 
 from .cells import train_cell, train_context
@@ -25,16 +25,17 @@ from .tables import first_to_last, forward_growth, mean_over_units, select, stag
 NAME = "grad_flow"
 PRESETS = {
     # 2 CPU cores, nothing downloaded: digits (8x8), width 16 (basic) and 4 (bottleneck units).
-    "quick": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2], steps=13, checkpoints=3,
-                  batch_size=64, widths={"basic": 16, "bottleneck": 4}, dataset="digits"),
+    "quick": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2], steps=13, warmup_steps=50,
+                  checkpoints=3, batch_size=64, widths={"basic": 16, "bottleneck": 4}, dataset="digits"),
     # the paper's widths, CIFAR-10 32x32 from --data-dir, batch 128; meant for a GPU.
-    "paper": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2, 3, 4], steps=401, checkpoints=5,
-                  batch_size=128, widths={"basic": 16, "bottleneck": 16}, dataset="cifar10"),
+    "paper": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2, 3, 4], steps=401,
+                  warmup_steps=400, checkpoints=5, batch_size=128, widths={"basic": 16, "bottleneck": 16}, dataset="cifar10"),
     # seconds: what the tests run.
-    "smoke": dict(depths=[20, 56], seeds=[0, 1], steps=3, checkpoints=2,
+    "smoke": dict(depths=[20, 56], seeds=[0, 1], steps=3, warmup_steps=50, checkpoints=2,
                   batch_size=16, widths={"basic": 4, "bottleneck": 4}, dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "checkpoints", "dataset", "versions",
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "checkpoints",
+           "dataset", "versions",
            "unit_kinds")
 RUN_KEYS = ["depth", "version", "seed", "step"]
 FILES = ("config.json", "train.csv", "cells.csv", "summary.csv")
@@ -54,9 +55,9 @@ def parse_settings(argv=None) -> dict:
     # No test evaluation: the question is the first iterations in training mode, and in eval
     # mode a 1001-layer V1 net's running BN statistics still lag (its test loss overflows).
     s["evaluate"] = False
-    # The first iterations of the paper's 64k-iteration run: lr 0.01 until the training error
-    # is below 80%, then 0.1.
-    s["schedule"] = Schedule.paper(max(PAPER_ITERATIONS, 2 * s["steps"])).as_dict()
+    # The first iterations of the paper's 64k-iteration run: the warm-up at lr 0.01 (the quick
+    # preset's 13 iterations lie inside it), then 0.1.
+    s["schedule"] = settings.paper_schedule(s, max(PAPER_ITERATIONS, 2 * s["steps"]))
     return s
 
 

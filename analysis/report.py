@@ -1,9 +1,15 @@
 """REPORT.md: the article's claims answered in one screen, each tied to its evidence.
 
-Reads ``<results>/<experiment>/claims.csv``, ``config.json`` and ``figures/`` and writes:
+Reads ``<results>/<experiment>/claims.csv``, ``controls.csv``, ``config.json`` and ``figures/``
+and writes:
 
+* the regime in one line (data, image size, schedule, updates, widths, seeds, machine);
+* the positive controls (He et al.'s baselines in that regime), each with its numbers and
+  pass/fail -- also written as ``controls_summary.csv``;
 * one table -- claim, the article's words (short), the answer, one sentence of why with the key
-  number and its interval, the figure that shows it -- also written as ``claims_summary.csv``;
+  number and its interval, whether He et al. made the same comparison and whether this answer
+  agrees (a contradiction is flagged), the figure that shows it -- also written as
+  ``claims_summary.csv``;
 * one short section per claim: its primary test(s), a sentence on its secondary measures, the
   caveats that apply to it;
 * the rules (how a test's verdict, a claim's answer and C7 follow), and where every result
@@ -29,11 +35,14 @@ import pandas as pd
 
 from resnet_lab.runs import CODE_PATHS, atomic_write, write_table
 
-from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_TESTABLE, claim_verdict,
-                     derive_c7, read_claims)
+from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED,
+                     claim_verdict, derive_c7, read_claims)
+from .controls import CONTROLS_FILE, read_controls
 
 SUMMARY_FILE = "claims_summary.csv"
-SUMMARY_COLUMNS = ["claim", "article", "answer", "why", "figure"]
+CONTROLS_SUMMARY_FILE = "controls_summary.csv"
+SUMMARY_COLUMNS = ["claim", "article", "answer", "why", "he_et_al", "figure"]
+CONTROL_COLUMNS = ["control", "experiment", "check", "he_et_al", "numbers", "result"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class Claim:
     caveat: str             # what limits the answer in this suite's setting
     measure: str = ""       # the primary measure, short, for the table
     scale: float = 1.0      # shown as effect x scale (100: errors in points)
+    paper: str = ""         # what He et al. compared ("" = no such comparison in the paper)
+    paper_measured: bool = True   # False: He et al. derive it, they do not measure it
 
 
 CLAIMS = (
@@ -55,13 +66,16 @@ CLAIMS = (
           "a direct identity mapping.",
           "结合计算公式,可以看出对于V1来说f为ReLU函数,而V2为直接的identity mapping(恒等映射)。",
           ("signal_propagation", "c1_formula_check"),
-          "True by construction of the units: it checks the instrument, not an outcome."),
+          "True by construction of the units: it checks the instrument, not an outcome.",
+          paper="eqs. 1-2 (by construction)"),
     Claim("C2", "in V1 the ReLU after the addition cuts the shortcut off",
           "Because of the nature of ReLU, when the signal is negative the shortcut has no effect.",
           "因为ReLU的特性所致,信号为负时,shortcut不起作用",
           ("early_training", "c2_cut_over_training"),
-          "Measured over the first iterations only.",
-          "V1's share of gradient energy cut, minus 1% (points)", 100),
+          "Measured at initialisation, compounded over the units (the identity path from the top "
+          "to the first unit); how it changes with training is a secondary row.",
+          "V1, log10 share of gradient passing every ReLU − log10(1/2)",
+          paper="§4.1: the truncation is frequent at 1000 layers (no number)"),
     Claim("C3", "very deep V1 nets (1001 layers) train very slowly at first",
           "Optimizing deep networks (the paper's experiments use a 1001-layer ResNet) is easier: "
           "because of the nature of ReLU, when the signal is negative the shortcut has no effect, "
@@ -69,23 +83,28 @@ CLAIMS = (
           "对于深层的网络(论文实验中使用1001层的ResNet)优化来说更简单,因为ReLU的特性所致,信号为负时,"
           "shortcut不起作用,所以初期训练会十分慢。",
           ("early_training", "c3_training_error"),
-          "The measure is the training error at lr 0.1 after each net's warm-up, so a high "
-          "starting loss earns nothing; the run covers the first iterations only.",
-          "training error at lr 0.1, V1 − V2 (points)", 100),
+          "The window lies wholly at the main lr, after the one warm-up both nets of a pair share; "
+          "the run covers the first iterations only.",
+          "training error at the main lr, V1 − V2 (points)", 100,
+          paper="Fig. 1: V1-1001 trains slowly at first, V2-1001 does not"),
     Claim("C4", "with identity mappings the signal travels freely, early and late",
           "Using an identity mapping lets the signal propagate smoothly through every layer, "
           "whether early or late in training.",
           "而采用identity mapping使得无论训练初期还是末期,信号都能顺利在各层传输",
           ("early_training", "c4_transmission"),
-          "'Late' is the end of the early-training run, not the end of a full training.",
-          "|log10 rho_first/rho_last|, V1 − V2 (decades), init; late"),
+          "'Late' is the end of the early-training run, after its main-lr phase, not the end of a "
+          "full training; measured across stages, through identity shortcuts only.",
+          "V2, largest |log10 rho_in / rho_out| across a stage (decades), init; late",
+          paper="eqs. 4-5: derived, not measured", paper_measured=False),
     Claim("C5", "below about 164 layers the difference is small",
           "Of course, this phenomenon is not serious when the network has few layers (the "
           "experiments used fewer than 164 layers).",
           "当然这种现象在层数不高时并不严重(实验使用低于164层)",
           ("full_training", "c5_gap_vs_depth"),
-          "Basic-unit nets only (the paper's nets below 164 layers); C3's measure and margin.",
-          "training error at lr 0.1, V1 − V2 (points; V1 not worse by > 5)", 100),
+          "Basic-unit nets at 56 and 110 layers; 20 layers (both versions at the floor) and the "
+          "164-layer bottleneck net are secondary rows.",
+          "training error at the main lr, V1 − V2 (points; V1 not worse by > 5), early; late", 100,
+          paper="Table 3: V1 and V2 both train at 110 with one recipe (6.61 vs 6.37%)"),
     Claim("C6", "V2 overfits less: every weight layer's input is normalized",
           "In V1 the input is normalized by BN, but after the shortcut is added, the signal "
           "passed on to the next weight layer is not normalized; in V2 the signal entering every "
@@ -93,8 +112,10 @@ CLAIMS = (
           "在V1中虽然对输入进行了BN正则化,但是加上shortcut后,传到下个层的weight层的信号未正则化。"
           "而V2中对于传入每个层的信号都正则化可以帮助减少过拟合现象。",
           ("full_training", "c6_final_metrics"),
-          "A gap is tested only where every net of both versions fits its training set.",
-          "test − train error gap, V1 − V2 (points)", 100),
+          "A gap is tested only where both versions fit their training set and the seeds and the "
+          "test set can detect He et al.'s effect.",
+          "test − train error gap, V1 − V2 (points)", 100,
+          paper="Fig. 6 (164 layers): V2 has the higher training loss and the lower test error"),
     Claim("C7", "so: V1 for shallow nets, V2 for deep ones",
           "In summary, networks with few layers can keep using the V1 block; networks with many "
           "layers should use the V2 block.",
@@ -103,15 +124,18 @@ CLAIMS = (
     Claim("T2", "(He et al. Table 2) full pre-activation beats the original unit",
           "He et al. 2016, Table 2: of five unit arrangements, full pre-activation has the lowest "
           "test error.", "", ("unit_ablation", "t2_test_error"),
-          "Tested only where every original-unit net fits its training set.",
-          "test error, full pre-activation − original (points)", 100),
+          "Tested only where both units fit their training set and the seeds and the test set can "
+          "detect He et al.'s 0.24 points.",
+          "test error, full pre-activation − original (points)", 100,
+          paper="Table 2: 6.37 vs 6.61% at 110 layers"),
 )
 CLAIM_IDS = tuple(c.id for c in CLAIMS)
 
 
 # --------------------------------------------------------------------------- reading
-def load_results(results) -> tuple[pd.DataFrame, dict]:
-    """Every claims row (with ``folder``) and each experiment folder's config, by name."""
+def load_results(results) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """Every claims row (with ``folder``), each experiment folder's config, by name, and
+    every controls row."""
     results = Path(results)
     if not results.is_dir():
         raise ValueError(f"no results folder at {results}; run the experiments first "
@@ -128,7 +152,9 @@ def load_results(results) -> tuple[pd.DataFrame, dict]:
             raise ValueError(f"{path}: unreadable config ({exc})") from None
     rows = pd.concat(frames, ignore_index=True, sort=False) if frames else \
         pd.DataFrame(columns=["claim", "role", "verdict", "folder"])
-    return rows, configs
+    controls = [read_controls(path) for path in sorted(results.glob(f"*/{CONTROLS_FILE}"))]
+    controls = pd.concat(controls, ignore_index=True) if controls else pd.DataFrame()
+    return rows, configs, controls
 
 
 # --------------------------------------------------------------------------- formatting
@@ -139,6 +165,8 @@ def _num(x, digits=3) -> str:
         return str(x)
     if math.isnan(x):
         return "—"
+    if abs(x) < 1e-12:          # a difference that is zero up to rounding prints as 0
+        return "0"
     if x == int(x) and abs(x) < 1e5:
         return str(int(x))
     return f"{x:.{digits}g}"
@@ -154,14 +182,24 @@ def _table(header, rows) -> list[str]:
 
 
 def _test(row, scale=1.0) -> str:
-    """'4.2 [3.1, 5.3], p 0.002, n 5' or why the test could not be made."""
+    """'4.2 [3.1, 5.3], p 0.002, n 5' or why the test could not be made (with its numbers
+    where it made them: an underpowered test still shows what it measured)."""
+    value = lambda x: _num(float(x) * scale)
+    numbers = (f"{value(row['effect'])} [{value(row['ci_low'])}, {value(row['ci_high'])}]"
+               if row["effect"] == row["effect"] else "")
     if row["verdict"] == NOT_TESTABLE:
-        return f"not testable ({row.get('note', '')})"
+        reason = str(row.get("note", ""))
+        if "underpowered" in reason and row.get("detectable") == row.get("detectable"):
+            reason = (f"underpowered: detectable {value(row['detectable'])} > He et al.'s "
+                      f"{value(abs(row['paper_effect'] - _threshold(row)))}")
+        return f"{numbers + ', ' if numbers else ''}not testable ({reason})"
     p = row.get("p_holm")
     p = row["p_value"] if p is None or (isinstance(p, float) and math.isnan(p)) else p
-    value = lambda x: _num(float(x) * scale)
-    return (f"{value(row['effect'])} [{value(row['ci_low'])}, {value(row['ci_high'])}], "
-            f"p {_num(p, 2)}, n {_num(row['n'])}")
+    return f"{numbers}, p {_num(p, 2)}, n {_num(row['n'])}"
+
+
+def _threshold(row) -> float:
+    return -float(row["margin"]) if row["direction"] == "less" else float(row["margin"])
 
 
 def _where(row) -> str:
@@ -201,6 +239,16 @@ def why(claim: Claim, rows: pd.DataFrame, answer_of: dict) -> str:
     return f"{claim.measure or part.iloc[0]['measure']}: " + "; ".join(parts)
 
 
+def he_et_al(claim: Claim, answer: str) -> str:
+    """Whether He et al. made the same comparison, and whether this answer agrees."""
+    if not claim.paper:
+        return "no such comparison"
+    if not claim.paper_measured:
+        return f"{claim.paper}; —"
+    word = {SUPPORTED: "agrees", NOT_SUPPORTED: "⚠ disagrees (see why)"}.get(answer, "cannot say")
+    return f"{claim.paper}; {word}"
+
+
 def summary_table(rows, configs, out_dir) -> pd.DataFrame:
     answer_of = answers(rows)
     table = []
@@ -209,8 +257,44 @@ def summary_table(rows, configs, out_dir) -> pd.DataFrame:
         png = Path(out_dir) / experiment / "figures" / f"{stem}.png" if stem else None
         figure = f"[{stem}]({experiment}/figures/{stem}.png)" if png is not None and png.is_file() else "—"
         table.append({"claim": claim.id, "article": claim.article, "answer": answer_of[claim.id],
-                      "why": why(claim, rows, answer_of), "figure": figure})
+                      "why": why(claim, rows, answer_of),
+                      "he_et_al": he_et_al(claim, answer_of[claim.id]), "figure": figure})
     return pd.DataFrame(table, columns=SUMMARY_COLUMNS)
+
+
+def controls_table(controls: pd.DataFrame) -> pd.DataFrame:
+    """One row per control and experiment: its numbers and whether it passed."""
+    if controls.empty:
+        return pd.DataFrame(columns=CONTROL_COLUMNS)
+    out = []
+    for (control, experiment), part in controls.groupby(["control", "experiment"], sort=False):
+        first = part.iloc[0]
+        out.append({"control": control, "experiment": experiment, "check": first["check"],
+                    "he_et_al": first["he_et_al"], "numbers": "; ".join(part["numbers"]),
+                    "result": "passed" if part["passed"].astype(bool).all() else "FAILED"})
+    return pd.DataFrame(out, columns=CONTROL_COLUMNS)
+
+
+def regime(configs) -> str:
+    """The setting of the results in one line (from the experiments' config.json)."""
+    trained = {n: c.get("preset") or {} for n, c in configs.items()
+               if (c.get("preset") or {}).get("schedule")}
+    if not trained:
+        return "Regime: no training runs yet."
+    data = next((c.get("data") for c in configs.values() if c.get("data")), {}) or {}
+    first = next(iter(trained.values()))
+    sched = first["schedule"]
+    size = "x".join(map(str, data.get("image_size", []))) or "?"
+    images = f" ({data['train']:,} train / {data['test']:,} test images)" if "train" in data else ""
+    updates = ", ".join(f"{n} {s.get('steps')}" for n, s in sorted(trained.items()))
+    widths = ", ".join(f"{n} {sorted(set((s.get('widths') or {}).values()))}"
+                       for n, s in sorted(trained.items()))
+    seeds = sorted({len(s.get("seeds", [])) for s in trained.values()})
+    machines = sorted({c.get("machine", "?") for c in configs.values()})
+    return (f"Regime: {first.get('dataset', '?')} {size}{images}, batch {first.get('batch_size')}; "
+            f"lr {sched['warmup_lr']:g} for {sched['warmup_max_steps']} iterations, then "
+            f"{sched['lr']:g}, /10 at 1/2 and 3/4 of a run; updates: {updates}; widths: {widths}; "
+            f"{'/'.join(map(str, seeds))} seeds; {', '.join(machines)}.")
 
 
 # --------------------------------------------------------------------------- sections
@@ -291,52 +375,75 @@ def provenance(configs) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the report
-def render_report(results, out_dir) -> tuple[str, pd.DataFrame]:
-    """The report's markdown and its summary table, for ``results``."""
-    rows, configs = load_results(results)
+RULES = ("A test's verdict: *supported* when the one-sided 95% bound on the claimed side lies "
+         "beyond the threshold (0, or the margin) and the Holm-adjusted p < 0.05; *not supported* "
+         "when the other bound lies beyond it on the other side; *inconclusive* otherwise; *not "
+         "testable here* when a positive control the test needs failed, when these seeds and "
+         "this test set cannot detect He et al.'s effect (power check), or when the data are "
+         "missing. Intervals are [lower, upper] one-sided 95% bounds (a 90% interval). Full "
+         "rule: `analysis/claims.py`.")
+
+
+def render_report(results, out_dir) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The report's markdown, its claims table and its controls table, for ``results``."""
+    rows, configs, controls = load_results(results)
     table = summary_table(rows, configs, out_dir)
-    lines = ["# The article's claims, tested", "",
-             "Generated by `python experiments/report.py` from `*/claims.csv` — do not edit. "
-             "The article (a Chinese blog post on He et al. 2016, *Identity Mappings in Deep "
-             "Residual Networks*) makes claims C1–C7; T2 is He et al.'s Table 2. Every answer "
-             "comes from the primary tests declared in `analysis/<experiment>.py` before the "
-             "data; effects are V1 − V2 (paired by seed) unless the measure says otherwise, with "
-             "95% CIs and Holm-adjusted p. How to read them: [rules](#rules).", ""]
-    lines += _table(["claim", "the article says", "answer", "why", "figure"],
+    checks = controls_table(controls)
+    lines = ["# The article's claims, tested", "", regime(configs), "",
+             "Generated by `python experiments/report.py` from `*/controls.csv` and "
+             "`*/claims.csv` — do not edit. The article (a Chinese blog post on He et al. 2016, "
+             "*Identity Mappings in Deep Residual Networks*) makes claims C1–C7; T2 is He et "
+             "al.'s Table 2. First the positive controls: He et al.'s own baselines, which the "
+             "setting must reproduce before a claim that needs them is answered.", "",
+             "## Positive controls", ""]
+    lines += _table(["control", "experiment", "check", "He et al.", "numbers", "result"],
+                    checks[CONTROL_COLUMNS].to_numpy().tolist()) + [""]
+    lines += ["## Claims", "",
+              "Every answer comes from the primary tests declared in `analysis/<experiment>.py` "
+              "before the data; effects are V1 − V2 (paired by seed) unless the measure says "
+              "otherwise. How to read them: [rules](#rules).", ""]
+    lines += _table(["claim", "the article says", "answer", "why", "He et al.", "figure"],
                     table[SUMMARY_COLUMNS].to_numpy().tolist()) + [""]
     for claim, (_, summary_row) in zip(CLAIMS, table.iterrows()):
         lines += claim_section(claim, rows, summary_row, configs)
-    lines += ['<a id="rules"></a>', "## Rules", "",
-              "A test's verdict: *supported* when the 95% CI lies beyond 0 in the claimed "
-              "direction and the (Holm-adjusted) p < 0.05; *not supported* when the CI lies on "
-              "the other side or inside the margin (non-inferiority: above the margin); "
-              "*inconclusive* otherwise; *not testable here* when the setting cannot answer "
-              "(reason given). Full rule: `analysis/claims.py`.", "",
-              "A claim's answer:", "", "```text", CLAIM_RULE, "```", "", "```text", C7_RULE,
-              "```", "", "## Where the results came from", ""]
+    lines += ['<a id="rules"></a>', "## Rules", "", RULES, "", "A claim's answer:", "",
+              "```text", CLAIM_RULE, "```", "", "```text", C7_RULE, "```", "",
+              "## Where the results came from", ""]
     lines += provenance(configs) + [""]
-    return "\n".join(lines).rstrip("\n") + "\n", table
+    return "\n".join(lines).rstrip("\n") + "\n", table, checks
 
 
 def build_report(results, out) -> Path:
-    """Write the report (and ``claims_summary.csv`` beside it) atomically; returns ``out``."""
+    """Write the report (and ``claims_summary.csv``, ``controls_summary.csv`` beside it)
+    atomically; returns ``out``."""
     out = Path(out)
-    text, table = render_report(results, out.parent)      # checks the results folder first
+    text, table, checks = render_report(results, out.parent)      # checks the results folder first
     if not out.parent.is_dir():
         raise ValueError(f"no folder {out.parent} to write {out.name} into")
     write_table(out.parent / SUMMARY_FILE, table)
+    write_table(out.parent / CONTROLS_SUMMARY_FILE, checks)
     return atomic_write(out, text)
 
 
-def parse_summary(markdown: str) -> pd.DataFrame:
-    """The report's first table back as a DataFrame (what tests compare with the claims)."""
+def parse_table(markdown: str, first_header: str) -> pd.DataFrame:
+    """The report's table whose header starts with ``first_header`` back as a DataFrame."""
     lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| claim"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
     cells = []
     for line in lines[start:]:
         if not line.startswith("|"):
             break
         cells.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]])
     header, body = cells[0], cells[2:]
-    return pd.DataFrame(body, columns=header).rename(columns={"the article says": "article"})
+    return pd.DataFrame(body, columns=header)
 
+
+def parse_summary(markdown: str) -> pd.DataFrame:
+    """The report's claims table back as a DataFrame (what tests compare with the claims)."""
+    return parse_table(markdown, "claim").rename(columns={"the article says": "article",
+                                                          "He et al.": "he_et_al"})
+
+
+def parse_controls(markdown: str) -> pd.DataFrame:
+    """The report's controls table back as a DataFrame."""
+    return parse_table(markdown, "control").rename(columns={"He et al.": "he_et_al"})

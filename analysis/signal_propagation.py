@@ -87,6 +87,7 @@ from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula
 from . import claims as C
 from .cells import dataset as load_cached
 from .figures import band, gap_axis
+from .measures import transmission
 from .tables import select, stage_boundaries, version_label
 
 NAME = EXPERIMENT = "signal_propagation"
@@ -260,31 +261,6 @@ def figure_rows(probe: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- analysis
-def transmission(probe: pd.DataFrame, keys) -> pd.DataFrame:
-    """Per net (``keys``) and step: log10 of the raw gradient ratio ||g_first|| / ||g_last||
-    and of the relative-sensitivity ratio rho_first / rho_last, rho = ||dL/dx|| * ||x||
-    (first = the first unit's input, last = the last unit's output), and their absolute
-    values (the C4 measures; lower = the signal travels with less loss or blow-up)."""
-    keys = list(keys) + ["step"]
-    norm = probe[probe["stat"] == "norm"]
-    first_unit = norm.groupby(keys)["unit"].transform("min")
-    last_unit = norm.groupby(keys)["unit"].transform("max")
-
-    def end(rows, tap, direction):
-        part = rows[(rows["tap"] == tap) & (rows["direction"] == direction)]
-        return part.set_index(keys)["value"]
-
-    first = norm[(norm["unit"] == first_unit)]
-    last = norm[(norm["unit"] == last_unit)]
-    g0, x0 = end(first, "input", "backward"), end(first, "input", "forward")
-    g1, x1 = end(last, "output", "backward"), end(last, "output", "forward")
-    out = pd.DataFrame({"log_grad_ratio": np.log10(g0 / g1),
-                        "log_rho_ratio": np.log10((g0 * x0) / (g1 * x1))})
-    out["abs_log_grad_ratio"] = out["log_grad_ratio"].abs()
-    out["abs_log_rho_ratio"] = out["log_rho_ratio"].abs()
-    return out.reset_index()
-
-
 def rho_profile(probe: pd.DataFrame, keys) -> pd.DataFrame:
     """Per unit: rho at its input relative to rho at the last unit's output (for figures)."""
     keys = list(keys) + ["step"]

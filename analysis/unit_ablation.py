@@ -38,30 +38,43 @@ from resnet_lab import plotting, settings
 from resnet_lab.networks import resolve_cifar_block
 from resnet_lab.runs import atomic_write, read_table
 from resnet_lab.sweep import Cell
-from resnet_lab.schedule import Schedule
 from resnet_lab.units import UNIT_KINDS
 
 from . import claims as C
+from . import controls as K
 from .cells import train_cell, train_context
-from .full_training import FIT_ERROR
 from .tables import first_to_last, forward_growth, mean_over_units, select, spread, stage_boundaries
 
 NAME = EXPERIMENT = "unit_ablation"
 PRESETS = {
-    # 2 CPU cores, nothing downloaded: 6.5 minutes measured (1 thread, shared machine).
-    "quick": dict(depths=[20], widths={"basic": 16, "bottleneck": 4}, seeds=[0, 1, 2, 3, 4],
-                  steps=500, lr=0.1, batch_size=128, dataset="digits"),
+    # 2 CPU cores, nothing downloaded: ResNet-110 (Table 2's basic column) at width 16 on
+    # digits 8x8, the schedule of analysis/full_training.py's quick preset.
+    "quick": dict(depths=[110], widths={"basic": 16, "bottleneck": 16}, seeds=[0, 1, 2, 3, 4],
+                  steps=500, warmup_steps=50, lr=0.05, batch_size=128, dataset="digits"),
     # He et al. 2016 Table 2: ResNet-110 and ResNet-164 on CIFAR-10, width 16; a GPU.
     "paper": dict(depths=[110, 164], widths={"basic": 16, "bottleneck": 16}, seeds=[0, 1, 2, 3, 4],
-                  steps=64000, lr=0.1, batch_size=128, dataset="cifar10"),
+                  steps=64000, warmup_steps=400, lr=0.1, batch_size=128, dataset="cifar10"),
     # seconds: what the tests run.
     "smoke": dict(depths=[8, 11], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2], steps=6,
-                  lr=0.1, batch_size=32, dataset="digits"),
+                  warmup_steps=2, lr=0.1, batch_size=32, dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "batch_size", "lr", "dataset", "unit_kinds")
-PRIMARY = ("full_preact", "less", 0.003, "0.3 points is about one test image of digits' 360; "
-           "He et al.'s Table 2 gap (6.61 -> 6.37 at 110 layers) is 0.24 points of CIFAR-10")
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "lr", "dataset",
+           "unit_kinds")
 CLAIM = "T2"
+# One primary per Table 2 column: full pre-activation − original, He et al.'s difference.
+PRIMARY = {depth: C.Primary(CLAIM, "test_error", "test error, full pre-activation − original "
+                            "(He et al. Table 2: better)", "less", 0.0, "He et al.'s effect "
+                            f"({abs(effect) * 100:.2f} points) leaves no room for a margin",
+                            (depth,), effect, f"He et al. 2016 Table 2, ResNet-{depth}",
+                            requires=("B", "D"), on_test_set=True)
+           for depth, effect in ((110, -0.0024), (164, -0.0047))}
+SECONDARY_MARGIN = 0.005     # "on par": within half a point
+CONTROLS = {
+    "B": K.Control("B", "the original unit fits its training set (eval-mode training error at "
+                   "most 2%, every seed)", "He et al. 2015/2016: ResNet-110/164 train"),
+    "D": K.Control("D", "full pre-activation fits its training set (every seed)",
+                   "He et al. 2016: pre-activation ResNet-110/164 train"),
+}
 CELL = ["depth", "unit_kind", "seed"]
 EARLY_FRACTION = 0.2
 FINAL_FRACTION = 0.1
@@ -76,8 +89,8 @@ PAPER_DIRECTION = {"bn_after_add": "greater", "relu_before_add": "greater",
                    "relu_only_preact": "equivalent", "full_preact": "less"}
 PROBE_TAPS = ("input", "output", "sum")
 PROBE_STATS = ("norm", "ch_var", "shortcut_cut", "grad_cut")
-FILES = ("config.json", "claims.csv", "summary.csv", "cells.csv", "final.csv", "probe.csv.gz",
-         "table2.md", "table2.csv")
+FILES = ("config.json", "claims.csv", "controls.csv", "summary.csv", "cells.csv", "final.csv",
+         "probe.csv.gz", "table2.md", "table2.csv")
 WORK = train_cell
 
 
@@ -87,7 +100,8 @@ def parse_settings(argv=None) -> dict:
     p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/unit_ablation.py")
     s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3)
     s["unit_kinds"] = s["unit_kinds"] or list(UNIT_KINDS)
-    s["schedule"] = Schedule.paper(s["steps"], s["lr"]).as_dict()
+    settings.check_main_lr_phase(s)
+    s["schedule"] = settings.paper_schedule(s)
     s["eval_every"] = max(1, s["steps"] // 10)
     s["probe_every"] = s["steps"]           # the signal at initialisation only
     return s
@@ -106,13 +120,14 @@ def describe(s) -> str:
     return (f"unit_ablation ({s['preset']}): {len(cells(s))} nets on {s['dataset']}, depths "
             f"{s['depths']} ({settings.describe_widths(s['widths'])}), unit kinds "
             f"{', '.join(s['unit_kinds'])}, seeds {s['seeds']}, {s['steps']} steps of "
-            f"{s['batch_size']} (lr 0.01 until the training error < 80%, then {s['lr']}, /10 at "
+            f"{s['batch_size']} (lr 0.01 for {s['schedule']['warmup_max_steps']}, then {s['lr']}, /10 at "
             f"{list(s['schedule']['milestones'])}); signal probed at step 1; on "
             f"{s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
 def analyse(run, tables, cells_table, s, data):
     """Write the run's tables, summary, Table 2 and claims."""
+    run.update_config(data=data.describe())
     dataset, preset = s["dataset"], s["preset"]
     run.write_csv("cells.csv", cells_table)
     run.write_csv("train.csv.gz", tables["train"])
@@ -123,12 +138,15 @@ def analyse(run, tables, cells_table, s, data):
     t2 = table2(table, dataset=dataset, preset=preset)
     run.write_csv("table2.csv", t2)
     atomic_write(run.path / "table2.md", table2_markdown(t2, table))
-    C.write_claims(run.path, claims_rows(table, dataset=dataset))
+    controls = control_rows(table)
+    K.write_controls(run.path, controls)
+    C.write_claims(run.path, claims_rows(table, controls, dataset=dataset,
+                                         n_test=len(data.test_y)))
 
 
 def results_text(run_dir) -> str:
     """What the script prints: Table 2 and the tests against the original unit."""
-    return (Path(run_dir) / "table2.md").read_text() + "\n" + C.claims_text(
+    return (Path(run_dir) / "table2.md").read_text() + "\n" + K.controls_text(run_dir) + "\n" + C.claims_text(
         Path(run_dir) / C.CLAIMS_FILE, roles=("primary", "secondary"))
 
 
@@ -150,7 +168,7 @@ def summary(train: pd.DataFrame, probe: pd.DataFrame | None, final: pd.DataFrame
         .groupby(CELL)["value"].mean()})
     wide = spread(final, CELL, ["split", "metric"])
     out["train_error"], out["test_error"] = wide[("train", "error")], wide[("test", "error")]
-    out["fits"] = out["train_error"] <= FIT_ERROR
+    out["fits"] = out["train_error"] <= K.FIT_ERROR
     out["diverged"] = ~np.isfinite(loss.groupby(CELL)["value"].last())
     if probe is not None and not probe.empty:
         keys = [*CELL, "step"]
@@ -168,37 +186,50 @@ def summary(train: pd.DataFrame, probe: pd.DataFrame | None, final: pd.DataFrame
     return _order(out).reset_index(drop=True)
 
 
-def claims_rows(table: pd.DataFrame, *, dataset: str) -> list[dict]:
+def control_rows(table: pd.DataFrame) -> list[dict]:
+    """Controls B and D at every depth of the run: both units of the primary test fit."""
+    fit = dict(column="train_error", limit=K.FIT_ERROR, what="eval-mode training error")
+    table = table.assign(version=table["unit_kind"].map({"original": 1, "full_preact": 2}))
+    return [K.all_below(CONTROLS[c], EXPERIMENT, table, depth=int(depth), version=v, **fit)
+            for depth in sorted(table["depth"].unique()) for c, v in (("B", 1), ("D", 2))]
+
+
+def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> list[dict]:
     """T2 rows: per depth and kind, test error (kind − original), paired by seed; the primary
-    one only where every original-unit net fits its training set."""
+    one (full pre-activation) at Table 2's depths, checked against controls and power."""
+    failed = K.failed(controls)
     rows = []
     for depth in sorted(table["depth"].unique()):
         at = table[table["depth"] == depth]
         wide = spread(at, "seed", "unit_kind", "test_error")
         if "original" not in wide.columns:
             continue
-        original = at[at["unit_kind"] == "original"]
-        unfit = int((~original["fits"].astype(bool)).sum())
+        col = _paper_column(at)
         for kind, direction in PAPER_DIRECTION.items():
             if kind not in wide.columns:
                 continue
-            primary = kind == PRIMARY[0]
-            margin = PRIMARY[2]
             pair = wide[["original", kind]].dropna()
+            primary = PRIMARY.get(int(depth)) if kind == "full_preact" else None
+            margin = SECONDARY_MARGIN if direction == "equivalent" else 0.0
+            floor = C.test_set_sd(pair[kind], pair["original"], n_test)
             result = C.paired_difference(pair[kind].to_numpy(), pair["original"].to_numpy(),
-                                         direction=direction, margin=margin)
-            if primary and unfit:
-                result = C.not_testable(len(pair), f"{unfit} of {len(original)} original-unit "
-                                        f"nets do not fit their training set (eval error > "
-                                        f"{FIT_ERROR:.0%})", direction=direction, margin=margin)
-            col = _paper_column(at)
+                                         direction=direction, margin=margin, sd_floor=floor)
+            if primary is not None:
+                why = C.required_controls_failed(primary, failed)
+                result = C.not_testable(len(pair), why, direction=direction) if why \
+                    else C.power_checked(result, primary)
             paper = (PAPER_TABLE2[kind][col] - PAPER_TABLE2["original"][col]) / 100
             rows.append(C.claim_row(
-                CLAIM, "primary" if primary else "secondary", EXPERIMENT,
+                CLAIM, "primary" if primary is not None else "secondary", EXPERIMENT,
                 f"test error, {kind} − original (He et al. Table 2: {_paper_word(direction)})",
                 int(depth), result, unit_kind=kind, paper_effect=round(paper, 4),
                 paper_depth=(110, 164)[col], dataset=dataset, width=int(at["width"].iloc[0]),
-                margin_reason=PRIMARY[3] if primary else ""))
+                margin_reason=primary.margin_reason if primary is not None else ""))
+    if not any(r["role"] == "primary" for r in rows):
+        rows.append(C.claim_row(CLAIM, "primary", EXPERIMENT, "test error, full pre-activation "
+                                "− original", None, C.not_testable(0, "no Table 2 depth (110, "
+                                "164) with both units in this run", direction="less"),
+                                dataset=dataset))
     return rows
 
 

@@ -60,6 +60,13 @@ class Dataset:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.train_x.shape[2:])
 
+    def describe(self) -> dict:
+        """What a run's config.json records of its data."""
+        return {"name": self.name, "image_size": list(self.image_size),
+                "channels": self.in_channels, "classes": self.num_classes,
+                "train": len(self.train_y), "test": len(self.test_y), "pad": self.pad,
+                "flip": self.flip}
+
     def to(self, device) -> "Dataset":
         return dataclasses.replace(self, **{k: getattr(self, k).to(device) for k in
                                             ("train_x", "train_y", "test_x", "test_y")})

@@ -85,10 +85,19 @@ def check_checkpoints(checkpoints, s):
 
 
 def check_warmup_steps(warmup_steps, s):
-    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < s["steps"]:
-        raise ValueError(f"--warmup-steps {warmup_steps!r}: must be an integer from 0 to --steps "
-                         f"- 1 ({s['steps'] - 1})")
+    """Any length >= 0: a warm-up longer than the run keeps every step at lr 0.01 (grad_flow
+    studies those first steps); experiments that test at the main lr also call
+    ``check_main_lr_phase``."""
+    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+        raise ValueError(f"--warmup-steps {warmup_steps!r}: must be an integer >= 0")
     return warmup_steps
+
+
+def check_main_lr_phase(s) -> None:
+    """The run must reach its main lr: its tests read windows after the warm-up."""
+    if s["warmup_steps"] >= s["steps"]:
+        raise ValueError(f"--warmup-steps {s['warmup_steps']}: must be below --steps "
+                         f"({s['steps']}); this experiment's tests read the iterations at --lr")
 
 
 def check_batch_size(batch_size, s=None):
@@ -268,6 +277,9 @@ def checkpoint_spacing(steps: int, checkpoints: int) -> int:
     return max(1, (steps - 1) // max(1, checkpoints - 1))
 
 
-def paper_schedule(s) -> Schedule:
-    """The paper's schedule on the run's steps at its lr (``resnet_lab.schedule``)."""
-    return Schedule.paper(s["steps"], s.get("lr") or 0.1)
+def paper_schedule(s, length=None) -> dict:
+    """The paper's schedule at the run's lr with its fixed warm-up (``warmup_steps``), its
+    divisions placed on ``length`` updates (default the run's steps; a longer length leaves
+    a short run the first iterations of a long one, before any division)."""
+    return Schedule.paper(length or s["steps"], s.get("lr") or 0.1,
+                          warmup_steps=s["warmup_steps"]).as_dict()

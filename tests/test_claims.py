@@ -27,24 +27,35 @@ def test_paired_verdict_on_known_effect(effect, expected):
     assert C.paired_difference(b, a, direction="less").verdict == expected
 
 
-def test_an_effect_inside_the_margin_is_not_supported_even_when_significant():
-    a, b = _arms(0.01, n=8, noise=0.001)
-    res = C.paired_difference(a, b, margin=0.05)
-    assert res.ci_low > 0 and res.p_value < 0.05 and res.ci_high <= 0.05
-    assert res.verdict == NOT_SUPPORTED
-    assert C.paired_difference(a, b, margin=0.0).verdict == SUPPORTED
+@pytest.mark.parametrize("direction, threshold", [("greater", 0.05), ("less", -0.05),
+                                                  ("noninferior", 0.05)])
+def test_one_threshold_decides_both_answers(direction, threshold):
+    """An effect just beyond the threshold with a tight interval is supported, one just short
+    of it not supported -- the same margin decides both, either side."""
+    above = direction == "greater"
+    for delta, expected in ((0.01, SUPPORTED), (-0.01, NOT_SUPPORTED)):
+        shift = delta if above else -delta             # "beyond" is up for greater, down else
+        a, b = _arms(threshold + shift, n=8, noise=0.001)
+        res = C.paired_difference(a, b, direction=direction, margin=0.05)
+        assert res.verdict == expected, (delta, res)
+        # the bound on the claimed side and p agree: p < 0.05 exactly when that bound is beyond
+        bound = res.ci_low if above else res.ci_high
+        assert (res.p_value < 0.05) == ((bound > threshold) if above else (bound < threshold))
 
 
 @pytest.mark.parametrize("args, direction, margin, expected", [
     ((0.3, 0.1, 0.5, 0.01), "greater", 0.05, SUPPORTED),
     ((0.3, -0.1, 0.7, 0.10), "greater", 0.05, INCONCLUSIVE),
     ((-0.3, -0.5, -0.1, 0.99), "greater", 0.05, NOT_SUPPORTED),
-    ((0.01, -0.02, 0.04, 0.30), "greater", 0.05, NOT_SUPPORTED),        # at most negligible
+    ((0.01, -0.02, 0.04, 0.30), "greater", 0.05, NOT_SUPPORTED),        # short of the margin
+    ((0.03, 0.01, 0.06, 0.20), "greater", 0.05, INCONCLUSIVE),          # above 0, not the margin
+    ((-0.3, -0.5, -0.1, 0.01), "less", 0.05, SUPPORTED),
+    ((0.0, -0.02, 0.02, 0.90), "less", 0.05, NOT_SUPPORTED),
     ((0.01, -0.02, 0.04, 0.01), "noninferior", 0.05, SUPPORTED),
     ((0.08, 0.06, 0.10, 0.99), "noninferior", 0.05, NOT_SUPPORTED),     # worse by > margin
     ((0.04, 0.00, 0.08, 0.20), "noninferior", 0.05, INCONCLUSIVE),
     ((0.01, -0.02, 0.04, 0.01), "equivalent", 0.05, SUPPORTED),
-    ((0.3, 0.1, 0.5, 0.01), "two-sided", 0.0, SUPPORTED),
+    ((0.09, 0.06, 0.12, 0.99), "equivalent", 0.05, NOT_SUPPORTED),
     ((math.nan, 0.1, 0.5, 0.01), "greater", 0.0, INCONCLUSIVE),
 ])
 def test_verdict_rule_table(args, direction, margin, expected):
@@ -53,7 +64,7 @@ def test_verdict_rule_table(args, direction, margin, expected):
 
 def test_verdict_rejects_bad_arguments():
     with pytest.raises(ValueError, match="valid: greater"):
-        C.verdict(1, 0, 2, 0.01, direction="bigger")
+        C.verdict(1, 0, 2, 0.01, direction="two-sided")
     with pytest.raises(ValueError, match="margin"):
         C.verdict(1, 0, 2, 0.01, margin=-1)
 
@@ -69,7 +80,7 @@ def test_paired_and_noninferior_match_scipy():
     res = C.paired_difference(a, b, direction="noninferior", margin=0.05)
     d = a - b
     assert res.effect == pytest.approx(d.mean())
-    lo, hi = stats.ttest_1samp(d, 0).confidence_interval(0.95)
+    lo, hi = stats.ttest_1samp(d, 0).confidence_interval(0.90)    # two one-sided 95% bounds
     assert (res.ci_low, res.ci_high) == pytest.approx((lo, hi))
     assert res.p_value == pytest.approx(stats.ttest_1samp(d - 0.05, 0, alternative="less").pvalue)
 
@@ -122,16 +133,59 @@ def test_holm_turns_a_marginal_primary_test():
     assert all(r["p_holm"] >= p for r, p in zip(rows, raw))
 
 
-@pytest.mark.parametrize("a, b, ca, cb, expected", [
-    ([300] * 5, [10, 12, 9, 15, 11], [True] * 5, [False] * 5, SUPPORTED),   # V1 never got there
-    ([300] * 5, [300] * 5, [True] * 5, [True] * 5, INCONCLUSIVE),          # all censored
-    ([300, 300, 300, 20, 30], [300, 300, 300, 10, 12], [True, True, True, False, False],
-     [True, True, True, False, False], INCONCLUSIVE),                      # mostly censored
-    ([10, 12, 9, 15, 11], [30, 40, 50, 60, 70], [False] * 5, [False] * 5, NOT_SUPPORTED),
-])
-def test_censored_sign_test(a, b, ca, cb, expected):
-    res = C.paired_censored(a, b, censored_a=ca, censored_b=cb)
-    assert res.verdict == expected, res
+# --------------------------------------------------------------------------- power
+def test_detectable_effect_matches_the_textbook_formula():
+    sd, n = 0.02, 5
+    by_hand = (stats.t(4).ppf(0.95) + stats.t(4).ppf(0.80)) * sd / math.sqrt(n)
+    assert C.detectable_effect(sd, n) == pytest.approx(by_hand)
+    a, b = _arms(0.3, n=5, noise=0.02)
+    res = C.paired_difference(a, b)
+    assert res.detectable == pytest.approx(C.detectable_effect(np.std(a - b, ddof=1), 5))
+    # a floor (the test set's own noise) raises it
+    assert C.paired_difference(a, b, sd_floor=1.0).detectable == pytest.approx(
+        C.detectable_effect(1.0, 5))
+
+
+def test_test_set_sd_is_the_binomial_sd_of_a_difference():
+    assert C.test_set_sd([0.02] * 5, [0.04] * 5, 360) == pytest.approx(
+        math.sqrt((0.02 * 0.98 + 0.04 * 0.96) / 360))
+
+
+def _primary(**kw):
+    base = dict(claim="C9", measure="m", text="m, V1 − V2", direction="greater", margin=0.0,
+                margin_reason="r", depths=(56,), paper_effect=0.02, paper_source="s")
+    return C.Primary(**{**base, **kw})
+
+
+def _table(effect, noise, seed=0):
+    a, b = _arms(effect, n=5, noise=noise, seed=seed)
+    return pd.DataFrame([dict(depth=56, version=v, seed=s, m=x)
+                         for s in range(5) for v, x in ((1, a[s]), (2, b[s]))])
+
+
+def test_an_underpowered_primary_test_is_not_testable_here():
+    """He et al.'s effect 0.02: seeds with sd 0.001 can detect it, with sd 0.05 they cannot
+    -- even when the noisy data happen to lean the claimed way."""
+    clear = C.primary_rows(_table(0.02, 0.001), _primary(), experiment="x")[0]
+    assert clear["verdict"] == SUPPORTED and clear["detectable"] < 0.02
+    noisy = C.primary_rows(_table(0.02, 0.05), _primary(), experiment="x")[0]
+    assert noisy["verdict"] == NOT_TESTABLE and noisy["detectable"] > 0.02
+    assert noisy["note"].startswith("underpowered") and math.isfinite(noisy["effect"])
+    # the distance that must be resolved is from He et al.'s effect to the threshold
+    assert _primary(margin=0.005).resolvable() == pytest.approx(0.015)
+    assert _primary(direction="noninferior", margin=0.05, paper_effect=0.0).resolvable() == 0.05
+    assert _primary(paper_effect=None).resolvable() is None
+
+
+def test_a_failed_control_turns_its_dependent_primary_into_not_testable():
+    table = _table(0.3, 0.01)
+    needs = _primary(requires=("B",))
+    failed = {"B": "V1-110: 2 of 5 nets fit"}
+    row = C.primary_rows(table, needs, experiment="x", failed_controls=failed)[0]
+    assert row["verdict"] == NOT_TESTABLE and row["note"] == "control B failed: V1-110: 2 of 5 nets fit"
+    # a control the test does not need changes nothing
+    other = C.primary_rows(table, _primary(requires=("A",)), experiment="x", failed_controls=failed)
+    assert other[0]["verdict"] == SUPPORTED
 
 
 def test_claim_rule_and_c7():

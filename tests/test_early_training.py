@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from analysis import claims as C
+from analysis import controls as K
 from analysis import early_training as ET
+from analysis.measures import curve_measures
 from experiment_checks import (bad_input, help_text, one_thread, redraw_without_model_code,  # noqa: F401
                                run_smoke)
 
@@ -28,19 +30,35 @@ def test_smoke_writes_every_file_and_claim(smoke):
     config = json.loads((run / "config.json").read_text())
     assert config["status"] == "completed" and config["preset"]["schedule"]["warmup_lr"] == 0.01
     assert config["preset"]["schedule"]["milestones"] == [32000, 48000]    # no division yet
+    assert config["preset"]["schedule"]["warmup_max_steps"] == 3            # one fixed warm-up
+    assert config["data"]["image_size"] == [8, 8] and config["data"]["test"] == 360
     train = pd.read_csv(run / "train.csv.gz")
     assert set(train["version"]) == {1, 2} and set(train["seed"]) == {0, 1, 2}
     table = pd.read_csv(run / "summary.csv")
-    assert len(table) == 3 * 2 * 3 and table[["err_window", "rho_init", "rho_last"]].notna().all().all()
-    assert (table.loc[table["version"] == 2, ["grad_cut_init", "shortcut_cut_init"]] == 0).all().all()
+    assert len(table) == 3 * 2 * 3
+    assert table[["err_c3", "err_end", "stage_rho_init", "survival_init"]].notna().all().all()
+    assert (table.loc[table["version"] == 2, ["grad_cut_init", "survival_init"]] == 0).all().all()
     claims = C.read_claims(run / "claims.csv")
     assert set(claims["claim"]) == {"C2", "C3", "C4"}
     primary = claims[claims["role"] == "primary"]
     # the smoke preset has no 1001-layer net: every primary test says so
     assert len(primary) == 4 and (primary["verdict"] == C.NOT_TESTABLE).all()
     assert primary["note"].str.contains("1001").all()
+    controls = K.read_controls(run / "controls.csv")
+    assert list(controls["control"]) == ["W", "A", "E"] and not controls.loc[2, "passed"]
     for name in FIGURES:
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_both_nets_of_a_pair_share_one_lr_schedule(smoke):
+    """Read back from the training rows: V1 and V2 of a seed and depth get the same lr at every
+    iteration (one fixed warm-up, no data-dependent switch)."""
+    run, _ = smoke
+    train = pd.read_csv(run / "train.csv.gz")
+    lr = train[train["metric"] == "lr"].pivot_table(index=["depth", "seed", "step"],
+                                                    columns="version", values="value")
+    assert len(lr) == 3 * 3 * 10 and (lr[1] == lr[2]).all()
+    assert set(lr.loc[(29, 0)][1].iloc[:3]) == {0.01} and set(lr.loc[(29, 0)][1].iloc[3:]) == {0.1}
 
 
 def test_training_measures_recomputed_by_hand(smoke):
@@ -48,23 +66,43 @@ def test_training_measures_recomputed_by_hand(smoke):
     train = pd.read_csv(run / "train.csv.gz")
     net = train.query("depth == 29 and version == 1 and seed == 2 and split == 'train'")
     error = net[net["metric"] == "error"].set_index("step")["value"]
-    lr = net[net["metric"] == "lr"].set_index("step")["value"]
     row = pd.read_csv(run / "summary.csv").set_index(["depth", "version", "seed"]).loc[(29, 1, 2)]
-    lo, hi = ET.window({"steps": 10})
-    assert (lo, hi) == (6, 10) and row["err_window"] == pytest.approx(error.loc[lo + 1: hi].mean())
-    at_01 = lr[lr > 0.01]
-    assert row["warmup_end"] == (at_01.index[0] - 1 if len(at_01) else pytest.approx(np.nan, nan_ok=True))
+    windows = ET.windows({"steps": 10, "schedule": {"warmup_max_steps": 3}})
+    assert windows == {"c3": (3, 6), "end": (8, 10)}
+    assert row["err_c3"] == pytest.approx(error.loc[4:6].mean())
+    assert row["err_end"] == pytest.approx(error.loc[9:10].mean())
+    epoch = 1437 // 16
+    assert row["warmup_error"] == pytest.approx(error.loc[max(1, 3 - epoch + 1):3].mean())
 
 
-def test_measures_of_a_diverged_or_stuck_net():
-    """A net that diverges counts chance error from then on; one that never leaves the warm-up
-    has no warmup_end and a censored steps_to_half."""
+def test_survival_and_stage_transmission_recomputed_from_the_probe_rows(smoke):
+    """The compounded cut and the per-stage rho, by hand from the raw probe rows."""
+    run, _ = smoke
+    probe = pd.read_csv(run / "probe.csv.gz")
+    row = pd.read_csv(run / "summary.csv").set_index(["depth", "version", "seed"]).loc[(47, 1, 0)]
+    net = probe.query("depth == 47 and version == 1 and seed == 0")
+    first = net[net["step"] == net["step"].min()]
+    cuts = first.query("tap == 'sum' and stat == 'grad_cut'")["value"]
+    assert row["survival_init"] == pytest.approx(np.log10(1 - cuts).sum())
+    norm = first[first["stat"] == "norm"].set_index(["stage", "index", "tap", "direction"])["value"]
+    ratios = []
+    for stage in sorted(first["stage"].unique()):
+        idx = sorted(i for i in first.loc[first["stage"] == stage, "index"].unique() if i >= 1)
+        rho_in = norm[(stage, idx[0], "input", "backward")] * norm[(stage, idx[0], "input", "forward")]
+        rho_out = norm[(stage, idx[-1], "output", "backward")] * norm[(stage, idx[-1], "output", "forward")]
+        ratios.append(abs(np.log10(rho_in / rho_out)))
+    assert row["stage_rho_init"] == pytest.approx(max(ratios))
+
+
+def test_measures_of_a_diverged_net():
+    """A net that diverges counts chance error from then on."""
     steps = np.arange(1, 11)
     curve = pd.DataFrame({"step": steps, "lr": 0.01, "error": 0.2,
                           "loss": [1.0] * 5 + [np.nan] + [np.nan] * 4})
-    m = ET.loss_measures(curve.iloc[:6], window=[5, 10], steps=10, chance=0.9)
-    assert m["diverged_at"] == 6 and m["err_window"] == pytest.approx(0.9)
-    assert np.isnan(m["warmup_end"]) and m["censored"] and m["steps_to_half"] == 10
+    m = curve_measures(curve.iloc[:6], windows={"late": (5, 10)}, steps=10, chance=0.9,
+                       warmup=2, epoch=2)
+    assert m["diverged_at"] == 6 and m["err_late"] == pytest.approx(0.9)
+    assert m["warmup_error"] == pytest.approx(0.2) and (m["late_from"], m["late_to"]) == (5, 10)
 
 
 def test_cut_table_is_the_mean_over_units_of_the_probe_rows(smoke):
@@ -79,8 +117,10 @@ def test_cut_table_is_the_mean_over_units_of_the_probe_rows(smoke):
 
 def test_claims_are_recomputed_from_the_summary(smoke):
     run, _ = smoke
-    again = pd.DataFrame(C.apply_holm(ET.claims_rows(pd.read_csv(run / "summary.csv"),
-                                                     dataset="digits")))
+    table = pd.read_csv(run / "summary.csv")
+    controls = ET.control_rows(table, {"depths": [20, 29, 47]})
+    assert pd.DataFrame(controls)["passed"].tolist() == K.read_controls(run / "controls.csv")["passed"].tolist()
+    again = pd.DataFrame(C.apply_holm(ET.claims_rows(table, controls, dataset="digits")))
     written = C.read_claims(run / "claims.csv")
     assert again["verdict"].tolist() == written["verdict"].tolist()
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)
@@ -88,7 +128,8 @@ def test_claims_are_recomputed_from_the_summary(smoke):
 
 def test_published_copy_redraws_without_model_code(smoke):
     _, publish = smoke
-    assert {"config.json", "claims.csv", "summary.csv", "train.csv.gz", "cuts.csv"} <= \
+    assert {"config.json", "claims.csv", "controls.csv", "summary.csv", "train.csv.gz",
+            "cuts.csv"} <= \
         {p.name for p in publish.iterdir()}
     assert not (publish / "probe.csv.gz").exists()      # the raw probe table stays behind
     assert redraw_without_model_code(NAME, publish) == sorted(FIGURES)
@@ -101,6 +142,8 @@ def test_published_copy_redraws_without_model_code(smoke):
     (["--checkpoints", "0"], "--checkpoints 0"),
     (["--batch-size", "5000"], "exceeds the 1437 training images"),
     (["--lr", "nan"], "--lr nan"),
+    (["--warmup-steps", "10"], "must be below --steps"),
+    (["--warmup-steps", "-1"], "--warmup-steps -1"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-python.tar.gz"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsys, monkeypatch):

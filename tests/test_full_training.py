@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from analysis import claims as C
+from analysis import controls as K
 from analysis import full_training as FT
 from resnet_lab.data import Batches, apply_augmentation, draw_augmentation, load_dataset
 from resnet_lab.sweep import Cell, build
@@ -52,14 +53,19 @@ def test_smoke_writes_every_file_in_the_schema(smoke_run):
             assert set(cell["role"]) == {"stem", "unit input", "inside branch", "classifier"}
     assert np.allclose(wi["distance"] ** 2, wi["mean_rms"] ** 2 + wi["var_dev"] ** 2)
     summary = pd.read_csv(run / "summary.csv")
-    assert len(summary) == 12 and summary[["gap_error", "distance_init", "err_window"]].notna().all().all()
+    assert len(summary) == 12
+    assert summary[["gap_error", "distance_init", "err_early", "err_late"]].notna().all().all()
     assert np.allclose(summary["gap_error"], summary["test_error"] - summary["train_error"])
     claims = C.read_claims(run / "claims.csv")
     assert set(claims["claim"]) == {"C5", "C6"}
     assert set(claims.loc[claims["role"] == "mechanism", "claim"]) == {"C6"}
-    # 10 smoke steps fit nothing: the gap test says it cannot be made, and why
-    c6 = claims[(claims["claim"] == "C6") & (claims["role"] == "primary")]
-    assert (c6["verdict"] == C.NOT_TESTABLE).all() and c6["note"].str.contains("fits").all()
+    # the smoke depths have none of the controls' or the claims' depths: all not testable
+    primary = claims[claims["role"] == "primary"]
+    assert (primary["verdict"] == C.NOT_TESTABLE).all()
+    assert primary["note"].str.contains("no V1/V2 pair at (?:56|110|164) layers").all()
+    controls = K.read_controls(run / "controls.csv")
+    assert list(controls["control"]) == ["W", "A", "B", "C", "D", "D", "D"]
+    assert not controls["passed"].any() and controls["numbers"].str.startswith("not measured").all()
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
@@ -97,7 +103,8 @@ def test_weight_input_statistics_match_a_direct_computation(smoke_run):
 def test_claims_are_recomputed_from_the_summary(smoke_run):
     run, _ = smoke_run
     table = pd.read_csv(run / "summary.csv")
-    again = pd.DataFrame(C.apply_holm(FT.claims_rows(table, dataset="digits")))
+    again = pd.DataFrame(C.apply_holm(FT.claims_rows(table, FT.control_rows(table),
+                                                     dataset="digits", n_test=360)))
     written = C.read_claims(run / "claims.csv")
     assert again["verdict"].tolist() == written["verdict"].tolist()
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)
@@ -106,8 +113,8 @@ def test_claims_are_recomputed_from_the_summary(smoke_run):
 def test_published_copy_is_small_and_redraws_without_model_code(smoke_run):
     _, publish = smoke_run
     names = {p.name for p in publish.iterdir()}
-    assert {"config.json", "claims.csv", "summary.csv", "weight_inputs.csv.gz", "train.csv.gz",
-            "figures"} <= names and "probe.csv.gz" not in names
+    assert {"config.json", "claims.csv", "controls.csv", "summary.csv", "weight_inputs.csv.gz",
+            "train.csv.gz", "figures"} <= names and "probe.csv.gz" not in names
     assert sum(p.stat().st_size for p in publish.glob("*.*")) < 2_000_000
     assert redraw_without_model_code(NAME, publish) == sorted(FIGURES)
 
@@ -117,6 +124,7 @@ def test_published_copy_is_small_and_redraws_without_model_code(smoke_run):
     (["--seeds", "0", "1"], "need at least 3 seeds"),
     (["--checkpoints", "0"], "--checkpoints"),
     (["--lr", "-1"], "--lr -1.0: must be a positive"),
+    (["--warmup-steps", "10"], "must be below --steps (10)"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-python.tar.gz"),
     (["--out", "/proc/version/x"], "--out"),
 ])

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from analysis import claims as C
-from analysis.report import CLAIMS, SUMMARY_FILE, answers, build_report, parse_summary, render_report
+from analysis import controls as K
+from analysis.report import (CLAIMS, CONTROLS_SUMMARY_FILE, SUMMARY_FILE, _num, answers,
+                             build_report, parse_controls, parse_summary, render_report)
 from resnet_lab import plotting
 from resnet_lab.cli import main_guard
 
@@ -34,23 +36,35 @@ def _arms(effect, seed):
     return b + effect + rng.normal(0, 0.005, 5), b
 
 
-def _write_fixture(results: Path, c3_gap: float, commit="0" * 40):
-    """early_training (C3 at 1001 primary, 164 secondary) and full_training (C5 primary at 20,
-    56; C6 not testable), from synthetic data: every verdict is the library's."""
+def _write_fixture(results: Path, c3_gap: float, commit="0" * 40, control_e=True):
+    """early_training (C3 at 1001 primary, 164 secondary; controls W, A, E) and full_training
+    (C5 primary at 56, 110; C6 not testable), from synthetic data: every verdict and every
+    control is the library's."""
     early = [C.claim_row("C3", "primary", "early_training", "training error, V1 − V2", 1001,
                          C.paired_difference(*_arms(c3_gap, 1), margin=0.05), margin_reason="why"),
              C.claim_row("C3", "secondary", "early_training", "training error, V1 − V2", 164,
                          C.paired_difference(*_arms(c3_gap, 2), margin=0.05))]
     full = [C.claim_row("C5", "primary", "full_training", "training error, V1 − V2", d,
                         C.paired_difference(*_arms(0.0, d), direction="noninferior", margin=0.05))
-            for d in (20, 56)]
-    full.append(C.claim_row("C6", "primary", "full_training", "gap", 20,
-                            C.not_testable(5, "not every net fits")))
+            for d in (56, 110)]
+    full.append(C.claim_row("C6", "primary", "full_training", "gap", 110,
+                            C.not_testable(5, "underpowered: the smallest detectable effect 0.012 "
+                                              "> 0.0024")))
+    control = K.Control("E", "V2-1001 trains", "Fig. 1")
+    controls = {"early_training": [K.control_row(control, "early_training", 1001, 2, control_e,
+                                                 "V2-1001: 5 of 5 nets")],
+                "full_training": [K.control_row(K.Control("B", "V1-110 fits", "He 2015"),
+                                                "full_training", 110, 1, True, "V1-110: 5 of 5")]}
     for name, rows in (("early_training", early), ("full_training", full)):
         C.write_claims(results / name, rows)
+        K.write_controls(results / name, controls[name])
         (results / name / "config.json").write_text(json.dumps(
             {"experiment": name, "preset": {"preset": "quick", "dataset": "digits", "widths": {"20": 16},
-                                            "seeds": [0, 1, 2, 3, 4], "steps": 250},
+                                            "seeds": [0, 1, 2, 3, 4], "steps": 250,
+                                            "batch_size": 128, "schedule": {
+                                                "warmup_lr": 0.01, "warmup_max_steps": 50,
+                                                "lr": 0.05}},
+             "data": {"name": "digits", "image_size": [8, 8], "train": 1437, "test": 360},
              "code_commit": commit, "wall_seconds": 12.5, "machine": "Test CPU, 2 CPUs",
              "status": "completed"}))
     fig, ax = plotting.new_figure("one", 1.5)
@@ -64,9 +78,25 @@ def results(tmp_path):
     return folder
 
 
-def test_summary_table_parsed_back_equals_the_claims_files(results):
-    out = build_report(results, results / "REPORT.md")
-    table = parse_summary(out.read_text())
+def test_first_screen_parsed_back_equals_the_summary_files(results):
+    """The regime line, then the controls table, then the claims table -- each parsed back
+    from the markdown equals claims_summary.csv / controls_summary.csv and what the claims
+    and controls files say."""
+    text = build_report(results, results / "REPORT.md").read_text()
+    assert text.splitlines()[2].startswith("Regime: digits 8x8 (1,437 train / 360 test images), "
+                                           "batch 128; lr 0.01 for 50 iterations, then 0.05")
+    assert text.index("## Positive controls") < text.index("| claim |") < text.index("## C1")
+    table, checks = parse_summary(text), parse_controls(text)
+    saved = pd.read_csv(results / SUMMARY_FILE).fillna("")
+    assert table.to_dict("list") == saved.astype(str).to_dict("list")
+    saved_checks = pd.read_csv(results / CONTROLS_SUMMARY_FILE).astype(str)
+    assert checks.to_dict("list") == saved_checks.to_dict("list")
+    assert list(checks["control"]) == ["E", "B"] and set(checks["result"]) == {"passed"}
+    for row in checks.itertuples():               # and each row is what its controls.csv says
+        source = K.read_controls(results / row.experiment / "controls.csv")
+        mine = source[source["control"] == row.control]
+        assert row.numbers == "; ".join(mine["numbers"]) and row.check == mine["check"].iloc[0]
+        assert (row.result == "passed") == bool(mine["passed"].all())
     assert list(table["claim"]) == [c.id for c in CLAIMS]
     rows = pd.concat([C.read_claims(results / n / "claims.csv").assign(folder=n)
                       for n in ("early_training", "full_training")])
@@ -75,28 +105,41 @@ def test_summary_table_parsed_back_equals_the_claims_files(results):
     assert derived["C3"] == C.SUPPORTED and derived["C5"] == C.SUPPORTED
     assert derived["C6"] == C.NOT_TESTABLE and derived["C7"] == C.SUPPORTED
     assert derived["C1"] == "no data yet"
+    by_claim = table.set_index("claim")
     # the why-sentence carries the primary test's numbers, scaled to points
     c3 = C.read_claims(results / "early_training" / "claims.csv").iloc[0]
-    why = table.set_index("claim").loc["C3", "why"]
-    assert f"{c3['effect'] * 100:.3g}" in why and f"{c3['ci_low'] * 100:.3g}" in why
-    assert "c3_training_error.png" in table.set_index("claim").loc["C3", "figure"]
-    saved = pd.read_csv(results / SUMMARY_FILE)
-    assert list(saved["answer"]) == list(table["answer"])
+    assert f"{c3['effect'] * 100:.3g}" in by_claim.loc["C3", "why"]
+    assert f"{c3['ci_low'] * 100:.3g}" in by_claim.loc["C3", "why"]
+    assert "c3_training_error.png" in by_claim.loc["C3", "figure"]
+    assert by_claim.loc["C3", "he_et_al"].endswith("agrees")
+    assert "underpowered" in by_claim.loc["C6", "why"]
+    assert by_claim.loc["C7", "he_et_al"] == "no such comparison"
 
 
-def test_answers_turn_with_the_data(tmp_path):
+def test_answers_turn_with_the_data_and_a_contradiction_is_flagged(tmp_path):
     _write_fixture(tmp_path / "paper", c3_gap=-0.2)
-    text, table = render_report(tmp_path / "paper", tmp_path / "paper")
-    answer = dict(zip(table["claim"], table["answer"]))
-    assert answer["C3"] == C.NOT_SUPPORTED and answer["C7"] == C.NOT_SUPPORTED
+    text, table, _ = render_report(tmp_path / "paper", tmp_path / "paper")
+    by_claim = table.set_index("claim")
+    assert by_claim.loc["C3", "answer"] == C.NOT_SUPPORTED and by_claim.loc["C7", "answer"] == C.NOT_SUPPORTED
+    assert "⚠ disagrees" in by_claim.loc["C3", "he_et_al"]
+
+
+def test_a_failed_control_shows_in_the_first_screen(tmp_path):
+    _write_fixture(tmp_path / "paper", c3_gap=0.3, control_e=False)
+    text, _, checks = render_report(tmp_path / "paper", tmp_path / "paper")
+    assert list(checks["result"]) == ["FAILED", "passed"]
+    assert "| FAILED |" in text.split("## Claims")[0]
+
+
+def test_zero_prints_as_zero():
+    assert _num(3.47e-17) == "0" and _num(-2e-19) == "0" and _num(0.0123) == "0.0123"
 
 
 def test_report_is_one_screen_per_claim_and_small(results):
     text = build_report(results, results / "REPORT.md").read_text()
     assert len(text.encode()) < 15_000
-    assert text.index("| claim |") < text.index("## C1")          # the table opens the report
     c6 = text.split("## C6")[1].split("\n## ")[0]
-    assert "not testable" in c6 and "not every net fits" in c6 and "full_training/claims.csv" in c6
+    assert "not testable" in c6 and "underpowered" in c6 and "full_training/claims.csv" in c6
     assert C.C7_RULE.splitlines()[0] in text
 
 
@@ -114,7 +157,7 @@ def test_a_result_from_other_code_is_marked(tmp_path):
                            capture_output=True, text=True).stdout.split()[0]
     for commit, marked in ((head, False), (first, True)):
         _write_fixture(tmp_path / commit, c3_gap=0.3, commit=commit)
-        text, _ = render_report(tmp_path / commit, tmp_path / commit)
+        text, _, _ = render_report(tmp_path / commit, tmp_path / commit)
         assert ("whose code differs" in text) == marked
         assert "| 12.5 | Test CPU, 2 CPUs |" in text          # a wall time says where it was taken
 

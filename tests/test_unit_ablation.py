@@ -47,9 +47,13 @@ def test_smoke_writes_the_table_claims_and_figures(smoke_run):
     for kind in UNIT_KINDS:
         assert T2.FIG4[kind] in text
     claims = C.read_claims(run / "claims.csv")
-    assert set(claims["claim"]) == {T2.CLAIM} and len(claims) == 2 * 4
-    assert set(claims["unit_kind"]) == set(UNIT_KINDS) - {"original"}
-    assert dict(zip(claims["unit_kind"], claims["direction"])) == T2.PAPER_DIRECTION
+    secondary = claims[claims["role"] == "secondary"]
+    assert set(claims["claim"]) == {T2.CLAIM} and len(secondary) == 2 * 4
+    assert set(secondary["unit_kind"]) == set(UNIT_KINDS) - {"original"}
+    assert dict(zip(secondary["unit_kind"], secondary["direction"])) == T2.PAPER_DIRECTION
+    # no Table 2 depth (110, 164) in the smoke preset: the primary test says so
+    (primary,) = claims[claims["role"] == "primary"].itertuples()
+    assert primary.verdict == C.NOT_TESTABLE and "no Table 2 depth" in primary.note
     for name in FIGURES:
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -57,7 +61,8 @@ def test_smoke_writes_the_table_claims_and_figures(smoke_run):
 def test_claims_are_recomputed_from_the_summary(smoke_run):
     run, _ = smoke_run
     table = pd.read_csv(run / "summary.csv")
-    again = pd.DataFrame(C.apply_holm(T2.claims_rows(table, dataset="digits")))
+    again = pd.DataFrame(C.apply_holm(T2.claims_rows(table, T2.control_rows(table),
+                                                     dataset="digits", n_test=360)))
     written = C.read_claims(run / "claims.csv")
     assert again["verdict"].tolist() == written["verdict"].tolist()
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)
@@ -73,20 +78,23 @@ def test_verdicts_follow_the_data(delta, verdict):
         for kind in ("original", "full_preact"):
             err = base + (delta + rng.normal(0, 0.002) if kind == "full_preact" else 0)
             rows.append(dict(depth=164, unit_kind=kind, seed=seed, width=16, test_error=err,
-                             fits=True))
-    (row,) = T2.claims_rows(pd.DataFrame(rows), dataset="digits")
+                             train_error=0.0))
+    table = pd.DataFrame(rows)
+    (row,) = T2.claims_rows(table, T2.control_rows(table), dataset="digits", n_test=10**7)
     assert row["unit_kind"] == "full_preact" and row["verdict"] == verdict
+    assert row["role"] == "primary"
     assert row["paper_effect"] == pytest.approx((5.46 - 5.93) / 100) and row["paper_depth"] == 164
 
 
 def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
     _, publish = smoke_run
-    assert {"train.csv.gz", "probe.csv.gz", "summary.csv", "table2.md", "claims.csv"} <= \
+    assert {"train.csv.gz", "probe.csv.gz", "summary.csv", "table2.md", "claims.csv",
+            "controls.csv"} <= \
         {p.name for p in publish.iterdir()}
     assert set(FIGURES) <= set(redraw_without_model_code("unit_ablation", publish))
-    text, _ = render_report(publish.parent, publish.parent)
+    text, _, _ = render_report(publish.parent, publish.parent)
     t2 = text.split("## T2")[1].split("\n## ")[0]
-    assert "unit_ablation/claims.csv" in t2 and "full_preact − original" in t2
+    assert "unit_ablation/claims.csv" in t2 and "full pre-activation − original" in t2
 
 
 @pytest.mark.parametrize("argv, needle", [
