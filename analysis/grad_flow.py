@@ -37,7 +37,7 @@ PRESETS = {
 OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "checkpoints",
            "dataset", "versions",
            "unit_kinds")
-RUN_KEYS = ["depth", "version", "seed", "step"]
+NET = ["depth", "version", "seed"]      # what identifies a net
 FILES = ("config.json", "train.csv", "cells.csv", "summary.csv")
 WORK = train_cell
 
@@ -127,7 +127,7 @@ def gradient_per_unit(probe: pd.DataFrame, folder, name="fig1_gradient_per_unit"
 def first_to_last_vs_depth(probe: pd.DataFrame, folder, name="fig2_first_to_last_vs_depth"):
     """Fig. 2: the gradient at the first unit over the last, against depth (log-log), at
     initialisation; line: median over seeds, dots: seeds."""
-    ratio = first_to_last(probe, RUN_KEYS, name="ratio")
+    ratio = first_to_last(probe, NET + ["step"], name="ratio")
     ratio = _version_label(ratio[ratio["step"] == ratio["step"].min()])
     fig, axes = plotting.new_figure("one", 2.3)
     ax = axes[0][0]
@@ -148,7 +148,7 @@ def first_to_last_vs_depth(probe: pd.DataFrame, folder, name="fig2_first_to_last
     return plotting.save_figure(fig, folder, name)
 
 
-def signal_propagation(probe: pd.DataFrame, folder, depth=None, name="fig3_signal_propagation"):
+def forward_signal_figure(probe: pd.DataFrame, folder, depth=None, name="fig3_signal_propagation"):
     """Fig. 3: the signal-propagation plot (Brock et al. 2021) of the deepest net at init:
     channel variance and squared channel mean at every unit's output (mean over seeds)."""
     depth = depth or probe["depth"].max()
@@ -192,7 +192,7 @@ def grad_flow_figures(probe: pd.DataFrame, folder) -> list:
     """Every figure of experiments/grad_flow.py; returns the files written."""
     plotting.set_style()
     written = []
-    for draw in (gradient_per_unit, first_to_last_vs_depth, signal_propagation, relu_cuts):
+    for draw in (gradient_per_unit, first_to_last_vs_depth, forward_signal_figure, relu_cuts):
         written += draw(probe, folder)
     return written
 

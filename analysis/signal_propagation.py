@@ -113,7 +113,7 @@ RELU_MEAN_SQ = 1 / (2 * math.pi)      # E[ReLU(z)]^2
 V1_INCREMENT = 1 - 2 / math.pi        # Var|N(0, 1)|: the reflected random walk's variance per step
 PROBE_STATS = ("rms", "norm", "mean", "ch_var", "ch_sq_mean", "frac_neg", "frac_zero",
                "shortcut_cut", "grad_cut")
-KEYS = ["dataset", "depth", "version", "seed"]
+NET = ["dataset", "depth", "version", "seed"]   # what identifies a net here (the input kind too)
 # The probe rows the figures and claims use (what the committed reference keeps).
 KEEP_ROWS = [("input", "forward", ("norm",)),
              ("input", "backward", ("norm", "rms")),
@@ -286,16 +286,16 @@ def rho_profile(probe: pd.DataFrame, keys) -> pd.DataFrame:
 def _output_var(probe: pd.DataFrame) -> pd.DataFrame:
     rows = probe[(probe["tap"] == "output") & (probe["direction"] == "forward")
                  & (probe["stat"] == "ch_var")]
-    return rows[KEYS + ["unit", "stage", "index", "value"]]
+    return rows[NET + ["unit", "stage", "index", "value"]]
 
 
 def law_table(probe: pd.DataFrame, units: pd.DataFrame) -> pd.DataFrame:
     """ch_var at each unit's output with the predicted increment delta and the per-stage
     excess over the stage's first unit (``rise``) against ``k·delta`` (``predicted_rise``)."""
     var = _output_var(probe).rename(columns={"value": "ch_var"})
-    geo = units[KEYS + ["unit", "delta"]]
-    var = var.merge(geo, on=KEYS + ["unit"], how="left")
-    group = KEYS + ["stage"]
+    geo = units[NET + ["unit", "delta"]]
+    var = var.merge(geo, on=NET + ["unit"], how="left")
+    group = NET + ["stage"]
     var = var.sort_values(group + ["index"], kind="stable")
     first = var.groupby(group)["ch_var"].transform("first")
     # delta of the units after the first (they share one shape within a stage)
@@ -330,8 +330,8 @@ def linear_fits(law: pd.DataFrame) -> pd.DataFrame:
 def claims_rows(probe: pd.DataFrame, units: pd.DataFrame):
     """The rows of the module docstring; returns (rows, gaps table)."""
     rows = c1_rows(units)
-    gaps = transmission(probe, KEYS)
-    gaps = gaps.merge(units.groupby(KEYS)["width"].first().reset_index(), on=KEYS, how="left")
+    gaps = transmission(probe, NET)
+    gaps = gaps.merge(units.groupby(NET)["width"].first().reset_index(), on=NET, how="left")
     gaps["block"] = [resolve_cifar_block(int(d)) for d in gaps["depth"]]
     for dataset, part in gaps.groupby("dataset"):
         depths = sorted(part["depth"].unique())
@@ -349,7 +349,7 @@ def c1_rows(units: pd.DataFrame) -> list[dict]:
     """C1, a mechanism check: per version and depth, the largest formula error of each net
     equivalent to 0 within ``TOLERANCE`` (nets = seeds x input kinds)."""
     rows = []
-    per_net = units.groupby(KEYS)[["error", "error_sum", "error_other_f"]].max().reset_index()
+    per_net = units.groupby(NET)[["error", "error_sum", "error_other_f"]].max().reset_index()
     for (depth, version), part in per_net.groupby(["depth", "version"]):
         result = C.one_sample(part["error"], direction="equivalent", margin=TOLERANCE)
         f = "ReLU" if version == 1 else "identity"
@@ -368,7 +368,7 @@ def c2_rows(probe: pd.DataFrame) -> list[dict]:
     against the next shallower one of the same block (equal width), per input kind."""
     cut = probe[(probe["tap"] == "sum") & (probe["version"] == 1)
                 & probe["stat"].isin(["grad_cut", "shortcut_cut"])]
-    per_net = cut.groupby(KEYS + ["stat"])["value"].mean().reset_index()
+    per_net = cut.groupby(NET + ["stat"])["value"].mean().reset_index()
     per_net["block"] = [resolve_cifar_block(int(d)) for d in per_net["depth"]]
     rows = []
     for (dataset, block, stat), part in per_net.groupby(["dataset", "block", "stat"]):
@@ -410,7 +410,7 @@ def _mean_profile(df, by, value="value"):
 def figure_formula(units: pd.DataFrame, folder, name="c1_formula_check"):
     """Every unit's formula error (and against the other version's f) vs relative position."""
     units = version_label(units)
-    units["position"] = units["unit"] / units.groupby(KEYS)["unit"].transform("max").clip(lower=1)
+    units["position"] = units["unit"] / units.groupby(NET)["unit"].transform("max").clip(lower=1)
     fig, axes = plotting.new_figure("two", 2.1, 1, 2, sharey=True)
     floor = 1e-17
     for ax, version in zip(axes[0], ("V1", "V2")):

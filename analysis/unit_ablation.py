@@ -75,7 +75,7 @@ CONTROLS = {
     "D": K.Control("D", "full pre-activation fits its training set (every seed)",
                    "He et al. 2016: pre-activation ResNet-110/164 train"),
 }
-CELL = ["depth", "unit_kind", "seed"]
+NET = ["depth", "unit_kind", "seed"]     # what identifies a net here (its unit kind, not a version)
 EARLY_FRACTION = 0.2
 FINAL_FRACTION = 0.1
 FIG4 = {"original": "(a)", "bn_after_add": "(b)", "relu_before_add": "(c)",
@@ -160,19 +160,19 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 def summary(train: pd.DataFrame, probe: pd.DataFrame | None, final: pd.DataFrame) -> pd.DataFrame:
     """One row per net (see the module docstring)."""
     loss = train[(train["split"] == "train") & (train["metric"] == "loss")]
-    last = loss.groupby(CELL)["step"].transform("max")
+    last = loss.groupby(NET)["step"].transform("max")
     out = pd.DataFrame({
         "early_loss": loss[loss["step"] <= np.maximum(1, last * EARLY_FRACTION)]
-        .groupby(CELL)["value"].mean(),
+        .groupby(NET)["value"].mean(),
         "train_loss_final": loss[loss["step"] > last * (1 - FINAL_FRACTION)]
-        .groupby(CELL)["value"].mean()})
-    wide = spread(final, CELL, ["split", "metric"])
+        .groupby(NET)["value"].mean()})
+    wide = spread(final, NET, ["split", "metric"])
     out["train_error"], out["test_error"] = wide[("train", "error")], wide[("test", "error")]
     out["fits"] = out["train_error"] <= K.FIT_ERROR
-    out["diverged"] = ~np.isfinite(loss.groupby(CELL)["value"].last())
+    out["diverged"] = ~np.isfinite(loss.groupby(NET)["value"].last())
     if probe is not None and not probe.empty:
-        keys = [*CELL, "step"]
-        init = probe[probe["step"] == probe.groupby(CELL)["step"].transform("min")]
+        keys = [*NET, "step"]
+        init = probe[probe["step"] == probe.groupby(NET)["step"].transform("min")]
         parts = [forward_growth(init, keys, name="ch_var_growth"),
                  first_to_last(init, keys, stat="norm", name="grad_ratio"),
                  mean_over_units(init, keys, stat="shortcut_cut", direction="forward",
@@ -180,8 +180,8 @@ def summary(train: pd.DataFrame, probe: pd.DataFrame | None, final: pd.DataFrame
                  mean_over_units(init, keys, stat="grad_cut", direction="backward",
                                  name="grad_cut")]
         for part in parts:
-            out = out.join(part.drop(columns="step").set_index(CELL))
-    width = train.groupby(CELL)["width"].first()
+            out = out.join(part.drop(columns="step").set_index(NET))
+    width = train.groupby(NET)["width"].first()
     out = out.join(width).reset_index()
     return _order(out).reset_index(drop=True)
 
@@ -330,7 +330,7 @@ HUE_ORDER = [plotting.UNIT_LABELS[k] for k in UNIT_KINDS]
 def figure_signal(probe: pd.DataFrame, folder, name="t2_signal_at_init"):
     """Forward channel variance at each unit's output and gradient norm at each unit's input,
     at initialisation, per depth; one line per unit kind (mean over seeds)."""
-    init = probe[probe["step"] == probe.groupby(CELL)["step"].transform("min")]
+    init = probe[probe["step"] == probe.groupby(NET)["step"].transform("min")]
     panels = [("output", "forward", "ch_var", "channel variance,\nunit output"),
               ("input", "backward", "norm", plotting.GRAD_LABEL + ",\nunit input")]
     depths = sorted(init["depth"].unique())
@@ -356,8 +356,8 @@ def figure_training(train: pd.DataFrame, folder, name="t2_training"):
     """Training loss (train mode, 5-step running mean) and test error over training, per
     depth and unit kind (mean over seeds)."""
     train = _labels(train)
-    loss = train[(train["split"] == "train") & (train["metric"] == "loss")].sort_values([*CELL, "step"])
-    loss = loss.assign(value=loss.groupby(CELL)["value"]
+    loss = train[(train["split"] == "train") & (train["metric"] == "loss")].sort_values([*NET, "step"])
+    loss = loss.assign(value=loss.groupby(NET)["value"]
                        .transform(lambda s: s.rolling(5, min_periods=1).mean()))
     err = train[(train["split"] == "test") & (train["metric"] == "error")]
     err = err.assign(value=err["value"] * 100)
