@@ -1,6 +1,7 @@
-"""probes.tapping on ResNets built elsewhere: torchvision-style post-activation blocks and timm
-resnetv2 pre-activation blocks (faithful copies in tests/reference_resnets.py: PyPI's
-torchvision does not import beside this torch build).
+"""probes.tapping on ResNets built elsewhere: torchvision's and timm's post-activation blocks and
+timm resnetv2's pre-activation blocks (faithful copies in tests/reference_resnets.py and
+tests/reference_timm.py: PyPI's torchvision does not import beside this torch build; the real
+libraries are tested by tests/test_ecosystem.py, `make test-ecosystem`).
 
 The tapped model must compute bitwise what the original computes, forward and backward;
 ``remove()`` must give the original back; and SignalProbe on the tapped model must agree with
@@ -15,6 +16,7 @@ from torch import nn
 
 from probes import SignalProbe
 from probes.tapping import SUPPORTED, find_blocks, tap_model, untap_model
+import reference_timm
 from reference_resnets import BasicBlock, ResNetV2, resnet18, resnet50
 from resnet_lab import TAP_NAMES, Tap, cifar_resnet
 from resnet_lab.taps import tapped_units
@@ -24,7 +26,15 @@ MODELS = {
     "torchvision_resnet50": lambda: resnet50(num_classes=10),
     "timm_preact_basic": lambda: ResNetV2([2, 2], basic=True),
     "timm_preact_bottleneck": lambda: ResNetV2([2, 2], drop_path_rate=0.3),   # drop_path on
+    # timm's post-activation resnet: attention (se), anti-aliasing (aa), drop_path, avg_down
+    "timm_resnet_basic": lambda: reference_timm.ResNet(
+        reference_timm.BasicBlock, [2, 2, 1, 1], attn=True, aa=True, drop_path_rate=0.3),
+    "timm_resnet_bottleneck": lambda: reference_timm.ResNet(
+        reference_timm.Bottleneck, [2, 2, 1, 1], channels=(8, 16, 32, 32), avg_down=True,
+        attn=True, aa=True, drop_path_rate=0.3),
 }
+POST_ACTIVATION = ("torchvision_resnet18", "torchvision_resnet50", "timm_resnet_basic",
+                   "timm_resnet_bottleneck")
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +75,7 @@ def test_tapped_model_is_bitwise_the_original(name):
     assert len(probe.collect()) > 0 and len(handle.units) > 0
 
 
-@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_basic"])
+@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_basic", "timm_resnet_bottleneck"])
 def test_nothing_changes_in_place_after_a_tap(name):
     """The tap contract: torchvision's in-place addition and ReLU must not reach tapped tensors."""
     model = MODELS[name]().train()
@@ -152,7 +162,7 @@ def torch_stats(t):
     return {"norm": t.norm(), "rms": t.square().mean().sqrt(), "mean": t.mean()}
 
 
-@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_bottleneck"])
+@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_bottleneck", "timm_resnet_basic"])
 def test_probe_statistics_match_autograd(name):
     torch.manual_seed(0)
     original = MODELS[name]().train()
@@ -167,7 +177,7 @@ def test_probe_statistics_match_autograd(name):
         F.cross_entropy(tapped(x), y).backward()
         probe.step()
     df = probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"]
-    post_activation = name.startswith("torchvision")
+    post_activation = name in POST_ACTIVATION
     for u, block in enumerate(blocks):
         for tap in ("input", "output"):
             for direction, t in (("forward", acts[(u, tap)]), ("backward", grads[(u, tap)])):
@@ -255,9 +265,12 @@ def test_unknown_blocks_are_named():
         tap_model(model, blocks=[model[0]])
     assert SUPPORTED in str(err.value)
     other = BasicBlock(3, 3)
-    other.relu = nn.GELU()                           # same name, other structure: not known
-    with pytest.raises(ValueError, match="BasicBlock is not"):
+    other.relu = nn.GELU()                           # f is not a ReLU: refused, by name
+    with pytest.raises(ValueError, match=r"^torchvision BasicBlock 0: its after-addition activation "
+                                         r"relu is GELU; tap_model supports nn.ReLU there only$"):
         tap_model(nn.Sequential(other), blocks=[other])
+    with pytest.raises(ValueError, match="torchvision BasicBlock 1: .* relu is GELU"):
+        tap_model(nn.Sequential(BasicBlock(3, 3), other))   # found: nothing is tapped
     with pytest.raises(ValueError, match="not a submodule"):
         tap_model(model, blocks=[BasicBlock(3, 3)])
     assert tap_model(model, blocks=[model[1]]).units == [model[1]]
