@@ -1,8 +1,8 @@
 """A faithful minimal copy of timm's post-activation ResNet (``timm/models/resnet.py``, timm
 1.0.31), for testing ``probes.tapping`` where timm does not import (see reference_resnets.py).
 
-The blocks have timm's class names, attribute names and forward, in-place addition and
-activation included: ``BasicBlock`` (conv1 bn1 drop_block act1 aa conv2 bn2 se drop_path,
+The blocks have timm's class names, attribute names and forward (what the two share is
+written once, in ``_Block``), in-place addition and activation included: ``BasicBlock`` (conv1 bn1 drop_block act1 aa conv2 bn2 se drop_path,
 ``x += shortcut``, act2) and ``Bottleneck`` (conv1 bn1 act1 conv2 bn2 drop_block act2 aa conv3
 bn3 se drop_path, act3), with timm's ``SEModule`` as the attention, ``nn.AvgPool2d`` as the
 anti-aliasing layer (timm's resnetaa models) and timm's ``DropPath``. A ``ResNet`` builds them
@@ -41,7 +41,30 @@ def _aa(aa, stride):
     return nn.AvgPool2d(stride) if aa and stride == 2 else nn.Identity()
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    """What timm's BasicBlock and Bottleneck share: the end of __init__ and of forward."""
+
+    def _end(self, outplanes, attn, act, downsample, stride, drop_path):
+        self.se = SEModule(outplanes) if attn else None
+        setattr(self, act, nn.ReLU(inplace=True))   # act2 (BasicBlock) / act3 (Bottleneck)
+        self.downsample = downsample
+        self.stride = stride
+        self.drop_path = drop_path
+
+    def _add(self, x, shortcut, act):
+        """timm's forward after the last BN: attention, drop_path, shortcut, in-place add, act."""
+        if self.se is not None:
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        x += shortcut
+        x = act(x)
+        return x
+
+
+class BasicBlock(_Block):
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, attn=False, aa=False,
@@ -56,11 +79,7 @@ class BasicBlock(nn.Module):
         self.aa = _aa(aa, stride)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.se = SEModule(planes) if attn else None
-        self.act2 = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
-        self.drop_path = drop_path
+        self._end(planes, attn, "act2", downsample, stride, drop_path)
 
     def forward(self, x):
         shortcut = x
@@ -71,18 +90,10 @@ class BasicBlock(nn.Module):
         x = self.aa(x)
         x = self.conv2(x)
         x = self.bn2(x)
-        if self.se is not None:
-            x = self.se(x)
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        x += shortcut
-        x = self.act2(x)
-        return x
+        return self._add(x, shortcut, self.act2)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     expansion = 4
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, attn=False, aa=False,
@@ -101,11 +112,7 @@ class Bottleneck(nn.Module):
         self.aa = _aa(aa, stride)
         self.conv3 = nn.Conv2d(planes, outplanes, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(outplanes)
-        self.se = SEModule(outplanes) if attn else None
-        self.act3 = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
-        self.drop_path = drop_path
+        self._end(outplanes, attn, "act3", downsample, stride, drop_path)
 
     def forward(self, x):
         shortcut = x
@@ -119,15 +126,7 @@ class Bottleneck(nn.Module):
         x = self.aa(x)
         x = self.conv3(x)
         x = self.bn3(x)
-        if self.se is not None:
-            x = self.se(x)
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        x += shortcut
-        x = self.act3(x)
-        return x
+        return self._add(x, shortcut, self.act3)
 
 
 def _downsample(inplanes, outplanes, stride, avg_down):

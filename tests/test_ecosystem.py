@@ -16,6 +16,7 @@ small inputs), each:
 * probed, records at every tap of every unit what an independent computation gives: the
   tensor's own statistics and those of ``torch.autograd.grad`` of the loss with respect to it,
   the V1 cut statistics, the parameter gradient norms; and the taps obey the unit formulas.
+And the fast path's copies of the blocks compute bitwise what the libraries' blocks compute.
 """
 import pytest
 
@@ -36,6 +37,9 @@ from timm.models import resnetv2 as timm_resnetv2
 from torchvision.models import resnet as tv_resnet
 
 from probes.tapping import tap_model, untap_model
+
+import reference_resnets
+import reference_timm
 from tap_checks import assert_bitwise_the_original, assert_probe_matches_autograd
 
 # Every ResNet constructor torchvision has (test_every_torchvision_resnet_is_listed checks).
@@ -124,6 +128,47 @@ def test_probe_rows_match_autograd_at_every_tap(name):
     df = assert_probe_matches_autograd(model, handle.units, *batch(), post_activation)
     if post_activation:                              # the ReLU after the addition stops some
         assert (df.xs("grad_cut", level="stat") > 0).any()
+
+
+def block_pairs():
+    """(the library's block, the fast path's copy of it), the same configuration."""
+    from timm.layers import DropPath
+    timm_down = timm_resnet.downsample_avg(16, 128, 1, stride=2)       # avg_down (resnet50d)
+    copy_down = reference_timm._downsample(16, 128, 2, avg_down=True)
+    return [
+        (tv_resnet.BasicBlock(16, 16), reference_resnets.BasicBlock(16, 16)),
+        (tv_resnet.Bottleneck(64, 16), reference_resnets.Bottleneck(64, 16)),
+        (timm_resnet.BasicBlock(16, 32, 2, tv_resnet.conv1x1(16, 32, 2), attn_layer="se",
+                                aa_layer=torch.nn.AvgPool2d, drop_path=DropPath(0.3)),
+         reference_timm.BasicBlock(16, 32, 2, reference_resnets.conv1x1(16, 32, 2), attn=True, aa=True,
+                                   drop_path=reference_resnets.DropPath(0.3))),
+        (timm_resnet.Bottleneck(16, 32, 2, timm_down, attn_layer="se", aa_layer=torch.nn.AvgPool2d,
+                                drop_path=DropPath(0.3)),
+         reference_timm.Bottleneck(16, 32, 2, copy_down, attn=True, aa=True,
+                                   drop_path=reference_resnets.DropPath(0.3))),
+        (timm_resnetv2.PreActBasic(64, 64, drop_path_rate=0.3),
+         reference_resnets.PreActBasic(64, 64, drop_path_rate=0.3)),
+        (timm_resnetv2.PreActBottleneck(64, 128, stride=2, proj_layer=timm_resnetv2.DownsampleConv,
+                                        drop_path_rate=0.3),
+         reference_resnets.PreActBottleneck(64, 128, stride=2, proj_layer=reference_resnets.DownsampleConv,
+                                            drop_path_rate=0.3)),
+    ]
+
+
+def test_the_fast_path_copies_compute_what_the_libraries_do():
+    """tests/test_tapping.py's copies (reference_resnets, reference_timm) have the libraries'
+    module trees (their state dicts load strictly) and compute bitwise what they compute."""
+    for real, copied in block_pairs():
+        copied.load_state_dict(real.state_dict())
+        x = torch.randn(2, real.conv1.in_channels, 16, 16)
+        outs = []
+        for block in (real, copied):
+            xi = x.clone().requires_grad_()
+            torch.manual_seed(2)                        # the same drop_path draws
+            out = block.train()(xi)
+            out.square().sum().backward()
+            outs.append((out, xi.grad))
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), type(real)
 
 
 def test_every_torchvision_resnet_is_listed():
