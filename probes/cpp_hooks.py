@@ -7,8 +7,10 @@ tensors, reading by the C module's kernel, and call Python only for what they ha
 
 They are a libtorch extension, compiled by ``torch.utils.cpp_extension`` against the torch
 that is installed (needs a C++ compiler and ninja; ~25 s on 2 cores, once per version of the
-source) into the checkout's ``build/`` (each checkout its own build; torch's extensions
-directory where that is read-only, e.g. an installed package). ``make install`` builds them; otherwise the first probe that meets a CPU tensor does, saying so on stderr.
+source) into the checkout's ``build/cpp_hooks/torch-<version>`` (each checkout and torch build
+its own; torch's extensions directory where that is read-only, e.g. an installed package).
+``make install`` builds them; otherwise the first probe that meets a CPU tensor does, saying so
+on stderr.
 Where the build fails the probe uses its Python taps and hooks -- the same numbers, slower --
 and says why once. ``RESNET_LAB_PYTHON_HOOKS=1`` skips them (and their build) altogether.
 """
@@ -52,9 +54,12 @@ def load():
 
 
 def _build_directory():
-    """``build/cpp_hooks`` of the checkout this module is in, or None where it is not writable.
-    One per checkout: two checkouts sharing torch's directory would rebuild at every switch."""
-    where = SOURCE.parents[1] / "build" / "cpp_hooks"
+    """``build/cpp_hooks/torch-<version>`` of the checkout this module is in, or None where it
+    is not writable. One per checkout and torch build: two checkouts sharing torch's directory,
+    or two environments of one checkout (``make test-ecosystem``'s torch is not ``make
+    install``'s), would rebuild at every switch, and a process could load the other's build."""
+    import torch
+    where = SOURCE.parents[1] / "build" / "cpp_hooks" / f"torch-{torch.__version__}"
     try:
         where.mkdir(parents=True, exist_ok=True)
     except OSError:

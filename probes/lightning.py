@@ -29,7 +29,8 @@ except ImportError:
     try:
         from pytorch_lightning import Callback
     except ImportError:
-        raise ImportError("probes.lightning needs Lightning: pip install resnet-lab[lightning]") from None
+        raise ImportError("probes.lightning needs Lightning: pip install lightning "
+                          "(or, in the resnet-lab checkout, pip install -e '.[lightning]')") from None
 
 import pandas as pd
 

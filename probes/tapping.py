@@ -1,7 +1,7 @@
 """Tap a ResNet you did not build, so that ``SignalProbe(model)`` works on it unchanged.
 
     from probes.tapping import tap_model
-    handle = tap_model(model)          # e.g. torchvision.models.resnet50(), timm resnetv2_50
+    handle = tap_model(model)          # e.g. torchvision.models.resnet50(), timm resnet50 / resnetv2_50
     with SignalProbe(model) as probe:
         ...
     handle.remove()                    # or untap_model(model): the model is as it was
@@ -11,28 +11,36 @@ each the five taps of the tap contract (``resnet_lab.taps``: ``unit.taps`` with 
 shortcut, branch, sum, output, and ``stage`` / ``index``) and replaces its ``forward``, on
 that instance only, by the same computation routed through the taps:
 
-* torchvision ``BasicBlock`` / ``Bottleneck`` (post-activation): h = downsample(x) or x,
-  F = the block's conv-BN(-ReLU) chain, f = ReLU;
-* timm resnetv2 ``PreActBasic`` / ``PreActBottleneck`` (pre-activation): a = norm1(x),
-  h = downsample(a) or x, F = drop_path(the norm-conv chain from a) -- timm drops the branch,
-  not the shortcut -- and f = identity.
+* post-activation (V1), f = ReLU, h = downsample(x) or x:
+  torchvision ``BasicBlock`` / ``Bottleneck`` (F = the conv-BN(-ReLU) chain);
+  timm ``resnet`` ``BasicBlock`` / ``Bottleneck`` (timm.create_model("resnet50"), resnet50d,
+  seresnet50, ecaresnet..., resnetblur..., resnetaa...: F = the conv-BN-act chain with its
+  drop_block, anti-aliasing ``aa``, attention ``se`` and stochastic depth ``drop_path``, all
+  inside the branch as timm computes them); timm ``resnetv2`` ``Bottleneck`` (its
+  non-pre-activation block, ``ResNetV2(preact=False)``, the hybrid ViTs' backbone).
+  A block whose after-addition activation is not an ``nn.ReLU`` is refused by name.
+* pre-activation (V2), f = identity: timm ``resnetv2`` ``PreActBasic`` / ``PreActBottleneck``:
+  a = norm1(x), h = downsample(a) or x, F = drop_path(the norm-conv chain from a) -- timm
+  drops the branch, not the shortcut.
 
-The tapped forward gives bitwise the same outputs and gradients as the original. torchvision
-adds the shortcut and applies the final ReLU in place (``out += identity``, ``ReLU(inplace=True)``),
-which would overwrite tensors after they passed a tap; the tapped forward does both out of
-place (the same kernels, so the same numbers). Inside the branch nothing has passed a tap
-yet, so the block's own in-place ReLUs stay. The shortcut is computed before the branch
-(torchvision computes it after) so that the taps fire in the contract's order; no number
-changes.
+The tapped forward gives bitwise the same outputs, gradients and normalisation statistics as
+the original. The libraries add the shortcut and apply the final ReLU in place
+(``out += identity``, ``ReLU(inplace=True)``), which would overwrite tensors after they passed
+a tap; the tapped forward does both out of place (the same kernels, so the same numbers).
+Inside the branch nothing has passed a tap yet, so the block's own in-place operations stay.
+The shortcut is computed before the branch (torchvision and timm resnet compute it after) so
+that the taps fire in the contract's order; the shortcut draws no random numbers, so drop_path
+and drop_block draw the same ones and no number changes.
 
-Stages: the blocks that share a parent container form a stage (torchvision's ``layer1`` ..
-``layer4``, timm's ``stages.N.blocks``), numbered from 1 in module order; ``index`` counts
-blocks within it from 0. The replacement forward is a ``functools.partial`` of a function of
-this module, so a tapped model still deep-copies and pickles.
+Stages: the blocks that share a parent container form a stage (torchvision's and timm's
+``layer1`` .. ``layer4``, timm resnetv2's ``stages.N.blocks``), numbered from 1 in module order;
+``index`` counts blocks within it from 0. The replacement forward is a ``functools.partial``
+of functions of this module, so a tapped model still deep-copies and pickles.
 """
 from __future__ import annotations
 
 from functools import partial
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -43,10 +51,10 @@ _ADDED = ("forward", "stage", "index")     # instance attributes tap_model sets 
 _SAVED = "_probes_tapping_saved"           # where a tapped block keeps what they were before
 
 
-# ---- the tapped forwards ------------------------------------------------------------------------
+# ---- the branches F(x), as each library's forward computes them -----------------------------------
 
 def _torchvision_branch(block, x):
-    """F(x) of torchvision's BasicBlock / Bottleneck, as its forward computes it."""
+    """torchvision ``BasicBlock`` / ``Bottleneck``."""
     out = block.relu(block.bn1(block.conv1(x)))
     out = block.bn2(block.conv2(out))
     if hasattr(block, "conv3"):
@@ -54,58 +62,114 @@ def _torchvision_branch(block, x):
     return out
 
 
-def _post_activation_forward(block, x):
-    """torchvision: ``relu(F(x) + h(x))``, with the addition and the ReLU out of place."""
+def _timm_resnet_branch(block, x):
+    """timm ``models/resnet.py`` ``BasicBlock`` / ``Bottleneck``: drop_block, anti-aliasing
+    (``aa``), attention (``se``, None without one) and ``drop_path`` (None without) where
+    timm's forward applies them."""
+    if hasattr(block, "conv3"):
+        out = block.act1(block.bn1(block.conv1(x)))
+        out = block.aa(block.act2(block.drop_block(block.bn2(block.conv2(out)))))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.aa(block.act1(block.drop_block(block.bn1(block.conv1(x)))))
+        out = block.bn2(block.conv2(out))
+    if block.se is not None:
+        out = block.se(out)
+    return out if block.drop_path is None else block.drop_path(out)
+
+
+def _timm_resnetv2_branch(block, x):
+    """timm ``models/resnetv2.py`` ``Bottleneck`` (not pre-activation): norm-act layers."""
+    out = block.norm2(block.conv2(block.norm1(block.conv1(x))))
+    return block.drop_path(block.norm3(block.conv3(out)))
+
+
+def _timm_preact_branch(block, x_preact):
+    """timm ``models/resnetv2.py`` ``PreActBasic`` / ``PreActBottleneck``, from norm1(x)."""
+    out = block.conv2(block.norm2(block.conv1(x_preact)))
+    if hasattr(block, "conv3"):
+        out = block.conv3(block.norm3(out))
+    return block.drop_path(out)
+
+
+# ---- the tapped forwards ------------------------------------------------------------------------
+
+def _post_activation_forward(block, branch_of, x):
+    """V1: ``relu(F(x) + h(x))``, with the addition and the ReLU out of place."""
     taps = block.taps
     x = taps.input(x)
     h = taps.shortcut(x if block.downsample is None else block.downsample(x))
-    branch = taps.branch(_torchvision_branch(block, x))
-    y = taps.sum(branch + h)              # torchvision: out += identity
-    return taps.output(torch.relu(y))     # torchvision: self.relu (inplace=True)
+    branch = taps.branch(branch_of(block, x))
+    y = taps.sum(branch + h)              # the libraries: out += identity
+    return taps.output(torch.relu(y))     # the libraries: ReLU(inplace=True)
 
 
-def _preact_forward(block, x):
-    """timm resnetv2: ``drop_path(F(norm1(x))) + h``, h = downsample(norm1(x)) or x; f = identity."""
+def _preact_forward(block, branch_of, x):
+    """V2 (timm resnetv2): ``F(norm1(x)) + h``, h = downsample(norm1(x)) or x; f = identity."""
     taps = block.taps
     x = taps.input(x)
     x_preact = block.norm1(x)
     h = taps.shortcut(x if block.downsample is None else block.downsample(x_preact))
-    out = block.conv1(x_preact)
-    out = block.conv2(block.norm2(out))
-    if hasattr(block, "conv3"):
-        out = block.conv3(block.norm3(out))
-    branch = taps.branch(block.drop_path(out))
+    branch = taps.branch(branch_of(block, x_preact))
     y = taps.sum(branch + h)
     return taps.output(y)
 
 
 # ---- which blocks are known ---------------------------------------------------------------------
 
-# class name -> (library, attributes it must have, attributes it must not have, tapped forward)
-_KNOWN = {
-    "BasicBlock": ("torchvision", ("conv1", "bn1", "relu", "conv2", "bn2", "downsample"),
-                   ("conv3",), _post_activation_forward),
-    "Bottleneck": ("torchvision", ("conv1", "bn1", "relu", "conv2", "bn2", "conv3", "bn3",
-                                   "downsample"), (), _post_activation_forward),
-    "PreActBasic": ("timm resnetv2", ("norm1", "conv1", "norm2", "conv2", "drop_path",
-                                      "downsample"), ("conv3",), _preact_forward),
-    "PreActBottleneck": ("timm resnetv2", ("norm1", "conv1", "norm2", "conv2", "norm3", "conv3",
-                                           "drop_path", "downsample"), (), _preact_forward),
-}
-SUPPORTED = ", ".join(f"{lib} {name}" for name, (lib, *_) in _KNOWN.items())
+class _Kind(NamedTuple):
+    library: str
+    name: str          # the class name
+    needed: tuple      # attributes an instance has ...
+    absent: tuple      # ... and has not (what tells the libraries' same-named blocks apart)
+    forward: Callable  # _post_activation_forward or _preact_forward
+    branch: Callable
+    f: str = ""        # the attribute holding the after-addition ReLU (post-activation blocks)
+
+    def __str__(self):
+        return f"{self.library} {self.name}"
 
 
-def _forward_for(module: nn.Module):
-    """The tapped forward for ``module``, or None if it is not a block this module knows."""
-    known = _KNOWN.get(type(module).__name__)
-    if known is None:
+_TV = ("conv1", "bn1", "relu", "conv2", "bn2", "downsample")
+_TIMM = ("conv1", "bn1", "act1", "aa", "drop_block", "conv2", "bn2", "act2", "se", "drop_path",
+         "downsample")
+_V2 = ("norm1", "conv1", "norm2", "conv2", "drop_path", "downsample")
+_POST, _PRE = _post_activation_forward, _preact_forward
+_KINDS = (
+    _Kind("torchvision", "BasicBlock", _TV, ("conv3", "act1", "se"), _POST, _torchvision_branch, "relu"),
+    _Kind("torchvision", "Bottleneck", _TV + ("conv3", "bn3"), ("act1", "se"), _POST,
+          _torchvision_branch, "relu"),
+    _Kind("timm resnet", "BasicBlock", _TIMM, ("conv3",), _POST, _timm_resnet_branch, "act2"),
+    _Kind("timm resnet", "Bottleneck", _TIMM + ("conv3", "bn3", "act3"), (), _POST,
+          _timm_resnet_branch, "act3"),
+    _Kind("timm resnetv2", "Bottleneck", _V2 + ("norm3", "conv3", "act3"), ("bn1",), _POST,
+          _timm_resnetv2_branch, "act3"),
+    _Kind("timm resnetv2", "PreActBasic", _V2, ("conv3",), _PRE, _timm_preact_branch),
+    _Kind("timm resnetv2", "PreActBottleneck", _V2 + ("norm3", "conv3"), (), _PRE,
+          _timm_preact_branch),
+)
+SUPPORTED = ", ".join(map(str, _KINDS))
+
+
+def _kind_of(module: nn.Module):
+    """The known kind of block ``module`` is, or None."""
+    for kind in _KINDS:
+        if (type(module).__name__ == kind.name and all(hasattr(module, a) for a in kind.needed)
+                and not any(hasattr(module, a) for a in kind.absent)):
+            return kind
+    return None
+
+
+def _refusal(module: nn.Module, name: str):
+    """A ValueError naming what tap_model does not support in a known block, or None."""
+    kind = _kind_of(module)
+    f = getattr(module, kind.f) if kind.f else None
+    if f is None or isinstance(f, nn.ReLU):
         return None
-    _, needed, absent, forward = known
-    if not all(hasattr(module, a) for a in needed) or any(hasattr(module, a) for a in absent):
-        return None
-    if "relu" in needed and not isinstance(module.relu, nn.ReLU):
-        return None                       # the out-of-place f is written for a ReLU
-    return forward
+    # The tapped forward applies f as torch.relu, out of place; another activation would
+    # change the numbers (and a post-activation block's f is a ReLU in He et al.'s V1).
+    return ValueError(f"{kind} {name or '(the model)'}: its after-addition activation "
+                      f"{kind.f} is {type(f).__name__}; tap_model supports nn.ReLU there only")
 
 
 def _not_supported(module: nn.Module) -> ValueError:
@@ -118,12 +182,13 @@ def _not_supported(module: nn.Module) -> ValueError:
 
 def find_blocks(model: nn.Module) -> list:
     """``(name, block)`` for every residual block of ``model`` that this module knows, in module
-    order (a known block's own submodules are not searched)."""
+    order (a known block's own submodules are not searched). ``tap_model`` refuses, by name,
+    those with a part it does not support."""
     found = []
     for name, module in model.named_modules():
         if found and _within(name, found[-1][0]):
             continue
-        if _forward_for(module) is not None:
+        if _kind_of(module) is not None:
             found.append((name, module))
     return found
 
@@ -148,7 +213,7 @@ def _named(model: nn.Module, blocks) -> list:
     """Explicitly given blocks as ``(name, block)`` in module order; each must be known."""
     names = {id(m): n for n, m in model.named_modules()}
     for block in blocks:
-        if _forward_for(block) is None:
+        if _kind_of(block) is None:
             raise _not_supported(block)
         if id(block) not in names:
             raise ValueError(f"the {type(block).__name__} given is not a submodule of "
@@ -177,7 +242,8 @@ def _tap_block(block: nn.Module, stage: int, index: int):
     block.stage, block.index = stage, index
     # A partial of a module-level function (not a bound method): deep copies and pickles
     # of the model then call the copy's own modules.
-    block.forward = partial(_forward_for(block), block)
+    kind = _kind_of(block)
+    block.forward = partial(kind.forward, block, kind.branch)
     block.__dict__[_SAVED] = saved
 
 
@@ -226,6 +292,9 @@ def tap_model(model: nn.Module, blocks=None) -> TapHandle:
     if not named:
         raise _no_blocks(model)
     for name, block in named:
+        refusal = _refusal(block, name)
+        if refusal is not None:
+            raise refusal
         if hasattr(block, "taps") or _SAVED in block.__dict__:
             raise ValueError(f"{type(block).__name__} {name or '(the model)'} is already tapped "
                              "(or has a 'taps' attribute); remove the taps first")

@@ -15,8 +15,8 @@ histogram and distribution dashboards.
 
 A writer given is used as it is (anything with ``add_scalar`` / ``add_histogram``, e.g.
 ``torch.utils.tensorboard.SummaryWriter``, tensorboardX's, or a Lightning TensorBoardLogger's
-``.experiment``); a folder needs the ``tensorboard`` package (``pip install
-resnet-lab[tensorboard]``), imported only then.
+``.experiment``); a folder needs the ``tensorboard`` package (``pip install tensorboard``, or
+in the checkout ``pip install -e '.[tensorboard]'``), imported only then.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def _summary_writer(logdir):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ImportError("probes.tensorboard needs TensorBoard to write a log folder: "
-                          "pip install resnet-lab[tensorboard]") from None
+                          "pip install tensorboard (or, in the resnet-lab checkout, "
+                          "pip install -e '.[tensorboard]')") from None
     return SummaryWriter(str(logdir))
 
 

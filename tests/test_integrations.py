@@ -149,10 +149,12 @@ def test_optional_extras_say_how_to_install(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_lightning)
-    with pytest.raises(ImportError, match=r"pip install resnet-lab\[lightning\]"):
+    with pytest.raises(ImportError, match=r"pip install lightning \(or, in the resnet-lab checkout, "
+                                          r"pip install -e '\.\[lightning\]'\)"):
         importlib.import_module("probes.lightning")
     from probes.tensorboard import write_scalars
-    with pytest.raises(ImportError, match=r"pip install resnet-lab\[tensorboard\]"):
+    with pytest.raises(ImportError, match=r"pip install tensorboard \(or, in the resnet-lab checkout, "
+                                          r"pip install -e '\.\[tensorboard\]'\)"):
         write_scalars("logs", pd.DataFrame())
     monkeypatch.undo()
     sys.modules.pop("probes.lightning", None)            # the next import is the real one

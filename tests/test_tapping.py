@@ -1,6 +1,7 @@
-"""probes.tapping on ResNets built elsewhere: torchvision-style post-activation blocks and timm
-resnetv2 pre-activation blocks (faithful copies in tests/reference_resnets.py: PyPI's
-torchvision does not import beside this torch build).
+"""probes.tapping on ResNets built elsewhere: torchvision's and timm's post-activation blocks and
+timm resnetv2's pre-activation blocks (faithful copies in tests/reference_resnets.py and
+tests/reference_timm.py: PyPI's torchvision does not import beside this torch build; the real
+libraries are tested by tests/test_ecosystem.py, `make test-ecosystem`).
 
 The tapped model must compute bitwise what the original computes, forward and backward;
 ``remove()`` must give the original back; and SignalProbe on the tapped model must agree with
@@ -15,16 +16,28 @@ from torch import nn
 
 from probes import SignalProbe
 from probes.tapping import SUPPORTED, find_blocks, tap_model, untap_model
-from reference_resnets import BasicBlock, ResNetV2, resnet18, resnet50
 from resnet_lab import TAP_NAMES, Tap, cifar_resnet
 from resnet_lab.taps import tapped_units
+
+import reference_timm
+from reference_resnets import BasicBlock, ResNetV2, resnet18, resnet50
+from tap_checks import (assert_bitwise_the_original, assert_probe_matches_autograd, no_random_draws,
+                        tensor_stats, train_step)
 
 MODELS = {
     "torchvision_resnet18": lambda: resnet18(num_classes=10),
     "torchvision_resnet50": lambda: resnet50(num_classes=10),
     "timm_preact_basic": lambda: ResNetV2([2, 2], basic=True),
     "timm_preact_bottleneck": lambda: ResNetV2([2, 2], drop_path_rate=0.3),   # drop_path on
+    # timm's post-activation resnet: attention (se), anti-aliasing (aa), drop_path, avg_down
+    "timm_resnet_basic": lambda: reference_timm.ResNet(
+        reference_timm.BasicBlock, [2, 2, 1, 1], attn=True, aa=True, drop_path_rate=0.3),
+    "timm_resnet_bottleneck": lambda: reference_timm.ResNet(
+        reference_timm.Bottleneck, [2, 2, 1, 1], channels=(8, 16, 32, 32), avg_down=True,
+        attn=True, aa=True, drop_path_rate=0.3),
 }
+POST_ACTIVATION = ("torchvision_resnet18", "torchvision_resnet50", "timm_resnet_basic",
+                   "timm_resnet_bottleneck")
 
 
 @pytest.fixture(autouse=True)
@@ -39,33 +52,13 @@ def batch(n=4, size=32):
     return torch.randn(n, 3, size, size), torch.randint(0, 10, (n,))
 
 
-def train_step(model, x, y, seed=1):
-    """One forward and backward in train mode; the seed fixes drop_path's draws."""
-    torch.manual_seed(seed)
-    out = model(x)
-    F.cross_entropy(out, y).backward()
-    return out
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_tapped_model_is_bitwise_the_original(name):
-    original = MODELS[name]().train()
-    tapped = copy.deepcopy(original)
-    handle = tap_model(tapped)
-    x, y = batch()
-    expected = train_step(original, x, y)
-    with SignalProbe(tapped) as probe:              # the probe's hooks only read
-        got = train_step(tapped, x, y)
-        probe.step()
-    assert torch.equal(got, expected)
-    for (n, p), q in zip(original.named_parameters(), tapped.parameters()):
-        assert torch.equal(p.grad, q.grad), n
-    for (n, b), c in zip(original.named_buffers(), tapped.buffers()):
-        assert torch.equal(b, c), n                  # BN running statistics too
-    assert len(probe.collect()) > 0 and len(handle.units) > 0
+    handle, rows = assert_bitwise_the_original(MODELS[name](), *batch())
+    assert len(rows) > 0 and len(handle.units) > 0
 
 
-@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_basic"])
+@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_basic", "timm_resnet_bottleneck"])
 def test_nothing_changes_in_place_after_a_tap(name):
     """The tap contract: torchvision's in-place addition and ReLU must not reach tapped tensors."""
     model = MODELS[name]().train()
@@ -147,18 +140,10 @@ def reference(model, x, y):
     return blocks, kept, grads
 
 
-def torch_stats(t):
-    t = t.detach().double()
-    return {"norm": t.norm(), "rms": t.square().mean().sqrt(), "mean": t.mean()}
-
-
-@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_bottleneck"])
+@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_preact_bottleneck", "timm_resnet_basic"])
 def test_probe_statistics_match_autograd(name):
     torch.manual_seed(0)
-    original = MODELS[name]().train()
-    for m in original.modules():                     # no random drop_path draws here
-        if hasattr(m, "drop_prob"):
-            m.drop_prob = 0.
+    original = no_random_draws(MODELS[name]().train())
     tapped = copy.deepcopy(original)
     tap_model(tapped)
     x, y = batch()
@@ -167,11 +152,12 @@ def test_probe_statistics_match_autograd(name):
         F.cross_entropy(tapped(x), y).backward()
         probe.step()
     df = probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"]
-    post_activation = name.startswith("torchvision")
+    post_activation = name in POST_ACTIVATION
     for u, block in enumerate(blocks):
         for tap in ("input", "output"):
             for direction, t in (("forward", acts[(u, tap)]), ("backward", grads[(u, tap)])):
-                for stat, value in torch_stats(t).items():
+                for stat in ("norm", "rms", "mean"):
+                    value = tensor_stats(t)[stat]
                     assert df[(u, tap, direction, stat)] == pytest.approx(value.item(), rel=1e-5, abs=1e-8), \
                         (u, tap, direction, stat)
         h, out, g_out = acts[(u, "shortcut")].double(), acts[(u, "output")], grads[(u, "output")].double()
@@ -187,38 +173,12 @@ def test_probe_statistics_match_autograd(name):
         assert (df.xs("grad_cut", level="stat") > 0).all()
 
 
-def all_tensor_stats(t):
-    """Every tensor statistic of probes.stats, in plain torch (as tests/test_probes.py has it)."""
-    t = t.detach().double()
-    per_channel = t.transpose(0, 1).reshape(t.shape[1], -1)
-    m, v = per_channel.mean(1), per_channel.var(1, unbiased=False)
-    return {"rms": t.square().mean().sqrt(), "norm": t.norm(), "mean": t.mean(),
-            "std": t.std(unbiased=False), "ch_sq_mean": (m * m).mean(), "ch_var": v.mean(),
-            "frac_neg": (t < 0).double().mean(), "frac_zero": (t == 0).double().mean()}
-
-
-def test_every_tap_matches_autograd_on_the_tapped_model():
+@pytest.mark.parametrize("name", ["torchvision_resnet18", "timm_resnet_bottleneck", "timm_preact_basic"])
+def test_every_tap_matches_autograd_on_the_tapped_model(name):
     """All five taps and every tensor statistic, as tests/test_probes.py checks native nets."""
-    handle = tap_model(resnet18(num_classes=10))
-    model = handle.model
-    x, y = batch()
-    kept = {}
-    hooks = [unit.taps[tap].register_forward_hook(lambda m, a, out, key=(u, tap): kept.__setitem__(key, out))
-             for u, unit in enumerate(handle.units) for tap in TAP_NAMES]
-    loss = F.cross_entropy(model(x), y)
-    for h in hooks:
-        h.remove()
-    grads = dict(zip(kept, torch.autograd.grad(loss, list(kept.values()))))
-    with SignalProbe(model) as probe:
-        F.cross_entropy(model(x), y).backward()
-        probe.step()
-    df = probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"]
-    assert len(kept) == 5 * 8
-    for (u, tap), t in kept.items():
-        for direction, tensor in (("forward", t), ("backward", grads[(u, tap)])):
-            for stat, expected in all_tensor_stats(tensor).items():
-                assert df[(u, tap, direction, stat)] == pytest.approx(expected.item(), rel=1e-5, abs=1e-7), \
-                    (u, tap, direction, stat)
+    model = no_random_draws(MODELS[name]().train())
+    handle = tap_model(model)
+    assert_probe_matches_autograd(model, handle.units, *batch(), name in POST_ACTIVATION)
 
 
 def test_tapped_model_deep_copies_and_saves():
@@ -255,9 +215,12 @@ def test_unknown_blocks_are_named():
         tap_model(model, blocks=[model[0]])
     assert SUPPORTED in str(err.value)
     other = BasicBlock(3, 3)
-    other.relu = nn.GELU()                           # same name, other structure: not known
-    with pytest.raises(ValueError, match="BasicBlock is not"):
+    other.relu = nn.GELU()                           # f is not a ReLU: refused, by name
+    with pytest.raises(ValueError, match=r"^torchvision BasicBlock 0: its after-addition activation "
+                                         r"relu is GELU; tap_model supports nn.ReLU there only$"):
         tap_model(nn.Sequential(other), blocks=[other])
+    with pytest.raises(ValueError, match="torchvision BasicBlock 1: .* relu is GELU"):
+        tap_model(nn.Sequential(BasicBlock(3, 3), other))   # found: nothing is tapped
     with pytest.raises(ValueError, match="not a submodule"):
         tap_model(model, blocks=[BasicBlock(3, 3)])
     assert tap_model(model, blocks=[model[1]]).units == [model[1]]
