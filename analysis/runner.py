@@ -2,23 +2,130 @@
 
 The five experiment scripts (``experiments/<name>.py``) are their docstring and a call to this
 function with their analysis module; what the steps are, and in which order, lives here once:
-settings -> data -> run folder -> the sweep of nets -> analysis -> figures -> what it printed.
+settings -> data -> checks before work -> run folder -> this process's share of the nets ->
+(once every net is finished) analysis -> figures -> what it printed.
+
+Shards (``--shard i/n`` or a SLURM array task) share one run folder: each trains its share and
+the one that finds every net finished writes the analysis (``--analyse`` does it on demand).
+A signal stops the run in one line that says what finished and the command that resumes it.
 """
 from __future__ import annotations
 
-from analysis import finish, open_run, sweep
+import contextlib
+import fcntl
+import shlex
+import signal
+import sys
+
+from analysis import finish, merged, open_run, run_path, sweep
 from analysis.cells import checked_dataset
+from analysis.preflight import check_memory, check_outputs, plan_text, predicted_time
+from resnet_lab import signals
+from resnet_lab.cellstore import CellStore
+from resnet_lab.runs import now
 
 
 def run_experiment(module, argv=None) -> int:
     """Run experiment ``module`` (``analysis.<name>``) with the command line ``argv``
     (None: ``sys.argv``); returns the exit status."""
     s = module.parse_settings(argv)                 # flags -> preset -> checks; nothing written
+    if s["plan"]:
+        print(plan_text(module, s))                 # --plan N: the split over N shards
+        return 0
     data = checked_dataset(s)                       # the data exist (else: where to get them)
+    check_before_work(module, s, data)              # folders, memory, analysis-only, time
     run = open_run(module, s)                       # its id comes from the settings
-    with run.recorded() as timing:
-        tables, cells = sweep(module, s, run)       # every net; finished ones are skipped
-        module.analyse(run, tables, cells, s, data)     # tables, summary, claims
-        module.draw_figures(run.path)               # figures, from the CSVs alone
+    with run.recorded() as record, says_how_to_resume(module, argv):
+        left = [] if s["analyse"] else sweep(module, s, run)    # this process's nets
+        if left:                                    # other shards' nets are not finished yet
+            record["status"] = None
+            return share_done(s, run, left)
+        with analysis_turn(run) as mine:            # one shard writes the analysis
+            if not mine:
+                record["status"] = None
+                print("another shard is writing the analysis")
+                return 0
+            tables, cells = merged(module, s, run)  # every net, verified
+            module.analyse(run, tables, cells, s, data)     # tables, summary, claims
+            draw_figures(module, run, record)       # figures, from the CSVs alone
     print(module.results_text(run.path))
-    return finish(module, run, s, cells, timing)    # how the nets ended; publish
+    return finish(module, run, s, cells, record)    # how the nets ended; publish
+
+
+def check_before_work(module, s, data):
+    """What can be checked before anything is written (ValueError: one line)."""
+    path = run_path(module, s)
+    check_outputs(path, "--out" if s.get("out") else "--out (default results/runs)")
+    if s["analyse"]:
+        check_all_finished(module, s, path)
+        return
+    check_memory(module, s, data)
+    line = predicted_time(module, s)
+    if line:
+        print(line, flush=True)
+
+
+def check_all_finished(module, s, path):
+    """``--analyse`` needs every net finished (by whichever shards)."""
+    cells = module.cells(s)
+    store = CellStore(path / "cells", module.NAME)
+    missing = [c for c in cells if not store.is_done(c)]
+    if not (path / "config.json").is_file():
+        raise ValueError(f"--analyse: no run at {path}; run the sweep first (the same command "
+                         "without --analyse, or its shards)")
+    if missing:
+        raise ValueError(f"--analyse: {len(missing)} of {len(cells)} nets are not finished "
+                         f"(e.g. {missing[0].name}); run the shards that hold them, or the same "
+                         "command without --analyse")
+
+
+def share_done(s, run, left) -> int:
+    """A shard whose nets are finished while others' are not: it says so and leaves."""
+    i, n = s["shard"]
+    run.record_part("shards", f"{i}/{n}", {**run.config.get("shards", {}).get(f"{i}/{n}", {}),
+                                            "ended": now(), "left_to_others": len(left)})
+    nets = "net" if len(left) == 1 else "nets"
+    print(f"shard {i}/{n}: its nets are finished; {len(left)} {nets} of other shards are not "
+          f"yet (e.g. {left[0].name}); the last shard to finish writes the analysis (or run "
+          "the same command with --analyse once they are)", flush=True)
+    return 0
+
+
+@contextlib.contextmanager
+def analysis_turn(run):
+    """Yields True to the one process that holds ``.analysis.lock``: two shards finishing
+    at once do not both write the analysis."""
+    with open(run.path / ".analysis.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+
+
+def draw_figures(module, run, record):
+    """The figures; one that cannot be drawn is said in one line and recorded in config.json
+    (``figures_error``), without failing the nets or the tables already written."""
+    try:
+        module.draw_figures(run.path)
+    except (OSError, MemoryError):
+        raise
+    except Exception as err:                        # noqa: BLE001 -- said, recorded, not fatal
+        message = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        record["fields"] = {"figures_error": message}
+        print(f"warning: figures: {message}; the tables are complete (redraw with python "
+              f"experiments/make_figures.py {module.NAME} {run.path})", file=sys.stderr,
+              flush=True)
+
+
+@contextlib.contextmanager
+def says_how_to_resume(module, argv):
+    """An interrupted run's one line ends with the command that resumes it."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, signals.Interrupted) else signal.SIGINT
+        args = sys.argv[1:] if argv is None else list(argv)
+        command = shlex.join(["python", f"experiments/{module.NAME}.py", *args])
+        raise signals.Interrupted(signum, f"{err}; resume with: {command}") from None

@@ -46,6 +46,7 @@ from torch import nn
 from .data import Batches, Dataset, apply_augmentation, draw_augmentation
 from .runs import RunDir, atomic_save, rank_and_world
 from .schedule import Schedule
+from .signals import Interrupted, name, stop_requested
 
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value"]
 CHECKPOINT = "checkpoint.pt"
@@ -434,11 +435,25 @@ class _Trainer:
         stop = self._next_stop()
         probing = self.probe is not None and self.step >= self.probe_start
         with self.probe if probing else contextlib.nullcontext():
-            while self.step < stop:
+            while self.step < stop and not self._stop_asked():
                 self.one_step()
                 if len(self.pending) >= self._sync_every() and not self.flush():
                     return False
         return self.flush()
+
+    def _stop_asked(self) -> bool:
+        """A signal asked this run to stop (``resnet_lab.signals``; one process only: the
+        ranks of a torchrun would not agree on the step)."""
+        return self.world == 1 and stop_requested() is not None
+
+    def _stop(self):
+        """Checkpoint at this step (unless the periodic one just did), then stop: the same
+        call resumes here, bitwise as if never stopped."""
+        if self.step % self.s.checkpoint_every:
+            self.checkpoint(self.probe_rows())
+        signum = stop_requested()
+        raise Interrupted(signum, f"interrupted by {name(signum)} at step {self.step} "
+                                  "(checkpointed)", step=self.step)
 
     def run(self) -> TrainResult:
         try:
@@ -457,6 +472,8 @@ class _Trainer:
                     if self.step < self.s.steps or self.s.checkpoint_at_end:
                         self.checkpoint(table)
                     self.save_tables(table)
+                if self._stop_asked() and self.step < self.s.steps:
+                    self._stop()
             if self.status == "diverged":
                 self.save_tables(self.probe_rows())
             self.status = "completed" if self.status == "running" else self.status
