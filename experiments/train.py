@@ -11,7 +11,6 @@ config.json, metrics.csv.gz (step, epoch, split, metric, value), checkpoint.pt a
 last checkpoint (a finished one is left as it is); --resume DIR continues DIR with the settings
 saved in it. Several seeds run one after the other; a diverged run does not stop the others.
 """
-import contextlib
 import sys
 from pathlib import Path
 
@@ -21,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resnet_lab import create_model, list_models, settings  # noqa: E402
 from resnet_lab.cli import resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab import signals  # noqa: E402
 from resnet_lab.memory import check_fits, training_bytes  # noqa: E402
 from resnet_lab.runs import DEFAULT_ROOT, RunDir, check_writable_dir, read_config, settings_id  # noqa: E402
 from resnet_lab.schedule import Schedule  # noqa: E402
@@ -151,11 +149,8 @@ def main(argv=None):
         run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s),
                             lock=rank == 0)
         torch.manual_seed(s["seed"])
-        # One process: a signal checkpoints at the step it arrives (the same command resumes
-        # there); under torchrun the ranks would not agree on the step, so it stops at once.
-        with signals.polled() if world == 1 else contextlib.nullcontext():
-            result = train(build_model(s, data), data, run, train_settings(s, device),
-                           probe_factory=probe_factory, quiet=args.quiet)
+        result = train(build_model(s, data), data, run, train_settings(s, device),
+                       probe_factory=probe_factory, quiet=args.quiet)
         run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")

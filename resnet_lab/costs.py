@@ -4,9 +4,10 @@
 width 16) on an NVIDIA H200, by depth -- the mean over the unit kinds measured by
 ``experiments/gpu_check.py`` (``results/paper/gpu_check/paper_steps.csv``; the README's "On a
 GPU" table). Between and beyond the measured depths the time is interpolated (extrapolated)
-linearly in depth: it is close to linear, ~0.39 ms a layer plus ~5 ms. A wider net costs in
-proportion to its width up to 16 (a narrow net's step is bound by launches and memory
-traffic) and to its square above (by arithmetic); a step costs in proportion to its batch.
+linearly in depth: it is close to linear, ~0.39 ms a layer plus ~5 ms. A wider net or a
+larger batch costs more in proportion to its arithmetic (width squared times batch); a
+narrower net or a smaller batch costs as much (the GPU waits for kernel launches, not for
+arithmetic, at width 16 and batch 128 already).
 
 Balancing shards needs only the ratios (a 1001-layer cell ~5x a 164-layer one); the hours
 predicted for ``--preset paper`` are the H200's, on another GPU they scale with its speed.
@@ -33,17 +34,17 @@ def step_seconds(depth: int, width: int = REFERENCE_WIDTH, batch_size: int = REF
     else:
         slope = (times[-1] - times[-2]) / (depths[-1] - depths[-2])
         base = times[-1] + slope * (depth - depths[-1])
-    ratio = width / REFERENCE_WIDTH
-    return base * (ratio if ratio <= 1 else ratio ** 2) * batch_size / REFERENCE_BATCH
+    arithmetic = (width / REFERENCE_WIDTH) ** 2 * batch_size / REFERENCE_BATCH
+    return base * max(1.0, arithmetic)
 
 
 def hours(seconds: float) -> str:
-    """``"0.6 h"``, ``"13 h"``, ``"3.2 days"``, ``"1,900 years"``: a duration in words."""
+    """``"4 min"``, ``"0.6 h"``, ``"56 h"``, ``"3.2 days"``, ``"1,900 years"``: a duration."""
     h = seconds / 3600
     if h < 0.05:
         return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
-    if h < 48:
+    if h < 1000:
         return f"{h:.1f} h" if h < 10 else f"{h:.0f} h"
-    if h < 24 * 365:
-        return f"{h / 24:.1f} days"
+    if h < 2 * 24 * 365:
+        return f"{h / 24:.0f} days"
     return f"{h / 24 / 365:,.0f} years"

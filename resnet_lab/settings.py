@@ -335,8 +335,9 @@ def check_not_paper(out, publish):
     change only through ``--publish``."""
     if out is None or not str(out).strip():
         return
-    target = Path(out).resolve()
-    if target == PAPER_ROOT.resolve() or PAPER_ROOT.resolve() in target.parents:
+    target = Path(os.path.realpath(out))          # (a link loop is the file system's to report)
+    paper = Path(os.path.realpath(PAPER_ROOT))
+    if target == paper or paper in target.parents:
         raise ValueError(f"--out {out}: inside {PAPER_ROOT}, the committed references; write runs "
                          "elsewhere (default results/runs) and update the references with "
                          "--publish results/paper/<experiment>")

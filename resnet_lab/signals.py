@@ -13,10 +13,13 @@ SIGUSR1  ``sbatch --signal=USR1@<s>`` before time is up  75 (``REQUEUE``)
 it, and the same command resumes from the checkpoints.
 
 Two modes. Outside ``polled()`` a signal raises ``Interrupted`` at once, as Ctrl-C raises
-KeyboardInterrupt. Inside ``polled()`` it only records the request, which a loop reads at a
-safe point with ``stop_requested()`` (the training engine after each step, a sweep between
-messages); a second signal then raises at once, unless ``install(escalate=False)`` (a worker
-process: its parent decides when to stop waiting for it).
+KeyboardInterrupt (nothing is lost: every file is written atomically, and a net resumes from
+its last checkpoint). Inside ``polled()`` it only records the request, which a loop reads at
+a safe point with ``stop_requested()`` -- the training engine after each step (it then
+checkpoints), a sweep's parent between its workers' messages; a second signal then raises at
+once, unless ``install(escalate=False)`` (a worker process: its parent decides when to stop
+waiting for it). A request that arrived inside ``polled()`` stays ``pending()`` after it (a
+net that finished at that step is kept; the sweep stops before the next).
 """
 from __future__ import annotations
 
@@ -72,12 +75,22 @@ def stop_requested() -> int | None:
     return _state["requested"] if _state["polled"] else None
 
 
+def pending() -> int | None:
+    """The signal that asked this process to stop, if any (in ``polled()`` or since)."""
+    return _state["requested"]
+
+
+def forget():
+    """Forget an earlier request (a new sweep in the same process starts afresh)."""
+    _state["requested"] = None
+
+
 @contextlib.contextmanager
 def polled():
     """While inside, a (first) signal only sets ``stop_requested()``; the outermost entry
-    forgets an older request."""
+    forgets an earlier request (one that mattered has stopped the caller already)."""
     if _state["polled"] == 0:
-        _state["requested"] = None
+        forget()
     _state["polled"] += 1
     try:
         yield
@@ -86,7 +99,7 @@ def polled():
 
 
 def raise_if_requested(message: str | None = None, step: int | None = None):
-    """``Interrupted`` if a signal asked to stop (inside ``polled()``)."""
-    signum = stop_requested()
+    """``Interrupted`` if a signal asked this process to stop."""
+    signum = pending()
     if signum is not None:
         raise Interrupted(signum, message, step)

@@ -154,11 +154,12 @@ def run_cells(run: RunDir, experiment: str, cells, work, context, *, share=None,
     todo = [c for c in share if not store.is_done(c)]
     progress = SweepProgress(share, todo, steps)
     job = (work, experiment, context, str(store.root))
+    signals.forget()
     try:
-        with signals.polled():
-            if workers <= 1 or len(todo) <= 1:
-                _run_here(todo, job, threads, devices, progress)
-            else:
+        if workers <= 1 or len(todo) <= 1:
+            _run_here(todo, job, threads, devices, progress)
+        else:
+            with signals.polled():                     # the parent passes a signal on
                 run_in_workers(todo, _cell_job, job, workers=workers, threads=threads,
                                devices=devices, progress=progress)
     except signals.Interrupted as err:
@@ -194,6 +195,7 @@ def _run_here(todo, job, threads, devices, progress):
                     raise
                 raise CellFailed(cell.where(), message) from err
             progress.finish(cell, info) if info is not None else progress.skip(cell)
+        signals.raise_if_requested()                    # a signal as the last net finished
     finally:
         torch.set_num_threads(previous)
 

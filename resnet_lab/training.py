@@ -46,7 +46,7 @@ from torch import nn
 from .data import Batches, Dataset, apply_augmentation, draw_augmentation
 from .runs import RunDir, atomic_save, rank_and_world
 from .schedule import Schedule
-from .signals import Interrupted, name, stop_requested
+from .signals import Interrupted, name, polled, stop_requested
 
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value"]
 CHECKPOINT = "checkpoint.pt"
@@ -442,8 +442,7 @@ class _Trainer:
         return self.flush()
 
     def _stop_asked(self) -> bool:
-        """A signal asked this run to stop (``resnet_lab.signals``; one process only: the
-        ranks of a torchrun would not agree on the step)."""
+        """A signal asked this run to stop (``resnet_lab.signals``; one process only)."""
         return self.world == 1 and stop_requested() is not None
 
     def _stop(self):
@@ -456,6 +455,12 @@ class _Trainer:
                                   "(checkpointed)", step=self.step)
 
     def run(self) -> TrainResult:
+        # One process: a signal stops the loop after a step, which it checkpoints; the ranks of
+        # a torchrun would not agree on the step, so there a signal stops it at once.
+        with polled() if self.world == 1 else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> TrainResult:
         try:
             self.model.train()
             while self.step < self.s.steps and self.status == "running":

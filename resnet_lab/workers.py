@@ -83,8 +83,8 @@ class _Boss:
         try:
             kind, name, value = worker.conn.recv()
         except (EOFError, OSError):
-            code = worker.process.exitcode
-            self.fail(worker.cell, f"its worker process died ({_death(code)})")
+            if self.stopped_by is None:            # not told to stop: it died
+                self.fail(worker.cell, f"its worker process died ({_death(worker.process.exitcode)})")
             worker.cell = None
             return
         cell = self.cells[name]
@@ -192,17 +192,16 @@ def _run_one(conn, cell, target, args) -> bool:
         if now - last[0] > 0.5:
             last[0] = now
             _send(conn, ("step", cell.name, step))
-    with signals.polled():
-        try:
-            info = target(cell, report, *args)
-        except signals.Interrupted as err:
-            _send(conn, ("stopped", cell.name, err.step))
-            return False
-        except Exception as err:                # noqa: BLE001 -- said to the parent, in one line if known
-            _send(conn, ("failed", cell.name, one_line(err) or traceback.format_exc()))
-            return False
-        _send(conn, ("done", cell.name, info))
-        return signals.stop_requested() is None
+    try:
+        info = target(cell, report, *args)
+    except signals.Interrupted as err:
+        _send(conn, ("stopped", cell.name, err.step))
+        return False
+    except Exception as err:                    # noqa: BLE001 -- said to the parent, in one line if known
+        _send(conn, ("failed", cell.name, one_line(err) or traceback.format_exc()))
+        return False
+    _send(conn, ("done", cell.name, info))
+    return signals.pending() is None
 
 
 def _send(conn, message):
