@@ -86,6 +86,6 @@ def plan_text(module, s: dict) -> str:
     steps, batch = s.get("steps", 1), s.get("batch_size", 128)
     table = plan(cells, n, lambda c: steps * step_seconds(c.depth, c.width, batch))
     total = seconds_on_reference(module, s, cells)
-    return (f"{module.NAME} ({s['preset']}): {len(cells)} nets, {steps} steps each, ~{hours(total)}"
+    return (f"{module.NAME} ({s['preset']}): {len(cells)} nets, {steps} step{'s' * (steps != 1)} each, ~{hours(total)}"
             f" in all on {REFERENCE}; split over {n} shards (--shard i/{n}, or a SLURM array "
             f"--array=0-{n - 1}):\n" + table.to_string(index=False))

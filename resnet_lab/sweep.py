@@ -247,7 +247,8 @@ def stop_summary(err, store: CellStore, cells, sharded: bool) -> str:
     if resuming:
         listed = ", ".join(f"{c.name} at step {step}" for c, step in resuming[:3])
         more = f" and {len(resuming) - 3} more" if len(resuming) > 3 else ""
-        text += f", {len(resuming)} will resume from their checkpoints ({listed}{more})"
+        whose = "its checkpoint" if len(resuming) == 1 else "their checkpoints"
+        text += f", {len(resuming)} will resume from {whose} ({listed}{more})"
     if fresh:
         text += f", {fresh} will start from the beginning"
     return text
