@@ -9,6 +9,9 @@ the first net starts.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from resnet_lab.costs import REFERENCE, hours, step_seconds
@@ -31,6 +34,17 @@ def check_outputs(path, flag: str = "--out"):
     for sub in ("cells", "figures"):
         if (path / sub).exists():
             check_writable_dir(path / sub, flag)
+
+
+def check_publish(publish, path):
+    """``--publish`` copies a run's reference files elsewhere: not into the run folder itself
+    (it would overwrite the run's tables with the published subset)."""
+    if publish is None:
+        return
+    target, run = Path(os.path.realpath(publish)), Path(os.path.realpath(path))
+    if target == run or run in target.parents:
+        raise ValueError(f"--publish {publish}: that is the run's own folder; publish to another "
+                         "one (e.g. results/paper/<experiment>)")
 
 
 def seconds_on_reference(module, s: dict, cells=None) -> float:

@@ -12,17 +12,17 @@ A signal stops the run in one line that says what finished and the command that 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shlex
 import signal
 import sys
 
 from analysis import finish, merged, open_run, run_path, sweep
 from analysis.cells import checked_dataset
-from analysis.preflight import check_memory, check_outputs, plan_text, predicted_time
+from analysis.preflight import (check_memory, check_outputs, check_publish, plan_text,
+                                predicted_time)
 from resnet_lab import signals
 from resnet_lab.cellstore import CellStore
-from resnet_lab.runs import now
+from resnet_lab.runs import held, now
 
 
 def run_experiment(module, argv=None) -> int:
@@ -35,7 +35,7 @@ def run_experiment(module, argv=None) -> int:
     data = checked_dataset(s)                       # the data exist (else: where to get them)
     check_before_work(module, s, data)              # folders, memory, analysis-only, time
     run = open_run(module, s)                       # its id comes from the settings
-    with run.recorded() as record, says_how_to_resume(module, argv):
+    with run.recorded() as record, says_how_to_resume(f"experiments/{module.NAME}.py", argv):
         left = [] if s["analyse"] else sweep(module, s, run)    # this process's nets
         if left:                                    # other shards' nets are not finished yet
             record["status"] = None
@@ -56,6 +56,7 @@ def check_before_work(module, s, data):
     """What can be checked before anything is written (ValueError: one line)."""
     path = run_path(module, s)
     check_outputs(path, "--out" if s.get("out") else "--out (default results/runs)")
+    check_publish(s.get("publish"), path)
     if s["analyse"]:
         check_all_finished(module, s, path)
         return
@@ -84,24 +85,17 @@ def share_done(s, run, left) -> int:
     i, n = s["shard"]
     run.record_part("shards", f"{i}/{n}", {**run.config.get("shards", {}).get(f"{i}/{n}", {}),
                                             "ended": now(), "left_to_others": len(left)})
-    nets = "net" if len(left) == 1 else "nets"
-    print(f"shard {i}/{n}: its nets are finished; {len(left)} {nets} of other shards are not "
-          f"yet (e.g. {left[0].name}); the last shard to finish writes the analysis (or run "
-          "the same command with --analyse once they are)", flush=True)
+    nets = "net is" if len(left) == 1 else "nets are"
+    print(f"shard {i}/{n}: done; {len(left)} {nets} not finished yet (e.g. {left[0].name}: "
+          "another shard's, or running in another process); the last process to finish a net "
+          "writes the analysis (or run the same command with --analyse once all are)", flush=True)
     return 0
 
 
-@contextlib.contextmanager
 def analysis_turn(run):
     """Yields True to the one process that holds ``.analysis.lock``: two shards finishing
     at once do not both write the analysis."""
-    with open(run.path / ".analysis.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        yield True
+    return held(run.path / ".analysis.lock")
 
 
 def draw_figures(module, run, record):
@@ -109,6 +103,8 @@ def draw_figures(module, run, record):
     (``figures_error``), without failing the nets or the tables already written."""
     try:
         module.draw_figures(run.path)
+        if run.config.get("figures_error"):        # an earlier run's: drawn now
+            record["fields"] = {"figures_error": None}
     except (OSError, MemoryError):
         raise
     except Exception as err:                        # noqa: BLE001 -- said, recorded, not fatal
@@ -120,12 +116,13 @@ def draw_figures(module, run, record):
 
 
 @contextlib.contextmanager
-def says_how_to_resume(module, argv):
-    """An interrupted run's one line ends with the command that resumes it."""
+def says_how_to_resume(script: str, argv):
+    """An interrupted run's one line ends with the command that resumes it (``script`` and
+    ``argv``, None: this process's command line)."""
     try:
         yield
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, signals.Interrupted) else signal.SIGINT
         args = sys.argv[1:] if argv is None else list(argv)
-        command = shlex.join(["python", f"experiments/{module.NAME}.py", *args])
+        command = shlex.join(["python", script, *args])
         raise signals.Interrupted(signum, f"{err}; resume with: {command}") from None

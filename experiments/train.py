@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from analysis.runner import says_how_to_resume  # noqa: E402
 from resnet_lab import create_model, list_models, settings  # noqa: E402
 from resnet_lab.cli import resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
@@ -149,8 +150,9 @@ def main(argv=None):
         run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s),
                             lock=rank == 0)
         torch.manual_seed(s["seed"])
-        result = train(build_model(s, data), data, run, train_settings(s, device),
-                       probe_factory=probe_factory, quiet=args.quiet)
+        with says_how_to_resume("experiments/train.py", argv):
+            result = train(build_model(s, data), data, run, train_settings(s, device),
+                           probe_factory=probe_factory, quiet=args.quiet)
         run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")

@@ -14,7 +14,6 @@ shards on a shared file system -- never run the same cell; the lock goes with th
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import io
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import atomic_write, read_config, write_table
+from .runs import atomic_write, held, read_config, write_table
 
 DONE = "done.json"
 # The fields of done.json that make the run's cells table (the rest -- checksums, device,
@@ -127,15 +126,9 @@ class CellStore:
     @contextlib.contextmanager
     def claimed(self, cell):
         """Yields True while this process holds the cell's lock, False if another does."""
-        folder = self.folder(cell)
-        folder.mkdir(exist_ok=True)
-        with open(folder / ".lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                yield False
-                return
-            yield True
+        self.folder(cell).mkdir(exist_ok=True)
+        with held(self.folder(cell) / ".lock") as mine:
+            yield mine
 
     def resume_point(self, cell) -> int | None:
         """The step an unfinished cell resumes from (its checkpoint's), or None."""

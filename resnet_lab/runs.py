@@ -128,6 +128,19 @@ def check_writable_dir(path, flag: str = "--out") -> Path:
     return path
 
 
+@contextlib.contextmanager
+def held(path):
+    """Yields True while this process holds the advisory lock (``flock``) on file ``path``,
+    False if another process holds it; the lock goes with the block (or the process)."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+
+
 # ---- provenance -------------------------------------------------------------------------------
 
 def git_commit() -> str | None:

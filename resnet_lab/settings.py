@@ -317,13 +317,16 @@ def check_workers(workers, device, devices) -> int:
 
 
 def check_path_text(flag: str, value):
-    """A path given on the command line means what it says: not empty, not a ``~`` the shell
-    left unexpanded (quoted)."""
+    """A path given on the command line means what it says: not empty, no control characters,
+    not a ``~`` the shell left unexpanded (quoted)."""
     name = f"--{flag.replace('_', '-')}"
     if value is None:
         return
     if not str(value).strip():
         raise ValueError(f"{name} '': give a folder (an empty path would mean the current one)")
+    if any(ord(c) < 32 for c in str(value)):
+        raise ValueError(f"{name} {str(value)!r}: a path with a line break or another control "
+                         "character (a paste gone wrong?); give the folder's name alone")
     if str(value).startswith("~"):
         raise ValueError(f"{name} {value}: the shell did not expand the ~ (it was quoted); write "
                          f"$HOME{str(value)[1:] if str(value).startswith('~/') else '/...'} or the "

@@ -7,6 +7,7 @@ signal   who sends it                                    exit status
 SIGINT   Ctrl-C                                          130
 SIGTERM  ``kill``, ``scancel``, a job's time limit       143
 SIGUSR1  ``sbatch --signal=USR1@<s>`` before time is up  75 (``REQUEUE``)
+SIGHUP   the terminal closed                             129
 ======== ============================================== ===========
 
 75 is EX_TEMPFAIL, "try again": the cluster job script (docs/CLUSTER.md) requeues the task on
@@ -27,7 +28,8 @@ import contextlib
 import signal
 
 REQUEUE = 75
-EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: REQUEUE}
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: REQUEUE,
+               signal.SIGHUP: 129}
 _state = {"requested": None, "polled": 0, "escalate": True}
 
 
@@ -54,7 +56,7 @@ def name(signum: int) -> str:
 
 
 def install(escalate: bool = True):
-    """Handle SIGINT, SIGTERM and SIGUSR1 in this process (main thread only)."""
+    """Handle SIGINT, SIGTERM, SIGUSR1 and SIGHUP in this process (main thread only)."""
     _state["escalate"] = escalate
     for signum in EXIT_STATUS:
         signal.signal(signum, _on_signal)

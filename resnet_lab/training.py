@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import pickle
 import resource
 import sys
 import time
@@ -109,6 +110,16 @@ class TrainSettings:
 def _positive(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class CheckpointUnreadable(ValueError):
+    """A checkpoint that cannot be read (cut off or corrupted on disk): named, with what to do."""
+
+    def __init__(self, path, err):
+        self.path = path
+        first = " ".join(str(err).split("\n")[0].split())[:120]
+        super().__init__(f"{path}: unreadable checkpoint ({type(err).__name__}: {first}); delete "
+                         "it to train the net from the start")
 
 
 @dataclasses.dataclass
@@ -274,7 +285,10 @@ class _Trainer:
     def _restore(self):
         path = self.run_dir.path / CHECKPOINT if self.run_dir is not None else None
         if path is not None and path.exists():
-            state = torch.load(path, map_location="cpu")
+            try:
+                state = torch.load(path, map_location="cpu")
+            except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+                raise CheckpointUnreadable(path, err) from None
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["rng"]["augment"])

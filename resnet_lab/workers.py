@@ -84,6 +84,7 @@ class _Boss:
             kind, name, value = worker.conn.recv()
         except (EOFError, OSError):
             if self.stopped_by is None:            # not told to stop: it died
+                worker.process.join(timeout=5)
                 self.fail(worker.cell, f"its worker process died ({_death(worker.process.exitcode)})")
             worker.cell = None
             return

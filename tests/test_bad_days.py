@@ -326,6 +326,22 @@ def test_a_worker_process_reports_its_failure_in_one_line(tmp_path):
     assert not (run_dir.path / "cells" / "d20_w4_original_s1" / "done.json").exists()
 
 
+def _killed_for_seed_1(cell, state, context, report):
+    if cell.seed == 1:
+        os.kill(os.getpid(), signal.SIGKILL)             # as the out-of-memory killer does
+    return _fails_for_seed_1(cell, state, context, report)
+
+
+def test_a_worker_killed_by_the_system_is_named(tmp_path):
+    run_dir = RunDir.create("e", {}, out=tmp_path, run_id="r")
+    cells = [Cell(20, "original", s, 4) for s in range(3)]
+    with pytest.raises(CellFailed) as failed:
+        run_cells(run_dir, "e", cells, _killed_for_seed_1, {}, workers=2)
+    assert str(failed.value) == ("depth 20 V1 width 4 seed 1 (cells/d20_w4_original_s1): its worker "
+                                 "process died (killed by SIGKILL: the system's out-of-memory "
+                                 "killer, most likely; use fewer --workers or a smaller net)")
+
+
 # ---- checks before work, not after ----------------------------------------------------------------
 
 def test_a_figure_that_cannot_be_drawn_leaves_the_tables_and_the_nets_alone(tmp_path, capsys,
@@ -430,3 +446,16 @@ def test_a_cut_off_config_is_named_and_moving_it_away_resumes(small_reference, t
     config.rename(tmp_path / "config.json.cut")
     assert run("grad_flow", SMALL, tmp_path) == (0, None)
     assert compare_runs(small_reference, folder) == [] and load_run(folder).status == "completed"
+
+
+def test_an_unreadable_checkpoint_is_named_and_the_net_starts_afresh(small_reference, tmp_path,
+                                                                      capsys):
+    shutil.copytree(small_reference, tmp_path / "grad_flow" / small_reference.name)
+    cell = folder_of(tmp_path) / "cells" / "d20_w4_original_s0"
+    (cell / "done.json").unlink()                           # unfinished, with a cut-off checkpoint
+    (cell / "state" / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut off")
+    code, err = run("grad_flow", SMALL, tmp_path, capsys)
+    assert code == 0 and err.startswith(f"cells/d20_w4_original_s0: {cell}/state/checkpoint.pt: "
+                                        "unreadable checkpoint (")
+    assert "; deleted, to train the net from the start" in err.splitlines()[0]
+    assert compare_runs(small_reference, folder_of(tmp_path)) == []

@@ -56,27 +56,11 @@ def cases():
                   (name, ["--publish", "{file}/x"], "--publish"),
                   (name, ["--out", "{file}/x"], "--out"),
                   (name, ["--batch-size", "100000"], "exceeds the 1437"),
-                  (name, ["--no-such-flag"], "unrecognized arguments"),
-                  (name, ["--out", ""], "--out '': give a folder"),
-                  (name, ["--out", "~/x"], "--out ~/x: the shell did not expand the ~"),
-                  (name, ["--out", "{paper}/x"], "the committed references"),
-                  (name, ["--data-dir", "~/data"], "--data-dir ~/data: the shell"),
-                  (name, ["--publish", ""], "--publish '': give a folder"),
-                  (name, ["--shard", "3/3"], "--shard 3/3: need 0 <= i < n"),
-                  (name, ["--devices", "0"], "--devices 0: GPUs only"),
-                  (name, ["--analyse"], "--analyse: no run at")]
+                  (name, ["--no-such-flag"], "unrecognized arguments")]
+    table += nonsense()
     for name in ("grad_flow", "early_training", "full_training", "unit_ablation"):
         table += [(name, ["--steps", "0"], "--steps 0"), (name, ["--lr", "0"], "--lr")]
-    table += [("grad_flow", ["--checkpoints", "6", "--steps", "10"], "nearest counts that can: 5 or 10"),
-              ("early_training", ["--checkpoints", "9", "--steps", "10"], "(they would be 10)"),
-              ("grad_flow", ["--width", "4000"], "needs at least"),
-              ("full_training", ["--width", "4096", "--batch-size", "64"], "needs at least"),
-              ("train", ["--model", "cifar_resnet20_v2", "--width", "5000"], "--width 5000"),
-              ("train", ["--model", "cifar_resnet20_v2", "--width", "4000"], "needs at least"),
-              ("train", ["--model", "cifar_resnet20_v2", "--out", "~/x"], "the shell did not expand"),
-              ("reproduce", ["--out", "{paper}/x"], "the committed references"),
-              ("reproduce", ["--out", ""], "--out '': give a folder"),
-              ("grad_flow", ["--checkpoints", "0"], "--checkpoints 0"),
+    table += [("grad_flow", ["--checkpoints", "0"], "--checkpoints 0"),
               ("grad_flow", ["--versions", "3"], "valid versions are 1"),
               ("grad_flow", ["--versions", "1", "--unit-kinds", "original"], "not both"),
               ("unit_ablation", ["--unit-kinds", "preact"], "valid unit kinds"),
@@ -97,6 +81,31 @@ def cases():
               ("compare_runs", ["{tmp}/a", "{tmp}/b"], "a run folder?"),
               ("reproduce", ["--paper", "{file}/x"], "--paper")]
     return table
+
+
+def nonsense():
+    """Inputs that would mean something else than they say: paths, counts, sizes, shards."""
+    table = []
+    for name in SWEEPS:
+        table += [(name, ["--out", ""], "--out '': give a folder"),
+                  (name, ["--out", "~/x"], "--out ~/x: the shell did not expand the ~"),
+                  (name, ["--out", "{paper}/x"], "the committed references"),
+                  (name, ["--data-dir", "~/data"], "--data-dir ~/data: the shell"),
+                  (name, ["--publish", ""], "--publish '': give a folder"),
+                  (name, ["--out", "runs\nx"], "a line break"),
+                  (name, ["--shard", "3/3"], "--shard 3/3: need 0 <= i < n"),
+                  (name, ["--devices", "0"], "--devices 0: GPUs only"),
+                  (name, ["--analyse"], "--analyse: no run at")]
+    return table + [
+        ("grad_flow", ["--checkpoints", "6", "--steps", "10"], "nearest counts that can: 5 or 10"),
+        ("early_training", ["--checkpoints", "9", "--steps", "10"], "(they would be 10)"),
+        ("grad_flow", ["--width", "4000"], "needs at least"),
+        ("full_training", ["--width", "4096", "--batch-size", "64"], "needs at least"),
+        ("train", ["--model", "cifar_resnet20_v2", "--width", "5000"], "--width 5000"),
+        ("train", ["--model", "cifar_resnet20_v2", "--width", "4000"], "needs at least"),
+        ("train", ["--model", "cifar_resnet20_v2", "--out", "~/x"], "the shell did not expand"),
+        ("reproduce", ["--out", "{paper}/x"], "the committed references"),
+        ("reproduce", ["--out", ""], "--out '': give a folder")]
 
 
 @pytest.mark.parametrize("script, argv, needle", cases(),

@@ -120,7 +120,7 @@ def test_a_shard_leaves_the_analysis_to_the_last_and_analyse_does_it(tmp_path, c
     assert main([*argv, "--shard", "0/2"]) == 0
     (folder,) = (tmp_path / "grad_flow").iterdir()
     out = capsys.readouterr().out
-    assert "shard 0/2: its nets are finished" in out and not (folder / "summary.csv").exists()
+    assert "shard 0/2: done; 2 nets are not finished yet" in out and not (folder / "summary.csv").exists()
     assert RunDir(folder).config["shards"]["0/2"]["left_to_others"] > 0
     assert main([*argv, "--analyse"]) == 2
     assert "nets are not finished" in capsys.readouterr().err
