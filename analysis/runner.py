@@ -48,6 +48,7 @@ def run_experiment(module, argv=None) -> int:
             tables, cells = merged(module, s, run)  # every net, verified
             module.analyse(run, tables, cells, s, data)     # tables, summary, claims
             draw_figures(module, run, record)       # figures, from the CSVs alone
+            note_shard(run, s, wrote_analysis=True)
     print(module.results_text(run.path))
     return finish(module, run, s, cells, record)    # how the nets ended; publish
 
@@ -80,11 +81,18 @@ def check_all_finished(module, s, path):
                          "command without --analyse")
 
 
+def note_shard(run, s, **fields):
+    """Add ``fields`` and the end time to this shard's record in config.json (sharded runs)."""
+    i, n = s["shard"]
+    if n > 1:
+        part = run.config.get("shards", {}).get(f"{i}/{n}", {})
+        run.record_part("shards", f"{i}/{n}", {**part, "ended": now(), **fields})
+
+
 def share_done(s, run, left) -> int:
     """A shard whose nets are finished while others' are not: it says so and leaves."""
     i, n = s["shard"]
-    run.record_part("shards", f"{i}/{n}", {**run.config.get("shards", {}).get(f"{i}/{n}", {}),
-                                            "ended": now(), "left_to_others": len(left)})
+    note_shard(run, s, left_to_others=len(left))
     nets = "net is" if len(left) == 1 else "nets are"
     print(f"shard {i}/{n}: done; {len(left)} {nets} not finished yet (e.g. {left[0].name}: "
           "another shard's, or running in another process); the last process to finish a net "

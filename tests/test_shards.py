@@ -108,6 +108,8 @@ def test_two_shard_processes_give_one_process_csvs(tmp_path):
     assert sum("all 4 nets completed" in out for out, _ in outputs) == 1   # one analysed
     config = load_run(folder).config
     assert set(config["shards"]) == {"0/2", "1/2"} and config["status"] == "completed"
+    assert sum(part.get("wrote_analysis", False) for part in config["shards"].values()) == 1
+    assert all("ended" in part for part in config["shards"].values())
     hosts = {CellStore(folder / "cells", "grad_flow").record(c)["host"]
              for c in experiment("grad_flow").cells(experiment("grad_flow").parse_settings(argv))}
     assert len(hosts) == 1
