@@ -10,16 +10,20 @@ Nothing here draws while it measures, nor measures while it draws: a module's
 from __future__ import annotations
 
 import importlib
+import platform
 import shutil
 from pathlib import Path
 
-from resnet_lab.runs import RunDir, git_commit, git_dirty, settings_id
-from resnet_lab.sweep import outcome, run_sweep
+from resnet_lab.cellstore import CellChanged, CellStore
+from resnet_lab.runs import (DEFAULT_ROOT, PAPER_ROOT, RunDir, cpu_model, git_commit, git_dirty,
+                             now, settings_id)
+from resnet_lab.shards import share
+from resnet_lab.sweep import merge_cells, outcome, retrain, run_cells
 
 EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
-PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
+PAPER = PAPER_ROOT
 # Settings that change where or how fast a run goes, not its numbers: left out of its id.
-_NOT_IN_ID = ("workers", "out", "publish")
+_NOT_IN_ID = ("workers", "out", "publish", "shard", "analyse", "devices", "plan")
 
 
 def experiment(name: str):
@@ -29,25 +33,71 @@ def experiment(name: str):
     return importlib.import_module(f"analysis.{name}")
 
 
+def run_key(s: dict) -> tuple[dict, str]:
+    """(the settings that identify a run, its id): the same command gets the same folder,
+    whichever process, GPU or shard runs it."""
+    key = {k: v for k, v in s.items() if k not in _NOT_IN_ID}
+    return key, f"{s['preset']}-{settings_id(key)}"
+
+
+def run_path(module, s: dict) -> Path:
+    """Where the run folder of these settings is (or will be)."""
+    return Path(s.get("out") or DEFAULT_ROOT) / module.NAME / run_key(s)[1]
+
+
 def open_run(module, s: dict) -> RunDir:
     """The run folder of an experiment (its analysis ``module``) with settings ``s``: its id
     comes from the settings, so the same command reopens (and resumes) the same folder; the
-    process holds its lock while it lives. Says what will run, and where."""
-    key = {k: v for k, v in s.items() if k not in _NOT_IN_ID}
-    run_id = f"{s['preset']}-{settings_id(key)}"
-    run = RunDir.create(module.NAME, key, preset=key, out=s.get("out"), run_id=run_id, lock=True)
+    process holds its lock while it lives (shared with the other shards of a sharded sweep).
+    Records where it runs; says what will run, and where."""
+    key, run_id = run_key(s)
+    i, n = s["shard"]
+    shared = n > 1 or s["analyse"]
+    where = {"host": platform.node(), "devices": describe_devices(s), "workers": s["workers"]}
+    run = RunDir.create(module.NAME, key, preset=key, out=s.get("out"), run_id=run_id,
+                        lock="shared" if shared else True,
+                        note={"shard": f"{i}/{n}", **where} if shared else None)
     # The code that analyses (and, for new cells, trains): the report marks a result whose
     # code differs from the checkout's.
     run.update_config(code_commit=git_commit(), code_dirty=git_dirty())
+    if n > 1:
+        run.record_part("shards", f"{i}/{n}", {**where, "started": now()})
+    else:
+        run.update_config(devices=where["devices"])
     print(f"{module.describe(s)}\n-> {run.path}", flush=True)
     return run
 
 
-def sweep(module, s: dict, run: RunDir):
-    """Every cell of the experiment (``module.cells``, done by ``module.WORK``) in
-    ``s["workers"]`` processes; finished cells are skipped. Returns (tables, cells table)."""
-    return run_sweep(run, module.NAME, module.cells(s), module.WORK, module.context(s),
-                     workers=s["workers"], threads=s["threads"], steps=s.get("steps", 1))
+def describe_devices(s: dict) -> list:
+    """What the workers compute on: each GPU of ``devices`` by name, or the CPU."""
+    if not s.get("devices"):
+        return [f"cpu ({cpu_model()})"]
+    import torch
+    return [f"cuda:{k} ({torch.cuda.get_device_name(k)})" for k in s["devices"]]
+
+
+def sweep(module, s: dict, run: RunDir) -> list:
+    """This process's share of the experiment's cells (``module.cells``, done by
+    ``module.WORK``; every cell unless sharded) in ``s["workers"]`` processes; finished cells
+    are verified and skipped. Returns the cells still unfinished (other shards')."""
+    cells = module.cells(s)
+    return run_cells(run, module.NAME, cells, module.WORK, module.context(s),
+                     share=share(cells, s["shard"]), workers=s["workers"], threads=s["threads"],
+                     steps=s.get("steps", 1), devices=s.get("devices"))
+
+
+def merged(module, s: dict, run: RunDir):
+    """(tables, cells table) of every cell, each verified as it is read; a cell whose tables
+    changed since it finished is named and trained again first."""
+    cells = module.cells(s)
+    try:
+        return merge_cells(run.path / "cells", module.NAME, cells)
+    except CellChanged as err:
+        retrain(CellStore(run.path / "cells", module.NAME), err.reasons)
+        run_cells(run, module.NAME, cells, module.WORK, module.context(s),
+                  share=[c for c in cells if c.name in err.reasons], workers=s["workers"],
+                  threads=s["threads"], steps=s.get("steps", 1), devices=s.get("devices"))
+        return merge_cells(run.path / "cells", module.NAME, cells)
 
 
 def finish(module, run: RunDir, s: dict, cells, timing) -> int:

@@ -15,8 +15,9 @@ VERDICT_MARKERS = {C.SUPPORTED: "o", C.NOT_SUPPORTED: "X", C.INCONCLUSIVE: "s", 
 
 def gap_axis(ax, rows: pd.DataFrame, *, label, color="0.2", offset=1.0):
     """Effect (V1 − V2) with its interval against depth (log x); marker = verdict, filled for a
-    primary test."""
-    rows = rows.sort_values("depth")
+    primary test. Rows without a depth (a claim not testable at any depth of the run) have
+    no point to draw."""
+    rows = rows.dropna(subset=["depth"]).sort_values("depth")
     depths = rows["depth"].to_numpy(float) * offset
     effect = rows["effect"].to_numpy(float)
     lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)

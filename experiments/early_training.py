@@ -15,26 +15,18 @@ Writes results/runs/early_training/<run-id>/: config.json, train.csv.gz, probe.c
 cells.csv, cuts.csv, summary.csv (per net), claims.csv, figures/, cells/ (each net's own
 tables). The same command again resumes an interrupted run and skips its finished nets.
 """
+
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import early_training as experiment  # noqa: E402
-from analysis import finish, open_run, sweep  # noqa: E402
-from analysis.cells import checked_dataset  # noqa: E402
+from analysis.runner import run_experiment  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
 
 
 def main(argv=None):
-    s = experiment.parse_settings(argv)                 # flags -> preset -> checks; nothing written
-    data = checked_dataset(s)                           # the data exist (else: where to get them)
-    run = open_run(experiment, s)                       # its id comes from the settings
-    with run.recorded() as timing:
-        tables, cells = sweep(experiment, s, run)       # every net; finished ones are skipped
-        experiment.analyse(run, tables, cells, s, data)     # tables, summary, claims
-        experiment.draw_figures(run.path)               # figures, from the CSVs alone
-    print(experiment.results_text(run.path))
-    return finish(experiment, run, s, cells, timing)    # how the nets ended; publish
+    return run_experiment(experiment, argv)
 
 
 if __name__ == "__main__":

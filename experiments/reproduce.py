@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
 from resnet_lab.runs import check_writable_dir  # noqa: E402
+from resnet_lab.settings import check_not_paper, check_path_text  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,8 +41,11 @@ def main(argv=None):
                         help="where the reference files go (default results/paper)")
     parser.add_argument("--out", help="root folder of the run folders (default results/runs)")
     args = parser.parse_args(argv)
+    check_path_text("paper", str(args.paper))
     check_writable_dir(args.paper, "--paper")
     if args.out is not None:
+        check_path_text("out", args.out)
+        check_not_paper(args.out, None)
         check_writable_dir(args.out)
     start = time.perf_counter()
     extra = ["--out", args.out] if args.out else []

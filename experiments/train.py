@@ -11,17 +11,18 @@ config.json, metrics.csv.gz (step, epoch, split, metric, value), checkpoint.pt a
 last checkpoint (a finished one is left as it is); --resume DIR continues DIR with the settings
 saved in it. Several seeds run one after the other; a diverged run does not stop the others.
 """
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from analysis.runner import says_how_to_resume  # noqa: E402
 from resnet_lab import create_model, list_models, settings  # noqa: E402
 from resnet_lab.cli import resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import DEFAULT_ROOT, RunDir, settings_id  # noqa: E402
+from resnet_lab.memory import check_fits, training_bytes  # noqa: E402
+from resnet_lab.runs import DEFAULT_ROOT, RunDir, check_writable_dir, read_config, settings_id  # noqa: E402
 from resnet_lab.schedule import Schedule  # noqa: E402
 from resnet_lab.sweep import select_shard  # noqa: E402
 from resnet_lab.training import TrainSettings, setup_distributed, train  # noqa: E402
@@ -44,7 +45,8 @@ RUN_KEYS = ("model", "width", "unit_kind", "dataset", "data_dir", "steps", "batc
 
 
 def parser():
-    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/train.py", publish=False)
+    p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/train.py", publish=False,
+                        sweep=False)
     p.add_argument("--model", help="registered network name (python -m resnet_lab --list), "
                                    "e.g. cifar_resnet164_v2; required unless --resume")
     p.add_argument("--width", type=int, help="base width of a CIFAR net (default the model's, 16)")
@@ -70,7 +72,7 @@ def settings_from(args) -> tuple[list[dict], Path]:
         folder = Path(args.resume)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"--resume: {folder} is not a run folder (no config.json)")
-        saved = json.loads((folder / "config.json").read_text())["args"]
+        saved = read_config(folder / "config.json")["args"]
         return [saved], folder.parent.parent
     if args.model is None:
         raise ValueError("--model is required (one of python -m resnet_lab --list), or --resume RUN_DIR")
@@ -80,8 +82,9 @@ def settings_from(args) -> tuple[list[dict], Path]:
     preset = PRESETS[args.preset]
     for flag in ("width", "eval_every", "checkpoint_every", "probe_every"):
         value = getattr(args, flag)
-        s[flag] = settings.positive_int(f"--{flag.replace('_', '-')}", value) if value is not None \
-            else preset.get(flag)
+        limit = settings.MAX_WIDTH if flag == "width" else None
+        s[flag] = settings.positive_int(f"--{flag.replace('_', '-')}", value, limit) \
+            if value is not None else preset.get(flag)
     s.update(model=args.model, unit_kind=args.unit_kind, grad_checkpoint=args.grad_checkpoint,
              sync_bn=args.sync_bn)
     common = {key: s.get(key) for key in RUN_KEYS if key != "seed"}
@@ -124,9 +127,14 @@ def main(argv=None):
     # Everything is checked before any folder is made: data, model, settings, output root.
     data = load_dataset(first["dataset"], first["data_dir"])
     with torch.device("meta"):
-        build_model(first, data)
+        model = build_model(first, data)
     for s in runs:
         train_settings(s, device).resolved(len(data.train_x), world)
+    check_writable_dir(out, "--out" if args.out else "--out (default results/runs)")
+    need = training_bytes(model, (data.in_channels, *data.image_size),
+                          first["batch_size"] // world)
+    check_fits(need, device, first["model"] + (f" at width {first['width']}" if first["width"] else ""),
+               "use a smaller --width or --batch-size, --grad-checkpoint, or more memory")
     probe_factory = None
     if first["probe_every"] is not None:
         from probes import SignalProbe
@@ -134,7 +142,7 @@ def main(argv=None):
 
     for s in runs:
         config = out / EXPERIMENT / run_id(s) / "config.json"
-        status = json.loads(config.read_text())["status"] if config.is_file() else None
+        status = read_config(config).get("status") if config.is_file() else None
         if status in ("completed", "diverged"):
             if rank == 0:
                 print(f"{config.parent}: already {status}; nothing to do")
@@ -142,8 +150,9 @@ def main(argv=None):
         run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s),
                             lock=rank == 0)
         torch.manual_seed(s["seed"])
-        result = train(build_model(s, data), data, run, train_settings(s, device),
-                       probe_factory=probe_factory, quiet=args.quiet)
+        with says_how_to_resume("experiments/train.py", argv):
+            result = train(build_model(s, data), data, run, train_settings(s, device),
+                           probe_factory=probe_factory, quiet=args.quiet)
         run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")

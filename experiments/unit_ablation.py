@@ -17,26 +17,18 @@ measures and tests: analysis/unit_ablation.py.
 Writes results/runs/unit_ablation/<run-id>/: config.json, train.csv, probe.csv.gz (step 1),
 cells.csv, summary.csv, table2.md, table2.csv, claims.csv, figures/.
 """
+
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import unit_ablation as experiment  # noqa: E402
-from analysis import finish, open_run, sweep  # noqa: E402
-from analysis.cells import checked_dataset  # noqa: E402
+from analysis.runner import run_experiment  # noqa: E402
 from resnet_lab.cli import run_main  # noqa: E402
 
 
 def main(argv=None):
-    s = experiment.parse_settings(argv)                 # flags -> preset -> checks; nothing written
-    data = checked_dataset(s)                           # the data exist (else: where to get them)
-    run = open_run(experiment, s)                       # its id comes from the settings
-    with run.recorded() as timing:
-        tables, cells = sweep(experiment, s, run)       # every net; finished ones are skipped
-        experiment.analyse(run, tables, cells, s, data)     # tables, summary, claims
-        experiment.draw_figures(run.path)               # figures, from the CSVs alone
-    print(experiment.results_text(run.path))
-    return finish(experiment, run, s, cells, timing)    # how the nets ended; publish
+    return run_experiment(experiment, argv)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,8 @@ def _read_extracted(path: Path, name: str, archive_name: str) -> dict:
         if not isinstance(batch, dict) or b"data" not in batch:
             raise ValueError("not a CIFAR batch")
         return batch
+    except PermissionError:
+        raise                                # not corrupt: unreadable (one line, resnet_lab.errors)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             UnicodeDecodeError, IndexError, OSError) as err:
         raise ValueError(f"{name}: {path} is corrupt ({type(err).__name__}); extract the official "

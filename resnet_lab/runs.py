@@ -33,12 +33,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .errors import one_line
+
 DEFAULT_ROOT = Path("results") / "runs"
+# The committed references: only ``--publish`` writes there.
+PAPER_ROOT = Path(__file__).resolve().parents[1] / "results" / "paper"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def _now() -> str:
+def now() -> str:
+    """The local time, as config.json records it."""
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
@@ -46,17 +51,23 @@ def _now() -> str:
 
 def atomic_write(path, data) -> Path:
     """Write ``data`` (str or bytes) to ``path`` through a temporary file in the same folder
-    and ``os.replace``: a kill never leaves half a file. Returns the path."""
+    and ``os.replace``: a kill, a full disk or a refused write never leaves half a file (the
+    temporary one goes; an OSError names ``path``). Returns the path."""
     path = Path(path)
     data = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and not isinstance(err, BrokenPipeError):
+            raise type(err)(err.errno, err.strerror, str(path)) from None
         raise
     return path
 
@@ -115,6 +126,19 @@ def check_writable_dir(path, flag: str = "--out") -> Path:
     except OSError as err:
         raise ValueError(f"{flag}: cannot write to {path} ({err.strerror or err})") from None
     return path
+
+
+@contextlib.contextmanager
+def held(path):
+    """Yields True while this process holds the advisory lock (``flock``) on file ``path``,
+    False if another process holds it; the lock goes with the block (or the process)."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
 
 
 # ---- provenance -------------------------------------------------------------------------------
@@ -194,6 +218,18 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
 
 
+def read_config(path) -> dict:
+    """A config.json (or done.json) as a dict; a ValueError naming the file if it is not
+    JSON (truncated, edited) -- with what to do about it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err}); it was cut off or "
+                         f"edited: move it away (a run's finished nets are kept and its "
+                         f"record starts afresh) or choose another --out") from None
+
+
 # ---- run folders ------------------------------------------------------------------------------
 
 class RunDir:
@@ -203,17 +239,21 @@ class RunDir:
         self.path = Path(path)
         self.writer = writer
         self._lock = None
+        self._config_depth = 0
+        self.shared = False         # opened beside other shards: config.json needs a lock
 
     @classmethod
     def create(cls, experiment: str, args: dict, preset: dict | None = None, out=None,
-               run_id: str | None = None, lock: bool = False) -> "RunDir":
+               run_id: str | None = None, lock=False, note: dict | None = None) -> "RunDir":
         """Make ``<out or results/runs>/<experiment>/<run_id>/`` with ``figures/`` and config.json.
 
         ``run_id`` defaults to the start time plus a hash of ``args``. If the folder exists
         with the same ``args`` it is reopened to be continued (status back to "running"; the
-        time, previous status and error appended to ``restarts``); with other arguments it is
-        a ``ValueError``. ``lock``: hold the folder's lock while the process lives (ValueError
-        if another process holds it). Under ``torch.distributed`` only rank 0 writes.
+        time, previous status and error, and ``note``, appended to ``restarts``); with other
+        arguments it is a ``ValueError``. ``lock``: True holds the folder's lock alone while
+        the process lives (ValueError if another process holds it); ``"shared"`` holds it
+        beside the other shards of one sweep (each cell has its own lock). Under
+        ``torch.distributed`` only rank 0 writes.
         """
         rank, world = rank_and_world()
         args = json.loads(json.dumps(args, default=str))      # as config.json will hold them
@@ -226,46 +266,54 @@ class RunDir:
         root = Path(out) if out is not None else DEFAULT_ROOT
         run = cls(root / experiment / run_id, writer=rank == 0)
         config_path = run.path / "config.json"
+        run.shared = lock == "shared"
         if run.writer:
             run.path.mkdir(parents=True, exist_ok=True)
             if lock:
-                run.acquire_lock()
-        if config_path.exists():
-            return run._reopen(args)
-        if run.writer:
-            (run.path / "figures").mkdir(exist_ok=True)
-            atomic_write(config_path, _json({
-                "experiment": experiment, "run_id": run_id, "args": args, "preset": preset,
-                "git_commit": git_commit(), "versions": package_versions(),
-                "device": args.get("device"), "machine": machine(args.get("device")),
-                "start_time": _now(), "end_time": None,
-                "status": "running"}))
+                run.acquire_lock(shared=run.shared)
+        with run.config_lock():
+            if config_path.exists():
+                return run._reopen(args, shared=lock == "shared", note=note)
+            if run.writer:
+                (run.path / "figures").mkdir(exist_ok=True)
+                atomic_write(config_path, _json({
+                    "experiment": experiment, "run_id": run_id, "args": args, "preset": preset,
+                    "git_commit": git_commit(), "versions": package_versions(),
+                    "device": args.get("device"), "machine": machine(args.get("device")),
+                    "start_time": now(), "end_time": None,
+                    "status": "running"}))
         return run
 
-    def _reopen(self, args):
-        old = self.config
+    def _reopen(self, args, shared=False, note=None):
+        try:
+            old = self.config
+        except ValueError:
+            self.release_lock()
+            raise
         if old.get("args") != args:
             self.release_lock()
             raise ValueError(f"run folder {self.path} exists with other arguments; "
                              "choose another --out")
         previous = old.get("status")
-        if previous == "running":          # nobody holds the lock (we do): it was killed
+        if previous == "running" and not shared:     # nobody holds the lock (we do): killed
             previous = "interrupted (killed)"
-        restart = {"time": _now(), "previous_status": previous,
-                   "previous_error": old.get("error"), "git_commit": git_commit()}
+        restart = {"time": now(), "previous_status": previous,
+                   "previous_error": old.get("error"), "git_commit": git_commit(), **(note or {})}
         self.update_config(status="running", end_time=None, error=None,
                            restarts=old.get("restarts", []) + [restart])
         return self
 
-    def acquire_lock(self):
-        """Take the folder's advisory lock for this process (released at exit)."""
+    def acquire_lock(self, shared: bool = False):
+        """Take the folder's advisory lock for this process (released at exit): alone, or
+        ``shared`` with the other shards of the same sweep."""
         handle = open(self.path / ".lock", "a")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise ValueError(f"run folder {self.path} is in use by another running process; "
-                             "wait for it to finish or choose another --out") from None
+            raise ValueError(f"run folder {self.path} is in use by another running process"
+                             f"{' (not a --shard of this sweep)' if shared else ''}; wait for it "
+                             "to finish or choose another --out") from None
         self._lock = handle
 
     def status(self) -> str:
@@ -287,47 +335,83 @@ class RunDir:
             self._lock.close()
             self._lock = None
 
+    @contextlib.contextmanager
+    def config_lock(self):
+        """Hold ``.config.lock`` while config.json is read, changed and written, if the shards
+        of one sweep share the folder (re-entrant within this object)."""
+        if not (self.writer and self.shared) or self._config_depth:
+            self._config_depth += 1
+            try:
+                yield
+            finally:
+                self._config_depth -= 1
+            return
+        with open(self.path / ".config.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._config_depth += 1
+            try:
+                yield
+            finally:
+                self._config_depth -= 1
+
     @classmethod
     def at(cls, path, **config) -> "RunDir":
         """A folder that need not be an experiment's run (e.g. a sweep cell's engine state),
         made with a config.json holding ``config`` if it has none."""
         run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
-        if not (run.path / "config.json").is_file():
+        try:
+            run.config
+        except (OSError, ValueError):        # missing, or cut off: its record starts afresh
             atomic_write(run.path / "config.json", _json({**config, "status": "running"}))
         return run
 
     @property
     def config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        return read_config(self.path / "config.json")
 
     def update_config(self, **fields):
         """Merge ``fields`` into config.json (atomically)."""
         if self.writer:
-            config = self.config
-            config.update(fields)
-            atomic_write(self.path / "config.json", _json(config))
+            with self.config_lock():
+                config = self.config
+                config.update(fields)
+                atomic_write(self.path / "config.json", _json(config))
+
+    def record_part(self, key: str, part: str, value):
+        """``config[key][part] = value``: e.g. one shard's record beside the others'."""
+        if self.writer:
+            with self.config_lock():
+                self.update_config(**{key: {**self.config.get(key, {}), part: value}})
 
     def finish(self, status: str = "completed", **fields):
         """Record the end time and final status (completed, diverged, interrupted, failed)."""
-        self.update_config(status=status, end_time=_now(), **fields)
+        self.update_config(status=status, end_time=now(), **fields)
 
     @contextlib.contextmanager
     def recorded(self):
-        """The body's outcome goes into config.json: ``failed`` or ``interrupted`` (and the
-        error re-raised), else ``completed`` with its wall time, also left in the yielded
-        dict. The folder's lock is released at the end."""
-        timing = {}
+        """The body's outcome goes into config.json: ``interrupted`` (a signal, a closed
+        stdout) or ``failed``, with the error in one line, and the error re-raised; else
+        ``record["status"]`` (default ``completed``) with the wall time, left in the yielded
+        dict as ``seconds``. A body that sets ``record["status"] = None`` leaves the status
+        as it is (a shard done with its share while others still run). The folder's lock is
+        released at the end."""
+        record = {"status": "completed"}
         t0 = time.perf_counter()
         try:
-            yield timing
+            yield record
         except BaseException as err:
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            self.finish(status, error=f"{type(err).__name__}: {err}")
+            stopped = isinstance(err, (KeyboardInterrupt, BrokenPipeError))
+            message = " ".join(str(err).split()) if stopped else one_line(err)
+            with contextlib.suppress(OSError, ValueError):     # a full disk: still say why
+                self.finish("interrupted" if stopped else "failed",
+                            error=message or f"{type(err).__name__}: {err}")
             self.release_lock()
             raise
-        timing["seconds"] = time.perf_counter() - t0
-        self.finish("completed", wall_seconds=round(timing["seconds"], 1))
+        record["seconds"] = time.perf_counter() - t0
+        if record["status"] is not None:
+            self.finish(record["status"], wall_seconds=round(record["seconds"], 1),
+                        **record.get("fields", {}))
         self.release_lock()
 
     def write_csv(self, name: str, df):

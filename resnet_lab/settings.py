@@ -16,17 +16,22 @@ import argparse
 import dataclasses
 import math
 import os
+from pathlib import Path
+
+import torch
 
 from .cli import Parser, resolve_device
 from .data import DATASETS
 from .networks import resolve_cifar_block
-from .runs import check_writable_dir
+from .runs import PAPER_ROOT, check_writable_dir
 from .schedule import Schedule, check_steps
+from .shards import resolve_shard
 from .training import PRECISIONS
 from .units import UNIT_KINDS, VERSIONS, resolve_unit_kind
 
 MAX_SEED = 2**63 - 1          # torch.manual_seed's range
 MAX_THREADS = 1024
+MAX_WIDTH = 4096
 
 
 def positive_int(flag, value, limit=None):
@@ -81,6 +86,15 @@ def check_checkpoints(checkpoints, s):
     if checkpoints < minimum:
         raise ValueError(f"--checkpoints {checkpoints}: need at least {minimum} (initialisation "
                          "and a later step)")
+    if steps and probed_count(steps, checkpoint_spacing(steps, checkpoints)) != checkpoints:
+        window = range(max(1, minimum, checkpoints - 50), min(steps, checkpoints + 50) + 1)
+        counts = [c for c in window if probed_count(steps, checkpoint_spacing(steps, c)) == c]
+        near = [max(c for c in counts if c < checkpoints) if counts[0] < checkpoints else None,
+                min(c for c in counts if c > checkpoints) if counts[-1] > checkpoints else None]
+        raise ValueError(f"--checkpoints {checkpoints}: {steps} steps cannot hold {checkpoints} "
+                         f"evenly spaced probed steps from step 1 (they would be "
+                         f"{probed_count(steps, checkpoint_spacing(steps, checkpoints))}); "
+                         f"nearest counts that can: {' or '.join(str(c) for c in near if c)}")
     return checkpoints
 
 
@@ -161,7 +175,7 @@ OPTIONS = {
                                     help="seeds, one net per seed and version"), check_seeds),
     "width": Option("--width", dict(type=int, help="base width of every net (default: the preset's, "
                                                    "one per unit block)"),
-                    lambda v, s=None: positive_int("--width", v, 4096)),
+                    lambda v, s=None: positive_int("--width", v, MAX_WIDTH)),
     "steps": Option("--steps", dict(type=int, help="training iterations per net"),
                     lambda v, s=None: check_steps(v)),
     "batch_size": Option("--batch-size", dict(type=int, help="batch size"), check_batch_size),
@@ -186,9 +200,10 @@ OPTIONS = {
 }
 
 
-def parser(description: str, presets: dict, options, *, prog=None, publish: bool = True) -> Parser:
+def parser(description: str, presets: dict, options, *, prog=None, publish: bool = True,
+           sweep: bool = True) -> Parser:
     """The command line of a script: ``--preset``, its ``options`` (each defaulting to the
-    preset's value) and the common flags."""
+    preset's value) and the common flags (with ``sweep``: those of a sweep of nets)."""
     p = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     default = "quick" if "quick" in presets else next(iter(presets))
     p.add_argument("--preset", choices=list(presets), default=default,
@@ -208,11 +223,29 @@ def parser(description: str, presets: dict, options, *, prog=None, publish: bool
     p.add_argument("--threads", type=int, help="PyTorch threads per process (default 1 on the CPU: "
                                                "the numbers do not depend on --workers)")
     p.add_argument("--workers", type=int, help="processes running cells side by side (default: the "
-                                               "CPU's cores on the CPU, 1 on a GPU)")
+                                               "CPU's cores on the CPU, one per --devices GPU)")
     if publish:
         p.add_argument("--publish", metavar="DIR",
                        help="also copy the run's reference files to DIR and redraw its figures there")
+    if sweep:
+        add_sweep_flags(p)
     return p
+
+
+def add_sweep_flags(p):
+    """The flags of a sweep over several processes, GPUs or machines (docs/CLUSTER.md)."""
+    p.add_argument("--shard", metavar="I/N",
+                   help="run share I of N of the nets (balanced by predicted cost) into the same "
+                        "run folder; the last shard to finish writes the analysis (default: a "
+                        "SLURM array task's share, else every net)")
+    p.add_argument("--analyse", action="store_true",
+                   help="train nothing: write the analysis and figures of a run whose nets are "
+                        "all finished (e.g. by its shards)")
+    p.add_argument("--devices", nargs="+", metavar="GPU",
+                   help="CUDA devices (indices) to use, one net on each at a time (default: every "
+                        "visible GPU)")
+    p.add_argument("--plan", type=int, metavar="N",
+                   help="print how N shards would split the nets, with predicted hours, and exit")
 
 
 def resolve(args, presets: dict, options, **rules) -> dict:
@@ -238,15 +271,88 @@ def common(args) -> dict:
     """The flags every script shares, checked (nothing is created)."""
     threads = positive_int("--threads", args.threads, MAX_THREADS) if args.threads is not None else 1
     device = resolve_device(args.device)
-    default_workers = 1 if device.type == "cuda" else (os.cpu_count() or 1)
-    workers = positive_int("--workers", args.workers, 256) if getattr(args, "workers", None) \
-        is not None else default_workers
+    devices = resolve_devices(getattr(args, "devices", None), device)
+    workers = check_workers(getattr(args, "workers", None), device, devices)
+    for flag in ("out", "publish", "data_dir"):
+        check_path_text(flag, getattr(args, flag, None))
+    check_not_paper(args.out, getattr(args, "publish", None))
     for flag in ("out", "publish"):
         if getattr(args, flag, None) is not None:
             check_writable_dir(getattr(args, flag), f"--{flag}")
     return {"device": str(device), "precision": args.precision, "threads": threads,
             "workers": workers, "data_dir": args.data_dir, "out": args.out,
-            "publish": getattr(args, "publish", None)}
+            "publish": getattr(args, "publish", None), "devices": devices, **sweep_flags(args)}
+
+
+def sweep_flags(args) -> dict:
+    """--shard (or the SLURM array task's), --analyse and --plan, checked; a script without
+    them (``parser(sweep=False)``) runs every net itself."""
+    if not hasattr(args, "analyse"):
+        return {"shard": (0, 1), "analyse": False, "plan": None}
+    plan = positive_int("--plan", args.plan, 10_000) if args.plan is not None else None
+    return {"shard": resolve_shard(args.shard), "analyse": args.analyse, "plan": plan}
+
+
+def resolve_devices(given, device) -> list | None:
+    """The CUDA device indices a sweep's workers use, one each (None on the CPU)."""
+    if device.type != "cuda":
+        if given:
+            raise ValueError(f"--devices {' '.join(given)}: GPUs only (this run is on {device})")
+        return None
+    count = torch.cuda.device_count()
+    if not given:
+        return list(range(count))
+    indices = []
+    for text in ",".join(given).split(","):
+        if not text.strip().isdigit() or int(text) >= count:
+            raise ValueError(f"--devices {' '.join(given)}: give GPU indices from 0 to "
+                             f"{count - 1} (this machine sees {count})")
+        indices.append(int(text))
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"--devices {' '.join(given)}: each GPU once (one net per GPU at a time)")
+    return indices
+
+
+def check_workers(workers, device, devices) -> int:
+    """Processes running cells: the CPU's cores by default on the CPU; on CUDA one per GPU."""
+    if workers is not None:
+        positive_int("--workers", workers, 256)
+    if device.type != "cuda":
+        return workers if workers is not None else (os.cpu_count() or 1)
+    if workers is not None and workers > len(devices):
+        raise ValueError(f"--workers {workers}: on CUDA each worker has a GPU of its own, one net "
+                         f"at a time; give at most {len(devices)} (or more --devices)")
+    return workers if workers is not None else len(devices)
+
+
+def check_path_text(flag: str, value):
+    """A path given on the command line means what it says: not empty, no control characters,
+    not a ``~`` the shell left unexpanded (quoted)."""
+    name = f"--{flag.replace('_', '-')}"
+    if value is None:
+        return
+    if not str(value).strip():
+        raise ValueError(f"{name} '': give a folder (an empty path would mean the current one)")
+    if any(ord(c) < 32 for c in str(value)):
+        raise ValueError(f"{name} {str(value)!r}: a path with a line break or another control "
+                         "character (a paste gone wrong?); give the folder's name alone")
+    if str(value).startswith("~"):
+        raise ValueError(f"{name} {value}: the shell did not expand the ~ (it was quoted); write "
+                         f"$HOME{str(value)[1:] if str(value).startswith('~/') else '/...'} or the "
+                         "full path")
+
+
+def check_not_paper(out, publish):
+    """``--out`` may not put a run inside the committed references (results/paper): they
+    change only through ``--publish``."""
+    if out is None or not str(out).strip():
+        return
+    target = Path(os.path.realpath(out))          # (a link loop is the file system's to report)
+    paper = Path(os.path.realpath(PAPER_ROOT))
+    if target == paper or paper in target.parents:
+        raise ValueError(f"--out {out}: inside {PAPER_ROOT}, the committed references; write runs "
+                         "elsewhere (default results/runs) and update the references with "
+                         "--publish results/paper/<experiment>")
 
 
 def widths_by_depth(depths, width=None, widths=None) -> dict:
@@ -273,8 +379,17 @@ def unit_kinds(s) -> list:
 
 
 def checkpoint_spacing(steps: int, checkpoints: int) -> int:
-    """probe_every so that ``checkpoints`` probed steps are spread from step 1 to near the end."""
-    return max(1, (steps - 1) // max(1, checkpoints - 1))
+    """probe_every so that ``checkpoints`` probed steps are spread from step 1 to near the end
+    (one checkpoint: step 1 alone, initialisation)."""
+    if checkpoints <= 1:
+        return max(1, steps)
+    return max(1, (steps - 1) // (checkpoints - 1))
+
+
+def probed_count(steps: int, every: int) -> int:
+    """How many of ``steps`` steps a probe with ``probe_every=every`` records (0-based steps
+    0, every, 2 every, ...)."""
+    return -(-steps // every)
 
 
 def paper_schedule(s, length=None) -> dict:

@@ -1,28 +1,33 @@
-"""Sweeps: one cell per net (depth x unit kind x seed ...), run in parallel, resumable.
+"""Sweeps: one cell per net (depth x unit kind x seed ...), run in parallel, resumable, and
+split over machines.
 
 Every experiment runs the same loop: for each cell, a *work* function (the experiment's: build
 the net from the cell's seed, train or measure it) returns the cell's tables; the sweep labels
 them with the cell's identifying columns (DESIGN.md: ``experiment, unit_kind, version, depth,
 width, seed``) and merges them, in cell order, into the run's tables.
 
-Survival: each cell has its own folder ``<run>/cells/<cell name>/``; its tables are written
-there (atomically) the moment it finishes, with ``done.json``. Rerunning the same command
-(the same run folder: its id comes from the settings) skips finished cells and resumes an
-unfinished one from the checkpoint the training engine keeps in its folder. The merged tables
-do not depend on the order cells finished in, nor on how many processes ran them: a cell is
-a pure function of its settings (one PyTorch thread per cell by default).
+Survival: each cell has its own folder ``<run>/cells/<cell name>/`` (``resnet_lab.cellstore``);
+its tables are written there (atomically) the moment it finishes, then ``done.json`` with
+their checksums. Rerunning the same command (the same run folder: its id comes from the
+settings) verifies and skips finished cells -- a cell whose tables changed is trained again --
+and resumes an unfinished one from the checkpoint the training engine keeps in its folder. The
+merged tables do not depend on the order cells finished in, nor on how many processes or
+machines ran them: a cell is a pure function of its settings (one PyTorch thread per cell by
+default).
 
-Parallel: ``workers`` processes (spawned, each with ``threads`` PyTorch threads) take cells
-from the queue, most expensive first. A progress bar shows the cells being worked on, their
-steps and the estimated time left (one line per finished cell when stderr is not a terminal).
+Parallel: ``workers`` processes (``resnet_lab.workers``; spawned, each with ``threads`` PyTorch
+threads, each on its own GPU of ``devices``) take cells, most expensive first. Shards
+(``resnet_lab.shards``): ``share`` is the part of the cells this process runs; the others'
+are run by other processes into the same folder (a per-cell lock keeps two from running one).
+Signals (``resnet_lab.signals``): a stopped sweep checkpoints its nets in progress and says,
+in one line, what finished and what will resume. A progress bar shows the cells being worked
+on, their steps and the estimated time left (one line per finished cell when stderr is not a
+terminal).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import multiprocessing
-import os
-import queue
+import platform
 import sys
 import time
 from pathlib import Path
@@ -30,10 +35,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from . import signals
+from .cellstore import CELL_COLUMNS, CellChanged, CellStore
+from .costs import step_seconds
+from .errors import CellFailed, one_line
 from .networks import cifar_resnet
-from .runs import RunDir, atomic_write, check_writable_dir, read_table, write_table
-from .training import CHECKPOINT
+from .progress import SweepProgress
+from .runs import RunDir, check_writable_dir, read_table, write_table
+from .shards import parse_shard, select_shard  # noqa: F401 -- their home before shards.py
+from .training import CHECKPOINT, CheckpointUnreadable
 from .units import version_of
+from .workers import run_in_workers
 
 ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
 CELL_STATUS = "done.json"
@@ -71,8 +83,14 @@ class Cell:
 
     @property
     def cost(self) -> float:
-        """Relative cost of a step (for scheduling and the time estimate): depth x width."""
-        return float(self.depth * self.width)
+        """Predicted milliseconds of one training step on the reference GPU
+        (``resnet_lab.costs``): what schedules cells, balances shards and weighs the progress
+        bar (a 1001-layer cell ~5x a 164-layer one)."""
+        return 1000 * step_seconds(self.depth, self.width)
+
+    def where(self) -> str:
+        """The cell as an error names it."""
+        return f"{self.describe()} (cells/{self.name})"
 
 
 def with_ids(df: pd.DataFrame | None, experiment: str, cell: Cell) -> pd.DataFrame | None:
@@ -103,121 +121,165 @@ class CellResult:
 
 
 def run_sweep(run: RunDir, experiment: str, cells, work, context, *, workers: int = 1,
-              threads: int = 1, steps: int = 1) -> tuple[dict, pd.DataFrame]:
-    """Run ``work(cell, cell_run, context, report) -> CellResult`` for every cell not yet
-    done; returns ({table name: merged, labelled DataFrame}, the cells table).
+              threads: int = 1, steps: int = 1, devices=None) -> tuple[dict, pd.DataFrame]:
+    """Run every cell not yet done (``run_cells``) and merge them all (``merge_cells``):
+    ({table name: merged, labelled DataFrame}, the cells table)."""
+    run_cells(run, experiment, cells, work, context, workers=workers, threads=threads,
+              steps=steps, devices=devices)
+    return merge_cells(run.path / "cells", experiment, cells)
+
+
+def run_cells(run: RunDir, experiment: str, cells, work, context, *, share=None,
+              workers: int = 1, threads: int = 1, steps: int = 1, devices=None) -> list:
+    """Run ``work(cell, cell_run, context, report) -> CellResult`` for every cell of
+    ``share`` (default: every cell) that is not finished and verified, nor running in another
+    process; returns the cells of ``cells`` still unfinished (another shard's).
 
     ``context``: what the work needs besides the cell (picklable: it travels to the worker
     processes). ``report(step)`` lets the work tell the progress bar where it is out of
     ``steps`` (a cell's steps, for the time estimate). ``workers`` > 1 runs cells in that
-    many spawned processes with ``threads`` PyTorch threads each; 1 runs them here, with
-    ``threads`` threads too, so the numbers do not depend on ``workers``.
+    many spawned processes with ``threads`` PyTorch threads each (each on one CUDA device of
+    ``devices``); 1 runs them here, with ``threads`` threads too, so the numbers do not
+    depend on ``workers``. A signal stops it with ``signals.Interrupted`` saying what
+    finished and what will resume; a failed cell is ``CellFailed`` naming it.
     """
     cells = list(cells)
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ValueError("a sweep's cells must be distinct (duplicated seeds or depths?)")
-    root = run.path / "cells"
-    root.mkdir(exist_ok=True)
-    todo = [c for c in cells if not (root / c.name / CELL_STATUS).is_file()]
-    progress = SweepProgress(cells, todo, steps)
+    share = cells if share is None else list(share)
+    store = CellStore(run.path / "cells", experiment)
+    store.make()
+    retrain(store, store.verify(share))
+    todo = [c for c in share if not store.is_done(c)]
+    progress = SweepProgress(share, todo, steps)
+    job = (work, experiment, context, str(store.root))
+    signals.forget()
     try:
         if workers <= 1 or len(todo) <= 1:
-            _run_here(todo, experiment, work, context, root, threads, progress)
+            _run_here(todo, job, threads, devices, progress)
         else:
-            _run_pool(todo, experiment, work, context, root, workers, threads, progress)
+            with signals.polled():                     # the parent passes a signal on
+                run_in_workers(todo, _cell_job, job, workers=workers, threads=threads,
+                               devices=devices, progress=progress)
+    except signals.Interrupted as err:
+        sharded = len(share) < len(cells)
+        raise signals.Interrupted(err.signum, stop_summary(err, store, share, sharded)) from None
     finally:
         progress.close()
-    return merge_cells(root, experiment, cells)
+    return [c for c in cells if not store.is_done(c)]
 
 
-def _run_here(todo, experiment, work, context, root, threads, progress):
+def retrain(store: CellStore, reasons: dict):
+    """Forget the finished cells whose tables changed, saying which and why (one line each):
+    the sweep then trains them again."""
+    for name, why in reasons.items():
+        print(f"cells/{name}: {why}; training the net again", file=sys.stderr, flush=True)
+        store.discard(name)
+
+
+def _run_here(todo, job, threads, devices, progress):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    if devices:
+        torch.cuda.set_device(devices[0])
     try:
         for cell in todo:
+            signals.raise_if_requested()            # a stop between two cells
             progress.start(cell)
-            info = run_cell(work, cell, experiment, context, root,
-                            lambda step, cell=cell: progress.update(cell, step))
-            progress.finish(cell, info)
+            try:
+                info = _cell_job(cell, lambda step, cell=cell: progress.update(cell, step), *job)
+            except Exception as err:                 # noqa: BLE001 -- re-raised unless known
+                message = one_line(err)
+                if message is None:
+                    raise
+                raise CellFailed(cell.where(), message) from err
+            progress.finish(cell, info) if info is not None else progress.skip(cell)
+        signals.raise_if_requested()                    # a signal as the last net finished
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_pool(todo, experiment, work, context, root, workers, threads, progress):
-    ctx = multiprocessing.get_context("spawn")
-    messages = ctx.Queue()
-    order = sorted(todo, key=lambda c: -c.cost)            # longest first: less idle at the end
-    with ctx.Pool(min(workers, len(order)), initializer=_init_worker,
-                  initargs=(threads, messages)) as pool:
-        pending = {c.name: (c, pool.apply_async(_worker_cell, (work, c, experiment, context, root)))
-                   for c in order}
-        while pending:
-            try:
-                kind, name, value = messages.get(timeout=0.5)
-                cell = pending[name][0] if name in pending else None
-                if cell is not None:
-                    progress.start(cell) if kind == "start" else progress.update(cell, value)
-            except queue.Empty:
-                pass
-            for name, (cell, result) in list(pending.items()):
-                if result.ready():
-                    progress.finish(cell, result.get())      # re-raises a worker's error
-                    del pending[name]
-
-
-_MESSAGES = None
-
-
-def _init_worker(threads, messages):
-    global _MESSAGES
-    torch.set_num_threads(threads)
-    _MESSAGES = messages
-
-
-def _worker_cell(work, cell, experiment, context, root):
-    _MESSAGES.put(("start", cell.name, 0))
-    last = [0.0]
-
-    def report(step):
-        now = time.monotonic()
-        if now - last[0] > 0.5:
-            last[0] = now
-            _MESSAGES.put(("step", cell.name, step))
+def _cell_job(cell, report, work, experiment, context, root):
     return run_cell(work, cell, experiment, context, root, report)
 
 
-def run_cell(work, cell, experiment, context, root, report) -> dict:
-    """One cell: its folder, its work, its tables and ``done.json``; returns done.json.
+def run_cell(work, cell, experiment, context, root, report) -> dict | None:
+    """One cell: its lock, its work, its tables and ``done.json``; returns done.json, or
+    None if another process holds the cell (or finished it meanwhile).
 
     The work gets ``<cell folder>/state/`` as its RunDir (the training engine keeps its
-    checkpoint there, to resume a killed cell); the checkpoint goes once the cell is done."""
-    folder = Path(root) / cell.name
-    state = RunDir.at(folder / "state", cell=cell.name, **cell.ids(experiment))
-    t0 = time.perf_counter()
-    result = work(cell, state, context, report)
-    for name, df in result.tables.items():
-        if df is not None:
-            write_table(folder / f"{name}.csv.gz", with_ids(df, experiment, cell))
-    info = {**cell.ids(experiment), "cell": cell.name, "status": result.status,
-            "steps_done": result.steps_done, "seconds": round(time.perf_counter() - t0, 3),
-            "peak_memory_bytes": result.peak_memory_bytes}
-    atomic_write(folder / CELL_STATUS, json.dumps(info, indent=1) + "\n")
-    (state.path / CHECKPOINT).unlink(missing_ok=True)
-    return info
+    checkpoint there, to resume a stopped or killed cell); the checkpoint goes once the cell
+    is done."""
+    store = CellStore(root, experiment)
+    with store.claimed(cell) as mine:
+        if not mine or store.is_done(cell):
+            return None
+        state = RunDir.at(store.folder(cell) / "state", cell=cell.name, **cell.ids(experiment))
+        t0 = time.perf_counter()
+        try:
+            result = work(cell, state, context, report)
+        except CheckpointUnreadable as err:        # cut off on disk: start the net afresh
+            print(f"cells/{cell.name}: {err}".replace("; delete it to", "; deleted, to"),
+                  file=sys.stderr, flush=True)
+            (state.path / CHECKPOINT).unlink(missing_ok=True)
+            result = work(cell, state, context, report)
+        tables = {name: with_ids(df, experiment, cell) for name, df in result.tables.items()
+                  if df is not None}
+        info = {**cell.ids(experiment), "cell": cell.name, "status": result.status,
+                "steps_done": result.steps_done, "seconds": round(time.perf_counter() - t0, 3),
+                "peak_memory_bytes": result.peak_memory_bytes, "device": _device_label(),
+                "host": platform.node()}
+        record = store.save(cell, tables, info)
+        (state.path / CHECKPOINT).unlink(missing_ok=True)
+    return record
+
+
+def _device_label() -> str:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        index = torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return "cpu"
+
+
+def stop_summary(err, store: CellStore, cells, sharded: bool) -> str:
+    """One line: the signal, what finished, what resumes from a checkpoint, what starts over."""
+    done = sum(store.is_done(c) for c in cells)
+    resuming = [(c, store.resume_point(c)) for c in cells if not store.is_done(c)]
+    resuming = [(c, step) for c, step in resuming if step]
+    fresh = len(cells) - done - len(resuming)
+    whose = " of this shard" if sharded else ""
+    text = f"interrupted by {signals.name(err.signum)}: {done} of {len(cells)} nets{whose} finished"
+    if resuming:
+        listed = ", ".join(f"{c.name} at step {step}" for c, step in resuming[:3])
+        more = f" and {len(resuming) - 3} more" if len(resuming) > 3 else ""
+        whose = "its checkpoint" if len(resuming) == 1 else "their checkpoints"
+        text += f", {len(resuming)} will resume from {whose} ({listed}{more})"
+    if fresh:
+        text += f", {fresh} will start from the beginning"
+    return text
 
 
 def merge_cells(root, experiment, cells) -> tuple[dict, pd.DataFrame]:
-    """Every finished cell's tables, concatenated in cell order, and the cells table."""
-    tables, status = {}, []
+    """Every finished cell's tables, each verified against its checksum as it is read and
+    concatenated in cell order, and the cells table (``CellChanged`` naming the cells whose
+    tables changed since they finished)."""
+    store = CellStore(root, experiment)
+    tables, status, changed = {}, [], {}
     for cell in cells:
-        folder = Path(root) / cell.name
-        if not (folder / CELL_STATUS).is_file():
+        if not store.is_done(cell):
             continue
-        status.append(json.loads((folder / CELL_STATUS).read_text()))
-        for path in sorted(folder.glob("*.csv.gz")):
-            stem = path.name[: -len(".csv.gz")]
-            tables.setdefault(stem, []).append(read_table(folder, stem))
+        try:
+            record, frames = store.read(cell)
+        except CellChanged as err:
+            changed.update(err.reasons)
+            continue
+        status.append({**{k: record.get(k) for k in cell.ids(experiment)},
+                       **{k: record.get(k) for k in CELL_COLUMNS}})
+        for stem, df in frames.items():
+            tables.setdefault(stem, []).append(df)
+    if changed:
+        raise CellChanged(changed)
     merged = {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
     return merged, pd.DataFrame(status)
 
@@ -231,84 +293,7 @@ def outcome(cells: pd.DataFrame) -> str:
     return f"{len(cells)} nets: " + ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
-# ---- progress -------------------------------------------------------------------------------
-
-class SweepProgress:
-    """The sweep's progress: a tqdm bar over the cells' work (steps x cost) with the cells in
-    progress and their step, and tqdm's estimate of the time left; when stderr is not a
-    terminal, one line per finished cell."""
-
-    def __init__(self, cells, todo, steps):
-        self.steps = max(1, steps)
-        self.total = len(cells)
-        self.done = len(cells) - len(todo)
-        self.active = {}
-        self.bar = None
-        if todo and sys.stderr.isatty() and os.environ.get("RESNET_LAB_NO_BAR") is None:
-            from tqdm import tqdm
-            self.bar = tqdm(total=round(sum(c.cost for c in todo) * self.steps), unit="work",
-                            dynamic_ncols=True, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
-        self._credited = {}
-
-    def start(self, cell):
-        self.active[cell.name] = 0
-        self._show()
-
-    def update(self, cell, step):
-        self.active[cell.name] = step
-        self._credit(cell, step)
-        self._show()
-
-    def _credit(self, cell, step):
-        if self.bar is not None:
-            new = round(cell.cost * min(step, self.steps))
-            self.bar.update(new - self._credited.get(cell.name, 0))
-            self._credited[cell.name] = new
-
-    def finish(self, cell, info):
-        self.active.pop(cell.name, None)
-        self._credit(cell, self.steps)
-        self.done += 1
-        line = (f"[{self.done}/{self.total}] {cell.describe()}: {info['status']}, "
-                f"{info.get('steps_done') or ''}{' steps ' if info.get('steps_done') else ''}"
-                f"in {info['seconds']:.1f} s")
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-            self._show()
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def _show(self):
-        if self.bar is not None:
-            now = ", ".join(f"{name} step {step}" for name, step in self.active.items())
-            self.bar.set_postfix_str(f"{self.done}/{self.total} cells; {now}", refresh=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ---- sweeps over several machines (experiments/train.py --shard) -----------------------------
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n; None -> (0, 1), the whole sweep."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(part) for part in str(text).split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
-def select_shard(configs, shard) -> list:
-    """Every n-th run config starting at the i-th: the share of machine i of n.
-    ``shard`` is "i/n", (i, n) or None (everything)."""
-    i, n = parse_shard(shard) if shard is None or isinstance(shard, str) else shard
-    return list(configs)[i::n]
-
+# ---- runs copied back from several machines (experiments/train.py --shard) ------------------
 
 def merge_runs(run_dirs, out) -> list[Path]:
     """Merge run folders (e.g. copied back from the machines of a sharded sweep) into ``out``:

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import pickle
 import resource
 import sys
 import time
@@ -46,6 +47,7 @@ from torch import nn
 from .data import Batches, Dataset, apply_augmentation, draw_augmentation
 from .runs import RunDir, atomic_save, rank_and_world
 from .schedule import Schedule
+from .signals import Interrupted, name, polled, stop_requested
 
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value"]
 CHECKPOINT = "checkpoint.pt"
@@ -108,6 +110,16 @@ class TrainSettings:
 def _positive(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class CheckpointUnreadable(ValueError):
+    """A checkpoint that cannot be read (cut off or corrupted on disk): named, with what to do."""
+
+    def __init__(self, path, err):
+        self.path = path
+        first = " ".join(str(err).split("\n")[0].split())[:120]
+        super().__init__(f"{path}: unreadable checkpoint ({type(err).__name__}: {first}); delete "
+                         "it to train the net from the start")
 
 
 @dataclasses.dataclass
@@ -273,7 +285,10 @@ class _Trainer:
     def _restore(self):
         path = self.run_dir.path / CHECKPOINT if self.run_dir is not None else None
         if path is not None and path.exists():
-            state = torch.load(path, map_location="cpu")
+            try:
+                state = torch.load(path, map_location="cpu")
+            except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+                raise CheckpointUnreadable(path, err) from None
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["rng"]["augment"])
@@ -434,13 +449,32 @@ class _Trainer:
         stop = self._next_stop()
         probing = self.probe is not None and self.step >= self.probe_start
         with self.probe if probing else contextlib.nullcontext():
-            while self.step < stop:
+            while self.step < stop and not self._stop_asked():
                 self.one_step()
                 if len(self.pending) >= self._sync_every() and not self.flush():
                     return False
         return self.flush()
 
+    def _stop_asked(self) -> bool:
+        """A signal asked this run to stop (``resnet_lab.signals``; one process only)."""
+        return self.world == 1 and stop_requested() is not None
+
+    def _stop(self):
+        """Checkpoint at this step (unless the periodic one just did), then stop: the same
+        call resumes here, bitwise as if never stopped."""
+        if self.step % self.s.checkpoint_every:
+            self.checkpoint(self.probe_rows())
+        signum = stop_requested()
+        raise Interrupted(signum, f"interrupted by {name(signum)} at step {self.step} "
+                                  "(checkpointed)", step=self.step)
+
     def run(self) -> TrainResult:
+        # One process: a signal stops the loop after a step, which it checkpoints; the ranks of
+        # a torchrun would not agree on the step, so there a signal stops it at once.
+        with polled() if self.world == 1 else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> TrainResult:
         try:
             self.model.train()
             while self.step < self.s.steps and self.status == "running":
@@ -457,6 +491,8 @@ class _Trainer:
                     if self.step < self.s.steps or self.s.checkpoint_at_end:
                         self.checkpoint(table)
                     self.save_tables(table)
+                if self._stop_asked() and self.step < self.s.steps:
+                    self._stop()
             if self.status == "diverged":
                 self.save_tables(self.probe_rows())
             self.status = "completed" if self.status == "running" else self.status

@@ -21,6 +21,7 @@ import torch
 from experiment_checks import load_script
 from resnet_lab.cli import main_guard
 from resnet_lab.results import compare_runs, load_run
+from resnet_lab.runs import PAPER_ROOT as PAPER
 from resnet_lab.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,7 @@ def cases():
                   (name, ["--out", "{file}/x"], "--out"),
                   (name, ["--batch-size", "100000"], "exceeds the 1437"),
                   (name, ["--no-such-flag"], "unrecognized arguments")]
+    table += nonsense()
     for name in ("grad_flow", "early_training", "full_training", "unit_ablation"):
         table += [(name, ["--steps", "0"], "--steps 0"), (name, ["--lr", "0"], "--lr")]
     table += [("grad_flow", ["--checkpoints", "0"], "--checkpoints 0"),
@@ -81,6 +83,31 @@ def cases():
     return table
 
 
+def nonsense():
+    """Inputs that would mean something else than they say: paths, counts, sizes, shards."""
+    table = []
+    for name in SWEEPS:
+        table += [(name, ["--out", ""], "--out '': give a folder"),
+                  (name, ["--out", "~/x"], "--out ~/x: the shell did not expand the ~"),
+                  (name, ["--out", "{paper}/x"], "the committed references"),
+                  (name, ["--data-dir", "~/data"], "--data-dir ~/data: the shell"),
+                  (name, ["--publish", ""], "--publish '': give a folder"),
+                  (name, ["--out", "runs\nx"], "a line break"),
+                  (name, ["--shard", "3/3"], "--shard 3/3: need 0 <= i < n"),
+                  (name, ["--devices", "0"], "--devices 0: GPUs only"),
+                  (name, ["--analyse"], "--analyse: no run at")]
+    return table + [
+        ("grad_flow", ["--checkpoints", "6", "--steps", "10"], "nearest counts that can: 5 or 10"),
+        ("early_training", ["--checkpoints", "9", "--steps", "10"], "(they would be 10)"),
+        ("grad_flow", ["--width", "4000"], "needs at least"),
+        ("full_training", ["--width", "4096", "--batch-size", "64"], "needs at least"),
+        ("train", ["--model", "cifar_resnet20_v2", "--width", "5000"], "--width 5000"),
+        ("train", ["--model", "cifar_resnet20_v2", "--width", "4000"], "needs at least"),
+        ("train", ["--model", "cifar_resnet20_v2", "--out", "~/x"], "the shell did not expand"),
+        ("reproduce", ["--out", "{paper}/x"], "the committed references"),
+        ("reproduce", ["--out", ""], "--out '': give a folder")]
+
+
 @pytest.mark.parametrize("script, argv, needle", cases(),
                          ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
 def test_bad_input_one_line_exit_2_nothing_written(script, argv, needle, tmp_path, capsys,
@@ -88,7 +115,7 @@ def test_bad_input_one_line_exit_2_nothing_written(script, argv, needle, tmp_pat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("")
     corrupt = corrupt_cifar(tmp_path / "corrupt")
-    argv = [a.format(tmp=tmp_path, file=tmp_path / "file", corrupt=corrupt) for a in argv]
+    argv = [a.format(tmp=tmp_path, file=tmp_path / "file", corrupt=corrupt, paper=PAPER) for a in argv]
     if script in SWEEPS or script == "train":
         argv = ["--preset", "smoke", *argv] + ([] if "--out" in argv else ["--out", str(tmp_path / "runs")])
     before = sorted(p.name for p in tmp_path.iterdir())
