@@ -15,7 +15,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(BIN)/python -m probes.cpp_hooks
+	$(BIN)/python -m probes.kernels.cpp_hooks
 
 run: install
 	$(BIN)/python experiments/grad_flow.py

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from probes import SignalProbe, cpp_hooks  # noqa: E402
+from probes import SignalProbe  # noqa: E402
+from probes.kernels import cpp_hooks  # noqa: E402
 from probes import stats as S  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402

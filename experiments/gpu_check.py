@@ -103,7 +103,7 @@ def launch_cost(calls=2000) -> pd.DataFrame:
     first stage (batch 128, width 16, 32x32, channels-last, fp32) -- the probe's work per
     distinct tensor -- by each path. Host: the loop's time before the closing synchronise,
     total: after it."""
-    from probes import _triton_sums as K
+    from probes.kernels import triton_sums as K
     from probes import stats as S
     t = torch.randn(128, 16, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
     s1c, row = torch.zeros(16, device="cuda"), torch.zeros(3, device="cuda")

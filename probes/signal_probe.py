@@ -467,7 +467,7 @@ class SignalProbe:
         """The C++ taps and gradient hooks (``cpp_hooks``) for a probe of CPU tensors, or False
         where they or the C module (they read by its kernel) are not built. Its taps replace
         the Python ones from the next probed step on."""
-        from . import cpp_hooks              # here: ``python -m probes.cpp_hooks`` imports probes first
+        from .kernels import cpp_hooks      # here: ``python -m probes.cpp_hooks`` imports probes first
         sums = getattr(S._fastsums, "SUMS_INTO", None)
         ext = cpp_hooks.load() if t.is_cpu and sums is not None else None
         if ext is None:

@@ -55,13 +55,13 @@ SIGN_STATS = ("frac_neg", "frac_zero")
 
 
 try:   # after torch: its OpenMP runtime must be the one loaded (see _fastsums.c)
-    from . import _fastsums      # C, built by setup.py: every sum in one read of the tensor
+    from .kernels import _fastsums      # C, built by setup.py: every sum in one read of the tensor
 except ImportError:              # not built (no compiler at install): torch operations
     _fastsums = None
 _triton_sums = None
 if torch.cuda.is_available():    # only a GPU runs them: no triton import (0.2 s) elsewhere
     try:                         # Triton kernels for CUDA tensors; torch operations without
-        from . import _triton_sums
+        from .kernels import triton_sums as _triton_sums
     except ImportError:
         pass
 

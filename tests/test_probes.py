@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes import SignalProbe, cpp_hooks
+from probes import SignalProbe
+from probes.kernels import cpp_hooks
 from probes import stats as S
 from resnet_lab import TAP_NAMES, ResidualUnit, cifar_resnet
 from resnet_lab.networks import ResNet

@@ -70,7 +70,7 @@ def kernels():
     reason = _interpreter_works()
     if reason:
         pytest.skip(reason)
-    from probes import _triton_sums
+    from probes.kernels import triton_sums as _triton_sums
     _triton_sums.DEVICES = ("cuda", "cpu")
     return _triton_sums
 
@@ -296,7 +296,7 @@ def test_kernels_compile_for_h100(dtype):
         from triton.compiler import ASTSource
     except ImportError as err:
         pytest.skip(f"this triton cannot compile ahead of time: {err}")
-    from probes import _triton_sums as K
+    from probes.kernels import triton_sums as K
     elem = {"fp32": "*fp32", "bf16": "*bf16"}[dtype]
     outs = dict.fromkeys(["part_ptr", "s1_ptr", "s2_ptr", "m_ptr", "sc_ptr"], "*fp32")
     ints = dict.fromkeys(["outer", "C", "inner", "rows", "W", "n_cols"], "i32")

@@ -54,7 +54,7 @@ def load():
 def _build_directory():
     """``build/cpp_hooks`` of the checkout this module is in, or None where it is not writable.
     One per checkout: two checkouts sharing torch's directory would rebuild at every switch."""
-    where = SOURCE.parents[1] / "build" / "cpp_hooks"
+    where = SOURCE.parents[2] / "build" / "cpp_hooks"
     try:
         where.mkdir(parents=True, exist_ok=True)
     except OSError:

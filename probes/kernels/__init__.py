@@ -1,0 +1,1 @@
+"""probes.kernels: the backends that compute the probe's raw sums."""
