@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes import SignalProbe
-from probes.kernels import cpp_hooks
+from probes import SignalProbe, kernels
 from probes import stats as S
+from probes.kernels import c_module, cpp_hooks
+from probes.recorder import TapRecorder
 from resnet_lab import TAP_NAMES, ResidualUnit, cifar_resnet
 from resnet_lab.networks import ResNet
 
@@ -61,20 +62,25 @@ def backend(request, monkeypatch):
     by the C++ hooks, or by the Python hooks where those are not built) and torch operations
     (Python hooks)."""
     if request.param == "torch":
-        monkeypatch.setattr(S, "_fastsums", None)
+        monkeypatch.setattr(kernels, "_forced", kernels.TORCH)
     if request.param == "C":
         monkeypatch.setattr(cpp_hooks, "load", lambda: None)
     return request.param
 
 
+def scalar_views(row):
+    """A raw-sum row and its 0-d views, as the probe hands them to a backend."""
+    return row, tuple(row[k] for k in range(len(S.RAW_ROW)))
+
+
 def test_c_module_is_built():
     # setup.py builds it as optional; a silent build failure would only show as a slow probe.
-    assert S._fastsums is not None, "probes._fastsums is not built: pip install -e . needs a C compiler"
+    assert c_module._fastsums is not None, "probes.kernels._fastsums is not built: pip install -e . needs a C compiler"
 
 
 def test_cpp_hooks_are_built():
     # make install builds them; a failed build falls back to the Python hooks, silently slower.
-    assert cpp_hooks.load() is not None, "probes' C++ gradient hooks did not build: python -m probes.cpp_hooks"
+    assert cpp_hooks.load() is not None, "probes' C++ gradient hooks did not build: python -m probes.kernels.cpp_hooks"
 
 
 def test_an_unbuildable_cpp_extension_falls_back_to_python_saying_why_once(monkeypatch):
@@ -95,7 +101,7 @@ def test_an_unbuildable_cpp_extension_falls_back_to_python_saying_why_once(monke
         with probe:
             F.cross_entropy(net(x), y).backward()
             probe.step()
-    assert probe._recorder is False and len(probe.collect().query("step == 3")) > 100
+    assert probe._taps.cpp is False and len(probe.collect().query("step == 3")) > 100
 
 
 def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
@@ -104,9 +110,9 @@ def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
     slot has no kept layout: in the second step (buffers trimmed: every view remade) and the
     first step of a new batch size; in between the C++ taps and hooks read everything."""
     calls = {"_on_tap": 0, "_measure_forward": 0, "_measure_grad": 0}
-    for name in calls:
-        method = getattr(SignalProbe, name)
-        monkeypatch.setattr(SignalProbe, name, lambda self, *a, _m=method, _n=name:
+    for name in calls:                   # the Python taps and what the C++ ones call back
+        method = getattr(TapRecorder, name[1:])
+        monkeypatch.setattr(TapRecorder, name[1:], lambda self, *a, _m=method, _n=name:
                             (calls.__setitem__(_n, calls[_n] + 1), _m(self, *a))[1])
     torch.manual_seed(0)
     net = small_net("original")
@@ -119,7 +125,7 @@ def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
             probe.step()
         per_step.append(dict(calls))
         calls.update(dict.fromkeys(calls, 0))
-    assert type(probe._recorder).__name__ == "Recorder"
+    assert type(probe._taps.cpp).__name__ == "Recorder"
     assert per_step[0]["_on_tap"] == 20 and per_step[0]["_measure_grad"] > 8
     assert per_step[1]["_on_tap"] == 0 and per_step[1]["_measure_forward"] > 8 and per_step[1]["_measure_grad"] > 8
     assert per_step[3] == per_step[1] and per_step[2] == per_step[4] == dict.fromkeys(calls, 0)
@@ -168,7 +174,7 @@ def test_cpp_taps_and_hooks_equal_the_python_ones(case):
                     F.cross_entropy(_forward(net, x, case == "reentrant checkpoint"), y).backward()
                 for probe in reversed(probes):
                     probe.step()
-        assert all(bool(p._recorder) == cpp for p in probes)
+        assert all(bool(p._taps.cpp) == cpp for p in probes)
         frames[cpp] = [p.collect() for p in probes]
     for with_cpp, with_python in zip(frames[True], frames[False]):
         assert with_cpp.step.nunique() == (3 if case == "every 2" else 5)
@@ -209,14 +215,9 @@ def test_raw_sums_c_module_and_torch_agree(layout):
     t = {"nchw": t, "channels_last": t.contiguous(memory_format=torch.channels_last),
          "2d": t.reshape(37 * 6, 15)[:, :6].contiguous(), "strided": t[:, :, ::2]}[layout]
     expected = reference_stats(t)
-    for fast in (S._fastsums, None):
-        S_fast, S._fastsums = S._fastsums, fast
-        try:
-            s1c, row = torch.zeros(t.shape[1]), torch.zeros(3)
-            S.raw_sums(t, s1c, (row, tuple(row[k] for k in range(3))),
-                       lambda k, like: torch.empty(like.numel()))
-        finally:
-            S._fastsums = S_fast
+    for fast in (kernels.C_MODULE, kernels.TORCH):
+        s1c, row = torch.zeros(t.shape[1]), torch.zeros(3)
+        fast.raw_sums(t, s1c, scalar_views(row), lambda k, like: torch.empty(like.numel()))
         n, c = t.numel(), t.shape[1]
         got = S.tensor_stats(s1c.double(), torch.arange(c).div(c, rounding_mode="floor"),
                              row.double().reshape(3, 1), torch.tensor([n / c], dtype=torch.float64),
@@ -232,7 +233,7 @@ def test_masked_energy_c_module_and_torch_agree():
     expected = (h.double().square() * (out == 0)).sum().item()
     for f_out in (out, out.contiguous(memory_format=torch.channels_last)):   # alike, then not
         got = torch.zeros(())
-        S.masked_energy(h, f_out, got, lambda k, like: torch.empty(like.numel()))
+        kernels.C_MODULE.masked_energy(h, f_out, got, lambda k, like: torch.empty(like.numel()))
         assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -498,8 +499,8 @@ def test_probe_memory_is_trimmed_to_its_layout():
         with probe:
             F.cross_entropy(net(torch.randn(2, 3, 4, 4)), torch.tensor([0, 1])).backward()
             probe.step()
-    slots, units = len(probe._slot_meta), len(probe._units)
-    channels = probe._fwd.used + probe._bwd.used
+    slots, units = probe._index.n_slots, len(probe._index.units)
+    channels = probe._taps.fwd.used + probe._taps.bwd.used
     assert probe.nbytes() == 4 * (channels + 2 * 3 * slots + units)
     assert probe.collect().groupby("step").size().nunique() == 1       # same rows after trimming
 
@@ -541,12 +542,8 @@ def test_grouped_norms_c_module_and_torch_agree():
     tensors = [torch.randn(n) for n in (3, 5000, 1, 77, 4096 * 3 + 1)]
     groups = torch.tensor([0, 2, 0, 2, 1])
     expected = [torch.cat([t for t, g in zip(tensors, groups) if g == k]).double().norm().item() for k in range(3)]
-    for fast in (S._fastsums, None):
-        S_fast, S._fastsums = S._fastsums, fast
-        try:
-            got = S.grouped_norms(tensors, groups, 3)
-        finally:
-            S._fastsums = S_fast
+    for fast in (kernels.C_MODULE, kernels.TORCH):
+        got = fast.grouped_sq_sums(tensors, groups, 3).sqrt()
         assert got.tolist() == pytest.approx(expected, rel=1e-6)
 
 
@@ -560,15 +557,10 @@ def test_raw_sums_with_masked_energy_fused_and_torch_agree(layout):
         h, out = (t.contiguous(memory_format=torch.channels_last) for t in (h, out))
     expected_energy = (h.double().square() * (out == 0)).sum().item()
     results = []
-    for fast in (S._fastsums, None):
-        S_fast, S._fastsums = S._fastsums, fast
-        try:
-            s1c, row, energy = torch.zeros(4), torch.zeros(3), torch.zeros(2)
-            buffers = [torch.empty(out.numel()), torch.empty(out.numel())]     # reused, as the probe's
-            S.raw_sums(out, s1c, (row, tuple(row[k] for k in range(3))), lambda k, like: buffers[k],
-                       masked=(h, energy[1]))
-        finally:
-            S._fastsums = S_fast
+    for fast in (kernels.C_MODULE, kernels.TORCH):
+        s1c, row, energy = torch.zeros(4), torch.zeros(3), torch.zeros(2)
+        buffers = [torch.empty(out.numel()), torch.empty(out.numel())]     # reused, as the probe's
+        fast.raw_sums(out, s1c, scalar_views(row), lambda k, like: buffers[k], masked=(h, energy[1]))
         assert energy[1].item() == pytest.approx(expected_energy, rel=1e-6) and energy[0] == 0
         results.append(torch.cat([s1c, row]))
     torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-5)

@@ -1,4 +1,4 @@
-"""The Triton kernels of probes._triton_sums against the torch path of probes.stats, on the CPU.
+"""The Triton kernels of probes.kernels.triton_sums against the torch path, on the CPU.
 
 Triton's interpreter (``TRITON_INTERPRET=1``) runs a kernel on CPU tensors with numpy, so the
 kernels' arithmetic, masks and index maps are checked without a GPU. The variable must be set
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from probes import SignalProbe
-from probes import stats as S
+from probes import kernels as K
 from resnet_lab import cifar_resnet
 
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install triton; Linux only)")
@@ -64,7 +64,7 @@ def _interpreter_works():
 
 @pytest.fixture(scope="module")
 def kernels():
-    """probes._triton_sums with interpreted kernels, taking CPU tensors."""
+    """probes.kernels.triton_sums with interpreted kernels, taking CPU tensors."""
     if not INTERPRETING:
         pytest.skip("runs in a child process under TRITON_INTERPRET=1 (test_kernels_under_interpreter)")
     reason = _interpreter_works()
@@ -85,12 +85,14 @@ def sample(layout, dtype, seed=0):
     return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
 
 
-def torch_path(monkeypatch, fn, *args):
-    """Run ``fn`` (a probes.stats function) with torch operations only."""
-    with monkeypatch.context() as m:
-        m.setattr(S, "_triton_sums", None)
-        m.setattr(S, "_fastsums", None)
-        return fn(*args)
+def torch_path(monkeypatch, name, *args):
+    """Run the backend method ``name`` with torch operations only."""
+    return getattr(K.TORCH, name)(*args)
+
+
+def triton_backend(kernels):
+    """The Triton backend (``TritonKernels``) over the interpreted kernels."""
+    return kernels.TritonKernels()
 
 
 def scalar_views():
@@ -110,7 +112,7 @@ def test_raw_sums_kernel_equals_torch_path(kernels, monkeypatch, layout, dtype):
     t = sample(layout, dtype)
     c = t.shape[1]
     expected_s1c, (expected_row, expected_views) = torch.zeros(c), scalar_views()
-    torch_path(monkeypatch, S.raw_sums, t, expected_s1c, expected_views,
+    torch_path(monkeypatch, "raw_sums", t, expected_s1c, expected_views,
                lambda k, like: torch.empty(like.numel()))
     s1c = torch.full((c,), 7.0)                      # stale values: the kernel overwrites them
     row = torch.full((3,), 7.0)
@@ -127,7 +129,7 @@ def test_channel_moments_kernel_equals_torch_path(kernels, monkeypatch, layout, 
     t = sample(layout, dtype, seed=1)
     c = t.shape[1]
     expected = torch.zeros(c), torch.zeros(c)
-    torch_path(monkeypatch, S.channel_moments, t, *expected)
+    torch_path(monkeypatch, "channel_moments", t, *expected)
     got = torch.full((c,), 7.0), torch.full((c,), 7.0)
     assert kernels.channel_sums(t, got[0], got[1], None)
     close(got[0], expected[0], t.float().abs().sum())
@@ -140,7 +142,7 @@ def test_masked_energy_kernel_equals_torch_path(kernels, monkeypatch, layout, dt
     h = sample(layout, dtype, seed=2)
     f_out = torch.relu(sample(layout, dtype, seed=3))          # zeros where the sample was <= 0
     expected = torch.zeros(())
-    torch_path(monkeypatch, S.masked_energy, h, f_out, expected,
+    torch_path(monkeypatch, "masked_energy", h, f_out, expected,
                lambda k, like: torch.empty(like.numel()))
     cut = torch.full((4,), 7.0)                                 # the probe passes one element
     assert kernels.masked_energy(h, f_out, cut[1])
@@ -155,7 +157,7 @@ def test_many_programs_and_tiles(kernels, monkeypatch):
         t[t.abs() < 0.2] = 0
         c = t.shape[1]
         expected = torch.zeros(c), torch.zeros(c)
-        torch_path(monkeypatch, S.channel_moments, t, *expected)
+        torch_path(monkeypatch, "channel_moments", t, *expected)
         got, row = (torch.zeros(c), torch.zeros(c)), torch.zeros(3)
         assert kernels.channel_sums(t, got[0], got[1], row)
         close(got[0], expected[0], t.abs().sum())
@@ -193,7 +195,7 @@ def test_masked_energy_in_the_same_pass_equals_torch_path(kernels, monkeypatch, 
     expected_s1c, (expected_row, views) = torch.zeros(c), scalar_views()
     expected_cut = torch.zeros(())
     bufs = [torch.empty(f_out.numel()), torch.empty(f_out.numel())]    # kept: buffer 0 holds sign(f(y))
-    torch_path(monkeypatch, S.raw_sums, f_out, expected_s1c, views, lambda k, like: bufs[k], (h, expected_cut))
+    torch_path(monkeypatch, "raw_sums", f_out, expected_s1c, views, lambda k, like: bufs[k], (h, expected_cut))
     s1c, row, cut = torch.full((c,), 7.0), torch.full((3,), 7.0), torch.full((3,), 7.0)
     assert kernels.channel_sums(f_out, s1c, None, row, (h, cut[1]))
     close(s1c, expected_s1c, f_out.float().abs().sum())
@@ -236,10 +238,10 @@ def test_stats_route_a_units_output_and_shortcut_to_one_launch(kernels, monkeypa
     calls = []
     original = kernels.channel_sums
     monkeypatch.setattr(kernels, "channel_sums", lambda *a: calls.append(len(a)) or original(*a))
-    monkeypatch.setattr(S, "_triton_sums", kernels)
+    backend = triton_backend(kernels)
     h, f_out = sample("nchw", "fp32", 6), torch.relu(sample("nchw", "fp32", 7))
     s1c, (_row, views) = torch.zeros(5), scalar_views()
-    assert S.raw_sums(f_out, s1c, views, lambda k, like: torch.empty(like.numel()), (h, torch.zeros(()))) is False
+    assert backend.raw_sums(f_out, s1c, views, lambda k, like: torch.empty(like.numel()), (h, torch.zeros(()))) is False
     assert calls == [5]
 
 
@@ -249,12 +251,12 @@ def test_stats_functions_route_to_the_kernels(kernels, monkeypatch):
     for name in ("channel_sums", "masked_energy"):
         original = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a))
-    monkeypatch.setattr(S, "_triton_sums", kernels)
+    backend = triton_backend(kernels)
     t = sample("nchw", "bf16")
     s1c, (_row, views) = torch.zeros(5), scalar_views()
-    assert S.raw_sums(t, s1c, views, lambda k, like: torch.empty(like.numel())) is False   # no sign scratch
-    S.channel_moments(t, torch.zeros(5), torch.zeros(5))
-    S.masked_energy(t, torch.relu(t), torch.zeros(()), lambda k, like: torch.empty(like.numel()))
+    assert backend.raw_sums(t, s1c, views, lambda k, like: torch.empty(like.numel())) is False   # no sign scratch
+    backend.channel_moments(t, torch.zeros(5), torch.zeros(5))
+    backend.masked_energy(t, torch.relu(t), torch.zeros(()), lambda k, like: torch.empty(like.numel()))
     assert calls == ["channel_sums", "channel_sums", "masked_energy"]
 
 
@@ -268,16 +270,15 @@ def test_signal_probe_with_kernels_equals_c_module(kernels, monkeypatch):
     batches = [(torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,))) for _ in range(3)]
     frames = []
     for routed in (False, True):
-        if routed:
-            monkeypatch.setattr(S, "_triton_sums", kernels)
-            monkeypatch.setattr(S, "_fastsums", None)      # nothing but the kernels reads
+        if routed:                                         # nothing but the kernels reads
+            monkeypatch.setattr(K, "_forced", triton_backend(kernels))
         with SignalProbe(net, weight_inputs=True) as probe:
             for x, y in batches:
                 net.zero_grad()
                 F.cross_entropy(net(x), y).backward()
                 probe.step()
         if routed:                                         # the third step used kept plans
-            assert sum(k is not None for k in probe._fwd.kept + probe._bwd.kept) > 10
+            assert sum(k is not None for k in probe._taps.fwd.kept + probe._taps.bwd.kept) > 10
         frames.append(probe.collect())
     a, b = frames
     assert a[["unit", "tap", "direction", "stat", "layer"]].equals(b[["unit", "tap", "direction", "stat", "layer"]])
