@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from probes import ProbeCallback  # noqa: E402
 from resnet_lab import create_model, list_models, settings  # noqa: E402
 from resnet_lab.cli import resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
@@ -109,7 +110,7 @@ def train_settings(s, device) -> TrainSettings:
                          schedule=Schedule.paper(s["steps"], s.get("lr") or 0.1),
                          eval_every=s["eval_every"], checkpoint_every=s["checkpoint_every"],
                          grad_checkpoint=s["grad_checkpoint"], sync_bn=s["sync_bn"],
-                         probe_every=s["probe_every"] or 1, precision=s.get("precision", "fp32"))
+                         precision=s.get("precision", "fp32"))
 
 
 def main(argv=None):
@@ -127,10 +128,6 @@ def main(argv=None):
         build_model(first, data)
     for s in runs:
         train_settings(s, device).resolved(len(data.train_x), world)
-    probe_factory = None
-    if first["probe_every"] is not None:
-        from probes import SignalProbe
-        probe_factory = SignalProbe
 
     for s in runs:
         config = out / EXPERIMENT / run_id(s) / "config.json"
@@ -142,8 +139,9 @@ def main(argv=None):
         run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s),
                             lock=rank == 0)
         torch.manual_seed(s["seed"])
+        callbacks = [] if s["probe_every"] is None else [ProbeCallback(every=s["probe_every"])]
         result = train(build_model(s, data), data, run, train_settings(s, device),
-                       probe_factory=probe_factory, quiet=args.quiet)
+                       callbacks=callbacks, quiet=args.quiet)
         run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")

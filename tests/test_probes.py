@@ -601,3 +601,30 @@ def test_nested_probes_both_measure_and_leave_the_taps_as_they_were():
         got = probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"]
         np.testing.assert_allclose(got, expected.loc[got.index], rtol=1e-6, atol=1e-9)
     assert len(outer.collect()) == len(expected)
+
+
+def test_probe_state_round_trips_through_a_checkpoint():
+    """A probe's records are its state: saved with torch.save and read back under
+    ``weights_only=True`` into a new probe of the same model, they give the same rows, and
+    the probe records on from there."""
+    import io
+    torch.manual_seed(0)
+    net = small_net("original")
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    probe = SignalProbe(net, weight_inputs=True, every=2)
+    for step in range(3):
+        with probe:
+            if step == 2:
+                with torch.no_grad():          # a forward-only step: no backward part
+                    net(x)
+            else:
+                F.cross_entropy(net(x), y).backward()
+            probe.step()
+    buffer = io.BytesIO()
+    torch.save(probe.state_dict(), buffer)
+    buffer.seek(0)
+    again = SignalProbe(net, weight_inputs=True)
+    again.load_state_dict(torch.load(buffer, weights_only=True))
+    pd.testing.assert_frame_equal(again.collect(), probe.collect(), check_exact=True)
+    assert sorted(again.collect().step.unique()) == [1, 3]
+    assert set(again.collect().query("step == 3 and tap != 'params'").direction) == {"forward"}
