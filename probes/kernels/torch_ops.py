@@ -133,8 +133,10 @@ class TorchKernels:
     def grouped_sq_sums(self, tensors, groups, n_groups, numels=None) -> torch.Tensor:
         """(n_groups,) float64: the sum of squares of all ``tensors`` of each group together;
         ``groups`` (int64, CPU) gives each tensor's group, ``numels`` (int64, CPU), if given,
-        their sizes. ``torch._foreach_norm``: a few fused kernels on a GPU."""
+        their sizes. ``torch._foreach_norm``: a few fused kernels on a GPU; bf16 and fp16
+        tensors in fp32 (their own precision would round each norm to 3 or 4 digits)."""
         device = tensors[0].device
+        tensors = [t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors]
         norms = torch.stack(torch._foreach_norm(tensors)).double()
         total = torch.zeros(n_groups, dtype=torch.float64, device=device)
         total.index_add_(0, groups.to(device), norms * norms)
