@@ -104,10 +104,11 @@ def launch_cost(calls=2000) -> pd.DataFrame:
     distinct tensor -- by each path. Host: the loop's time before the closing synchronise,
     total: after it."""
     from probes import kernels
+    from probes.stats import RAW_ROW
     K = kernels.triton_sums
     t = torch.randn(128, 16, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
-    s1c, row = torch.zeros(16, device="cuda"), torch.zeros(3, device="cuda")
-    views = (row, tuple(row[k] for k in range(3)))
+    s1c, row = torch.zeros(16, device="cuda"), torch.zeros(len(RAW_ROW), device="cuda")
+    views = (row, tuple(row[k] for k in range(len(RAW_ROW))))
     bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
 
     def one_call(backend):

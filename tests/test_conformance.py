@@ -12,11 +12,6 @@ with the Python taps beside them; Triton's kernels under its interpreter, in a c
 A statistic declared without a reference here, or needing a raw sum that is not declared or
 that a backend does not write, fails with a message naming it and the backend.
 """
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -25,9 +20,8 @@ from probes import SignalProbe, kernels
 from probes import stats as S
 from probes.kernels import cpp_hooks, torch_ops
 from resnet_lab.taps import make_taps
+from triton_interpreter import INTERPRETING, interpreted_kernels, run_in_child
 
-ROOT = Path(__file__).resolve().parents[1]
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 # name -> (shape, memory format): odd sizes; 37 rows: the C module's 4-row passes, tails, flushes
 LAYOUTS = {"nchw": ((3, 5, 7, 9), "contiguous"), "channels_last": ((3, 5, 7, 9), "channels_last"),
@@ -149,11 +143,7 @@ def close(got, expected, scale, name):
 @pytest.fixture(params=["torch", "c", "triton"])
 def backend(request):
     if request.param == "triton":
-        if not INTERPRETING:
-            pytest.skip("runs in a child process under TRITON_INTERPRET=1 (test_triton_under_interpreter)")
-        from probes.kernels import triton_sums
-        triton_sums.DEVICES = ("cuda", "cpu")
-        return triton_sums.TritonKernels()
+        return interpreted_kernels().TritonKernels()
     if INTERPRETING:
         pytest.skip("the child process checks the Triton kernels only")
     if request.param == "c" and kernels.C_MODULE is None:
@@ -218,17 +208,8 @@ def test_backend_statistics_equal_float64(backend, layout, dtype, monkeypatch):
 
 def test_triton_under_interpreter():
     """This file's Triton cases, in a child process under TRITON_INTERPRET=1."""
-    if INTERPRETING:
-        pytest.skip("this is the child process")
     pytest.importorskip("triton", reason="triton is not installed (pip install triton; Linux only)")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                            str(Path(__file__).relative_to(ROOT)), "-k", "triton and not under_interpreter"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    summary = child.stdout.strip().splitlines()[-1] if child.stdout.strip() else child.stderr[-2000:]
-    assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-2000:]
-    if " passed" not in summary:
-        pytest.skip(f"under the interpreter: {child.stdout[-1500:]}")
+    run_in_child(__file__, "triton and not under_interpreter")
 
 
 # ---- through a probe: the Python taps and hooks, and the C++ ones ----------------------------

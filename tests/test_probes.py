@@ -216,11 +216,11 @@ def test_raw_sums_c_module_and_torch_agree(layout):
          "2d": t.reshape(37 * 6, 15)[:, :6].contiguous(), "strided": t[:, :, ::2]}[layout]
     expected = reference_stats(t)
     for fast in (kernels.C_MODULE, kernels.TORCH):
-        s1c, row = torch.zeros(t.shape[1]), torch.zeros(3)
+        s1c, row = torch.zeros(t.shape[1]), torch.zeros(len(S.RAW_ROW))
         fast.raw_sums(t, s1c, scalar_views(row), lambda k, like: torch.empty(like.numel()))
         n, c = t.numel(), t.shape[1]
         got = S.tensor_stats(s1c.double(), torch.arange(c).div(c, rounding_mode="floor"),
-                             row.double().reshape(3, 1), torch.tensor([n / c], dtype=torch.float64),
+                             row.double().reshape(-1, 1), torch.tensor([n / c], dtype=torch.float64),
                              torch.tensor([c], dtype=torch.float64))
         for stat, value in expected.items():
             assert got[stat].item() == pytest.approx(value.item(), rel=1e-6, abs=1e-9), (layout, fast, stat)
@@ -558,7 +558,7 @@ def test_raw_sums_with_masked_energy_fused_and_torch_agree(layout):
     expected_energy = (h.double().square() * (out == 0)).sum().item()
     results = []
     for fast in (kernels.C_MODULE, kernels.TORCH):
-        s1c, row, energy = torch.zeros(4), torch.zeros(3), torch.zeros(2)
+        s1c, row, energy = torch.zeros(4), torch.zeros(len(S.RAW_ROW)), torch.zeros(2)
         buffers = [torch.empty(out.numel()), torch.empty(out.numel())]     # reused, as the probe's
         fast.raw_sums(out, s1c, scalar_views(row), lambda k, like: buffers[k], masked=(h, energy[1]))
         assert energy[1].item() == pytest.approx(expected_energy, rel=1e-6) and energy[0] == 0

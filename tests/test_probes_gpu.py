@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from probes import SignalProbe, kernels
+from probes.stats import RAW_ROW
 from resnet_lab import cifar_resnet
 
 pytestmark = pytest.mark.gpu
@@ -100,13 +101,13 @@ def test_triton_kernels_equal_torch_path_on_cuda(monkeypatch, layout, dtype):
     f_out = torch.relu(t)
     c = t.shape[1]
     got = [torch.full((c,), 7.0, device="cuda"), torch.full((c,), 7.0, device="cuda"),
-           torch.full((3,), 7.0, device="cuda"), torch.full((2,), 7.0, device="cuda")]
+           torch.full((len(RAW_ROW),), 7.0, device="cuda"), torch.full((2,), 7.0, device="cuda")]
     assert K.channel_sums(t, got[0], got[1], got[2]) and K.masked_energy(h, f_out, got[3][1])
     torch_path = kernels.TORCH
-    ref = [torch.zeros(c, device="cuda"), torch.zeros(c, device="cuda"), torch.zeros(3, device="cuda"),
+    ref = [torch.zeros(c, device="cuda"), torch.zeros(c, device="cuda"), torch.zeros(len(RAW_ROW), device="cuda"),
            torch.zeros((), device="cuda")]
     bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
-    torch_path.raw_sums(t, ref[0], (ref[2], tuple(ref[2][k] for k in range(3))), lambda k, like: bufs[k])
+    torch_path.raw_sums(t, ref[0], (ref[2], tuple(ref[2][k] for k in range(len(RAW_ROW)))), lambda k, like: bufs[k])
     torch_path.channel_moments(t, torch.zeros(c, device="cuda"), ref[1])
     torch_path.masked_energy(h, f_out, ref[3], lambda k, like: bufs[k])
     scale = t.float().abs().sum().item()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..stats import RAW_ROW
-from .torch_ops import TorchKernels, as_fp32
+from .torch_ops import TorchKernels, as_fp32, blocks
 
 try:   # after torch: its OpenMP runtime must be the one loaded (see _fastsums.c)
     from . import _fastsums
@@ -47,11 +47,7 @@ def cpu_blocks(t: torch.Tensor, h: torch.Tensor | None = None):
     if h is not None and (h.shape != t.shape or h.stride() != t.stride() or not h.is_cpu
                           or h.dtype != torch.float32):
         return None
-    if t.is_contiguous():
-        return t.shape[0], t.shape[1], t.numel() // (t.shape[0] * t.shape[1])
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.numel() // t.shape[1], t.shape[1], 1
-    return None
+    return blocks(t)
 
 
 _threads = torch.get_num_threads     # PyTorch's threads: the C module runs on its OpenMP pool

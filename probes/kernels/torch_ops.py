@@ -23,6 +23,17 @@ def as_fp32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.float()
 
 
+def blocks(t: torch.Tensor):
+    """``(outer, C, inner)`` when ``t``'s memory is the blocks [outer][C][inner] the one-pass
+    backends read -- NCHW or (N, C): outer = N, inner = H*W or 1; channels-last: outer = N*H*W,
+    inner = 1 -- else None."""
+    if t.is_contiguous():
+        return t.shape[0], t.shape[1], t.numel() // (t.shape[0] * t.shape[1])
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.numel() // t.shape[1], t.shape[1], 1
+    return None
+
+
 def channel_view(t: torch.Tensor):
     """A view of ``t`` as (groups, channels, rest) -- no copy for NCHW or channels-last.
 

@@ -47,6 +47,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import torch_ops
 from .torch_ops import TorchKernels
 
 # The raw sums of the row each launch writes, in order (the last three columns of a program's
@@ -193,11 +194,7 @@ def blocks(t: torch.Tensor):
     if t.device.type not in DEVICES or t.dtype not in DTYPES or t.dim() not in (2, 4) \
             or t.numel() == 0 or t.numel() >= 2**31:
         return None
-    if t.is_contiguous():
-        return t.shape[0], t.shape[1], t.numel() // (t.shape[0] * t.shape[1])
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.numel() // t.shape[1], t.shape[1], 1
-    return None
+    return torch_ops.blocks(t)
 
 
 class _Scratch:
