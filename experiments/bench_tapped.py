@@ -24,7 +24,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from probes import SignalProbe  # noqa: E402
-from probes.tapping import tap_model  # noqa: E402
+from probes.adapters.tapping import tap_model  # noqa: E402
 from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
 from resnet_lab.runs import check_writable_dir, device_name, write_table  # noqa: E402
 

@@ -8,7 +8,7 @@ from .callback import ProbeCallback
 from .formula import FormulaCheck
 from .signal_probe import PROBE_COLUMNS, SignalProbe
 from .stats import ALL_STATS, BACKWARD_STATS, FORWARD_STATS, TENSOR_STATS, WEIGHT_INPUT_STATS
-from .tapping import tap_model, untap_model   # other libraries' ResNets (probes.tapping)
+from .adapters.tapping import tap_model, untap_model   # other libraries' ResNets (probes.adapters.tapping)
 
 __all__ = ["ALL_STATS", "BACKWARD_STATS", "FORWARD_STATS", "FormulaCheck", "PROBE_COLUMNS", "ProbeCallback",
            "SignalProbe", "TENSOR_STATS", "WEIGHT_INPUT_STATS", "tap_model", "untap_model"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probes import SignalProbe
-from probes.tapping import SUPPORTED, find_blocks, tap_model, untap_model
+from probes.adapters.tapping import SUPPORTED, find_blocks, tap_model, untap_model
 from reference_resnets import BasicBlock, ResNetV2, resnet18, resnet50
 from resnet_lab import TAP_NAMES, Tap, cifar_resnet
 from resnet_lab.taps import tapped_units

@@ -34,7 +34,7 @@ except ImportError:
 
 from resnet_lab.taps import TAP_NAMES, tapped_units
 
-from .callback import ProbeCallback
+from ..callback import ProbeCallback
 from .tapping import tap_model
 from .tensorboard import scalar_tags
 
