@@ -107,13 +107,14 @@ def test_each_statistic_needs_what_it_declares():
 
 
 def test_a_statistic_declared_without_support_fails_saying_what_is_missing():
-    kurtosis = S.Statistic("kurtosis", ("sum_4th", "sum_sq"), lambda s: s.sum_4th / s.n, "E t^4 / E^2 t^2")
-    groups = {**GROUPS, "TENSOR": (S.TENSOR + (kurtosis,), TENSOR_REFERENCE)}
-    rows = {**backend_rows(), "c": ("sum_sq", "sign_sum")}
+    """A made-up statistic of an undeclared raw sum, and a backend whose row lacks one."""
+    made_up = S.Statistic("made_up", ("sum_7th", "sum_sq"), lambda s: s.sum_7th / s.n, "E t^7 / N")
+    groups = {**GROUPS, "TENSOR": (S.TENSOR + (made_up,), TENSOR_REFERENCE)}
+    rows = {**backend_rows(), "c": S.RAW_ROW[:-1]}
     lines = unsupported(groups, rows)
-    assert any("'kurtosis' (TENSOR) has no float64 reference" in line for line in lines)
-    assert any("'kurtosis' needs raw sum 'sum_4th'" in line for line in lines)
-    assert any("backend 'c' does not write raw sum 'sign_sq'" in line for line in lines)
+    assert any("'made_up' (TENSOR) has no float64 reference" in line for line in lines)
+    assert any("'made_up' needs raw sum 'sum_7th'" in line for line in lines)
+    assert any(f"backend 'c' does not write raw sum {S.RAW_ROW[-1]!r}" in line for line in lines)
 
 
 # ---- the backends, directly -----------------------------------------------------------------
