@@ -1,12 +1,12 @@
 """SignalProbe as a Lightning callback: probe a LightningModule's taps every k training steps.
 
-    from probes.lightning import SignalProbeCallback
+    from probes.adapters.lightning import SignalProbeCallback
     callback = SignalProbeCallback(every=10, taps=("input", "sum"), stats=("norm", "grad_cut"))
     Trainer(callbacks=[callback]).fit(module)
     df = callback.collect()            # the tidy table of SignalProbe.collect()
 
 The module needs tapped residual units: a net built from resnet_lab units, or one tapped with
-``probes.tapping.tap_model``; with ``tap=True`` (the default) the callback taps a module that
+``probes.adapters.tapping.tap_model``; with ``tap=True`` (the default) the callback taps a module that
 has none itself (they stay: ``callback.tap_handle.remove()`` removes them).
 
 How a step is probed: the probe's hooks exist from ``on_train_batch_start`` to
@@ -18,7 +18,7 @@ gradient accumulation the tensor statistics are those of the last micro-batch, t
 parameter-gradient norms those of the accumulated gradient.
 
 ``log_to="logger"`` also sends each probed step's rows to every logger of the trainer
-(``log_metrics``), named as ``probes.tensorboard.scalar_tags`` names them
+(``log_metrics``), named as ``probes.adapters.tensorboard.scalar_tags`` names them
 (``probe/backward/input/norm/unit_003``); choose ``taps`` and ``stats`` to keep that short.
 Under DDP each rank probes its own batch; Lightning's loggers write on rank 0 only.
 """
@@ -30,7 +30,7 @@ except ImportError:
     try:
         from pytorch_lightning import Callback
     except ImportError:
-        raise ImportError("probes.lightning needs Lightning: pip install resnet-lab[lightning]") from None
+        raise ImportError("probes.adapters.lightning needs Lightning: pip install resnet-lab[lightning]") from None
 
 from resnet_lab.taps import TAP_NAMES, tapped_units
 
@@ -49,7 +49,7 @@ class SignalProbeCallback(Callback):
         every, taps, stats: as for ``SignalProbe``.
         log_to: None (keep the rows for ``collect()`` only) or ``"logger"`` (also log them
             as scalars through the trainer's loggers).
-        tap: tap the module with ``probes.tapping.tap_model`` when it has no tapped units.
+        tap: tap the module with ``probes.adapters.tapping.tap_model`` when it has no tapped units.
         **probe_options: further ``SignalProbe`` arguments (``weight_inputs``, ``param_grads``).
     """
 
