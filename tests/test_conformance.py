@@ -12,6 +12,8 @@ with the Python taps beside them; Triton's kernels under its interpreter, in a c
 A statistic declared without a reference here, or needing a raw sum that is not declared or
 that a backend does not write, fails with a message naming it and the backend.
 """
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -267,7 +269,7 @@ def reference_step(net, x, weights):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "rows", "2d", "ones"])
 @pytest.mark.parametrize("taps", ["C++", "Python", "torch"])
-def test_probe_rows_equal_float64(taps, layout, dtype, monkeypatch):
+def test_probe_rows_equal_float64(taps, layout, dtype):
     """Three probed steps of a two-unit net; the third's rows (read by the layouts the C++ taps
     keep, where built) against float64 references of its tensors and gradients: every name of
     TENSOR_STATS at every tap and direction, the cut statistics, grad_norm."""
@@ -275,17 +277,16 @@ def test_probe_rows_equal_float64(taps, layout, dtype, monkeypatch):
         pytest.skip("the child process checks the Triton kernels only")
     if taps == "C++" and cpp_hooks.load() is None:
         pytest.skip("the C++ taps and hooks are not built")
-    if taps == "torch":
-        monkeypatch.setattr(kernels, "_forced", kernels.TORCH)
     x = sample(layout, dtype, 5).requires_grad_()           # a leaf: its gradient by a tensor hook
     net = OddNet(x.shape[1], DTYPES[dtype])
     weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(6))
-    probe = SignalProbe(net, cpp_hooks=taps == "C++")
-    for _ in range(3):
-        with probe:
-            net.zero_grad()
-            (net(x).float() * weights).sum().backward()
-            probe.step()
+    with kernels.forced("torch") if taps == "torch" else contextlib.nullcontext():
+        probe = SignalProbe(net, cpp_hooks=taps == "C++")
+        for _ in range(3):
+            with probe:
+                net.zero_grad()
+                (net(x).float() * weights).sum().backward()
+                probe.step()
     assert bool(probe._taps.cpp) == (taps == "C++")
     kept, grads, params = reference_step(net, x, weights)
     rows = probe.collect().query("step == 3").set_index(["unit", "tap", "direction", "stat"])["value"]

@@ -61,11 +61,10 @@ def backend(request, monkeypatch):
     """The ways the statistics are computed on the CPU: the C module's kernel (gradients read
     by the C++ hooks, or by the Python hooks where those are not built) and torch operations
     (Python hooks)."""
-    if request.param == "torch":
-        monkeypatch.setattr(kernels, "_forced", kernels.TORCH)
     if request.param == "C":
         monkeypatch.setattr(cpp_hooks, "load", lambda: None)
-    return request.param
+    with kernels.forced("torch") if request.param == "torch" else contextlib.nullcontext():
+        yield request.param
 
 
 def scalar_views(row):

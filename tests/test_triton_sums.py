@@ -9,6 +9,7 @@ tensors there (``DEVICES``). ``test_kernels_compile_for_h100`` compiles the kern
 with Triton's bundled ptxas: what the interpreter does not check (types, layouts, register
 allocation). On CUDA, ``tests/test_probes_gpu.py`` compares them again.
 """
+import contextlib
 
 import numpy as np
 import pytest
@@ -224,7 +225,7 @@ def test_stats_functions_route_to_the_kernels(kernels, monkeypatch):
     assert calls == ["channel_sums", "channel_sums", "masked_energy"]
 
 
-def test_signal_probe_with_kernels_equals_c_module(kernels, monkeypatch):
+def test_signal_probe_with_kernels_equals_c_module(kernels):
     """Whole probed steps through the kernels (views into the probe's buffers, the 0-d cut
     numerators) give the statistics of the C module: the first steps through ``raw_sums``,
     the third through the launch plans the probe keeps per slot (made at the second: the
@@ -233,10 +234,9 @@ def test_signal_probe_with_kernels_equals_c_module(kernels, monkeypatch):
     net = cifar_resnet(8, version=1, width=4)
     batches = [(torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,))) for _ in range(3)]
     frames = []
-    for routed in (False, True):
-        if routed:                                         # nothing but the kernels reads
-            monkeypatch.setattr(K, "_forced", triton_backend(kernels))
-        with SignalProbe(net, weight_inputs=True) as probe:
+    for routed in (False, True):                           # routed: nothing but the kernels reads
+        with K.forced(triton_backend(kernels)) if routed else contextlib.nullcontext(), \
+                SignalProbe(net, weight_inputs=True) as probe:
             for x, y in batches:
                 net.zero_grad()
                 F.cross_entropy(net(x), y).backward()
