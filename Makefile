@@ -15,7 +15,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(BIN)/python -m probes.cpp_hooks
+	$(BIN)/python -m probes.kernels.cpp_hooks
 
 run: install
 	$(BIN)/python experiments/grad_flow.py
@@ -32,7 +32,7 @@ test-gpu: install
 bench: install
 	$(BIN)/python experiments/bench_probes.py
 
-# The adapter (probes.tapping) against the real torchvision, timm and Lightning, in an
+# The adapter (probes.adapters.tapping) against the real torchvision, timm and Lightning, in an
 # environment of its own: torchvision's PyPI wheel does not import beside the CPU build of
 # torch that `make install` gets here, so this one takes PyPI's default Linux build (CUDA; it
 # runs on the CPU too) with the torchvision built for it. ECOSYSTEM is what is tested
@@ -49,7 +49,7 @@ $(ECO_BIN)/python:
 install-ecosystem: $(ECO_BIN)/python
 	$(ECO_BIN)/python -m pip install -q --disable-pip-version-check $(ECOSYSTEM)
 	$(ECO_BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(ECO_BIN)/python -m probes.cpp_hooks
+	$(ECO_BIN)/python -m probes.kernels.cpp_hooks
 
 test-ecosystem: install-ecosystem
 	$(ECO_BIN)/python -m pytest -q $(ECO_TESTS)

@@ -4,16 +4,15 @@ worker processes can run them.
 
 A training cell's ``context`` (a dict, the same for every cell of a sweep):
 ``dataset``, ``data_dir``, ``train`` (``TrainSettings`` fields but the seed; ``schedule`` as a
-dict), ``probe`` (``SignalProbe`` keyword arguments, or None) and ``final_eval`` (also
-evaluate the trained net on the whole train and test split, eval mode: table ``final``).
+dict), ``probe`` (``probes.ProbeCallback`` keyword arguments: ``every`` and ``SignalProbe``'s,
+or None) and ``final_eval`` (also evaluate the trained net on the whole train and test split,
+eval mode: table ``final``).
 """
 from __future__ import annotations
 
-import functools
-
 import pandas as pd
 
-from probes import SignalProbe
+from probes import ProbeCallback
 from resnet_lab.data import load_dataset
 from resnet_lab.schedule import Schedule
 from resnet_lab.sweep import CellResult, build
@@ -44,7 +43,8 @@ def checked_dataset(s: dict):
 
 def train_context(s: dict, probe=None, final_eval: bool = False) -> dict:
     """A training sweep's context from its resolved settings (``s``: steps, batch_size,
-    device, precision, schedule, eval_every or evaluate=False, probe_every)."""
+    device, precision, schedule, eval_every or evaluate=False, probe_every); ``probe``: the
+    ``SignalProbe`` keyword arguments of the probe every cell trains with, or None."""
     # A checkpoint every tenth of the run, at least CHECKPOINT_MIN_STEPS apart: a killed sweep
     # resumes its unfinished cells from there (bitwise the same numbers as an uninterrupted
     # run); a short cell simply starts again. Saving a 1001-layer net costs about a second,
@@ -53,8 +53,9 @@ def train_context(s: dict, probe=None, final_eval: bool = False) -> dict:
                  schedule=s["schedule"], eval_every=s.get("eval_every"),
                  evaluate=s.get("evaluate", True),
                  checkpoint_every=max(CHECKPOINT_MIN_STEPS, s["steps"] // 10),
-                 probe_every=s.get("probe_every", 1), precision=s["precision"],
-                 checkpoint_at_end=False)
+                 precision=s["precision"], checkpoint_at_end=False)
+    if probe is not None:
+        probe = dict(probe, every=s.get("probe_every", 1))
     return dict(dataset=s["dataset"], data_dir=s["data_dir"], train=train, probe=probe,
                 final_eval=final_eval)
 
@@ -70,14 +71,24 @@ def train_cell(cell, state, context, report) -> CellResult:
     tables ``train`` (metrics), ``probe`` (if probed) and ``final`` (if asked)."""
     data = dataset(context["dataset"], context.get("data_dir"))
     model = build(cell, data)
-    probe = context.get("probe")
-    factory = functools.partial(SignalProbe, **probe) if probe is not None else None
-    result = train(model, data, state, train_settings(context, cell.seed), probe_factory=factory,
-                   quiet=True, on_step=lambda step, steps: report(step))
-    tables = {"train": result.metrics, "probe": result.probe}
+    callbacks = [_Report(report)]
+    if context.get("probe") is not None:
+        callbacks.append(ProbeCallback(**context["probe"]))
+    result = train(model, data, state, train_settings(context, cell.seed), callbacks=callbacks, quiet=True)
+    tables = {"train": result.metrics, **result.tables}
     if context.get("final_eval"):
         tables["final"] = final_evaluation(result.model, data, context["train"]["device"])
     return CellResult(tables, result.status, result.step, result.peak_memory_bytes)
+
+
+class _Report:
+    """A training callback that reports each update's number to the sweep's progress bar."""
+
+    def __init__(self, report):
+        self.report = report
+
+    def on_step_end(self, step):
+        self.report(step)
 
 
 def final_evaluation(model, data, device) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Benchmark: the cost of a SignalProbe on a tapped torchvision ResNet-50's training step.
 
 The model is torchvision's ``resnet50`` (random init) where torchvision imports, else the copy
-with exactly its structure in tests/reference_resnets.py; ``probes.tapping.tap_model`` taps its
+with exactly its structure in tests/reference_resnets.py; ``probes.adapters.tapping.tap_model`` taps its
 16 Bottleneck blocks. Blocks of ``--every`` probed and plain training steps (forward, backward,
 SGD step; one step in ``--every`` probed) alternate in one process on the same model and batch;
 after warm-up, the probed/plain ratio of each adjacent pair is taken and their median reported
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from probes import SignalProbe  # noqa: E402
-from probes.tapping import tap_model  # noqa: E402
+from probes.adapters.tapping import tap_model  # noqa: E402
 from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
 from resnet_lab.runs import check_writable_dir, device_name, write_table  # noqa: E402
 

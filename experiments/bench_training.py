@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probes import output_path, positive_int  # noqa: E402
+from benchmarks import output_path, positive_int  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402

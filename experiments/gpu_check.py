@@ -2,11 +2,11 @@
 
 1. ``pytest -m gpu`` (in a subprocess): the probe on CUDA equals the CPU, the Triton kernels
    equal the torch path, no hook synchronises with the host.
-2. What one probed tensor costs the host and the GPU: ``stats.raw_sums`` of a 128x16x32x32
+2. What one probed tensor costs the host and the GPU: ``raw_sums`` of a 128x16x32x32
    channels-last tensor through the torch operations, through the Triton kernel launched by
-   the JIT, and through the compiled kernel launched directly (``_triton_sums.DIRECT``); and
+   the JIT, and through the compiled kernel launched directly (``triton_sums.DIRECT``); and
    where a probed step's extra time goes, at the deepest --depths, V1 and V2, fp32: the
-   Triton launches, or the rest (the hooks' Python; ``bench_probes.split_one``).
+   Triton launches, or the rest (the hooks' Python; ``benchmarks.split_one``).
 3. The probe's cost (``bench_probes.py``, probe entered around each step as the README does):
    ResNet-164 and ResNet-1001, V1 and V2, width 16, batch 128, 32x32 inputs, fp32 (TF32 off)
    and bf16 autocast, every=1 and every=10. Targets: <= 1.10x at every=1, <= 1.02x at every=10,
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_probes import bench_one, describe, describe_split, positive_int, split_one  # noqa: E402
+from benchmarks import bench_one, describe, describe_split, positive_int, split_one  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
 from resnet_lab.cli import Parser, run_main  # noqa: E402
 from resnet_lab.runs import atomic_write, check_writable_dir, cpu_model, device_name, write_table  # noqa: E402
@@ -99,33 +99,35 @@ def run_gpu_tests(out: Path, timeout: int) -> dict:
 # ---- 2. one tensor's launch ----------------------------------------------------------------
 
 def launch_cost(calls=2000) -> pd.DataFrame:
-    """Host and total microseconds per ``stats.raw_sums`` call on one tensor of a ResNet's
+    """Host and total microseconds per ``raw_sums`` call on one tensor of a ResNet's
     first stage (batch 128, width 16, 32x32, channels-last, fp32) -- the probe's work per
     distinct tensor -- by each path. Host: the loop's time before the closing synchronise,
     total: after it."""
-    from probes import _triton_sums as K
-    from probes import stats as S
+    from probes import kernels
+    from probes.stats import RAW_ROW
+    K = kernels.triton_sums
     t = torch.randn(128, 16, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
-    s1c, row = torch.zeros(16, device="cuda"), torch.zeros(3, device="cuda")
-    views = (row, tuple(row[k] for k in range(3)))
+    s1c, row = torch.zeros(16, device="cuda"), torch.zeros(len(RAW_ROW), device="cuda")
+    views = (row, tuple(row[k] for k in range(len(RAW_ROW))))
     bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
 
-    def one_call():
-        S.raw_sums(t, s1c, views, lambda k, like: bufs[k])
+    def one_call(backend):
+        backend.raw_sums(t, s1c, views, lambda k, like: bufs[k])
 
-    paths = {"torch": (None, False), "triton_jit": (K, False), "triton_direct": (K, True)}
+    paths = {"torch": (kernels.TORCH, False), "triton_jit": (kernels.TRITON, False),
+             "triton_direct": (kernels.TRITON, True)}
     rows = []
-    saved = S._triton_sums, K.DIRECT
+    saved = K.DIRECT
     try:
-        for name, (kernels, direct) in paths.items():
-            S._triton_sums, K.DIRECT = kernels, direct
+        for name, (backend, direct) in paths.items():
+            K.DIRECT = direct
             K._plans.clear()
             for _ in range(20):                  # warm-up: compiled, planned, launcher kept
-                one_call()
+                one_call(backend)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             for _ in range(calls):
-                one_call()
+                one_call(backend)
             t1 = time.perf_counter()
             torch.cuda.synchronize()
             t2 = time.perf_counter()
@@ -134,13 +136,13 @@ def launch_cost(calls=2000) -> pd.DataFrame:
             print(f"raw_sums by {name}: {rows[-1]['host_us']:.1f} us/call host, "
                   f"{rows[-1]['total_us']:.1f} us/call in all", flush=True)
     finally:
-        S._triton_sums, K.DIRECT = saved
+        K.DIRECT = saved
         K._plans.clear()
     return pd.DataFrame(rows)
 
 
 def probe_split(depth, repeats, warmup) -> pd.DataFrame:
-    """``bench_probes.split_one`` for V1 and V2 at the paper's width and input size, fp32."""
+    """``benchmarks.split_one`` for V1 and V2 at the paper's width and input size, fp32."""
     rows = []
     for version in (1, 2):
         rows.append(split_one(depth, version, torch.device("cuda"), repeats, warmup, "fp32", 16, 128, 32))

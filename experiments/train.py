@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.runner import says_how_to_resume  # noqa: E402
+from probes import ProbeCallback  # noqa: E402
 from resnet_lab import create_model, list_models, settings  # noqa: E402
 from resnet_lab.cli import resolve_device, run_main  # noqa: E402
 from resnet_lab.data import load_dataset  # noqa: E402
@@ -112,7 +113,7 @@ def train_settings(s, device) -> TrainSettings:
                          schedule=Schedule.paper(s["steps"], s.get("lr") or 0.1),
                          eval_every=s["eval_every"], checkpoint_every=s["checkpoint_every"],
                          grad_checkpoint=s["grad_checkpoint"], sync_bn=s["sync_bn"],
-                         probe_every=s["probe_every"] or 1, precision=s.get("precision", "fp32"))
+                         precision=s.get("precision", "fp32"))
 
 
 def main(argv=None):
@@ -135,24 +136,6 @@ def main(argv=None):
                           first["batch_size"] // world)
     check_fits(need, device, first["model"] + (f" at width {first['width']}" if first["width"] else ""),
                "use a smaller --width or --batch-size, --grad-checkpoint, or more memory")
-    probe_factory = None
-    if first["probe_every"] is not None:
-        from probes import SignalProbe
-        probe_factory = SignalProbe
-
-    for s in runs:
-        config = out / EXPERIMENT / run_id(s) / "config.json"
-        status = read_config(config).get("status") if config.is_file() else None
-        if status in ("completed", "diverged"):
-            if rank == 0:
-                print(f"{config.parent}: already {status}; nothing to do")
-            continue
-        run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s),
-                            lock=rank == 0)
-        torch.manual_seed(s["seed"])
-        with says_how_to_resume("experiments/train.py", argv):
-            result = train(build_model(s, data), data, run, train_settings(s, device),
-                           probe_factory=probe_factory, quiet=args.quiet)
         run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")

@@ -1,12 +1,14 @@
 """probes: the instruments. SignalProbe (statistics at every tap, forward and backward),
-FormulaCheck (the taps against a unit's formula) and the statistic definitions.
+FormulaCheck (the taps against a unit's formula), the statistic declarations (``stats``) and
+the backends that compute them (``kernels``); ProbeCallback, a probe for the training engine.
 
 Knows the tap contract (``resnet_lab.taps``), not architectures, data, training or claims.
 """
+from .callback import ProbeCallback
 from .formula import FormulaCheck
 from .signal_probe import PROBE_COLUMNS, SignalProbe
 from .stats import ALL_STATS, BACKWARD_STATS, FORWARD_STATS, TENSOR_STATS, WEIGHT_INPUT_STATS
-from .tapping import tap_model, untap_model   # other libraries' ResNets (probes.tapping)
+from .adapters.tapping import tap_model, untap_model   # other libraries' ResNets (probes.adapters.tapping)
 
-__all__ = ["ALL_STATS", "BACKWARD_STATS", "FORWARD_STATS", "FormulaCheck", "PROBE_COLUMNS",
+__all__ = ["ALL_STATS", "BACKWARD_STATS", "FORWARD_STATS", "FormulaCheck", "PROBE_COLUMNS", "ProbeCallback",
            "SignalProbe", "TENSOR_STATS", "WEIGHT_INPUT_STATS", "tap_model", "untap_model"]

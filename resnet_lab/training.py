@@ -7,12 +7,30 @@ the run) and writes, when ``run`` is a ``RunDir``:
 * rows in the DESIGN.md schema ``step, epoch, split, metric, value`` (``metrics.csv.gz``):
   every step a train ``loss``, ``error``, ``lr`` and ``seconds``; every ``eval_every`` steps
   a test ``loss`` and ``error``. ``step`` counts updates: train rows of step s describe the
-  s-th update (its batch, its lr), test rows of step s the weights after s updates; a
-  probe's rows use the train rows' numbering (its first probed step is 1);
+  s-th update (its batch, its lr), test rows of step s the weights after s updates;
+* each callback's tables (``<name>.csv.gz``; e.g. a probe's rows, numbered as the train rows);
 * ``checkpoint.pt`` every ``checkpoint_every`` steps (atomically): weights, optimizer, step,
-  the warm-up's end, the RNG states and all rows so far. Batches are a pure function of
-  (seed, step), so ``train`` started again on the same folder continues from the checkpoint
-  and ends, on CPU, with bitwise the same weights and rows (except ``seconds``).
+  the warm-up's end, the RNG states, all rows so far and each callback's state. Batches are a
+  pure function of (seed, step), so ``train`` started again on the same folder continues from
+  the checkpoint and ends, on CPU, with bitwise the same weights and rows (except ``seconds``).
+
+Callbacks (``callbacks=[...]``) are how anything else takes part in training -- an
+instrument such as ``probes.ProbeCallback``, a progress report -- without the engine knowing
+it. Each is an object with any of these methods, called in the process of rank 0:
+
+* ``on_train_start(model, step)``: training of ``model`` (unwrapped) starts after ``step``
+  updates (0, or where a resumed run continues);
+* ``on_step_start(step)``, ``on_after_backward(step)``, ``on_step_end(step)``: around update
+  ``step`` (its number, from 1): before its forward, after its backward (before the
+  optimizer's update), after the update. No evaluation forward runs in between;
+* ``on_train_end()``: always, also when the run fails;
+* ``state_dict()`` / ``load_state_dict(state)``: saved in every checkpoint and handed back on
+  resume (``torch.load(weights_only=True)`` must read it: tensors, numbers, strings, lists,
+  dicts);
+* ``tables()``: {name: DataFrame} to write into the run folder at every checkpoint and end,
+  and return in ``TrainResult.tables``.
+
+Callbacks are told apart by their ``name`` attribute (else their class name).
 
 A non-finite training or test loss is recorded, then the run stops with status ``diverged``.
 
@@ -25,7 +43,7 @@ DistributedDataParallel and each rank trains on its contiguous slice of the same
 (augmentation drawn for the whole batch, then sliced), so the update and the reported metrics
 are a single process's up to floating-point rounding -- except for BatchNorm, whose batch
 statistics are computed per rank over the slice (``sync_bn=True`` on CUDA for global ones).
-Running statistics are rank 0's. Rank 0 writes everything; a probe runs on rank 0 only.
+Running statistics are rank 0's. Rank 0 writes everything and runs the callbacks.
 """
 from __future__ import annotations
 
@@ -61,8 +79,7 @@ class TrainSettings:
     ``schedule`` defaults to ``Schedule.paper(steps)``; ``eval_every`` to a tenth of the run,
     ``checkpoint_every`` to ``eval_every``; ``log_every`` (plain progress lines) to a
     twentieth. ``augment=False`` turns off the dataset's augmentation. ``grad_checkpoint``
-    recomputes each unit in the backward pass (less memory). ``probe_every``: a probe, if
-    any, records one step in this many. ``evaluate=False``: no test evaluation at all (for a
+    recomputes each unit in the backward pass (less memory). ``evaluate=False``: no test evaluation at all (for a
     study of the first iterations in training mode). ``checkpoint_at_end=False`` skips the
     last checkpoint (a sweep cell, whose tables are kept elsewhere, would delete it at once).
     """
@@ -78,7 +95,6 @@ class TrainSettings:
     augment: bool = True
     grad_checkpoint: bool = False
     sync_bn: bool = False
-    probe_every: int = 1
     precision: str = "fp32"
     log_every: int | None = None
     eval_batch_size: int = 500
@@ -87,7 +103,7 @@ class TrainSettings:
 
     def resolved(self, n_train: int, world: int = 1) -> "TrainSettings":
         """Defaults filled in and every value checked (ValueError naming it)."""
-        for name in ("steps", "batch_size", "probe_every", "eval_batch_size"):
+        for name in ("steps", "batch_size", "eval_batch_size"):
             _positive(name, getattr(self, name))
         eval_every = self.eval_every or max(1, self.steps // 10)
         checkpoint_every = self.checkpoint_every or eval_every
@@ -127,7 +143,7 @@ class TrainResult:
     status: str                 # completed | diverged
     step: int                   # updates done
     metrics: pd.DataFrame       # DESIGN.md training rows
-    probe: pd.DataFrame | None  # the probe's rows, if a probe ran (rank 0)
+    tables: dict                # the callbacks' tables, e.g. {"probe": rows} (rank 0)
     model: nn.Module            # the trained model (unwrapped from DDP)
     peak_memory_bytes: int
     warmup_end: int | None = None   # updates made at the warm-up lr
@@ -220,54 +236,79 @@ def describe_device(device: torch.device) -> str:
 # ---- the engine -----------------------------------------------------------------------------
 
 def train(model: nn.Module, data: Dataset, run: RunDir | None = None,
-          settings: TrainSettings | None = None, *, probe_factory=None, quiet: bool = False,
-          on_step=None, **fields) -> TrainResult:
+          settings: TrainSettings | None = None, *, callbacks=(), quiet: bool = False,
+          **fields) -> TrainResult:
     """Train ``model`` on ``data``; write rows, checkpoints and config to ``run`` (rank 0;
     ``None`` writes nothing). Continues from ``run``'s checkpoint if there is one.
 
     ``settings`` (or its fields as keywords: ``train(model, data, steps=60)``): see
-    ``TrainSettings``. ``probe_factory(model, every=k, first_step=s)`` builds a probe (the
-    DESIGN.md Probe API, e.g. ``probes.SignalProbe``), used as ``with probe:`` around training
-    and stepped after every backward; it probes the steps whose 0-based index is a multiple
-    of ``probe_every``, and a resumed run probes the same steps as an uninterrupted one.
-    ``on_step(step, steps)``: called after every update (e.g. a sweep's progress bar).
-    ``quiet``: no progress output of the engine's own.
+    ``TrainSettings``. ``callbacks``: objects called at fixed points of the loop (see the
+    module docstring), e.g. ``probes.ProbeCallback(every=k)``. ``quiet``: no progress output
+    of the engine's own.
     """
     if settings is not None and fields:
         raise TypeError("give TrainSettings or its fields as keywords, not both")
     settings = settings or TrainSettings(**fields)
-    trainer = _Trainer(model, data, run, settings, probe_factory, quiet, on_step)
+    trainer = _Trainer(model, data, run, settings, _Callbacks(callbacks), quiet)
     return trainer.run()
+
+
+class _Callbacks:
+    """A run's callbacks, each called with the hooks it has (see the module docstring)."""
+
+    def __init__(self, callbacks):
+        self.items = list(callbacks)
+        self.keys = [getattr(cb, "name", type(cb).__name__) for cb in self.items]
+        twice = sorted({k for k in self.keys if self.keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"two callbacks named {twice[0]!r}: give each its own name (attribute 'name')")
+
+    def call(self, hook, *args):
+        for cb in self.items:
+            method = getattr(cb, hook, None)
+            if method is not None:
+                method(*args)
+
+    def state_dict(self) -> dict:
+        return {k: cb.state_dict() for k, cb in zip(self.keys, self.items) if hasattr(cb, "state_dict")}
+
+    def load_state_dict(self, states: dict):
+        for k, cb in zip(self.keys, self.items):
+            if k in states and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(states[k])
+
+    def tables(self) -> dict:
+        tables = {}
+        for cb in self.items:
+            tables.update(cb.tables() if hasattr(cb, "tables") else {})
+        return tables
 
 
 class _Trainer:
     """One training run's state; ``run()`` is the loop, each method one chore of it."""
 
-    def __init__(self, model, data, run, settings, probe_factory, quiet, on_step):
+    def __init__(self, model, data, run, settings, callbacks, quiet):
         self.device = torch.device(settings.device)
         self.rank, self.world = rank_and_world()
+        self.callbacks = callbacks if self.rank == 0 else _Callbacks(())
         self.s = settings.resolved(len(data.train_x), self.world)
         if self.s.grad_checkpoint and not hasattr(model, "checkpoint_units"):
             raise ValueError(f"{type(model).__name__} does not support gradient checkpointing "
                              "(a resnet_lab ResNet does)")
-        self.run_dir, self.on_step = run, on_step
+        self.run_dir = run
         self.on_cuda = self.device.type == "cuda"
         self.autocast = autocast_for(self.device, self.s.precision)
         self.model = self._place(model)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.s.schedule.warmup_lr,
                                          momentum=self.s.momentum, weight_decay=self.s.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(self.s.seed)
-        self.step, self.rows, self.old_probe_rows, self.warmup_end = 0, [], None, None
+        self.step, self.rows, self.warmup_end = 0, [], None
         self.status = "running"
         self.data = data.to(self.device)
         self._restore()
         self.batches = Batches(len(data.train_x), self.s.batch_size, self.s.seed)
         self.net = self.model if self.world == 1 else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device] if self.on_cuda else None)
-        every = self.s.probe_every
-        self.probe_start = -(-self.step // every) * every      # the probe's first step (0-based)
-        self.probe = probe_factory(self.model, every=every, first_step=self.probe_start + 1) \
-            if probe_factory is not None and self.rank == 0 else None
         self.progress = _Progress(self.s.steps, self.step, self.s.log_every,
                                   enabled=self.rank == 0 and not quiet)
         self.pending = []          # steps whose loss is still on the device
@@ -297,8 +338,7 @@ class _Trainer:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
             self.step, self.rows = state["step"], [tuple(r) for r in state["rows"]]
             self.warmup_end = state.get("warmup_end")
-            if state["probe_rows"] is not None:
-                self.old_probe_rows = _unpack_table(state["probe_rows"])
+            self.callbacks.load_state_dict(state.get("callbacks") or {})
         if self.world > 1:
             dist.barrier()        # every rank has read the checkpoint before rank 0 writes one
         if self.on_cuda:
@@ -318,7 +358,7 @@ class _Trainer:
                           checkpoint_every=s.checkpoint_every, augment=self._augments(),
                           pad=self.data.pad, flip=self.data.flip,
                           grad_checkpoint=s.grad_checkpoint, sync_bn=s.sync_bn,
-                          probe_every=s.probe_every, **precision_record(self.device, s.precision),
+                          **precision_record(self.device, s.precision),
                           parameters=sum(p.numel() for p in self.model.parameters())))
 
     def _augments(self) -> bool:
@@ -333,14 +373,15 @@ class _Trainer:
             group["lr"] = lr
         t0 = time.perf_counter()
         x, y = self._batch(step)
+        self.callbacks.call("on_step_start", step + 1)
         with self.autocast():
             out = self.net(x).float()
         loss = F.cross_entropy(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.probe is not None and step >= self.probe_start:
-            self.probe.step()
+        self.callbacks.call("on_after_backward", step + 1)
         self.optimizer.step()
+        self.callbacks.call("on_step_end", step + 1)
         stats = torch.stack([loss.detach(), (out.argmax(1) != y).float().mean()])
         if self.world > 1:
             dist.all_reduce(stats)
@@ -372,8 +413,6 @@ class _Trainer:
             self.rows.extend([(step, epoch, "train", "loss", loss), (step, epoch, "train", "error", error),
                               (step, epoch, "train", "lr", lr), (step, epoch, "train", "seconds", seconds)])
             self.progress.train(step, loss, error, lr, seconds)
-            if self.on_step is not None:
-                self.on_step(step, self.s.steps)
             if self._warming() and self.s.schedule.warmup_ends(step - 1, error):
                 self.warmup_end = step
             if not math.isfinite(loss):
@@ -404,55 +443,42 @@ class _Trainer:
         self.progress.note(f"step {self.step}/{self.s.steps}  test loss {loss:.4f}  error {error:.4f}")
         return math.isfinite(loss)
 
-    def probe_rows(self):
-        if self.probe is None:
-            return self.old_probe_rows
-        new = self.probe.collect()
-        return new if self.old_probe_rows is None else pd.concat([self.old_probe_rows, new],
-                                                                  ignore_index=True)
-
-    def checkpoint(self, table):
+    def checkpoint(self):
         _broadcast_buffers(self.model, self.world)
         if self.run_dir is not None and self.run_dir.writer:
             atomic_save({"step": self.step, "model": self.model.state_dict(),
                          "optimizer": self.optimizer.state_dict(), "warmup_end": self.warmup_end,
                          "rng": {"torch": torch.get_rng_state(), "augment": self.generator.get_state(),
                                  "cuda": torch.cuda.get_rng_state() if self.on_cuda else None},
-                         "rows": self.rows,
-                         "probe_rows": None if table is None else _pack_table(table)},
+                         "rows": self.rows, "callbacks": self.callbacks.state_dict()},
                         self.run_dir.path / CHECKPOINT)
 
-    def save_tables(self, table):
+    def save_tables(self):
         if self.run_dir is None:
             return
         self.run_dir.write_csv("metrics.csv.gz", pd.DataFrame(self.rows, columns=METRIC_COLUMNS))
-        if table is not None:
-            self.run_dir.write_csv("probe.csv.gz", table)
+        for name, table in self.callbacks.tables().items():
+            self.run_dir.write_csv(f"{name}.csv.gz", table)
         memory, kind = _peak_memory_all_ranks(self.device, self.world)
         self.run_dir.update_config(peak_memory_bytes=memory, peak_memory_kind=kind,
                                    steps_done=self.step, warmup_end_step=self.warmup_end)
 
     # ---- the loop ------------------------------------------------------------------------
     def _next_stop(self):
-        """Where the current block of steps ends: the next evaluation, checkpoint, the probe's
-        first step or the end (the probe's context is entered per block)."""
+        """Where the current block of steps ends: the next evaluation, checkpoint or the end."""
         s, step = self.s, self.step
         stops = [s.steps, _next_multiple(step, s.checkpoint_every)]
         if s.evaluate:
             stops.append(_next_multiple(step, s.eval_every))
-        if step < self.probe_start:
-            stops.append(self.probe_start)
         return min(stops)
 
     def _block(self):
         """Train up to the next stop; False if the run diverged."""
         stop = self._next_stop()
-        probing = self.probe is not None and self.step >= self.probe_start
-        with self.probe if probing else contextlib.nullcontext():
-            while self.step < stop and not self._stop_asked():
-                self.one_step()
-                if len(self.pending) >= self._sync_every() and not self.flush():
-                    return False
+        while self.step < stop and not self._stop_asked():
+            self.one_step()
+            if len(self.pending) >= self._sync_every() and not self.flush():
+                return False
         return self.flush()
 
     def _stop_asked(self) -> bool:
@@ -463,7 +489,7 @@ class _Trainer:
         """Checkpoint at this step (unless the periodic one just did), then stop: the same
         call resumes here, bitwise as if never stopped."""
         if self.step % self.s.checkpoint_every:
-            self.checkpoint(self.probe_rows())
+            self.checkpoint()
         signum = stop_requested()
         raise Interrupted(signum, f"interrupted by {name(signum)} at step {self.step} "
                                   "(checkpointed)", step=self.step)
@@ -476,6 +502,7 @@ class _Trainer:
 
     def _run(self) -> TrainResult:
         try:
+            self.callbacks.call("on_train_start", self.model, self.step)
             self.model.train()
             while self.step < self.s.steps and self.status == "running":
                 finite = self._block()
@@ -487,14 +514,13 @@ class _Trainer:
                     self.progress.note(f"step {self.step}: loss is not finite; stopping (diverged)")
                     break
                 if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
-                    table = self.probe_rows()
                     if self.step < self.s.steps or self.s.checkpoint_at_end:
-                        self.checkpoint(table)
-                    self.save_tables(table)
+                        self.checkpoint()
+                    self.save_tables()
                 if self._stop_asked() and self.step < self.s.steps:
                     self._stop()
             if self.status == "diverged":
-                self.save_tables(self.probe_rows())
+                self.save_tables()
             self.status = "completed" if self.status == "running" else self.status
             if self.run_dir is not None:
                 extra = {"diverged_at_step": self.step} if self.status == "diverged" else {}
@@ -505,35 +531,11 @@ class _Trainer:
                                     steps_done=self.step, error=f"{type(err).__name__}: {err}")
             raise
         finally:
+            self.callbacks.call("on_train_end")
             self.progress.close()
         memory, _ = peak_memory(self.device)
         return TrainResult(self.status, self.step, pd.DataFrame(self.rows, columns=METRIC_COLUMNS),
-                           self.probe_rows(), self.model, memory, self.warmup_end)
-
-
-def _pack_table(table: pd.DataFrame) -> dict:
-    """A table in a form ``torch.load(weights_only=True)`` reads and pickles fast: numeric
-    columns as tensors, text columns as their distinct values and a tensor of codes. (A
-    1001-layer net's probe table as Python lists cost about a second per checkpoint.)"""
-    packed = {}
-    for name, column in table.items():
-        if pd.api.types.is_numeric_dtype(column):
-            packed[name] = torch.from_numpy(column.to_numpy().copy())
-        else:
-            codes, values = pd.factorize(column)
-            packed[name] = {"values": [str(v) for v in values], "codes": torch.from_numpy(codes)}
-    return packed
-
-
-def _unpack_table(packed: dict) -> pd.DataFrame:
-    columns = {}
-    for name, data in packed.items():
-        if isinstance(data, dict):
-            columns[name] = pd.Series(data["values"], dtype=object).iloc[data["codes"].numpy()] \
-                .to_numpy()
-        else:
-            columns[name] = data.numpy()
-    return pd.DataFrame(columns)
+                           self.callbacks.tables(), self.model, memory, self.warmup_end)
 
 
 class _Progress:

@@ -1,4 +1,4 @@
-"""Faithful minimal copies of other libraries' ResNets, for testing ``probes.tapping``.
+"""Faithful minimal copies of other libraries' ResNets, for testing ``probes.adapters.tapping``.
 
 torchvision's PyPI build does not import beside the torch 2.13.0 CPU build this suite is
 tested with ("operator torchvision::nms does not exist"), and timm needs torchvision; so the

@@ -1,5 +1,5 @@
 """A faithful minimal copy of timm's post-activation ResNet (``timm/models/resnet.py``, timm
-1.0.31), for testing ``probes.tapping`` where timm does not import (see reference_resnets.py).
+1.0.31), for testing ``probes.adapters.tapping`` where timm does not import (see reference_resnets.py).
 
 The blocks have timm's class names, attribute names and forward (what the two share is
 written once, in ``_Block``), in-place addition and activation included: ``BasicBlock`` (conv1 bn1 drop_block act1 aa conv2 bn2 se drop_path,

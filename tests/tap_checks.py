@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from probes import SignalProbe
-from probes.tapping import tap_model
+from probes.adapters.tapping import tap_model
 from resnet_lab import TAP_NAMES
 
 

@@ -1,4 +1,4 @@
-"""probes.tapping on the real torchvision and timm models, and the Lightning callback on one.
+"""probes.adapters.tapping on the real torchvision and timm models, and the Lightning callback on one.
 
 `make test-ecosystem` runs this file (with test_tapping, test_integrations and test_tutorial)
 in an environment where torchvision and timm import: PyPI's default torch build with the
@@ -36,7 +36,7 @@ from timm.models import resnet as timm_resnet
 from timm.models import resnetv2 as timm_resnetv2
 from torchvision.models import resnet as tv_resnet
 
-from probes.tapping import tap_model, untap_model
+from probes.adapters.tapping import tap_model, untap_model
 
 import reference_resnets
 import reference_timm
@@ -194,7 +194,7 @@ def test_lightning_callback_on_a_timm_resnet_equals_a_hand_run_probe():
     from torch.utils.data import DataLoader, TensorDataset
 
     from probes import SignalProbe
-    from probes.lightning import SignalProbeCallback
+    from probes.adapters.lightning import SignalProbeCallback
 
     class Module(L.LightningModule):
         def __init__(self):

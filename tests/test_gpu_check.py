@@ -101,7 +101,7 @@ def test_benchmarks_check_their_arguments_before_benchmarking(tmp_path, script, 
 def test_bench_probes_default_output_is_a_run_folder_not_the_paper(tmp_path):
     sys.path.insert(0, str(ROOT / "experiments"))
     try:
-        from bench_probes import output_path
+        from benchmarks import output_path
     finally:
         sys.path.remove(str(ROOT / "experiments"))
     assert output_path(None, False, "bench_probes.csv") == ROOT / "results" / "runs" / "bench" / "bench_probes.csv"
@@ -115,15 +115,15 @@ def test_split_skips_the_reads_and_keeps_the_hooks():
     import torch.nn.functional as F
 
     from probes import SignalProbe
-    from probes import stats as S
+    from probes.kernels import c_module
     from resnet_lab import cifar_resnet
     sys.path.insert(0, str(ROOT / "experiments"))
     try:
-        from bench_probes import reads_skipped, split_one
+        from benchmarks import reads_skipped, split_one
     finally:
         sys.path.remove(str(ROOT / "experiments"))
-    c_module = S._fastsums
-    if c_module is None:
+    fast = c_module._fastsums
+    if fast is None:
         pytest.skip("the C module is not built: the torch operations read, and they are not skipped")
     torch.manual_seed(0)
     net = cifar_resnet(8, version=1, width=4)
@@ -138,7 +138,7 @@ def test_split_skips_the_reads_and_keeps_the_hooks():
                     probe.step()
         rms = probe.collect().query("stat == 'rms' and step == 3").value
         assert len(rms) > 20 and ((rms == 0).all() if skipped else (rms > 0).all())
-        assert S._fastsums is c_module
+        assert c_module._fastsums is fast
     row = split_one(8, 1, torch.device("cpu"), 1, 0, width=4, batch=4, size=8)   # one round: medians are its values
     assert row["reads_s"] + row["rest_s"] == pytest.approx(row["probed_step_s"] - row["step_s"])
     assert row["python_hooks_step_s"] > 0 and row["python_hooks_ratio"] > 0   # the C++ hooks' A/B arm ran

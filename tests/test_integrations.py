@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from probes import SignalProbe
-from probes.tapping import tap_model
+from probes.adapters.tapping import tap_model
 from reference_resnets import resnet18
 from resnet_lab import cifar_resnet
 from resnet_lab.results import load_run
@@ -53,7 +53,7 @@ def test_lightning_callback_equals_a_hand_run_probe():
     L = pytest.importorskip("lightning.pytorch")
     from lightning.pytorch.loggers import Logger
 
-    from probes.lightning import SignalProbeCallback
+    from probes.adapters.lightning import SignalProbeCallback
 
     class Tiny(L.LightningModule):
         def __init__(self):
@@ -113,7 +113,7 @@ def test_lightning_callback_equals_a_hand_run_probe():
 @pytest.mark.filterwarnings(LIGHTNING_NOISE)
 def test_lightning_callback_taps_an_untapped_module():
     L = pytest.importorskip("lightning.pytorch")
-    from probes.lightning import SignalProbeCallback
+    from probes.adapters.lightning import SignalProbeCallback
 
     class Vision(L.LightningModule):
         def __init__(self):
@@ -138,7 +138,7 @@ def test_lightning_callback_taps_an_untapped_module():
 
 
 def test_optional_extras_say_how_to_install(monkeypatch):
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "probes.lightning"):
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "probes.adapters.lightning"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     real_import = builtins.__import__
 
@@ -151,13 +151,13 @@ def test_optional_extras_say_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_lightning)
     with pytest.raises(ImportError, match=r"pip install lightning \(or, in the resnet-lab checkout, "
                                           r"pip install -e '\.\[lightning\]'\)"):
-        importlib.import_module("probes.lightning")
-    from probes.tensorboard import write_scalars
+        importlib.import_module("probes.adapters.lightning")
+    from probes.adapters.tensorboard import write_scalars
     with pytest.raises(ImportError, match=r"pip install tensorboard \(or, in the resnet-lab checkout, "
                                           r"pip install -e '\.\[tensorboard\]'\)"):
         write_scalars("logs", pd.DataFrame())
     monkeypatch.undo()
-    sys.modules.pop("probes.lightning", None)            # the next import is the real one
+    sys.modules.pop("probes.adapters.lightning", None)            # the next import is the real one
 
 
 # ---- TensorBoard --------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def test_tensorboard_event_file_holds_the_probe_rows(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from probes.tensorboard import scalar_tags, write_scalars
+    from probes.adapters.tensorboard import scalar_tags, write_scalars
     net = cifar_resnet(8, version=1, width=4)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     with SignalProbe(net, every=2, weight_inputs=True) as probe:
@@ -201,7 +201,7 @@ def test_tensorboard_writer_is_left_open(tmp_path):
     pytest.importorskip("tensorboard")
     from torch.utils.tensorboard import SummaryWriter
 
-    from probes.tensorboard import write_scalars
+    from probes.adapters.tensorboard import write_scalars
     net = tap_model(resnet18(num_classes=10)).model
     with SignalProbe(net, taps="input", stats="norm", param_grads=False) as probe:
         F.cross_entropy(net(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1])).backward()

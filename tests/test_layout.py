@@ -35,7 +35,7 @@ def project_imports(path: Path):
 @pytest.mark.parametrize("package", PACKAGES)
 def test_each_package_imports_only_what_lies_below_it(package):
     bad = []
-    for path in sorted((ROOT / package).glob("*.py")):
+    for path in sorted((ROOT / package).rglob("*.py")):
         for line, name in project_imports(path):
             top = name.split(".")[0]
             if top != package and not any(name == a or name.startswith(a + ".") for a in ALLOWED[package]):
@@ -48,3 +48,25 @@ def test_every_experiment_has_its_module_and_its_script():
     for name in analysis.EXPERIMENTS:
         assert (ROOT / "analysis" / f"{name}.py").exists()
         assert (ROOT / "experiments" / f"{name}.py").exists()
+
+
+def test_the_instrument_never_imports_its_adapters():
+    """probes.adapters (tapping, lightning, tensorboard) import the instrument, never the reverse
+    (the package's __init__ re-exports tap_model for convenience)."""
+    bad = []
+    for path in sorted((ROOT / "probes").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[1] == "adapters" or rel == Path("probes/__init__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = () if node.level == 0 else rel.parts[:len(rel.parts) - node.level]
+                target = ".".join(base + ((node.module,) if node.module else ()))
+                names = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if any(n == "probes.adapters" or n.startswith("probes.adapters.") for n in names):
+                bad.append(f"{rel}:{node.lineno} imports probes.adapters")
+    assert not bad, "\n".join(bad)

@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes import SignalProbe, cpp_hooks
+from probes import SignalProbe, kernels
 from probes import stats as S
+from probes.kernels import c_module, cpp_hooks
+from probes.recorder import TapRecorder
 from resnet_lab import TAP_NAMES, ResidualUnit, cifar_resnet
 from resnet_lab.networks import ResNet
 
@@ -59,21 +61,25 @@ def backend(request, monkeypatch):
     """The ways the statistics are computed on the CPU: the C module's kernel (gradients read
     by the C++ hooks, or by the Python hooks where those are not built) and torch operations
     (Python hooks)."""
-    if request.param == "torch":
-        monkeypatch.setattr(S, "_fastsums", None)
     if request.param == "C":
         monkeypatch.setattr(cpp_hooks, "load", lambda: None)
-    return request.param
+    with kernels.forced("torch") if request.param == "torch" else contextlib.nullcontext():
+        yield request.param
+
+
+def scalar_views(row):
+    """A raw-sum row and its 0-d views, as the probe hands them to a backend."""
+    return row, tuple(row[k] for k in range(len(S.RAW_ROW)))
 
 
 def test_c_module_is_built():
     # setup.py builds it as optional; a silent build failure would only show as a slow probe.
-    assert S._fastsums is not None, "probes._fastsums is not built: pip install -e . needs a C compiler"
+    assert c_module._fastsums is not None, "probes.kernels._fastsums is not built: pip install -e . needs a C compiler"
 
 
 def test_cpp_hooks_are_built():
     # make install builds them; a failed build falls back to the Python hooks, silently slower.
-    assert cpp_hooks.load() is not None, "probes' C++ gradient hooks did not build: python -m probes.cpp_hooks"
+    assert cpp_hooks.load() is not None, "probes' C++ gradient hooks did not build: python -m probes.kernels.cpp_hooks"
 
 
 def test_an_unbuildable_cpp_extension_falls_back_to_python_saying_why_once(monkeypatch):
@@ -94,7 +100,7 @@ def test_an_unbuildable_cpp_extension_falls_back_to_python_saying_why_once(monke
         with probe:
             F.cross_entropy(net(x), y).backward()
             probe.step()
-    assert probe._recorder is False and len(probe.collect().query("step == 3")) > 100
+    assert probe._taps.cpp is False and len(probe.collect().query("step == 3")) > 100
 
 
 def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
@@ -103,9 +109,9 @@ def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
     slot has no kept layout: in the second step (buffers trimmed: every view remade) and the
     first step of a new batch size; in between the C++ taps and hooks read everything."""
     calls = {"_on_tap": 0, "_measure_forward": 0, "_measure_grad": 0}
-    for name in calls:
-        method = getattr(SignalProbe, name)
-        monkeypatch.setattr(SignalProbe, name, lambda self, *a, _m=method, _n=name:
+    for name in calls:                   # the Python taps and what the C++ ones call back
+        method = getattr(TapRecorder, name[1:])
+        monkeypatch.setattr(TapRecorder, name[1:], lambda self, *a, _m=method, _n=name:
                             (calls.__setitem__(_n, calls[_n] + 1), _m(self, *a))[1])
     torch.manual_seed(0)
     net = small_net("original")
@@ -118,7 +124,7 @@ def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
             probe.step()
         per_step.append(dict(calls))
         calls.update(dict.fromkeys(calls, 0))
-    assert type(probe._recorder).__name__ == "Recorder"
+    assert type(probe._taps.cpp).__name__ == "Recorder"
     assert per_step[0]["_on_tap"] == 20 and per_step[0]["_measure_grad"] > 8
     assert per_step[1]["_on_tap"] == 0 and per_step[1]["_measure_forward"] > 8 and per_step[1]["_measure_grad"] > 8
     assert per_step[3] == per_step[1] and per_step[2] == per_step[4] == dict.fromkeys(calls, 0)
@@ -167,7 +173,7 @@ def test_cpp_taps_and_hooks_equal_the_python_ones(case):
                     F.cross_entropy(_forward(net, x, case == "reentrant checkpoint"), y).backward()
                 for probe in reversed(probes):
                     probe.step()
-        assert all(bool(p._recorder) == cpp for p in probes)
+        assert all(bool(p._taps.cpp) == cpp for p in probes)
         frames[cpp] = [p.collect() for p in probes]
     for with_cpp, with_python in zip(frames[True], frames[False]):
         assert with_cpp.step.nunique() == (3 if case == "every 2" else 5)
@@ -208,17 +214,12 @@ def test_raw_sums_c_module_and_torch_agree(layout):
     t = {"nchw": t, "channels_last": t.contiguous(memory_format=torch.channels_last),
          "2d": t.reshape(37 * 6, 15)[:, :6].contiguous(), "strided": t[:, :, ::2]}[layout]
     expected = reference_stats(t)
-    for fast in (S._fastsums, None):
-        S_fast, S._fastsums = S._fastsums, fast
-        try:
-            s1c, row = torch.zeros(t.shape[1]), torch.zeros(3)
-            S.raw_sums(t, s1c, (row, tuple(row[k] for k in range(3))),
-                       lambda k, like: torch.empty(like.numel()))
-        finally:
-            S._fastsums = S_fast
+    for fast in (kernels.C_MODULE, kernels.TORCH):
+        s1c, row = torch.zeros(t.shape[1]), torch.zeros(len(S.RAW_ROW))
+        fast.raw_sums(t, s1c, scalar_views(row), lambda k, like: torch.empty(like.numel()))
         n, c = t.numel(), t.shape[1]
         got = S.tensor_stats(s1c.double(), torch.arange(c).div(c, rounding_mode="floor"),
-                             row.double().reshape(3, 1), torch.tensor([n / c], dtype=torch.float64),
+                             row.double().reshape(-1, 1), torch.tensor([n / c], dtype=torch.float64),
                              torch.tensor([c], dtype=torch.float64))
         for stat, value in expected.items():
             assert got[stat].item() == pytest.approx(value.item(), rel=1e-6, abs=1e-9), (layout, fast, stat)
@@ -231,7 +232,7 @@ def test_masked_energy_c_module_and_torch_agree():
     expected = (h.double().square() * (out == 0)).sum().item()
     for f_out in (out, out.contiguous(memory_format=torch.channels_last)):   # alike, then not
         got = torch.zeros(())
-        S.masked_energy(h, f_out, got, lambda k, like: torch.empty(like.numel()))
+        kernels.C_MODULE.masked_energy(h, f_out, got, lambda k, like: torch.empty(like.numel()))
         assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -497,8 +498,8 @@ def test_probe_memory_is_trimmed_to_its_layout():
         with probe:
             F.cross_entropy(net(torch.randn(2, 3, 4, 4)), torch.tensor([0, 1])).backward()
             probe.step()
-    slots, units = len(probe._slot_meta), len(probe._units)
-    channels = probe._fwd.used + probe._bwd.used
+    slots, units = probe._index.n_slots, len(probe._index.units)
+    channels = probe._taps.fwd.used + probe._taps.bwd.used
     assert probe.nbytes() == 4 * (channels + 2 * 3 * slots + units)
     assert probe.collect().groupby("step").size().nunique() == 1       # same rows after trimming
 
@@ -540,12 +541,8 @@ def test_grouped_norms_c_module_and_torch_agree():
     tensors = [torch.randn(n) for n in (3, 5000, 1, 77, 4096 * 3 + 1)]
     groups = torch.tensor([0, 2, 0, 2, 1])
     expected = [torch.cat([t for t, g in zip(tensors, groups) if g == k]).double().norm().item() for k in range(3)]
-    for fast in (S._fastsums, None):
-        S_fast, S._fastsums = S._fastsums, fast
-        try:
-            got = S.grouped_norms(tensors, groups, 3)
-        finally:
-            S._fastsums = S_fast
+    for fast in (kernels.C_MODULE, kernels.TORCH):
+        got = fast.grouped_sq_sums(tensors, groups, 3).sqrt()
         assert got.tolist() == pytest.approx(expected, rel=1e-6)
 
 
@@ -559,15 +556,10 @@ def test_raw_sums_with_masked_energy_fused_and_torch_agree(layout):
         h, out = (t.contiguous(memory_format=torch.channels_last) for t in (h, out))
     expected_energy = (h.double().square() * (out == 0)).sum().item()
     results = []
-    for fast in (S._fastsums, None):
-        S_fast, S._fastsums = S._fastsums, fast
-        try:
-            s1c, row, energy = torch.zeros(4), torch.zeros(3), torch.zeros(2)
-            buffers = [torch.empty(out.numel()), torch.empty(out.numel())]     # reused, as the probe's
-            S.raw_sums(out, s1c, (row, tuple(row[k] for k in range(3))), lambda k, like: buffers[k],
-                       masked=(h, energy[1]))
-        finally:
-            S._fastsums = S_fast
+    for fast in (kernels.C_MODULE, kernels.TORCH):
+        s1c, row, energy = torch.zeros(4), torch.zeros(len(S.RAW_ROW)), torch.zeros(2)
+        buffers = [torch.empty(out.numel()), torch.empty(out.numel())]     # reused, as the probe's
+        fast.raw_sums(out, s1c, scalar_views(row), lambda k, like: buffers[k], masked=(h, energy[1]))
         assert energy[1].item() == pytest.approx(expected_energy, rel=1e-6) and energy[0] == 0
         results.append(torch.cat([s1c, row]))
     torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-5)
@@ -608,3 +600,30 @@ def test_nested_probes_both_measure_and_leave_the_taps_as_they_were():
         got = probe.collect().set_index(["unit", "tap", "direction", "stat"])["value"]
         np.testing.assert_allclose(got, expected.loc[got.index], rtol=1e-6, atol=1e-9)
     assert len(outer.collect()) == len(expected)
+
+
+def test_probe_state_round_trips_through_a_checkpoint():
+    """A probe's records are its state: saved with torch.save and read back under
+    ``weights_only=True`` into a new probe of the same model, they give the same rows, and
+    the probe records on from there."""
+    import io
+    torch.manual_seed(0)
+    net = small_net("original")
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    probe = SignalProbe(net, weight_inputs=True, every=2)
+    for step in range(3):
+        with probe:
+            if step == 2:
+                with torch.no_grad():          # a forward-only step: no backward part
+                    net(x)
+            else:
+                F.cross_entropy(net(x), y).backward()
+            probe.step()
+    buffer = io.BytesIO()
+    torch.save(probe.state_dict(), buffer)
+    buffer.seek(0)
+    again = SignalProbe(net, weight_inputs=True)
+    again.load_state_dict(torch.load(buffer, weights_only=True))
+    pd.testing.assert_frame_equal(again.collect(), probe.collect(), check_exact=True)
+    assert sorted(again.collect().step.unique()) == [1, 3]
+    assert set(again.collect().query("step == 3 and tap != 'params'").direction) == {"forward"}

@@ -1,4 +1,4 @@
-"""SignalProbe on CUDA: same statistics as on CPU, the Triton kernels (probes._triton_sums) equal
+"""SignalProbe on CUDA: same statistics as on CPU, the Triton kernels (probes.kernels.triton_sums) equal
 to the torch path, and no host synchronisation in any hook.
 
 Marked ``gpu``: skipped without CUDA; run with ``pytest -m gpu`` (``make test-gpu``, or
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probes import SignalProbe
-from probes import stats as S
+from probes import SignalProbe, kernels
+from probes.stats import RAW_ROW
 from resnet_lab import cifar_resnet
 
 pytestmark = pytest.mark.gpu
@@ -56,7 +56,7 @@ def probed_step(net, x, y, autocast=False, steps=1):
 def test_cuda_statistics_equal_cpu(version, channels_last, no_tf32):
     """fp32 on CUDA (TF32 off), through the Triton kernels, gives the CPU's statistics: at the
     first step and at the third, through the kept launch plans."""
-    assert S._triton_sums is not None, "triton is not importable: the GPU path would use torch operations"
+    assert kernels.TRITON is not None, "triton is not importable: the GPU path would use torch operations"
     torch.manual_seed(0)
     cpu = cifar_resnet(56, version=version)
     gpu = cifar_resnet(56, version=version)
@@ -77,7 +77,7 @@ def test_cuda_statistics_with_and_without_triton_agree(monkeypatch, no_tf32):
     x = torch.randn(16, 3, 16, 16, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (16,), device="cuda")
     with_triton = probed_step(net, x, y)
-    monkeypatch.setattr(S, "_triton_sums", None)
+    monkeypatch.setitem(kernels.CHOSEN, "cuda", kernels.TORCH)
     close_to_cpu(probed_step(net, x, y), with_triton)
 
 
@@ -95,22 +95,21 @@ def sample(layout, dtype, seed):
 def test_triton_kernels_equal_torch_path_on_cuda(monkeypatch, layout, dtype):
     """Channel sums, sums of squares, sign counts and the masked energy: the kernels against
     the torch operations on the same CUDA tensors, to fp32 rounding."""
-    K = S._triton_sums
-    assert K is not None
+    assert kernels.TRITON is not None
+    K = kernels.triton_sums
     t, h = sample(layout, dtype, 0), sample(layout, dtype, 1)
     f_out = torch.relu(t)
     c = t.shape[1]
     got = [torch.full((c,), 7.0, device="cuda"), torch.full((c,), 7.0, device="cuda"),
-           torch.full((3,), 7.0, device="cuda"), torch.full((2,), 7.0, device="cuda")]
+           torch.full((len(RAW_ROW),), 7.0, device="cuda"), torch.full((2,), 7.0, device="cuda")]
     assert K.channel_sums(t, got[0], got[1], got[2]) and K.masked_energy(h, f_out, got[3][1])
-    with monkeypatch.context() as m:
-        m.setattr(S, "_triton_sums", None)
-        ref = [torch.zeros(c, device="cuda"), torch.zeros(c, device="cuda"), torch.zeros(3, device="cuda"),
-               torch.zeros((), device="cuda")]
-        bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
-        S.raw_sums(t, ref[0], (ref[2], tuple(ref[2][k] for k in range(3))), lambda k, like: bufs[k])
-        S.channel_moments(t, torch.zeros(c, device="cuda"), ref[1])
-        S.masked_energy(h, f_out, ref[3], lambda k, like: bufs[k])
+    torch_path = kernels.TORCH
+    ref = [torch.zeros(c, device="cuda"), torch.zeros(c, device="cuda"), torch.zeros(len(RAW_ROW), device="cuda"),
+           torch.zeros((), device="cuda")]
+    bufs = [torch.empty(t.numel(), device="cuda"), torch.empty(t.numel(), device="cuda")]
+    torch_path.raw_sums(t, ref[0], (ref[2], tuple(ref[2][k] for k in range(len(RAW_ROW)))), lambda k, like: bufs[k])
+    torch_path.channel_moments(t, torch.zeros(c, device="cuda"), ref[1])
+    torch_path.masked_energy(h, f_out, ref[3], lambda k, like: bufs[k])
     scale = t.float().abs().sum().item()
     torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=2e-6 * scale)
     torch.testing.assert_close(got[1], ref[1], rtol=1e-5, atol=0)
@@ -137,7 +136,7 @@ def test_direct_launch_equals_the_jit_launch(monkeypatch, layout, dtype):
     writes bit for bit what the JIT's launch writes, for new tensors of the layout and for a
     view off 16-byte alignment (a plan of its own: the JIT specialises on alignment);
     and the fused masked energy equals the one of the separate kernel."""
-    K = S._triton_sums
+    K = kernels.triton_sums
     for k in range(3):
         t, h = torch.relu(sample(layout, dtype, 10 + k)), sample(layout, dtype, 20 + k)
         if k == 2:
@@ -162,7 +161,7 @@ def test_direct_launch_equals_the_jit_launch(monkeypatch, layout, dtype):
 def test_kernel_sums_are_deterministic():
     """Many launches on one large tensor give the same bits: the last program's sum runs in a
     fixed order, and a missing barrier or fence (a race) would make the results move."""
-    K = S._triton_sums
+    K = kernels.triton_sums
     t = torch.randn(128, 64, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
     h = torch.randn_like(t)
     t = torch.relu(t)

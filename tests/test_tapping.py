@@ -1,4 +1,4 @@
-"""probes.tapping on ResNets built elsewhere: torchvision's and timm's post-activation blocks and
+"""probes.adapters.tapping on ResNets built elsewhere: torchvision's and timm's post-activation blocks and
 timm resnetv2's pre-activation blocks (faithful copies in tests/reference_resnets.py and
 tests/reference_timm.py: PyPI's torchvision does not import beside this torch build; the real
 libraries are tested by tests/test_ecosystem.py, `make test-ecosystem`).
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probes import SignalProbe
-from probes.tapping import SUPPORTED, find_blocks, tap_model, untap_model
+from probes.adapters.tapping import SUPPORTED, find_blocks, tap_model, untap_model
 from resnet_lab import TAP_NAMES, Tap, cifar_resnet
 from resnet_lab.taps import tapped_units
 

@@ -86,35 +86,48 @@ def test_short_digits_run_lowers_the_loss_and_reproduces_bitwise(digits):
 # ---- checkpoint and resume --------------------------------------------------------------------
 
 class FakeProbe:
-    """The DESIGN.md Probe API in miniature: hooks only inside ``with``, ``step()`` after each
-    backward, records one step in ``every`` (the mean of the first unit's sum tap)."""
+    """A training callback in miniature, as the engine sees one: its own schedule (updates 1,
+    1 + every, ...), a hook on the first unit's sum tap only during the updates it probes, the
+    tap's mean as its record, its records as its state (saved in the checkpoint), its table."""
+    name = "probe"
 
-    def __init__(self, model, every=1, first_step=1):
-        self.model, self.every, self.records, self.value = model, every, [], None
-        self._step, self.first_step = 0, first_step
+    def __init__(self, every=3):
+        self.every, self.records, self.value, self.handle = every, [], None, None
 
-    def __enter__(self):
-        self.handle = self.model.units()[0].taps["sum"].register_forward_hook(self._hook)
-        return self
+    def on_train_start(self, model, step):
+        self.unit = model.units()[0]
 
-    def __exit__(self, *exc):
-        self.handle.remove()
-        return False
+    def on_step_start(self, step):
+        if (step - 1) % self.every == 0:
+            self.handle = self.unit.taps["sum"].register_forward_hook(self._hook)
 
     def _hook(self, module, args, out):
         assert self.value is None, "one forward per step, and none outside training steps"
         self.value = out.detach().mean().item()
 
-    def step(self):
-        if self._step % self.every == 0:
-            self.records.append((self.first_step + self._step, self.value))
-        self.value = None
-        self._step += 1
+    def on_after_backward(self, step):
+        if self.handle is not None:
+            self.records.append((step, self.value))
 
-    def collect(self):
-        return pd.DataFrame({"step": [s for s, _ in self.records], "unit": 0, "stage": 1,
-                             "index": 0, "tap": "sum", "direction": "forward", "stat": "mean",
-                             "value": [v for _, v in self.records]})
+    def on_step_end(self, step):
+        self.on_train_end()
+        self.value = None
+
+    def on_train_end(self):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def state_dict(self):
+        return {"steps": [s for s, _ in self.records], "values": [v for _, v in self.records]}
+
+    def load_state_dict(self, state):
+        self.records = list(zip(state["steps"], state["values"]))
+
+    def tables(self):
+        return {"probe": pd.DataFrame({"step": [s for s, _ in self.records], "unit": 0, "stage": 1,
+                                       "index": 0, "tap": "sum", "direction": "forward", "stat": "mean",
+                                       "value": [v for _, v in self.records]})}
 
 
 def kill_at_training_forward(model, n):
@@ -131,20 +144,20 @@ def kill_at_training_forward(model, n):
 
 def test_killed_run_resumes_to_the_same_weights_and_rows(tmp_path, digits):
     whole = RunDir.create("t", {"run": "whole"}, out=tmp_path)
-    a = train(small_net(), digits, whole, probe_factory=FakeProbe, probe_every=3, **STEPS)
+    a = train(small_net(), digits, whole, callbacks=[FakeProbe(every=3)], **STEPS)
 
     run = RunDir.create("t", {"run": "killed"}, out=tmp_path, run_id="killed")
     net = small_net()
     handle = kill_at_training_forward(net, 13)             # dies during step 13; last checkpoint 10
     with pytest.raises(KeyboardInterrupt):
-        train(net, digits, run, probe_factory=FakeProbe, probe_every=3, **STEPS)
+        train(net, digits, run, callbacks=[FakeProbe(every=3)], **STEPS)
     handle.remove()
     assert run.config["status"] == "interrupted"
     assert torch.load(run.path / "checkpoint.pt")["step"] == 10
     assert read_csv(run, "metrics.csv.gz").step.max() == 10
 
     run = RunDir.create("t", {"run": "killed"}, out=tmp_path, run_id="killed")   # the same command again
-    b = train(small_net(seed=1), digits, run, probe_factory=FakeProbe, probe_every=3, **STEPS)
+    b = train(small_net(seed=1), digits, run, callbacks=[FakeProbe(every=3)], **STEPS)
     assert b.status == "completed" and run.config["status"] == "completed"
     assert run.config["resumed_from_step"] == 10 and run.config["error"] is None
     (restart,) = run.config["restarts"]
@@ -155,19 +168,46 @@ def test_killed_run_resumes_to_the_same_weights_and_rows(tmp_path, digits):
                                   comparable(read_csv(run, "metrics.csv.gz")), check_exact=True)
     # Both probed steps 1, 4, ..., 19 -- the resumed run from step 13 on, across the
     # checkpoint at 10 -- and never an evaluation forward.
-    assert list(a.probe.step) == [1, 4, 7, 10, 13, 16, 19]
-    pd.testing.assert_frame_equal(a.probe, b.probe, check_exact=True)
+    assert list(a.tables["probe"].step) == [1, 4, 7, 10, 13, 16, 19]
+    pd.testing.assert_frame_equal(a.tables["probe"], b.tables["probe"], check_exact=True)
     pd.testing.assert_frame_equal(read_csv(whole, "probe.csv.gz"), read_csv(run, "probe.csv.gz"))
 
 
 def test_signal_probe_rows_are_saved_with_the_run(tmp_path, digits):
     probes = pytest.importorskip("probes")
     run = RunDir.create("t", {}, out=tmp_path)
-    result = train(small_net(), digits, run, probe_factory=probes.SignalProbe, probe_every=5,
+    result = train(small_net(), digits, run, callbacks=[probes.ProbeCallback(every=5)],
                    steps=10, batch_size=32, checkpoint_every=5, quiet=True)
     saved = read_csv(run, "probe.csv.gz")
-    assert sorted(saved.step.unique()) == [1, 6] and len(saved) == len(result.probe)
+    assert sorted(saved.step.unique()) == [1, 6] and len(saved) == len(result.tables["probe"])
     assert {"step", "unit", "stage", "index", "tap", "direction", "stat", "value"} <= set(saved.columns)
+
+
+def test_killed_probed_run_resumes_to_the_same_probe_table(tmp_path, digits):
+    """A SignalProbe's rows are its state: a run killed between checkpoints and resumed records
+    the same table, bit for bit, as an uninterrupted one (probed at 1, 4, ..., 19; the kill in
+    step 13, the last checkpoint at 10)."""
+    probes = pytest.importorskip("probes")
+    stats = dict(stats=("rms", "frac_zero", "shortcut_cut", "grad_cut", "grad_norm"), weight_inputs=True)
+    whole = RunDir.create("t", {"run": "whole"}, out=tmp_path)
+    a = train(small_net(), digits, whole, callbacks=[probes.ProbeCallback(every=3, **stats)], **STEPS)
+    run = RunDir.create("t", {"run": "killed"}, out=tmp_path, run_id="killed")
+    net = small_net()
+    handle = kill_at_training_forward(net, 13)
+    with pytest.raises(KeyboardInterrupt):
+        train(net, digits, run, callbacks=[probes.ProbeCallback(every=3, **stats)], **STEPS)
+    handle.remove()
+    assert all("forward" not in m.__dict__ for m in net.modules())      # the probe left the net
+    run = RunDir.create("t", {"run": "killed"}, out=tmp_path, run_id="killed")
+    b = train(small_net(seed=1), digits, run, callbacks=[probes.ProbeCallback(every=3, **stats)], **STEPS)
+    assert sorted(a.tables["probe"].step.unique()) == [1, 4, 7, 10, 13, 16, 19]
+    pd.testing.assert_frame_equal(a.tables["probe"], b.tables["probe"], check_exact=True)
+    pd.testing.assert_frame_equal(read_csv(whole, "probe.csv.gz"), read_csv(run, "probe.csv.gz"))
+
+
+def test_callbacks_need_names_of_their_own(digits):
+    with pytest.raises(ValueError, match="two callbacks named 'probe'"):
+        train(small_net(), digits, callbacks=[FakeProbe(), FakeProbe()], steps=1, batch_size=8, quiet=True)
 
 
 # ---- divergence -------------------------------------------------------------------------------
@@ -395,18 +435,3 @@ def test_cuda_gradient_checkpointing_same_step_less_memory():
     first = lambda r: r.metrics.query("step == 1 and metric == 'loss'").value.iloc[0]
     assert first(ckpt) == pytest.approx(first(plain), rel=1e-3)
     assert ckpt.peak_memory_bytes < 0.6 * plain.peak_memory_bytes
-
-
-def test_checkpointed_probe_table_round_trips_exactly():
-    """A probe table survives the checkpoint's compact form (numbers as tensors, text as codes)
-    exactly: dtypes, order, NaN and infinities included, under torch.load's weights_only."""
-    import io
-    from resnet_lab.training import _pack_table, _unpack_table
-    table = pd.DataFrame({"step": [1, 1, 11], "tap": ["sum", "input", "sum"],
-                          "stat": ["rms", "rms", "grad_cut"],
-                          "value": [0.1 + 0.2, float("nan"), float("inf")], "layer": ["", "conv1", ""]})
-    buffer = io.BytesIO()
-    torch.save({"probe_rows": _pack_table(table)}, buffer)
-    buffer.seek(0)
-    back = _unpack_table(torch.load(buffer, weights_only=True)["probe_rows"])
-    pd.testing.assert_frame_equal(back, table, check_exact=True)

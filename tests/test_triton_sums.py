@@ -1,4 +1,4 @@
-"""The Triton kernels of probes._triton_sums against the torch path of probes.stats, on the CPU.
+"""The Triton kernels of probes.kernels.triton_sums against the torch path, on the CPU.
 
 Triton's interpreter (``TRITON_INTERPRET=1``) runs a kernel on CPU tensors with numpy, so the
 kernels' arithmetic, masks and index maps are checked without a GPU. The variable must be set
@@ -9,10 +9,7 @@ tensors there (``DEVICES``). ``test_kernels_compile_for_h100`` compiles the kern
 with Triton's bundled ptxas: what the interpreter does not check (types, layouts, register
 allocation). On CUDA, ``tests/test_probes_gpu.py`` compares them again.
 """
-import os
-import subprocess
-import sys
-from pathlib import Path
+import contextlib
 
 import numpy as np
 import pytest
@@ -20,59 +17,27 @@ import torch
 import torch.nn.functional as F
 
 from probes import SignalProbe
-from probes import stats as S
+from probes import kernels as K
+from probes.stats import RAW_ROW
 from resnet_lab import cifar_resnet
+from triton_interpreter import INTERPRETING, interpreted_kernels, run_in_child
 
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install triton; Linux only)")
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LAYOUTS = ["nchw", "channels_last", "2d"]
+ROW = len(RAW_ROW)                  # raw sums in a row (probes.stats)
 
 
 def test_kernels_under_interpreter():
     """This file's comparisons, in a child process under TRITON_INTERPRET=1."""
-    if INTERPRETING:
-        pytest.skip("this is the child process")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                            str(Path(__file__).relative_to(ROOT)), "-k", "not under_interpreter"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    summary = child.stdout.strip().splitlines()[-1] if child.stdout.strip() else child.stderr[-2000:]
-    assert child.returncode == 0, child.stdout[-6000:] + child.stderr[-2000:]
-    if " passed" not in summary:                     # everything skipped: say why
-        pytest.skip(f"under the interpreter: {child.stdout[-1500:]}")
-
-
-def _interpreter_works():
-    """None, or why Triton's interpreter cannot run a kernel here."""
-    import triton.language as tl
-
-    @triton.jit
-    def double(x_ptr, n, B: tl.constexpr):
-        i = tl.arange(0, B)
-        tl.store(x_ptr + i, 2 * tl.load(x_ptr + i, mask=i < n), mask=i < n)
-
-    try:
-        x = torch.ones(3)
-        double[(1,)](x, 3, B=4)
-        return None if x.tolist() == [2.0, 2.0, 2.0] else f"interpreter returned {x.tolist()}"
-    except Exception as err:                       # any failure: report it as the skip reason
-        return f"Triton's interpreter fails with torch {torch.__version__}: {type(err).__name__}: {err}"
+    run_in_child(__file__, "not under_interpreter")
 
 
 @pytest.fixture(scope="module")
 def kernels():
-    """probes._triton_sums with interpreted kernels, taking CPU tensors."""
-    if not INTERPRETING:
-        pytest.skip("runs in a child process under TRITON_INTERPRET=1 (test_kernels_under_interpreter)")
-    reason = _interpreter_works()
-    if reason:
-        pytest.skip(reason)
-    from probes import _triton_sums
-    _triton_sums.DEVICES = ("cuda", "cpu")
-    return _triton_sums
+    """probes.kernels.triton_sums with interpreted kernels, taking CPU tensors."""
+    return interpreted_kernels()
 
 
 def sample(layout, dtype, seed=0):
@@ -85,17 +50,19 @@ def sample(layout, dtype, seed=0):
     return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
 
 
-def torch_path(monkeypatch, fn, *args):
-    """Run ``fn`` (a probes.stats function) with torch operations only."""
-    with monkeypatch.context() as m:
-        m.setattr(S, "_triton_sums", None)
-        m.setattr(S, "_fastsums", None)
-        return fn(*args)
+def torch_path(monkeypatch, name, *args):
+    """Run the backend method ``name`` with torch operations only."""
+    return getattr(K.TORCH, name)(*args)
+
+
+def triton_backend(kernels):
+    """The Triton backend (``TritonKernels``) over the interpreted kernels."""
+    return kernels.TritonKernels()
 
 
 def scalar_views():
-    row = torch.zeros(3)
-    return row, (row, tuple(row[k] for k in range(3)))
+    row = torch.zeros(ROW)
+    return row, (row, tuple(row[k] for k in range(ROW)))
 
 
 def close(got, expected, scale):
@@ -110,10 +77,10 @@ def test_raw_sums_kernel_equals_torch_path(kernels, monkeypatch, layout, dtype):
     t = sample(layout, dtype)
     c = t.shape[1]
     expected_s1c, (expected_row, expected_views) = torch.zeros(c), scalar_views()
-    torch_path(monkeypatch, S.raw_sums, t, expected_s1c, expected_views,
+    torch_path(monkeypatch, "raw_sums", t, expected_s1c, expected_views,
                lambda k, like: torch.empty(like.numel()))
     s1c = torch.full((c,), 7.0)                      # stale values: the kernel overwrites them
-    row = torch.full((3,), 7.0)
+    row = torch.full((ROW,), 7.0)
     assert kernels.channel_sums(t, s1c, None, row)
     scale = t.float().abs().sum()
     close(s1c, expected_s1c, scale)
@@ -127,7 +94,7 @@ def test_channel_moments_kernel_equals_torch_path(kernels, monkeypatch, layout, 
     t = sample(layout, dtype, seed=1)
     c = t.shape[1]
     expected = torch.zeros(c), torch.zeros(c)
-    torch_path(monkeypatch, S.channel_moments, t, *expected)
+    torch_path(monkeypatch, "channel_moments", t, *expected)
     got = torch.full((c,), 7.0), torch.full((c,), 7.0)
     assert kernels.channel_sums(t, got[0], got[1], None)
     close(got[0], expected[0], t.float().abs().sum())
@@ -140,7 +107,7 @@ def test_masked_energy_kernel_equals_torch_path(kernels, monkeypatch, layout, dt
     h = sample(layout, dtype, seed=2)
     f_out = torch.relu(sample(layout, dtype, seed=3))          # zeros where the sample was <= 0
     expected = torch.zeros(())
-    torch_path(monkeypatch, S.masked_energy, h, f_out, expected,
+    torch_path(monkeypatch, "masked_energy", h, f_out, expected,
                lambda k, like: torch.empty(like.numel()))
     cut = torch.full((4,), 7.0)                                 # the probe passes one element
     assert kernels.masked_energy(h, f_out, cut[1])
@@ -155,8 +122,8 @@ def test_many_programs_and_tiles(kernels, monkeypatch):
         t[t.abs() < 0.2] = 0
         c = t.shape[1]
         expected = torch.zeros(c), torch.zeros(c)
-        torch_path(monkeypatch, S.channel_moments, t, *expected)
-        got, row = (torch.zeros(c), torch.zeros(c)), torch.zeros(3)
+        torch_path(monkeypatch, "channel_moments", t, *expected)
+        got, row = (torch.zeros(c), torch.zeros(c)), torch.zeros(ROW)
         assert kernels.channel_sums(t, got[0], got[1], row)
         close(got[0], expected[0], t.abs().sum())
         close(got[1], expected[1], t.square().sum())
@@ -166,7 +133,7 @@ def test_many_programs_and_tiles(kernels, monkeypatch):
 def test_nan_reaches_sign_sums_as_in_torch(kernels):
     t = torch.randn(3, 4, 2, 2)
     t[1, 2, 0, 1] = float("nan")
-    s1c, row = torch.zeros(4), torch.zeros(3)
+    s1c, row = torch.zeros(4), torch.zeros(ROW)
     assert kernels.channel_sums(t, s1c, None, row)
     assert torch.isnan(row).all() and torch.isnan(s1c[2]) and not torch.isnan(s1c[[0, 1, 3]]).any()
 
@@ -174,12 +141,12 @@ def test_nan_reaches_sign_sums_as_in_torch(kernels):
 def test_other_inputs_are_left_to_torch(kernels):
     """Strided views, 3-D tensors, fp64, empty tensors or unlike layouts: nothing written."""
     t = torch.randn(4, 6, 5, 5)
-    out, row = torch.full((6,), 7.0), torch.full((3,), 7.0)
+    out, row = torch.full((6,), 7.0), torch.full((ROW,), 7.0)
     for bad in (t[:, :, ::2], t[0], t.double(), t[:0]):
         assert not kernels.channel_sums(bad, out[: bad.shape[1]] if bad.dim() > 1 else out, None, row)
     assert not kernels.masked_energy(t, t.contiguous(memory_format=torch.channels_last), out[0])
     assert not kernels.channel_sums(t, torch.zeros(12)[::2], None, row)       # strided output
-    assert out.tolist() == [7.0] * 6 and row.tolist() == [7.0] * 3
+    assert out.tolist() == [7.0] * 6 and row.tolist() == [7.0] * ROW
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
@@ -193,8 +160,8 @@ def test_masked_energy_in_the_same_pass_equals_torch_path(kernels, monkeypatch, 
     expected_s1c, (expected_row, views) = torch.zeros(c), scalar_views()
     expected_cut = torch.zeros(())
     bufs = [torch.empty(f_out.numel()), torch.empty(f_out.numel())]    # kept: buffer 0 holds sign(f(y))
-    torch_path(monkeypatch, S.raw_sums, f_out, expected_s1c, views, lambda k, like: bufs[k], (h, expected_cut))
-    s1c, row, cut = torch.full((c,), 7.0), torch.full((3,), 7.0), torch.full((3,), 7.0)
+    torch_path(monkeypatch, "raw_sums", f_out, expected_s1c, views, lambda k, like: bufs[k], (h, expected_cut))
+    s1c, row, cut = torch.full((c,), 7.0), torch.full((ROW,), 7.0), torch.full((3,), 7.0)
     assert kernels.channel_sums(f_out, s1c, None, row, (h, cut[1]))
     close(s1c, expected_s1c, f_out.float().abs().sum())
     close(row[:1], expected_row[:1], f_out.float().square().sum())
@@ -220,7 +187,7 @@ def test_a_kept_plan_serves_new_values_and_leaves_the_counter_at_zero(kernels):
         if k == 2:                                   # the same layout 4 bytes off 16-byte alignment
             store[1:].copy_(t.reshape(-1))
             t = store[1:].view(4, 5, 6, 7)
-        s1c, s2c, row = torch.zeros(5), torch.zeros(5), torch.zeros(3)
+        s1c, s2c, row = torch.zeros(5), torch.zeros(5), torch.zeros(ROW)
         assert kernels.channel_sums(t, s1c, s2c, row)
         close(s1c, t.sum(dim=(0, 2, 3)), t.abs().sum())
         close(s2c, t.square().sum(dim=(0, 2, 3)), t.square().sum())
@@ -236,10 +203,10 @@ def test_stats_route_a_units_output_and_shortcut_to_one_launch(kernels, monkeypa
     calls = []
     original = kernels.channel_sums
     monkeypatch.setattr(kernels, "channel_sums", lambda *a: calls.append(len(a)) or original(*a))
-    monkeypatch.setattr(S, "_triton_sums", kernels)
+    backend = triton_backend(kernels)
     h, f_out = sample("nchw", "fp32", 6), torch.relu(sample("nchw", "fp32", 7))
     s1c, (_row, views) = torch.zeros(5), scalar_views()
-    assert S.raw_sums(f_out, s1c, views, lambda k, like: torch.empty(like.numel()), (h, torch.zeros(()))) is False
+    assert backend.raw_sums(f_out, s1c, views, lambda k, like: torch.empty(like.numel()), (h, torch.zeros(()))) is False
     assert calls == [5]
 
 
@@ -249,16 +216,16 @@ def test_stats_functions_route_to_the_kernels(kernels, monkeypatch):
     for name in ("channel_sums", "masked_energy"):
         original = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a))
-    monkeypatch.setattr(S, "_triton_sums", kernels)
+    backend = triton_backend(kernels)
     t = sample("nchw", "bf16")
     s1c, (_row, views) = torch.zeros(5), scalar_views()
-    assert S.raw_sums(t, s1c, views, lambda k, like: torch.empty(like.numel())) is False   # no sign scratch
-    S.channel_moments(t, torch.zeros(5), torch.zeros(5))
-    S.masked_energy(t, torch.relu(t), torch.zeros(()), lambda k, like: torch.empty(like.numel()))
+    assert backend.raw_sums(t, s1c, views, lambda k, like: torch.empty(like.numel())) is False   # no sign scratch
+    backend.channel_moments(t, torch.zeros(5), torch.zeros(5))
+    backend.masked_energy(t, torch.relu(t), torch.zeros(()), lambda k, like: torch.empty(like.numel()))
     assert calls == ["channel_sums", "channel_sums", "masked_energy"]
 
 
-def test_signal_probe_with_kernels_equals_c_module(kernels, monkeypatch):
+def test_signal_probe_with_kernels_equals_c_module(kernels):
     """Whole probed steps through the kernels (views into the probe's buffers, the 0-d cut
     numerators) give the statistics of the C module: the first steps through ``raw_sums``,
     the third through the launch plans the probe keeps per slot (made at the second: the
@@ -267,17 +234,15 @@ def test_signal_probe_with_kernels_equals_c_module(kernels, monkeypatch):
     net = cifar_resnet(8, version=1, width=4)
     batches = [(torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,))) for _ in range(3)]
     frames = []
-    for routed in (False, True):
-        if routed:
-            monkeypatch.setattr(S, "_triton_sums", kernels)
-            monkeypatch.setattr(S, "_fastsums", None)      # nothing but the kernels reads
-        with SignalProbe(net, weight_inputs=True) as probe:
+    for routed in (False, True):                           # routed: nothing but the kernels reads
+        with K.forced(triton_backend(kernels)) if routed else contextlib.nullcontext(), \
+                SignalProbe(net, weight_inputs=True) as probe:
             for x, y in batches:
                 net.zero_grad()
                 F.cross_entropy(net(x), y).backward()
                 probe.step()
         if routed:                                         # the third step used kept plans
-            assert sum(k is not None for k in probe._fwd.kept + probe._bwd.kept) > 10
+            assert sum(k is not None for k in probe._taps.fwd.kept + probe._taps.bwd.kept) > 10
         frames.append(probe.collect())
     a, b = frames
     assert a[["unit", "tap", "direction", "stat", "layer"]].equals(b[["unit", "tap", "direction", "stat", "layer"]])
@@ -296,7 +261,7 @@ def test_kernels_compile_for_h100(dtype):
         from triton.compiler import ASTSource
     except ImportError as err:
         pytest.skip(f"this triton cannot compile ahead of time: {err}")
-    from probes import _triton_sums as K
+    from probes.kernels import triton_sums as K
     elem = {"fp32": "*fp32", "bf16": "*bf16"}[dtype]
     outs = dict.fromkeys(["part_ptr", "s1_ptr", "s2_ptr", "m_ptr", "sc_ptr"], "*fp32")
     ints = dict.fromkeys(["outer", "C", "inner", "rows", "W", "n_cols"], "i32")

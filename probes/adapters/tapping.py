@@ -1,6 +1,6 @@
 """Tap a ResNet you did not build, so that ``SignalProbe(model)`` works on it unchanged.
 
-    from probes.tapping import tap_model
+    from probes.adapters.tapping import tap_model
     handle = tap_model(model)          # e.g. torchvision.models.resnet50(), timm resnet50 / resnetv2_50
     with SignalProbe(model) as probe:
         ...
@@ -173,7 +173,7 @@ def _refusal(module: nn.Module, name: str):
 
 
 def _not_supported(module: nn.Module) -> ValueError:
-    return ValueError(f"{type(module).__name__} is not a residual block probes.tapping knows; "
+    return ValueError(f"{type(module).__name__} is not a residual block probes.adapters.tapping knows; "
                       f"supported: {SUPPORTED}. Route your own block through "
                       "resnet_lab.taps.make_taps() (see resnet_lab/units.py)")
 
@@ -230,7 +230,7 @@ def _no_blocks(model: nn.Module) -> ValueError:
     candidates = sorted({type(m).__name__ for m in model.modules()
                          if any(w in type(m).__name__.lower() for w in looks_like_block)})
     what = ", ".join(candidates) if candidates else type(model).__name__
-    return ValueError(f"no residual block probes.tapping knows in {type(model).__name__} "
+    return ValueError(f"no residual block probes.adapters.tapping knows in {type(model).__name__} "
                       f"(unrecognised: {what}); supported: {SUPPORTED}. Route your own block "
                       "through resnet_lab.taps.make_taps() (see resnet_lab/units.py)")
 

@@ -5,12 +5,12 @@
  * passes over the tensor, one of them a write (sign(t) into a buffer); on a 2-core CPU
  * that made a probed step of ResNet-164 cost 1.25-1.3x an unprobed one. Here every
  * statistic comes from a single read of the tensor and nothing is written but the
- * results. The Python side (probes/stats.py) checks dtype, device and layout, passes raw
- * pointers and PyTorch's thread count, and falls back to torch operations when this
- * module is not built.
+ * results. The Python side (probes/kernels/c_module.py) checks dtype, device and layout,
+ * passes raw pointers and PyTorch's thread count, and falls back to torch operations when
+ * this module is not built.
  *
  * Threads: the module links libgomp, whose soname is the one PyTorch's CPU build loads, so
- * its parallel regions run on PyTorch's own OpenMP threads (probes.stats imports torch
+ * its parallel regions run on PyTorch's own OpenMP threads (probes.kernels.c_module imports torch
  * first). A single-threaded kernel is slower than it looks: PyTorch's idle OpenMP thread
  * keeps spinning on the other core meanwhile (measured: 1.26x -> 1.15x at 1001 layers).
  *
@@ -28,6 +28,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The raw sums a read writes into its row of scalars, in this order: probes/stats.py's
+ * RAW_ROW. Exported as ROW; probes.kernels refuses a module whose row is another. */
+#define ROW "sum_sq sign_sum sign_sq"
 
 typedef struct {
     double sq;       /* sum x^2 */
@@ -241,8 +245,8 @@ static int block_sums(const Block *b, double *s1, double *s2, Totals *tot, int t
  * h laid out as x (when h and energy are given and s2c is 0: the masked energy of the
  * shortcut under the unit's output, in the same read). x, h and the outputs are addresses
  * of fp32 memory. */
-/* What channel_sums does, callable from C without the GIL (the C++ gradient hooks of
- * _grad_hooks.cpp get it through the capsule SUMS_INTO): 0, or -1 when out of memory. */
+/* What channel_sums does, callable from C without the GIL (the C++ taps and hooks of
+ * _cpp_hooks.cpp get it through the capsule SUMS_INTO): 0, or -1 when out of memory. */
 static int sums_into(const float *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, float *out1,
                      float *out2, float *sc, int threads, const float *h, float *energy)
 {
@@ -379,6 +383,10 @@ PyMODINIT_FUNC PyInit__fastsums(void)
     if (!sums || PyModule_AddObject(m, "SUMS_INTO", sums) < 0) {
         Py_XDECREF(sums);
         Py_XDECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddStringConstant(m, "ROW", ROW) < 0) {
+        Py_DECREF(m);
         return NULL;
     }
     return m;

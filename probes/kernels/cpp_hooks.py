@@ -59,7 +59,7 @@ def _build_directory():
     or two environments of one checkout (``make test-ecosystem``'s torch is not ``make
     install``'s), would rebuild at every switch, and a process could load the other's build."""
     import torch
-    where = SOURCE.parents[1] / "build" / "cpp_hooks" / f"torch-{torch.__version__}"
+    where = SOURCE.parents[2] / "build" / "cpp_hooks" / f"torch-{torch.__version__}"
     try:
         where.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -1,6 +1,6 @@
 """One read of a tapped tensor on the GPU: the raw sums of ``probes.stats`` in one Triton launch.
 
-The torch path of ``stats.raw_sums`` reads a tensor five times (channel sums, sum of squares,
+The torch path (``torch_ops``) reads a tensor five times (channel sums, sum of squares,
 ``sign`` written to a buffer, two reductions of it) in five launches; here one kernel reads it
 once and writes the same numbers ``_fastsums.c`` writes on the CPU:
 
@@ -47,6 +47,12 @@ import torch
 import triton
 import triton.language as tl
 
+from . import torch_ops
+from .torch_ops import TorchKernels
+
+# The raw sums of the row each launch writes, in order (the last three columns of a program's
+# partial row: W - 3, W - 2, W - 1): probes/stats.py's RAW_ROW; probes.kernels refuses another.
+ROW = ("sum_sq", "sign_sum", "sign_sq")
 # Devices the kernels run on; the interpreter tests add "cpu".
 DEVICES = ("cuda",)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -188,11 +194,7 @@ def blocks(t: torch.Tensor):
     if t.device.type not in DEVICES or t.dtype not in DTYPES or t.dim() not in (2, 4) \
             or t.numel() == 0 or t.numel() >= 2**31:
         return None
-    if t.is_contiguous():
-        return t.shape[0], t.shape[1], t.numel() // (t.shape[0] * t.shape[1])
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.numel() // t.shape[1], t.shape[1], 1
-    return None
+    return torch_ops.blocks(t)
 
 
 class _Scratch:
@@ -334,9 +336,9 @@ def channel_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c, out_scalars, m
 
 def plan_raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, row: torch.Tensor, masked=None):
     """``channel_sums(t, out_s1c, None, row, masked)`` as a function ``again(t, masked)`` for
-    tensors of t's layout and alignment (``stats.layout``) into the same ``out_s1c`` and ``row``
-    (a masked output of the same alignment), without the checks; None where the kernel does
-    not take them. ``stats.one_pass`` hands it to the probe, which keeps it per slot."""
+    tensors of t's layout and alignment (``TritonKernels.layout``) into the same ``out_s1c`` and
+    ``row`` (a masked output of the same alignment), without the checks; None where the kernel
+    does not take them. ``TritonKernels.plan`` hands it to the probe, which keeps it per slot."""
     h, out_m = (None, None) if masked is None else masked
     plan = _channel_sums_plan(t, out_s1c, None, row, h, out_m)
     if plan is None:
@@ -369,3 +371,35 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor) -> bo
         return False
     plan.launch((h, f_out, out))
     return True
+
+
+class TritonKernels(TorchKernels):
+    """The Triton kernels' reads (one launch per tensor); the torch path for the rest."""
+    name = "triton"
+    row = ROW
+
+    def layout(self, t, h=None):
+        """As the torch path's, and on CUDA whether each address is 16-byte aligned (Triton
+        compiles a kernel per alignment)."""
+        key = super().layout(t, h)
+        if t.is_cuda:
+            key += (t.data_ptr() % 16 == 0, h is None or h.data_ptr() % 16 == 0)
+        return key
+
+    def plan(self, t, out_s1c, row, masked=None):
+        return plan_raw_sums(t, out_s1c, row, masked)
+
+    def scratch_bytes(self) -> int:
+        return scratch_bytes()
+
+    def _read(self, t, out_s1c, row) -> bool:
+        return channel_sums(t, out_s1c, None, row)
+
+    def _read_masked(self, t, out_s1c, row, h, out) -> bool:
+        return channel_sums(t, out_s1c, None, row, (h, out))
+
+    def _read_masked_energy(self, h, f_out, out) -> bool:
+        return masked_energy(h, f_out, out)
+
+    def _read_moments(self, t, out_s1c, out_s2c) -> bool:
+        return channel_sums(t, out_s1c, out_s2c, None)

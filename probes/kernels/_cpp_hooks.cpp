@@ -7,8 +7,8 @@
 // without the interpreter once a tap's tensor layout is known:
 //
 // * `Recorder.tap_function(slot)` is what a Tap module's forward becomes while the probe is in
-//   (after the probe's first step, which lays the buffers out in Python). It does what
-//   `SignalProbe._on_tap` does -- recognise the tensor of the previous tap (measured once),
+//   (after the probe's first step, which lays the buffers out in Python). It does what the
+//   Python tap (`probes/recorder.py`, `TapRecorder.on_tap`) does -- recognise the tensor of the previous tap (measured once),
 //   remember a unit's shortcut and sum for the cut statistic, read the tensor (and at a
 //   unit's output its shortcut, in the same pass), hook its gradient -- and hands the tensor to
 //   Python where it cannot: a layout it has not kept, a tensor not on the CPU, a checkpoint's
@@ -19,11 +19,13 @@
 //   place) or reads g by its kept layout, or else hands it to Python.
 // * Reads are the C module's kernel (`_fastsums.c`, through its capsule `SUMS_INTO`).
 //
-// The Python side (probes/signal_probe.py) owns the buffers and the statistics; a kept layout
+// The Python side (probes/recorder.py) owns the buffers and the statistics; a kept layout
 // holds tensors (views into the buffers), so a hook that fires after the probe moved or dropped
-// its buffers writes into memory that is still allocated. Python calls are made through a
-// weak reference to the probe (a graph that outlives its probe keeps hooks, not the probe).
-// Which slots were measured, and as which slot, is handed back by `take()` at `step()`.
+// its buffers writes into memory that is still allocated. What C++ hands back to Python goes
+// through one table of callbacks (`Callbacks` below; the Python side's `CppCallbacks`), each
+// holding only a weak reference to the probe's recorder (a graph that outlives its probe keeps
+// hooks, not the probe). Which slots were measured, and as which slot, is handed back by
+// `take()` at `step()`.
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/graph_task.h>
@@ -90,25 +92,51 @@ static bool laid_out_alike(const at::Tensor &h, const at::Tensor &t) {
            h.strides().equals(t.strides());
 }
 
+// What the C++ taps and hooks hand back to Python: the six entries of the Python side's table
+// (probes/recorder.py, CppCallbacks), looked up by name once, here.
+struct Callbacks {
+    explicit Callbacks(const py::object &table)
+        : begin_step(table.attr("begin_step")), on_tap(table.attr("on_tap")),
+          hook_grad(table.attr("hook_grad")), masked_energy(table.attr("masked_energy")),
+          measure_forward(table.attr("measure_forward")), measure_grad(table.attr("measure_grad")) {}
+    // begin_step(): a probed step's first tap (the collector pauses).
+    // on_tap(slot, x): a tap's tensor that C++ does not take (not on the CPU; a checkpoint's
+    //   recomputation in the backward pass).
+    // hook_grad(slot, x): hook the gradient of a leaf (a tensor hook, in Python).
+    // masked_energy(h, x, unit): the cut numerator alone, where the output tap is not measured.
+    // measure_forward(slot, x, h or None, unit), measure_grad(slot, g): a tensor of a layout not
+    //   kept: measured in Python, which returns what to keep to read the next ones (or None).
+    py::object begin_step, on_tap, hook_grad, masked_energy, measure_forward, measure_grad;
+
+    void release() {   // with the GIL held
+        for (py::object *f : {&begin_step, &on_tap, &hook_grad, &masked_energy, &measure_forward, &measure_grad})
+            *f = py::object();
+    }
+    void leak() {      // the interpreter is gone: drop the references without touching Python
+        for (py::object *f : {&begin_step, &on_tap, &hook_grad, &masked_energy, &measure_forward, &measure_grad})
+            f->release();
+    }
+};
+
 class Recorder : public std::enable_shared_from_this<Recorder> {
   public:
     // measured: per tap position, whether the probe measures it; cut_num: the per-unit cut
-    // numerators (CPU fp32) or None; call(name, *args): the probe's methods.
-    Recorder(int n_slots, std::vector<bool> measured, std::optional<at::Tensor> cut_num, py::object call,
-             py::capsule sums)
+    // numerators (CPU fp32) or None; callbacks: the Python side's table (`Callbacks`).
+    Recorder(int n_slots, std::vector<bool> measured, std::optional<at::Tensor> cut_num,
+             const py::object &callbacks, py::capsule sums)
         : dir_{{Direction(n_slots), Direction(n_slots)}}, measured_(std::move(measured)),
-          cut_num_(cut_num.value_or(at::Tensor())), call_(std::move(call)),
+          cut_num_(cut_num.value_or(at::Tensor())), cb_(callbacks),
           sums_(reinterpret_cast<SumsInto>(sums.get_pointer())) {}
 
     // The last hook may go in the autograd engine's thread: drop what may hold Python objects
     // (the callback; tensors whose Python objects torch may keep alive) with the GIL.
     ~Recorder() {
         if (!Py_IsInitialized()) {
-            call_.release();
+            cb_.leak();
             return;
         }
         py::gil_scoped_acquire gil;
-        call_ = py::object();
+        cb_.release();
         for (Direction &d : dir_)
             d.kept.clear();
         cut_num_.reset();
@@ -122,10 +150,10 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
         const at::Tensor &t = THPVariable_Unpack(x.ptr());
         if (!started_) {               // the probe's first tap of the step (collector paused)
             started_ = true;
-            call_("_begin_step");
+            cb_.begin_step();
         }
         if (!t.device().is_cpu() || torch::autograd::get_current_graph_task_id() != -1) {
-            call_("_on_tap", slot, x);   // not a CPU tensor, or a checkpoint's recomputation
+            cb_.on_tap(slot, x);       // not a CPU tensor, or a checkpoint's recomputation
             return x;
         }
         int tap = slot % PER_UNIT, unit = slot / PER_UNIT;
@@ -155,11 +183,11 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
                 last_ = t;
                 last_slot_ = slot;
                 if (t.requires_grad() && !hook(t, slot))
-                    call_("_hook_grad", slot, x);       // a leaf: a tensor hook, in Python
+                    cb_.hook_grad(slot, x);             // a leaf: a tensor hook, in Python
             }
         }
         if (h.defined())               // the output tap is not measured: its cut alone
-            call_("_masked_energy", h, x, unit);
+            cb_.masked_energy(h, x, unit);
         return x;
     }
 
@@ -182,7 +210,7 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
             read(g, k, nullptr, nullptr, false);
         } else {
             py::gil_scoped_acquire gil;
-            keep(k, g, false, call_("_measure_grad", slot, g));
+            keep(k, g, false, cb_.measure_grad(slot, g));
         }
         d.mark(slot, slot);
         recent_.push_front({c10::weak_intrusive_ptr<c10::TensorImpl>(g.getIntrusivePtr()), version, slot});
@@ -233,7 +261,7 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
             read(t, k, h.defined() ? h.const_data_ptr<float>() : nullptr,
                  h.defined() ? cut_num_.data_ptr<float>() + unit : nullptr, true);
         else
-            keep(k, t, h.defined(), call_("_measure_forward", slot, x, h.defined() ? py::cast(h) : py::none(), unit));
+            keep(k, t, h.defined(), cb_.measure_forward(slot, x, h.defined() ? py::cast(h) : py::none(), unit));
         dir_[FORWARD].mark(slot, slot);
     }
 
@@ -270,7 +298,7 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
     std::array<Direction, 2> dir_;
     std::vector<bool> measured_;
     at::Tensor cut_num_;
-    py::object call_;
+    Callbacks cb_;
     SumsInto sums_;
     // this step's state
     at::Tensor last_, unit_h_, unit_y_;
@@ -303,8 +331,8 @@ bool Recorder::hook(const at::Tensor &t, int slot) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "SignalProbe's taps and gradient hooks in C++ (CPU tensors)";
     py::class_<Recorder, std::shared_ptr<Recorder>>(m, "Recorder")
-        .def(py::init<int, std::vector<bool>, std::optional<at::Tensor>, py::object, py::capsule>(), py::arg("n_slots"),
-             py::arg("measured"), py::arg("cut_num"), py::arg("call"), py::arg("sums"))
+        .def(py::init<int, std::vector<bool>, std::optional<at::Tensor>, const py::object &, py::capsule>(),
+             py::arg("n_slots"), py::arg("measured"), py::arg("cut_num"), py::arg("callbacks"), py::arg("sums"))
         .def("tap_function", &Recorder::tap_function, py::arg("slot"))
         .def("hook", &Recorder::hook, py::arg("t"), py::arg("slot"))
         .def("forget", &Recorder::forget, py::arg("direction"), py::arg("slot"))

@@ -1,6 +1,6 @@
 """SignalProbe rows as TensorBoard scalars and histograms.
 
-    from probes.tensorboard import write_scalars
+    from probes.adapters.tensorboard import write_scalars
     write_scalars("runs/probe", probe.collect())      # a log folder, or a SummaryWriter
     # tensorboard --logdir runs/probe
 
@@ -41,7 +41,7 @@ def _summary_writer(logdir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ImportError("probes.tensorboard needs TensorBoard to write a log folder: "
+        raise ImportError("probes.adapters.tensorboard needs TensorBoard to write a log folder: "
                           "pip install tensorboard (or, in the resnet-lab checkout, "
                           "pip install -e '.[tensorboard]')") from None
     return SummaryWriter(str(logdir))
