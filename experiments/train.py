@@ -136,6 +136,21 @@ def main(argv=None):
                           first["batch_size"] // world)
     check_fits(need, device, first["model"] + (f" at width {first['width']}" if first["width"] else ""),
                "use a smaller --width or --batch-size, --grad-checkpoint, or more memory")
+
+    for s in runs:
+        config = out / EXPERIMENT / run_id(s) / "config.json"
+        status = read_config(config).get("status") if config.is_file() else None
+        if status in ("completed", "diverged"):
+            if rank == 0:
+                print(f"{config.parent}: already {status}; nothing to do")
+            continue
+        run = RunDir.create(EXPERIMENT, s, preset=PRESETS[s["preset"]], out=out, run_id=run_id(s),
+                            lock=rank == 0)
+        torch.manual_seed(s["seed"])
+        callbacks = [] if s["probe_every"] is None else [ProbeCallback(every=s["probe_every"])]
+        with says_how_to_resume("experiments/train.py", argv):
+            result = train(build_model(s, data), data, run, train_settings(s, device),
+                           callbacks=callbacks, quiet=args.quiet)
         run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")

@@ -95,15 +95,15 @@ def test_a_signal_checkpoints_the_net_and_the_same_command_resumes(signum, statu
                                                                    capsys, monkeypatch):
     train = analysis.cells.train
 
-    def signalled(model, data, state, settings, **kw):          # the second net, at step 7
-        step_hook = kw.pop("on_step")
-        second = settings.seed == 1 and "original" in str(state.path)
-
-        def on_step(step, steps):
-            if second and step == 7:
+    class Kill:                                                 # the second net, at step 7
+        def on_step_end(self, step):
+            if step == 7:
                 os.kill(os.getpid(), signum)
-            step_hook(step, steps)
-        return train(model, data, state, settings, on_step=on_step, **kw)
+
+    def signalled(model, data, state, settings, **kw):
+        if settings.seed == 1 and "original" in str(state.path):
+            kw["callbacks"] = [*kw["callbacks"], Kill()]
+        return train(model, data, state, settings, **kw)
     monkeypatch.setattr(analysis.cells, "train", signalled)
     code, err = run("early_training", [*LONG, "--workers", "1"], tmp_path, capsys)
     line = one_line(err)

@@ -35,8 +35,9 @@ def test_paper_presets_are_the_papers(name):
         assert s["steps"] >= 10_000 and 1001 in s["depths"]
     if name in ("full_training", "unit_ablation"):
         assert s["steps"] == 64_000 and list(s["schedule"]["milestones"]) == [32_000, 48_000]
-    if "schedule" in s:
-        assert s["schedule"]["warmup_max_steps"] == 400 and s["schedule"]["warmup_error"] == 0.8
+    if "schedule" in s:      # "about 400 iterations" at 0.01, one length for both nets of a pair
+        assert s["schedule"]["warmup_max_steps"] == 400 and s["schedule"]["warmup_error"] is None
+        assert s["schedule"]["warmup_lr"] == 0.01 and s["schedule"]["lr"] == 0.1
 
 
 # One experiment in the default suite (they share the data path); all with -m slow.
