@@ -56,7 +56,8 @@ from resnet_lab.sweep import Cell
 from . import claims as C
 from . import controls as K
 from .cells import train_cell, train_context
-from .figures import error_gap_figure, seeds_dots, training_error_figure
+from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
+from .tables import write_raw
 from .measures import (NET, at_first_and_last, compounded_cut, per_net_curves, stage_rho,
                        transmission, warmup_length)
 
@@ -67,18 +68,18 @@ PRESETS = {
     # iterations: a 50-iteration warm-up, then the main lr, calibrated on digits (see
     # analysis/full_training.py: V1-56 does not fit digits at 0.1).
     "quick": dict(depths=[29, 65, 164, 1001], widths={"basic": 16, "bottleneck": 4},
-                  seeds=[0, 1, 2, 3, 4], steps=200, warmup_steps=50, checkpoints=5, lr=0.05,
+                  seeds=[0, 1, 2, 3, 4], steps=200, warmup_steps=50, probe_steps=5, lr=0.05,
                   batch_size=128, dataset="digits"),
     # He et al. Fig. 1: CIFAR-10 at the paper's width, the first 10,000 iterations; a GPU.
     "paper": dict(depths=[164, 1001], widths={"basic": 16, "bottleneck": 16},
-                  seeds=[0, 1, 2, 3, 4], steps=10_000, warmup_steps=400, checkpoints=11, lr=0.1,
+                  seeds=[0, 1, 2, 3, 4], steps=10_000, warmup_steps=400, probe_steps=11, lr=0.1,
                   batch_size=128, dataset="cifar10"),
     # seconds: what the tests run.
     "smoke": dict(depths=[20, 29, 47], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2],
-                  steps=10, warmup_steps=3, checkpoints=3, lr=0.1, batch_size=16,
+                  steps=10, warmup_steps=3, probe_steps=3, lr=0.1, batch_size=16,
                   dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "checkpoints", "lr",
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "probe_steps", "lr",
            "dataset")
 VERSIONS = ("original", "full_preact")
 PRIMARY_DEPTH = 1001
@@ -132,8 +133,8 @@ FILES = ("config.json", "claims.csv", "controls.csv", "cells.csv", "summary.csv"
 def parse_settings(argv=None) -> dict:
     """The command line, resolved and checked (nothing is written)."""
     p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/early_training.py")
-    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_checkpoints=2)
-    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_probe_steps=2)
+    s["probe_every"] = settings.probe_spacing(s["steps"], s["probe_steps"])
     s["eval_every"] = s["steps"]
     # The first iterations of the paper's 64k-iteration run: warm-up, then lr, no division yet.
     settings.check_main_lr_phase(s)
@@ -167,10 +168,7 @@ def describe(s) -> str:
 def analyse(run, tables, cells_table, s, data):
     """Write the run's tables, summary, controls and claims."""
     train, probe = tables["train"], tables["probe"]
-    run.update_config(data=data.describe())
-    run.write_csv("cells.csv", cells_table)
-    run.write_csv("train.csv.gz", train)
-    run.write_csv("probe.csv.gz", probe)
+    write_raw(run, data, cells_table, {"train.csv.gz": train, "probe.csv.gz": probe})
     cuts = cut_table(probe)
     run.write_csv("cuts.csv", cuts)
     run.write_csv("transmission.csv", transmission_table(probe))
@@ -331,14 +329,8 @@ def figure_cuts(cuts: pd.DataFrame, folder, name="c2_cut_over_training"):
 
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    run_dir = Path(run_dir)
-    what = "an early_training run folder"
-    train = read_table(run_dir, "train", what)
-    table = read_table(run_dir, "summary", what)
-    cuts = read_table(run_dir, "cuts", what)
-    claims = C.read_claims(run_dir / C.CLAIMS_FILE)
-    plotting.set_style()
-    folder = run_dir / "figures"
+    train, table, cuts, claims, folder = figure_inputs(run_dir, NAME, "train", "summary", "cuts",
+                                                       "claims")
     return (training_error_figure(train, table, folder, "c3_training_error")
             + figure_gap(claims, folder) + figure_transmission(table, folder)
             + figure_cuts(cuts, folder))

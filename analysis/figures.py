@@ -1,14 +1,28 @@
 """Figure pieces the experiments share (the style itself: resnet_lab.plotting)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from resnet_lab import plotting
+from resnet_lab.runs import read_table
 
 from . import claims as C
 from .measures import NET, SMOOTH, training_curves
 from .tables import spread, version_label
+
+def figure_inputs(run_dir, experiment: str, *names):
+    """What an experiment's ``draw_figures(run_dir)`` reads -- its tables by name (``claims``:
+    claims.csv, validated) -- and the folder it draws into, with the figure style set."""
+    run_dir = Path(run_dir)
+    what = f"a{'n' if experiment[0] in 'aeiou' else ''} {experiment} run folder"
+    tables = [C.read_claims(run_dir / C.CLAIMS_FILE) if name == "claims" else
+              read_table(run_dir, name, what) for name in names]
+    plotting.set_style()
+    return (*tables, run_dir / "figures")
+
 
 VERDICT_MARKERS = {C.SUPPORTED: "o", C.NOT_SUPPORTED: "X", C.INCONCLUSIVE: "s", C.NOT_TESTABLE: "."}
 

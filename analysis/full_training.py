@@ -55,9 +55,9 @@ from resnet_lab.sweep import ID_COLUMNS, Cell
 from . import claims as C
 from . import controls as K
 from .cells import train_cell, train_context
-from .figures import error_gap_figure, seeds_dots, training_error_figure
+from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
 from .measures import NET, first_division, per_net_curves, warmup_length
-from .tables import spread
+from .tables import spread, write_raw
 
 NAME = "full_training"
 PRESETS = {
@@ -65,17 +65,17 @@ PRESETS = {
     # epochs): 50 at lr 0.01, then 0.05 -- the largest of 0.1, 0.05, 0.02 at which V1-56 fits
     # digits (the pilot table: docs/EXPERIMENTS.md) -- /10 at 250 and 375.
     "quick": dict(depths=[20, 56, 110, 164], widths={"basic": 16, "bottleneck": 16},
-                  seeds=[0, 1, 2, 3, 4], steps=500, warmup_steps=50, checkpoints=5, lr=0.05,
+                  seeds=[0, 1, 2, 3, 4], steps=500, warmup_steps=50, probe_steps=5, lr=0.05,
                   batch_size=128, dataset="digits"),
     # He et al. 2016: CIFAR-10, width 16, 64k iterations, 400 of them at 0.01; a GPU.
     "paper": dict(depths=[20, 56, 110, 164], widths={"basic": 16, "bottleneck": 16},
-                  seeds=[0, 1, 2, 3, 4], steps=64_000, warmup_steps=400, checkpoints=9, lr=0.1,
+                  seeds=[0, 1, 2, 3, 4], steps=64_000, warmup_steps=400, probe_steps=9, lr=0.1,
                   batch_size=128, dataset="cifar10"),
     # seconds: what the tests run.
     "smoke": dict(depths=[8, 14], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2], steps=10,
-                  warmup_steps=2, checkpoints=2, lr=0.1, batch_size=32, dataset="digits"),
+                  warmup_steps=2, probe_steps=2, lr=0.1, batch_size=32, dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "checkpoints", "lr",
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "probe_steps", "lr",
            "dataset")
 FINAL_FRACTION = 0.1         # "final train loss": the mean over the last tenth of the steps
 WINDOW_FRACTION = 0.1        # err_early / err_late: a tenth of the run each
@@ -127,10 +127,10 @@ FILES = ("config.json", "claims.csv", "controls.csv", "summary.csv", "final.csv"
 def parse_settings(argv=None) -> dict:
     """The command line, resolved and checked (nothing is written)."""
     p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/full_training.py")
-    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_checkpoints=2)
+    s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_probe_steps=2)
     settings.check_main_lr_phase(s)
     s["schedule"] = settings.paper_schedule(s)
-    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
+    s["probe_every"] = settings.probe_spacing(s["steps"], s["probe_steps"])
     s["eval_every"] = max(1, s["steps"] // 10)
     return s
 
@@ -163,11 +163,8 @@ def describe(s) -> str:
 
 def analyse(run, tables, cells_table, s, data):
     """Write the run's tables, summary, controls and claims."""
-    run.update_config(data=data.describe())
-    run.write_csv("cells.csv", cells_table)
-    run.write_csv("train.csv.gz", tables["train"])
-    run.write_csv("final.csv", tables["final"])
-    run.write_csv("probe.csv.gz", tables["probe"])
+    write_raw(run, data, cells_table, {"train.csv.gz": tables["train"], "final.csv": tables["final"],
+                                       "probe.csv.gz": tables["probe"]})
     weight_inputs = weight_input_table(tables["probe"])
     run.write_csv("weight_inputs.csv.gz", weight_inputs)
     table = summary(tables["train"], tables["final"], weight_inputs, s,
@@ -358,13 +355,7 @@ def figure_gap(claims: pd.DataFrame, folder, name="c5_gap_vs_depth"):
 
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    run_dir = Path(run_dir)
-    what = "a full_training run folder"
-    train = read_table(run_dir, "train", what)
-    table = read_table(run_dir, "summary", what)
-    claims = C.read_claims(run_dir / C.CLAIMS_FILE)
-    plotting.set_style()
-    folder = run_dir / "figures"
+    train, table, claims, folder = figure_inputs(run_dir, NAME, "train", "summary", "claims")
     return (training_error_figure(train, table, folder, "c5_training_error")
             + figure_gap(claims, folder) + figure_final(table, folder)
             + figure_distance(table, folder))

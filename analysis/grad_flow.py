@@ -26,15 +26,15 @@ NAME = "grad_flow"
 PRESETS = {
     # 2 CPU cores, nothing downloaded: digits (8x8), width 16 (basic) and 4 (bottleneck units).
     "quick": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2], steps=13, warmup_steps=50,
-                  checkpoints=3, batch_size=64, widths={"basic": 16, "bottleneck": 4}, dataset="digits"),
+                  probe_steps=3, batch_size=64, widths={"basic": 16, "bottleneck": 4}, dataset="digits"),
     # the paper's widths, CIFAR-10 32x32 from --data-dir, batch 128; meant for a GPU.
     "paper": dict(depths=[20, 56, 110, 164, 1001], seeds=[0, 1, 2, 3, 4], steps=401,
-                  warmup_steps=400, checkpoints=5, batch_size=128, widths={"basic": 16, "bottleneck": 16}, dataset="cifar10"),
+                  warmup_steps=400, probe_steps=5, batch_size=128, widths={"basic": 16, "bottleneck": 16}, dataset="cifar10"),
     # seconds: what the tests run.
-    "smoke": dict(depths=[20, 56], seeds=[0, 1], steps=3, warmup_steps=50, checkpoints=2,
+    "smoke": dict(depths=[20, 56], seeds=[0, 1], steps=3, warmup_steps=50, probe_steps=2,
                   batch_size=16, widths={"basic": 4, "bottleneck": 4}, dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "checkpoints",
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "probe_steps",
            "dataset", "versions",
            "unit_kinds")
 NET = ["depth", "version", "seed"]      # what identifies a net
@@ -51,7 +51,7 @@ def parse_settings(argv=None) -> dict:
     if s.get("versions") and s.get("unit_kinds"):
         raise ValueError("give --versions or --unit-kinds, not both")
     s["unit_kinds"] = settings.unit_kinds(s)
-    s["probe_every"] = settings.checkpoint_spacing(s["steps"], s["checkpoints"])
+    s["probe_every"] = settings.probe_spacing(s["steps"], s["probe_steps"])
     # No test evaluation: the question is the first iterations in training mode, and in eval
     # mode a 1001-layer V1 net's running BN statistics still lag (its test loss overflows).
     s["evaluate"] = False

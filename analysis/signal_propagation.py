@@ -86,7 +86,7 @@ from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula
 
 from . import claims as C
 from .cells import dataset as load_cached
-from .figures import band, gap_axis
+from .figures import band, figure_inputs, gap_axis
 from .measures import transmission
 from .tables import select, stage_boundaries, version_label
 
@@ -493,13 +493,7 @@ BLOCK_COLORS = {"basic": "0.55", "bottleneck": "0.05"}
 
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    run_dir = Path(run_dir)
-    what = "a signal_propagation run folder"
-    probe = read_table(run_dir, "probe", what)
-    units = read_table(run_dir, "units", what)
-    claims = C.read_claims(run_dir / C.CLAIMS_FILE)
-    plotting.set_style()
-    folder = run_dir / "figures"
+    probe, units, claims, folder = figure_inputs(run_dir, NAME, "probe", "units", "claims")
     written = figure_formula(units, folder)
     for dataset in sorted(probe["dataset"].unique()):
         written += figure_spp(probe, units, folder, dataset)

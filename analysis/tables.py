@@ -1,4 +1,5 @@
-"""Summaries of probe tables (the DESIGN.md probe schema plus identifying columns).
+"""Summaries of probe tables (the DESIGN.md probe schema plus identifying columns), and the
+raw tables every analysis writes first.
 
 Every function takes tidy rows and returns tidy rows, so experiments, figures and tests
 share one definition of, e.g., "the gradient at the first unit relative to the last".
@@ -83,3 +84,12 @@ def per_net(df: pd.DataFrame, keys, value: str, how: str = "mean") -> pd.Series:
     """``value`` reduced per net (``keys``): units and steps are not independent samples, so
     every test first reduces them to one number per seed."""
     return df.groupby(list(keys))[value].agg(how)
+
+
+def write_raw(run, data, cells_table, files: dict) -> None:
+    """What every analysis writes first: the run's data in config.json, ``cells.csv`` and
+    the merged raw tables ``files`` ({file name: table})."""
+    run.update_config(data=data.describe())
+    run.write_csv("cells.csv", cells_table)
+    for name, table in files.items():
+        run.write_csv(name, table)

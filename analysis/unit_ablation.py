@@ -43,7 +43,9 @@ from resnet_lab.units import UNIT_KINDS
 from . import claims as C
 from . import controls as K
 from .cells import train_cell, train_context
-from .tables import first_to_last, forward_growth, mean_over_units, select, spread, stage_boundaries
+from .figures import figure_inputs
+from .tables import (first_to_last, forward_growth, mean_over_units, select, spread,
+                     stage_boundaries, write_raw)
 
 NAME = EXPERIMENT = "unit_ablation"
 PRESETS = {
@@ -127,12 +129,9 @@ def describe(s) -> str:
 
 def analyse(run, tables, cells_table, s, data):
     """Write the run's tables, summary, Table 2 and claims."""
-    run.update_config(data=data.describe())
     dataset, preset = s["dataset"], s["preset"]
-    run.write_csv("cells.csv", cells_table)
-    run.write_csv("train.csv.gz", tables["train"])
-    run.write_csv("final.csv", tables["final"])
-    run.write_csv("probe.csv.gz", tables["probe"])
+    write_raw(run, data, cells_table, {"train.csv.gz": tables["train"], "final.csv": tables["final"],
+                                       "probe.csv.gz": tables["probe"]})
     table = summary(tables["train"], tables["probe"], tables["final"])
     run.write_csv("summary.csv", table)
     t2 = table2(table, dataset=dataset, preset=preset)
@@ -407,14 +406,9 @@ def figure_test_error(table: pd.DataFrame, folder, name="t2_test_error"):
 
 def draw_figures(run_dir) -> list:
     """Redraw every Table 2 figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    run_dir = Path(run_dir)
-    what = "a unit_ablation run folder"
-    train = read_table(run_dir, "train", what)
-    table = read_table(run_dir, "summary", what)
-    plotting.set_style()
-    folder = run_dir / "figures"
+    train, table, probe, folder = figure_inputs(run_dir, NAME, "train", "summary", "probe")
     return (figure_training(train, folder) + figure_test_error(table, folder)
-            + figure_signal(read_table(run_dir, "probe", what), folder))
+            + figure_signal(probe, folder))
 
 
 def published_tables(run_dir) -> dict:

@@ -39,7 +39,7 @@ BATCH = 128
 MIB = 2**20
 
 
-def bench_one(depth, width, grad_checkpoint, steps, device, threads):
+def bench_one(depth, width, grad_checkpointing, steps, device, threads):
     """Runs in its own process; returns one table row."""
     if threads:
         torch.set_num_threads(threads)
@@ -48,10 +48,10 @@ def bench_one(depth, width, grad_checkpoint, steps, device, threads):
     net = cifar_resnet(depth, version=2, width=width, in_channels=data.in_channels)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = train(net, data, steps=steps, batch_size=BATCH, device=device, eval_every=steps,
-                   grad_checkpoint=grad_checkpoint, quiet=True)
+                   grad_checkpointing=grad_checkpointing, quiet=True)
     seconds = result.metrics.query("split == 'train' and metric == 'seconds'").value
     return {"model": f"cifar_resnet{depth}_v2", "depth": depth, "width": width, "batch": BATCH,
-            "input": "digits 1x8x8", "grad_checkpoint": grad_checkpoint, "device": str(device),
+            "input": "digits 1x8x8", "grad_checkpointing": grad_checkpointing, "device": str(device),
             "threads": torch.get_num_threads(), "steps_timed": len(seconds) - 1,
             "seconds_per_step": seconds.iloc[1:].median(), "first_step_seconds": seconds.iloc[0],
             "peak_memory_mib": result.peak_memory_bytes / MIB,
@@ -80,18 +80,18 @@ def main(argv=None):
     rows = []
     spawn = multiprocessing.get_context("spawn")
     for depth, width in CONFIGS:
-        for grad_checkpoint in (False, True):
+        for grad_checkpointing in (False, True):
             with spawn.Pool(1) as pool:       # a fresh process: its peak memory is this config's
-                row = pool.apply(bench_one, (depth, width, grad_checkpoint, args.steps, device, args.threads))
+                row = pool.apply(bench_one, (depth, width, grad_checkpointing, args.steps, device, args.threads))
             rows.append(row)
-            print(f"ResNet-{depth} V2 width {width}, grad checkpoint {grad_checkpoint}: "
+            print(f"ResNet-{depth} V2 width {width}, gradient checkpointing {grad_checkpointing}: "
                   f"{row['seconds_per_step']:.2f} s/step, peak {row['peak_memory_mib']:.0f} MiB",
                   file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
-    plain = table[~table.grad_checkpoint].set_index("depth")
+    plain = table[~table.grad_checkpointing].set_index("depth")
     table["time_vs_plain"] = table.seconds_per_step / table.depth.map(plain.seconds_per_step)
     table["memory_vs_plain"] = table.peak_memory_mib / table.depth.map(plain.peak_memory_mib)
-    shown = ["model", "width", "grad_checkpoint", "seconds_per_step", "peak_memory_mib",
+    shown = ["model", "width", "grad_checkpointing", "seconds_per_step", "peak_memory_mib",
              "before_train_mib", "time_vs_plain", "memory_vs_plain"]
     print(table[shown].to_string(index=False, float_format="%.2f"))
     out.parent.mkdir(parents=True, exist_ok=True)

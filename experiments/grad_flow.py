@@ -3,7 +3,7 @@
 The suite's main job. For every depth, version (or unit kind) and seed it builds a CIFAR
 ResNet, trains it for the first iterations of the paper's recipe (SGD, momentum 0.9, weight
 decay 1e-4, the 0.01 warm-up learning rate) and probes every tap of every unit, forward and
-backward, at initialisation and at evenly spaced checkpoints. Presets, cells, summary and
+backward, at initialisation and at evenly spaced probed steps. Presets, cells, summary and
 figures: analysis/grad_flow.py.
 
     python experiments/grad_flow.py                      # quick preset: 2 CPU cores, minutes

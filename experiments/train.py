@@ -1,7 +1,7 @@
 """Train a registered network with the paper's recipe and write a run folder.
 
     python experiments/train.py --model cifar_resnet110_v2                  # quick preset: digits
-    python experiments/train.py --model cifar_resnet1001_v2 --width 8 --steps 200 --grad-checkpoint
+    python experiments/train.py --model cifar_resnet1001_v2 --width 8 --steps 200 --grad-checkpointing
     python experiments/train.py --model cifar_resnet164_v1 --preset paper --data-dir data --seeds 0 1 2
     torchrun --nproc_per_node=4 experiments/train.py --model cifar_resnet1001_v2 --preset paper
 
@@ -25,7 +25,7 @@ from resnet_lab.data import load_dataset  # noqa: E402
 from resnet_lab.memory import check_fits, training_bytes  # noqa: E402
 from resnet_lab.runs import DEFAULT_ROOT, RunDir, check_writable_dir, read_config, settings_id  # noqa: E402
 from resnet_lab.schedule import Schedule  # noqa: E402
-from resnet_lab.sweep import select_shard  # noqa: E402
+from resnet_lab.shards import select_shard  # noqa: E402
 from resnet_lab.training import TrainSettings, setup_distributed, train  # noqa: E402
 from resnet_lab.units import UNIT_KINDS  # noqa: E402
 
@@ -41,7 +41,7 @@ PRESETS = {
 OPTIONS = ("seeds", "steps", "batch_size", "lr", "dataset")
 # The settings that define a run (its folder name hashes them; --resume restores them).
 RUN_KEYS = ("model", "width", "unit_kind", "dataset", "data_dir", "steps", "batch_size", "lr",
-            "eval_every", "checkpoint_every", "grad_checkpoint", "probe_every", "sync_bn", "device",
+            "eval_every", "checkpoint_every", "grad_checkpointing", "probe_every", "sync_bn", "device",
             "precision", "threads", "preset", "seed")
 
 
@@ -54,7 +54,7 @@ def parser():
     p.add_argument("--unit-kind", choices=UNIT_KINDS, help="residual unit kind, replacing the name's version")
     p.add_argument("--eval-every", type=int, help="test-set evaluation period in steps (default: the preset's)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint period in steps (default: the preset's)")
-    p.add_argument("--grad-checkpoint", action="store_true",
+    p.add_argument("--grad-checkpointing", action="store_true",
                    help="recompute each unit in the backward pass: less memory, about 1/3 more time")
     p.add_argument("--probe-every", type=int,
                    help="record a SignalProbe every K steps into probe.csv.gz (default: no probe)")
@@ -86,7 +86,7 @@ def settings_from(args) -> tuple[list[dict], Path]:
         limit = settings.MAX_WIDTH if flag == "width" else None
         s[flag] = settings.positive_int(f"--{flag.replace('_', '-')}", value, limit) \
             if value is not None else preset.get(flag)
-    s.update(model=args.model, unit_kind=args.unit_kind, grad_checkpoint=args.grad_checkpoint,
+    s.update(model=args.model, unit_kind=args.unit_kind, grad_checkpointing=args.grad_checkpointing,
              sync_bn=args.sync_bn)
     common = {key: s.get(key) for key in RUN_KEYS if key != "seed"}
     runs = [dict(common, seed=seed) for seed in select_shard(s["seeds"], args.shard)]
@@ -112,7 +112,7 @@ def train_settings(s, device) -> TrainSettings:
     return TrainSettings(steps=s["steps"], batch_size=s["batch_size"], seed=s["seed"], device=device,
                          schedule=Schedule.paper(s["steps"], s.get("lr") or 0.1),
                          eval_every=s["eval_every"], checkpoint_every=s["checkpoint_every"],
-                         grad_checkpoint=s["grad_checkpoint"], sync_bn=s["sync_bn"],
+                         grad_checkpointing=s["grad_checkpointing"], sync_bn=s["sync_bn"],
                          precision=s.get("precision", "fp32"))
 
 
@@ -135,7 +135,7 @@ def main(argv=None):
     need = training_bytes(model, (data.in_channels, *data.image_size),
                           first["batch_size"] // world)
     check_fits(need, device, first["model"] + (f" at width {first['width']}" if first["width"] else ""),
-               "use a smaller --width or --batch-size, --grad-checkpoint, or more memory")
+               "use a smaller --width or --batch-size, --grad-checkpointing, or more memory")
 
     for s in runs:
         config = out / EXPERIMENT / run_id(s) / "config.json"

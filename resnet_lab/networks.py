@@ -27,7 +27,7 @@ IMAGENET_LAYERS = {
 class ResNet(nn.Module):
     """stem -> stages of residual units -> final activation -> global pool -> linear.
 
-    ``checkpoint_units = True`` recomputes each unit's activations in the backward pass
+    ``grad_checkpointing = True`` recomputes each unit's activations in the backward pass
     (``torch.utils.checkpoint``, non-reentrant) so a 1001-layer net fits in little memory;
     BN running statistics are updated once per step, not again in the recomputation.
     """
@@ -40,7 +40,7 @@ class ResNet(nn.Module):
         self.final = final
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(features, num_classes)
-        self.checkpoint_units = False
+        self.grad_checkpointing = False
 
     def units(self) -> list[ResidualUnit]:
         """The residual units in order (the tap contract, ``resnet_lab.taps``)."""
@@ -48,7 +48,7 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         x = self.stem(x)
-        recompute = self.checkpoint_units and self.training and torch.is_grad_enabled()
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for unit in self.units():
             if recompute:
                 x = checkpoint(unit, x, use_reentrant=False,

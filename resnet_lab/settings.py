@@ -77,25 +77,25 @@ def check_lr(lr, s=None):
     return float(lr)
 
 
-def check_checkpoints(checkpoints, s):
+def check_probe_steps(probe_steps, s):
     steps = s.get("steps")
-    if not isinstance(checkpoints, int) or checkpoints < 1 or (steps and checkpoints > steps):
-        raise ValueError(f"--checkpoints {checkpoints!r}: must be an integer from 1 to --steps "
+    if not isinstance(probe_steps, int) or probe_steps < 1 or (steps and probe_steps > steps):
+        raise ValueError(f"--probe-steps {probe_steps!r}: must be an integer from 1 to --steps "
                          f"({steps})")
-    minimum = s.get("min_checkpoints", 1)
-    if checkpoints < minimum:
-        raise ValueError(f"--checkpoints {checkpoints}: need at least {minimum} (initialisation "
+    minimum = s.get("min_probe_steps", 1)
+    if probe_steps < minimum:
+        raise ValueError(f"--probe-steps {probe_steps}: need at least {minimum} (initialisation "
                          "and a later step)")
-    if steps and probed_count(steps, checkpoint_spacing(steps, checkpoints)) != checkpoints:
-        window = range(max(1, minimum, checkpoints - 50), min(steps, checkpoints + 50) + 1)
-        counts = [c for c in window if probed_count(steps, checkpoint_spacing(steps, c)) == c]
-        near = [max(c for c in counts if c < checkpoints) if counts[0] < checkpoints else None,
-                min(c for c in counts if c > checkpoints) if counts[-1] > checkpoints else None]
-        raise ValueError(f"--checkpoints {checkpoints}: {steps} steps cannot hold {checkpoints} "
+    if steps and probed_count(steps, probe_spacing(steps, probe_steps)) != probe_steps:
+        window = range(max(1, minimum, probe_steps - 50), min(steps, probe_steps + 50) + 1)
+        counts = [c for c in window if probed_count(steps, probe_spacing(steps, c)) == c]
+        near = [max(c for c in counts if c < probe_steps) if counts[0] < probe_steps else None,
+                min(c for c in counts if c > probe_steps) if counts[-1] > probe_steps else None]
+        raise ValueError(f"--probe-steps {probe_steps}: {steps} steps cannot hold {probe_steps} "
                          f"evenly spaced probed steps from step 1 (they would be "
-                         f"{probed_count(steps, checkpoint_spacing(steps, checkpoints))}); "
+                         f"{probed_count(steps, probe_spacing(steps, probe_steps))}); "
                          f"nearest counts that can: {' or '.join(str(c) for c in near if c)}")
-    return checkpoints
+    return probe_steps
 
 
 def check_warmup_steps(warmup_steps, s):
@@ -179,9 +179,9 @@ OPTIONS = {
     "steps": Option("--steps", dict(type=int, help="training iterations per net"),
                     lambda v, s=None: check_steps(v)),
     "batch_size": Option("--batch-size", dict(type=int, help="batch size"), check_batch_size),
-    "checkpoints": Option("--checkpoints", dict(type=int, help="probed steps, evenly spaced from "
+    "probe_steps": Option("--probe-steps", dict(type=int, help="probed steps, evenly spaced from "
                                                                "the first iteration"),
-                          check_checkpoints),
+                          check_probe_steps),
     "warmup_steps": Option("--warmup-steps", dict(type=int, help="iterations at lr 0.01 before --lr"),
                            check_warmup_steps),
     "lr": Option("--lr", dict(type=float, help="learning rate after the warm-up at 0.01"), check_lr),
@@ -252,7 +252,7 @@ def resolve(args, presets: dict, options, **rules) -> dict:
     """The preset's values, the command line's where given, every one checked; plus the
     common settings (device, precision, threads, workers, output folders).
 
-    ``rules`` are experiment rules the checks read (``min_seeds``, ``min_checkpoints``)."""
+    ``rules`` are experiment rules the checks read (``min_seeds``, ``min_probe_steps``)."""
     preset = presets[args.preset]
     s = dict(rules)
     for name in options:
@@ -378,12 +378,12 @@ def unit_kinds(s) -> list:
     return [resolve_unit_kind(version=v) for v in (s.get("versions") or VERSIONS)]
 
 
-def checkpoint_spacing(steps: int, checkpoints: int) -> int:
-    """probe_every so that ``checkpoints`` probed steps are spread from step 1 to near the end
+def probe_spacing(steps: int, probe_steps: int) -> int:
+    """probe_every so that ``probe_steps`` probed steps are spread from step 1 to near the end
     (one checkpoint: step 1 alone, initialisation)."""
-    if checkpoints <= 1:
+    if probe_steps <= 1:
         return max(1, steps)
-    return max(1, (steps - 1) // (checkpoints - 1))
+    return max(1, (steps - 1) // (probe_steps - 1))
 
 
 def probed_count(steps: int, every: int) -> int:

@@ -42,7 +42,6 @@ from .errors import CellFailed, one_line
 from .networks import cifar_resnet
 from .progress import SweepProgress
 from .runs import RunDir, check_writable_dir, read_table, write_table
-from .shards import parse_shard, select_shard  # noqa: F401 -- their home before shards.py
 from .training import CHECKPOINT, CheckpointUnreadable
 from .units import version_of
 from .workers import run_in_workers

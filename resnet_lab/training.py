@@ -65,7 +65,8 @@ from torch import nn
 from .data import Batches, Dataset, apply_augmentation, draw_augmentation
 from .runs import RunDir, atomic_save, rank_and_world
 from .schedule import Schedule
-from .signals import Interrupted, name, polled, stop_requested
+from .signals import Interrupted, polled, stop_requested
+from .signals import name as signal_name
 
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value"]
 CHECKPOINT = "checkpoint.pt"
@@ -78,7 +79,7 @@ class TrainSettings:
 
     ``schedule`` defaults to ``Schedule.paper(steps)``; ``eval_every`` to a tenth of the run,
     ``checkpoint_every`` to ``eval_every``; ``log_every`` (plain progress lines) to a
-    twentieth. ``augment=False`` turns off the dataset's augmentation. ``grad_checkpoint``
+    twentieth. ``augment=False`` turns off the dataset's augmentation. ``grad_checkpointing``
     recomputes each unit in the backward pass (less memory). ``evaluate=False``: no test evaluation at all (for a
     study of the first iterations in training mode). ``checkpoint_at_end=False`` skips the
     last checkpoint (a sweep cell, whose tables are kept elsewhere, would delete it at once).
@@ -93,7 +94,7 @@ class TrainSettings:
     eval_every: int | None = None
     checkpoint_every: int | None = None
     augment: bool = True
-    grad_checkpoint: bool = False
+    grad_checkpointing: bool = False
     sync_bn: bool = False
     precision: str = "fp32"
     log_every: int | None = None
@@ -292,7 +293,7 @@ class _Trainer:
         self.rank, self.world = rank_and_world()
         self.callbacks = callbacks if self.rank == 0 else _Callbacks(())
         self.s = settings.resolved(len(data.train_x), self.world)
-        if self.s.grad_checkpoint and not hasattr(model, "checkpoint_units"):
+        if self.s.grad_checkpointing and not hasattr(model, "grad_checkpointing"):
             raise ValueError(f"{type(model).__name__} does not support gradient checkpointing "
                              "(a resnet_lab ResNet does)")
         self.run_dir = run
@@ -314,8 +315,8 @@ class _Trainer:
         self.pending = []          # steps whose loss is still on the device
 
     def _place(self, model):
-        if self.s.grad_checkpoint:
-            model.checkpoint_units = True
+        if self.s.grad_checkpointing:
+            model.grad_checkpointing = True
         if self.s.sync_bn and self.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.device)
@@ -357,7 +358,7 @@ class _Trainer:
                           weight_decay=s.weight_decay, eval_every=s.eval_every,
                           checkpoint_every=s.checkpoint_every, augment=self._augments(),
                           pad=self.data.pad, flip=self.data.flip,
-                          grad_checkpoint=s.grad_checkpoint, sync_bn=s.sync_bn,
+                          grad_checkpointing=s.grad_checkpointing, sync_bn=s.sync_bn,
                           **precision_record(self.device, s.precision),
                           parameters=sum(p.numel() for p in self.model.parameters())))
 
@@ -465,14 +466,14 @@ class _Trainer:
 
     # ---- the loop ------------------------------------------------------------------------
     def _next_stop(self):
-        """Where the current block of steps ends: the next evaluation, checkpoint or the end."""
+        """Where the current stretch of steps ends: the next evaluation, checkpoint or the end."""
         s, step = self.s, self.step
         stops = [s.steps, _next_multiple(step, s.checkpoint_every)]
         if s.evaluate:
             stops.append(_next_multiple(step, s.eval_every))
         return min(stops)
 
-    def _block(self):
+    def _train_to_next_stop(self):
         """Train up to the next stop; False if the run diverged."""
         stop = self._next_stop()
         while self.step < stop and not self._stop_asked():
@@ -491,7 +492,7 @@ class _Trainer:
         if self.step % self.s.checkpoint_every:
             self.checkpoint()
         signum = stop_requested()
-        raise Interrupted(signum, f"interrupted by {name(signum)} at step {self.step} "
+        raise Interrupted(signum, f"interrupted by {signal_name(signum)} at step {self.step} "
                                   "(checkpointed)", step=self.step)
 
     def run(self) -> TrainResult:
@@ -505,7 +506,7 @@ class _Trainer:
             self.callbacks.call("on_train_start", self.model, self.step)
             self.model.train()
             while self.step < self.s.steps and self.status == "running":
-                finite = self._block()
+                finite = self._train_to_next_stop()
                 if finite and self.s.evaluate and (self.step % self.s.eval_every == 0
                                                    or self.step == self.s.steps):
                     finite = self.evaluate_now()

@@ -30,14 +30,14 @@ from resnet_lab.cli import main_guard
 from resnet_lab.errors import CellFailed
 from resnet_lab.results import compare_runs, load_run
 from resnet_lab.runs import RunDir
-from resnet_lab.settings import checkpoint_spacing, probed_count
+from resnet_lab.settings import probe_spacing, probed_count
 from resnet_lab.sweep import Cell, CellResult, run_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two nets of grad_flow (seconds); a few dozen steps of early_training (a signal lands mid-net).
 SMALL = ["--preset", "smoke", "--depths", "20", "--seeds", "0", "--workers", "1", "--device", "cpu"]
 LONG = ["--preset", "smoke", "--depths", "20", "--seeds", "0", "1", "2", "--steps", "40",
-        "--checkpoints", "3", "--device", "cpu"]
+        "--probe-steps", "3", "--device", "cpu"]
 
 
 def run(name, argv, out, capsys=None):
@@ -379,8 +379,8 @@ def test_a_run_far_longer_than_its_preset_says_its_predicted_time(capsys, monkey
 
 
 def test_one_checkpoint_probes_one_step():
-    assert probed_count(13, checkpoint_spacing(13, 1)) == 1
-    assert probed_count(13, checkpoint_spacing(13, 3)) == 3
+    assert probed_count(13, probe_spacing(13, 1)) == 1
+    assert probed_count(13, probe_spacing(13, 3)) == 3
 
 
 @pytest.mark.slow

@@ -139,7 +139,7 @@ def test_published_copy_redraws_without_model_code(smoke):
     (["--depths", "1000"], "nearest"),
     (["--seeds", "1", "2"], "need at least 3 seeds"),
     (["--seeds", "1", "1", "2"], "each seed once"),
-    (["--checkpoints", "0"], "--checkpoints 0"),
+    (["--probe-steps", "0"], "--probe-steps 0"),
     (["--batch-size", "5000"], "exceeds the 1437 training images"),
     (["--lr", "nan"], "--lr nan"),
     (["--warmup-steps", "10"], "must be below --steps"),
@@ -152,6 +152,6 @@ def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsy
 
 def test_help_documents_every_flag(capsys):
     text = help_text(NAME, capsys)
-    for flag in ("--depths", "--seeds", "--steps", "--checkpoints", "--lr", "--width", "--workers",
+    for flag in ("--depths", "--seeds", "--steps", "--probe-steps", "--lr", "--width", "--workers",
                  "--threads", "--precision", "--publish"):
         assert flag in text

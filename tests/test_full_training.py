@@ -122,7 +122,7 @@ def test_published_copy_is_small_and_redraws_without_model_code(smoke_run):
 @pytest.mark.parametrize("argv, needle", [
     (["--depths", "1000"], "nearest basic (6n+2): 998, 1004"),
     (["--seeds", "0", "1"], "need at least 3 seeds"),
-    (["--checkpoints", "0"], "--checkpoints"),
+    (["--probe-steps", "0"], "--probe-steps"),
     (["--lr", "-1"], "--lr -1.0: must be a positive"),
     (["--warmup-steps", "10"], "must be below --steps (10)"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar-10-python.tar.gz"),
@@ -135,6 +135,6 @@ def test_bad_input_one_line_exit_2_nothing_written(argv, needle, tmp_path, capsy
 def test_help_documents_every_flag(capsys):
     text = help_text(NAME, capsys)
     for flag in ("--preset", "--seeds", "--device", "--dataset", "--data-dir", "--out", "--depths",
-                 "--width", "--steps", "--lr", "--batch-size", "--checkpoints", "--threads",
+                 "--width", "--steps", "--lr", "--batch-size", "--probe-steps", "--threads",
                  "--workers", "--precision", "--publish"):
         assert flag in text

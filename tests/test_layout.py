@@ -70,3 +70,48 @@ def test_the_instrument_never_imports_its_adapters():
             if any(n == "probes.adapters" or n.startswith("probes.adapters.") for n in names):
                 bad.append(f"{rel}:{node.lineno} imports probes.adapters")
     assert not bad, "\n".join(bad)
+
+
+def _analysis_imports() -> dict:
+    """{analysis module: the analysis modules it imports}, from the source text."""
+    graph = {}
+    for path in sorted((ROOT / "analysis").glob("*.py")):
+        name = path.stem
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1:
+                    deps |= {module} if module else {a.name for a in node.names}
+                elif module.startswith("analysis"):
+                    deps |= {module.split(".")[1]} if "." in module else {a.name for a in node.names}
+        graph[name] = {d for d in deps if (ROOT / "analysis" / f"{d}.py").exists() and d != name}
+    return graph
+
+
+def test_no_experiment_module_imports_another_and_analysis_is_shallow():
+    """What experiments share lives in shared modules (measures, figures, claims, controls,
+    tables): no experiment module imports another, and the analysis package is at most four
+    layers deep (a module's layer: one more than the deepest module it imports)."""
+    import analysis
+    graph = _analysis_imports()
+    for name in analysis.EXPERIMENTS:
+        assert not graph[name] & set(analysis.EXPERIMENTS), f"analysis/{name}.py imports an experiment"
+    depth = {}
+
+    def layer(name):
+        if name not in depth:
+            depth[name] = 1 + max((layer(d) for d in graph[name]), default=0)
+        return depth[name]
+    assert max(layer(n) for n in graph) <= 4, depth
+
+
+def test_no_function_is_longer_than_60_lines():
+    long = []
+    for package in (*PACKAGES, "experiments"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                        node.end_lineno - node.lineno + 1 > 60:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long, "\n".join(long)

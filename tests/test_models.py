@@ -215,7 +215,7 @@ def test_gradient_checkpointing_gives_same_gradients_and_bn_stats():
     a = cifar_resnet(20, version=1)
     b = cifar_resnet(20, version=1)
     b.load_state_dict(a.state_dict())
-    b.checkpoint_units = True
+    b.grad_checkpointing = True
     x = torch.randn(4, 3, 8, 8)
     for net in (a, b):
         net(x).square().sum().backward()

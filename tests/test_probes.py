@@ -156,7 +156,7 @@ def test_cpp_taps_and_hooks_equal_the_python_ones(case):
     for cpp in (True, False):
         torch.manual_seed(0)
         net = small_net(kinds.get(case, "original"))
-        net.checkpoint_units = case == "checkpoint"
+        net.grad_checkpointing = case == "checkpoint"
         probes = [SignalProbe(net, cpp_hooks=cpp, **kwargs)]
         if case == "nested":
             probes.append(SignalProbe(net, taps="sum", cpp_hooks=cpp))
@@ -425,7 +425,7 @@ def test_checkpointed_forward_gives_same_statistics():
     a = cifar_resnet(20, version=1)
     b = cifar_resnet(20, version=1)
     b.load_state_dict(a.state_dict())
-    b.checkpoint_units = True
+    b.grad_checkpointing = True
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
     frames = []
     for net in (a, b):

@@ -226,3 +226,19 @@ def test_legend_above_covers_no_panel():
     assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in axes[0])
     assert box.y0 >= max(ax.get_window_extent(renderer).y1 for ax in axes[0])
     plt.close(fig)
+
+
+def test_the_committed_report_is_what_report_py_writes_at_this_checkout(tmp_path):
+    """results/paper/REPORT.md and its summaries are what experiments/report.py writes from the
+    committed references at this checkout -- stale marks included: after a code change, run
+    `python experiments/report.py` and commit what it writes (or regenerate the references)."""
+    paper = ROOT / "results" / "paper"
+    out = tmp_path / "REPORT.md"
+    text, table, checks = render_report(paper, paper)
+    out.write_text(text)
+    assert text == (paper / "REPORT.md").read_text(), \
+        "results/paper/REPORT.md is stale: run python experiments/report.py and commit it"
+    assert table.astype(str).to_dict("list") == \
+        pd.read_csv(paper / SUMMARY_FILE).fillna("").astype(str).to_dict("list")
+    assert checks.astype(str).to_dict("list") == \
+        pd.read_csv(paper / CONTROLS_SUMMARY_FILE).astype(str).to_dict("list")

@@ -60,7 +60,7 @@ def cases():
     table += nonsense()
     for name in ("grad_flow", "early_training", "full_training", "unit_ablation"):
         table += [(name, ["--steps", "0"], "--steps 0"), (name, ["--lr", "0"], "--lr")]
-    table += [("grad_flow", ["--checkpoints", "0"], "--checkpoints 0"),
+    table += [("grad_flow", ["--probe-steps", "0"], "--probe-steps 0"),
               ("grad_flow", ["--versions", "3"], "valid versions are 1"),
               ("grad_flow", ["--versions", "1", "--unit-kinds", "original"], "not both"),
               ("unit_ablation", ["--unit-kinds", "preact"], "valid unit kinds"),
@@ -97,8 +97,8 @@ def nonsense():
                   (name, ["--devices", "0"], "--devices 0: GPUs only"),
                   (name, ["--analyse"], "--analyse: no run at")]
     return table + [
-        ("grad_flow", ["--checkpoints", "6", "--steps", "10"], "nearest counts that can: 5 or 10"),
-        ("early_training", ["--checkpoints", "9", "--steps", "10"], "(they would be 10)"),
+        ("grad_flow", ["--probe-steps", "6", "--steps", "10"], "nearest counts that can: 5 or 10"),
+        ("early_training", ["--probe-steps", "9", "--steps", "10"], "(they would be 10)"),
         ("grad_flow", ["--width", "4000"], "needs at least"),
         ("full_training", ["--width", "4096", "--batch-size", "64"], "needs at least"),
         ("train", ["--model", "cifar_resnet20_v2", "--width", "5000"], "--width 5000"),
@@ -138,7 +138,7 @@ def _run(script, *argv, env=None):
 
 
 SLOW = ["--preset", "smoke", "--depths", "20", "--seeds", "0", "1", "2", "--steps", "60",
-        "--checkpoints", "3", "--workers", "1"]
+        "--probe-steps", "3", "--workers", "1"]
 
 
 def test_a_killed_sweep_resumes_to_the_same_tables(tmp_path):

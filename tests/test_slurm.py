@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slurm,
               pytest.mark.skipif(shutil.which("sbatch") is None or os.geteuid() != 0,
                                  reason="needs sbatch and root (sudo scripts/slurm_local.sh start)")]
 SWEEP = ["--preset", "smoke", "--depths", "20", "--workers", "1", "--device", "cpu"]
-LONG = [*SWEEP, "--seeds", "0", "1", "2", "--steps", "100", "--checkpoints", "3"]
+LONG = [*SWEEP, "--seeds", "0", "1", "2", "--steps", "100", "--probe-steps", "3"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from resnet_lab import cifar_resnet, create_model, runs
 from resnet_lab.data import load_dataset
 from resnet_lab.runs import RunDir, atomic_write, check_writable_dir
 from resnet_lab.schedule import Schedule
-from resnet_lab.sweep import merge_runs, parse_shard, select_shard
+from resnet_lab.shards import parse_shard, select_shard
+from resnet_lab.sweep import merge_runs
 from resnet_lab.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -430,7 +431,7 @@ def test_cuda_gradient_checkpointing_same_step_less_memory():
         torch.manual_seed(0)
         net = cifar_resnet(164, version=2, width=16)
         results[ckpt] = train(net, data, steps=2, batch_size=128, device="cuda", eval_every=2,
-                              grad_checkpoint=ckpt, quiet=True)
+                              grad_checkpointing=ckpt, quiet=True)
     plain, ckpt = results[False], results[True]
     first = lambda r: r.metrics.query("step == 1 and metric == 'loss'").value.iloc[0]
     assert first(ckpt) == pytest.approx(first(plain), rel=1e-3)

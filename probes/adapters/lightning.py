@@ -33,7 +33,6 @@ except ImportError:
         raise ImportError("probes.adapters.lightning needs Lightning: pip install lightning "
                           "(or, in the resnet-lab checkout, pip install -e '.[lightning]')") from None
 
-import pandas as pd
 
 from resnet_lab.taps import TAP_NAMES, tapped_units
 

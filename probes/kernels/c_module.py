@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..stats import RAW_ROW
-from .torch_ops import TorchKernels, as_fp32, blocks
+from .torch_ops import TorchKernels, as_fp32, channel_layout
 
 try:   # after torch: its OpenMP runtime must be the one loaded (see _fastsums.c)
     from . import _fastsums
@@ -36,8 +36,8 @@ if _fastsums is not None:
     check_row("the C module", getattr(_fastsums, "ROW", "(unnamed)").split(), "probes/kernels/_fastsums.c")
 
 
-def cpu_blocks(t: torch.Tensor, h: torch.Tensor | None = None):
-    """``(outer, C, inner)`` when ``t`` is an fp32 CPU tensor whose memory is the blocks
+def cpu_channel_layout(t: torch.Tensor, h: torch.Tensor | None = None):
+    """``(outer, C, inner)`` when ``t`` is an fp32 CPU tensor whose memory is the channel layout
     [outer][C][inner] the C module reads (NCHW or (N, C): inner = H*W or 1; channels-last:
     outer = N*H*W, inner = 1) -- and ``h``, if given, is laid out exactly as ``t`` (one pass
     reads both); None when the torch path must do it. The answer depends only on the
@@ -47,7 +47,7 @@ def cpu_blocks(t: torch.Tensor, h: torch.Tensor | None = None):
     if h is not None and (h.shape != t.shape or h.stride() != t.stride() or not h.is_cpu
                           or h.dtype != torch.float32):
         return None
-    return blocks(t)
+    return channel_layout(t)
 
 
 _threads = torch.get_num_threads     # PyTorch's threads: the C module runs on its OpenMP pool
@@ -60,10 +60,10 @@ class CModuleKernels(TorchKernels):
 
     def plan(self, t, out_s1c, row, masked=None):
         h = None if masked is None else masked[0]
-        blocks = cpu_blocks(t, h)
-        if blocks is None or (h is not None and not (masked[1].is_cpu and masked[1].dtype == torch.float32)):
+        layout = cpu_channel_layout(t, h)
+        if layout is None or (h is not None and not (masked[1].is_cpu and masked[1].dtype == torch.float32)):
             return None
-        args = (*blocks, out_s1c.data_ptr(), 0, row.data_ptr())
+        args = (*layout, out_s1c.data_ptr(), 0, row.data_ptr())
         if h is None:
             return lambda t, masked: _fastsums.channel_sums(t.data_ptr(), *args, _threads())
         return lambda t, masked: _fastsums.channel_sums(t.data_ptr(), *args, _threads(),
@@ -95,39 +95,39 @@ class CModuleKernels(TorchKernels):
     def kept_read(t, h, s1c, row):
         """What the C++ side keeps to read a slot's next tensors of ``t``'s layout itself --
         ``(outer, C, inner, channel-sums view, row)`` -- or None (Python reads them)."""
-        blocks = cpu_blocks(t, h)
-        return None if blocks is None else (*blocks, s1c, row)
+        layout = cpu_channel_layout(t, h)
+        return None if layout is None else (*layout, s1c, row)
 
     def _read(self, t, out_s1c, row) -> bool:
         t = t if t.dtype == torch.float32 else t.detach().float()
-        blocks = cpu_blocks(t)
-        if blocks is None:
+        layout = cpu_channel_layout(t)
+        if layout is None:
             return False
-        _fastsums.channel_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), 0, row.data_ptr(), _threads())
+        _fastsums.channel_sums(t.data_ptr(), *layout, out_s1c.data_ptr(), 0, row.data_ptr(), _threads())
         return True
 
     def _read_masked(self, t, out_s1c, row, h, out) -> bool:
         """The output's sums and the shortcut's masked energy in one read of both, when both
         are laid out alike (the usual case): saves a second read of the output and a call."""
-        blocks = cpu_blocks(t, h)
-        if blocks is None or not out.is_cpu or out.dtype != torch.float32:
+        layout = cpu_channel_layout(t, h)
+        if layout is None or not out.is_cpu or out.dtype != torch.float32:
             return False
-        _fastsums.channel_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), 0, row.data_ptr(), _threads(),
+        _fastsums.channel_sums(t.data_ptr(), *layout, out_s1c.data_ptr(), 0, row.data_ptr(), _threads(),
                                h.data_ptr(), out.data_ptr())
         return True
 
     def _read_masked_energy(self, h, f_out, out) -> bool:
         h = h if h.dtype == torch.float32 else h.detach().float()
         f_out = f_out if f_out.dtype == torch.float32 else f_out.detach().float()
-        if cpu_blocks(f_out, h) is None:
+        if cpu_channel_layout(f_out, h) is None:
             return False
         _fastsums.masked_energy(h.data_ptr(), f_out.data_ptr(), h.numel(), out.data_ptr(), _threads())
         return True
 
     def _read_moments(self, t, out_s1c, out_s2c) -> bool:
         t = as_fp32(t)
-        blocks = cpu_blocks(t)
-        if blocks is None:
+        layout = cpu_channel_layout(t)
+        if layout is None:
             return False
-        _fastsums.channel_sums(t.data_ptr(), *blocks, out_s1c.data_ptr(), out_s2c.data_ptr(), 0, _threads())
+        _fastsums.channel_sums(t.data_ptr(), *layout, out_s1c.data_ptr(), out_s2c.data_ptr(), 0, _threads())
         return True

@@ -23,8 +23,8 @@ def as_fp32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.float()
 
 
-def blocks(t: torch.Tensor):
-    """``(outer, C, inner)`` when ``t``'s memory is the blocks [outer][C][inner] the one-pass
+def channel_layout(t: torch.Tensor):
+    """``(outer, C, inner)`` when ``t``'s memory is the channel layout [outer][C][inner] the one-pass
     backends read -- NCHW or (N, C): outer = N, inner = H*W or 1; channels-last: outer = N*H*W,
     inner = 1 -- else None."""
     if t.is_contiguous():

@@ -30,7 +30,7 @@ Inputs are fp32, bf16 or fp16, NCHW-contiguous, channels-last or 2-D (N, C); the
 accumulate in fp32. Each function returns False (and writes nothing) for anything else --
 another layout, another device, an empty tensor -- and the caller uses torch operations.
 
-The tensor is read as blocks [outer][C][inner] like the C module: NCHW is outer = N,
+The tensor is read in the channel layout [outer][C][inner] like the C module: NCHW is outer = N,
 inner = H*W; channels-last and (N, C) are outer = N*H*W (or N), inner = 1. A program sums
 a range of ``outer`` for one slice of ``inner``, over all channels, into one row of the
 partials: [s1_0 .. s1_C-1, (s2_0 .. s2_C-1,) (masked,) sum t^2, sum sign t, sum sign^2 t].
@@ -188,13 +188,13 @@ def _pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def blocks(t: torch.Tensor):
+def channel_layout(t: torch.Tensor):
     """``(outer, C, inner)`` of the [outer][C][inner] memory the kernels read, or None when
     ``t`` is not a tensor they take (device, dtype, layout, size)."""
     if t.device.type not in DEVICES or t.dtype not in DTYPES or t.dim() not in (2, 4) \
             or t.numel() == 0 or t.numel() >= 2**31:
         return None
-    return torch_ops.blocks(t)
+    return torch_ops.channel_layout(t)
 
 
 class _Scratch:
@@ -284,7 +284,7 @@ def _keep(key, plan):
 def _channel_plan(t, h, moments, scalars):
     """The plan for channel sums of ``t`` (with the masked energy under ``h`` unless None), or
     None when the kernel does not take them."""
-    shape = blocks(t)
+    shape = channel_layout(t)
     if shape is None or (h is not None and (h.shape != t.shape or h.stride() != t.stride()
                                             or h.dtype not in DTYPES or h.device != t.device)):
         return None
@@ -323,7 +323,7 @@ def channel_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c, out_scalars, m
     ``out_s2c`` (C,) unless None; sum t^2, n_pos - n_neg, n_pos + n_neg into ``out_scalars``
     (3,) unless None; with ``masked = (h, out)``, sum h^2 where t == 0 into ``out`` (one
     element), h laid out as t. All outputs fp32 and contiguous. False: not done (see
-    ``blocks``)."""
+    ``channel_layout``)."""
     h, out_m = (None, None) if masked is None else masked
     plan = _channel_sums_plan(t, out_s1c, out_s2c, out_scalars, h, out_m)
     if plan is None:
@@ -351,7 +351,7 @@ def plan_raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, row: torch.Tensor, mas
 def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor) -> bool:
     """``out`` (one fp32 element) = sum h^2 where f_out == 0 (NaN in f_out counts as not zero,
     as in the C module), for ``h`` and ``f_out`` of the same shape and memory layout. False:
-    not done (see ``blocks``)."""
+    not done (see ``channel_layout``)."""
     if not _fits(h, (out,)):
         return False
     key = ("masked", h.shape, h.stride(), h.dtype, h.device, f_out.shape, f_out.stride(), f_out.dtype,
@@ -359,7 +359,7 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor) -> bo
     plan = _plans.get(key, False)
     if plan is False:
         plan = None
-        if blocks(h) is not None and blocks(f_out) is not None and h.shape == f_out.shape \
+        if channel_layout(h) is not None and channel_layout(f_out) is not None and h.shape == f_out.shape \
                 and h.stride() == f_out.stride() and h.device == f_out.device:
             n = h.numel()
             block = 1024
