@@ -3,8 +3,10 @@ the addition cut their shortcuts? (He et al. 2016, Fig. 1)
 
 Trains V1 (original post-activation unit) and V2 (full pre-activation) at bottleneck depths
 up to 1001, one width for the whole series, from the same seeds, for the first iterations of
-the paper's recipe (SGD, momentum 0.9, weight decay 1e-4; lr 0.01 until the training error
-is below 80%, at most 400 iterations, then 0.1), probing every unit at evenly spaced steps.
+the paper's recipe (SGD, momentum 0.9, weight decay 1e-4; a warm-up at lr 0.01 of a fixed
+length the pair shares, then the main lr), probing every unit at evenly spaced steps. Positive
+controls first: the warm-up gets V1 started, the shallowest V1 trains at the main lr, V2-1001
+trains; the claims that need them are answered only where they pass.
 Presets, measures, the primary tests and their margins: analysis/early_training.py.
 
     python experiments/early_training.py                    # quick preset: 2 CPU cores

@@ -2,9 +2,12 @@
 
 Trains V1 (original post-activation unit) and V2 (full pre-activation) at basic-unit depths
 below 164, one width for the series, from the same seeds, with the paper's whole schedule
-(SGD, momentum 0.9, weight decay 1e-4; lr 0.01 until the training error is below 80%, then
-0.1, /10 at 1/2 and 3/4 of the run), records the statistics of every weight layer's input at
-evenly spaced steps, and evaluates every net on its whole train and test split at the end.
+(SGD, momentum 0.9, weight decay 1e-4; a warm-up at lr 0.01 of a fixed length the pair
+shares, then the main lr, /10 at 1/2 and 3/4 of the run), records the statistics of every
+weight layer's input at evenly spaced steps, and evaluates every net on its whole train and
+test split at the end. Positive controls first (He et al.'s baselines: V1-56 trains at the
+main lr, V1-110 fits and is no worse than V1-56, V2 likewise); C5 and C6 are answered only
+where the controls they need pass.
 Presets, measures, the primary tests and their margins: analysis/full_training.py.
 
     python experiments/full_training.py                    # quick preset: digits, 2 CPU cores

@@ -1,4 +1,4 @@
-"""He et al. 2016, Table 2: the five residual unit kinds at two depths.
+"""He et al. 2016, Table 2: the five residual unit kinds at ResNet-110 and -164 (quick: 110).
 
 The units of Fig. 4 — (a) original, (b) BN after addition, (c) ReLU before addition,
 (d) ReLU-only pre-activation, (e) full pre-activation — differ only in where BN and ReLU sit.
@@ -7,8 +7,9 @@ initialisation (forward channel variance and backward gradient norm at every uni
 share of shortcut / gradient energy the after-addition function cuts), trains it with He et
 al.'s recipe and records the early training loss and the final test error. It writes a table
 in Table 2's layout next to He et al.'s CIFAR-10 numbers, and tests — paired by seed — each
-kind's test error against the original unit in the direction the paper reports. Presets,
-measures and tests: analysis/unit_ablation.py.
+kind's test error against the original unit in the direction the paper reports -- once
+the positive controls pass (the original unit and full pre-activation fit their training
+set). Presets, measures and tests: analysis/unit_ablation.py.
 
     python experiments/unit_ablation.py                  # quick preset: digits, 2 CPU cores
     python experiments/unit_ablation.py --preset paper --data-dir ~/data   # CIFAR-10, a GPU
