@@ -58,6 +58,7 @@ class Claim:
     scale: float = 1.0      # shown as effect x scale (100: errors in points)
     paper: str = ""         # what He et al. compared ("" = no such comparison in the paper)
     paper_measured: bool = True   # False: He et al. derive it, they do not measure it
+    windows: tuple = ()     # a label per primary measure, in order, where there are several
 
 
 CLAIMS = (
@@ -94,8 +95,9 @@ CLAIMS = (
           ("early_training", "c4_transmission"),
           "'Late' is the end of the early-training run, after its main-lr phase, not the end of a "
           "full training; measured across stages, through identity shortcuts only.",
-          "V2, largest |log10 rho_in / rho_out| across a stage (decades), init; late",
-          paper="eqs. 4-5: derived, not measured", paper_measured=False),
+          "V2, largest |log10 rho_in / rho_out| across a stage (decades)",
+          paper="eqs. 4-5: derived, not measured", paper_measured=False,
+          windows=("at init", "late")),
     Claim("C5", "below about 164 layers the difference is small",
           "Of course, this phenomenon is not serious when the network has few layers (the "
           "experiments used fewer than 164 layers).",
@@ -103,8 +105,9 @@ CLAIMS = (
           ("full_training", "c5_gap_vs_depth"),
           "Basic-unit nets at 56 and 110 layers; 20 layers (both versions at the floor) and the "
           "164-layer bottleneck net are secondary rows.",
-          "training error at the main lr, V1 − V2 (points; V1 not worse by > 5), early; late", 100,
-          paper="Table 3: V1 and V2 both train at 110 with one recipe (6.61 vs 6.37%)"),
+          "training error at the main lr, V1 − V2 (points; V1 not worse by > 5)", 100,
+          paper="Table 3: V1 and V2 both train at 110 with one recipe (6.61 vs 6.37%)",
+          windows=("early", "late")),
     Claim("C6", "V2 overfits less: every weight layer's input is normalized",
           "In V1 the input is normalized by BN, but after the shortcut is added, the signal "
           "passed on to the next weight layer is not normalized; in V2 the signal entering every "
@@ -190,8 +193,9 @@ def _test(row, scale=1.0) -> str:
     if row["verdict"] == NOT_TESTABLE:
         reason = str(row.get("note", ""))
         if "underpowered" in reason and row.get("detectable") == row.get("detectable"):
-            reason = (f"underpowered: detectable {value(row['detectable'])} > He et al.'s "
-                      f"{value(abs(row['paper_effect'] - _threshold(row)))}")
+            reason = (f"underpowered: detectable {value(row['detectable'])} > "
+                      f"{value(abs(row['paper_effect'] - _threshold(row)))} needed, from He et "
+                      f"al.'s {value(row['paper_effect'])} to the threshold {value(_threshold(row))}")
         return f"{numbers + ', ' if numbers else ''}not testable ({reason})"
     p = row.get("p_holm")
     p = row["p_value"] if p is None or (isinstance(p, float) and math.isnan(p)) else p
@@ -233,7 +237,9 @@ def why(claim: Claim, rows: pd.DataFrame, answer_of: dict) -> str:
         worst = part.loc[part["ci_high"].astype(float).idxmax()]
         return (f"largest per-net formula error {_num(worst['ci_high'])} (95% upper bound), "
                 f"tolerance {_num(worst['margin'])}, over {len(part)} depth × version checks")
-    parts = [f"{_where(r)}: {_test(r, claim.scale)}"
+    label = dict(zip(part["measure"].unique(), claim.windows))     # {measure: "early", ...}
+    parts = [f"{label[r['measure']] + ', ' if r['measure'] in label else ''}{_where(r)}: "
+             f"{_test(r, claim.scale)}"
              + ("" if r["verdict"] == NOT_TESTABLE else f" ({r['verdict']})")
              for _, r in part.iterrows()]
     return f"{claim.measure or part.iloc[0]['measure']}: " + "; ".join(parts)
@@ -369,7 +375,8 @@ def provenance(configs) -> list[str]:
                      ", ".join(f"{d}: w{w}" for d, w in (s.get("widths") or {}).items()),
                      str(len(s.get("seeds", []))), str(s.get("steps", "—")),
                      f"{(commit or '?')[:10]}{dirty}" + (f" ⚠ {stale}" if stale else ""),
-                     _num(config.get("wall_seconds")), config.get("machine", "?")])
+                     _num(round(config["wall_seconds"])) if config.get("wall_seconds") else "—",
+                     config.get("machine", "?")])
     return _table(["experiment", "preset", "data", "depth: width", "seeds", "iterations",
                    "commit", "wall s", "machine"], rows)
 

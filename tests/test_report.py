@@ -159,7 +159,7 @@ def test_a_result_from_other_code_is_marked(tmp_path):
         _write_fixture(tmp_path / commit, c3_gap=0.3, commit=commit)
         text, _, _ = render_report(tmp_path / commit, tmp_path / commit)
         assert ("whose code differs" in text) == marked
-        assert "| 12.5 | Test CPU, 2 CPUs |" in text          # a wall time says where it was taken
+        assert "| 12 | Test CPU, 2 CPUs |" in text          # a wall time (whole seconds) says where it was taken
 
 
 def test_cli_bad_paths_exit_2(tmp_path, capsys, results):
