@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-gpu bench reproduce clean install-ecosystem test-ecosystem
+.PHONY: install run test test-slow test-gpu bench reproduce clean install-ecosystem test-ecosystem
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ reproduce: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The tests too slow for `make test` (each over ~10 s: CIFAR end to end, Triton under its
+# interpreter, several processes); .ci/run runs them after `make test`.
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow and not gpu and not slurm"
 
 test-gpu: install
 	$(BIN)/python -m pytest -q -m gpu

@@ -209,6 +209,7 @@ def test_backend_statistics_equal_float64(backend, layout, dtype, monkeypatch):
             close(values[unit], PARAMS_REFERENCE[stat.name](members), 1e-6 * values[unit], (stat.name, unit))
 
 
+@pytest.mark.slow
 def test_triton_under_interpreter():
     """This file's Triton cases, in a child process under TRITON_INTERPRET=1."""
     pytest.importorskip("triton", reason="triton is not installed (pip install triton; Linux only)")

@@ -141,6 +141,7 @@ SLOW = ["--preset", "smoke", "--depths", "20", "--seeds", "0", "1", "2", "--step
         "--probe-steps", "3", "--workers", "1"]
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_to_the_same_tables(tmp_path):
     whole = _run("early_training", *SLOW, "--out", str(tmp_path / "whole"))
     killed = _run("early_training", *SLOW, "--out", str(tmp_path / "killed"))
@@ -189,6 +190,7 @@ def test_a_sweep_where_every_cell_diverges_still_answers(tmp_path, monkeypatch, 
     assert "all 12 nets diverged" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_one_or_two_processes_give_the_same_tables(tmp_path):
     argv = ["--preset", "smoke", "--depths", "20", "56", "--seeds", "0", "1"]
     one = _run("grad_flow", *argv, "--workers", "1", "--out", str(tmp_path / "one"))

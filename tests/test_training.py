@@ -276,6 +276,7 @@ class PerRankBatchNorm(nn.BatchNorm2d):
                           for r, part in enumerate(x.chunk(self.ranks))])
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_a_single_process(tmp_path, digits):
     args = ["--model", "cifar_resnet20_v2", "--width", "4", "--dataset", "digits", "--steps", "6",
             "--batch-size", "32", "--eval-every", "3", "--checkpoint-every", "3", "--seeds", "0",

@@ -29,6 +29,7 @@ LAYOUTS = ["nchw", "channels_last", "2d"]
 ROW = len(RAW_ROW)                  # raw sums in a row (probes.stats)
 
 
+@pytest.mark.slow
 def test_kernels_under_interpreter():
     """This file's comparisons, in a child process under TRITON_INTERPRET=1."""
     run_in_child(__file__, "not under_interpreter")
@@ -250,6 +251,7 @@ def test_signal_probe_with_kernels_equals_c_module(kernels):
     assert (np.abs(a.value - b.value) <= 1e-5 * np.abs(a.value) + 1e-6 * scale).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_kernels_compile_for_h100(dtype):
     """Compile every kernel for sm_90 (H100/H200) without a GPU: catches type and layout
