@@ -48,10 +48,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from resnet_lab import plotting, settings
-from resnet_lab.runs import read_table
-from resnet_lab.schedule import PAPER_ITERATIONS
-from resnet_lab.sweep import Cell
+from resnet_lab import plotting
+
+from resnet_lab.runs import settings
+from resnet_lab.io.folders import read_table
+from resnet_lab.engine.schedule import PAPER_ITERATIONS
+from resnet_lab.runs.sweep import Cell
 
 from . import claims as C
 from . import controls as K

@@ -48,9 +48,10 @@ import numpy as np
 import pandas as pd
 
 from probes import WEIGHT_INPUT_STATS
-from resnet_lab import plotting, settings
-from resnet_lab.runs import read_table
-from resnet_lab.sweep import ID_COLUMNS, Cell
+from resnet_lab import plotting
+from resnet_lab.runs import settings
+from resnet_lab.io.folders import read_table
+from resnet_lab.runs.sweep import ID_COLUMNS, Cell
 
 from . import claims as C
 from . import controls as K

@@ -4,7 +4,7 @@ Every script declares its presets (``quick``, ``paper``, ``smoke``) and which of
 ``OPTIONS`` it takes; ``parser`` builds its command line and ``resolve`` turns the parsed
 arguments into one checked settings dict, *before anything is written*: a bad value is a
 ``ValueError`` naming the flag, the value and what is valid (a script turns it into one line
-on stderr and exit status 2, ``resnet_lab.cli``).
+on stderr and exit status 2, ``resnet_lab.runs.cli``).
 
 Preset values use the flags' names (``depths``, ``seeds``, ``width``, ``steps`` ...); a preset
 may give ``widths`` per unit block instead of one ``width`` (``{"basic": 16, "bottleneck":
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
+from ..engine.data import DATASETS
+from ..engine.schedule import Schedule, check_steps
+from ..engine.training import PRECISIONS
+from ..io.folders import PAPER_ROOT, check_writable_dir
+from ..networks.families import resolve_cifar_block
+from ..networks.units import UNIT_KINDS, VERSIONS, resolve_unit_kind
 from .cli import Parser, resolve_device
-from .data import DATASETS
-from .networks import resolve_cifar_block
-from .runs import PAPER_ROOT, check_writable_dir
-from .schedule import Schedule, check_steps
 from .shards import resolve_shard
-from .training import PRECISIONS
-from .units import UNIT_KINDS, VERSIONS, resolve_unit_kind
 
 MAX_SEED = 2**63 - 1          # torch.manual_seed's range
 MAX_THREADS = 1024
