@@ -30,7 +30,7 @@ from resnet_lab.runs.cli import main_guard
 from resnet_lab.io.errors import CellFailed
 from resnet_lab.runs.results import compare_runs, load_run
 from resnet_lab.io.folders import RunDir
-from resnet_lab.runs.settings import probe_spacing, probed_count
+from analysis.probing import probe_spacing, probed_count
 from resnet_lab.runs.sweep import Cell, CellResult, run_cells
 
 ROOT = Path(__file__).resolve().parents[1]
