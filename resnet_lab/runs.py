@@ -222,12 +222,19 @@ def read_config(path) -> dict:
     """A config.json (or done.json) as a dict; a ValueError naming the file if it is not
     JSON (truncated, edited) -- with what to do about it."""
     path = Path(path)
+    advice = ("move it away (a run's finished nets are kept and its record starts afresh) or "
+              "choose another --out")
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err}); it was cut off or "
-                         f"edited: move it away (a run's finished nets are kept and its "
-                         f"record starts afresh) or choose another --out") from None
+                         f"edited: {advice}") from None
+    # Every record of the suite is a JSON object: ``null`` or a list parses, but is nobody's
+    # record (each reader would fail on it its own way).
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a record (a JSON {type(record).__name__ if record is not None else 'null'} "
+                         f"where an object belongs); it was edited: {advice}")
+    return record
 
 
 # ---- run folders ------------------------------------------------------------------------------
