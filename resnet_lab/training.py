@@ -148,13 +148,14 @@ class CheckpointUnreadable(ValueError):
 
 
 def checkpoint_mismatch(path, data: bytes) -> str | None:
-    """Why the checkpoint ``path`` (its bytes ``data``) is not the one saved there (None: it is,
-    or it is older than the hashes and has none beside it)."""
+    """Why the checkpoint ``path`` (its bytes ``data``) is not the one saved there (None: it is).
+    Without its hash it cannot be checked, and is refused too (a kill between the two writes,
+    or a checkpoint older than the hashes: the net starts afresh, never from unchecked bytes)."""
     hashed = Path(path).with_name(CHECKSUM)
     try:
         expected = hashed.read_text().strip()
     except FileNotFoundError:
-        return None
+        return f"has no content hash beside it ({hashed.name}): it cannot be checked"
     except (OSError, UnicodeDecodeError) as err:
         return f"its content hash {hashed.name} is unreadable ({type(err).__name__})"
     if hashlib.sha256(data).hexdigest() != expected:
@@ -484,8 +485,8 @@ class _Trainer:
                         self.run_dir.path / CHECKPOINT).read_bytes()
             # Its content hash beside it, written after it: a checkpoint changed on disk (a
             # zip still valid, a tensor's bytes not) is refused at resume, never resumed from.
-            # (Removed first: a kill between the two writes leaves no hash, which reads as an
-            # older checkpoint and is loaded only if torch reads it whole.)
+            # (Removed first: a kill between the two writes leaves no hash, and the checkpoint
+            # is refused rather than trusted unchecked.)
             atomic_write(self.run_dir.path / CHECKSUM, hashlib.sha256(data).hexdigest() + "\n")
 
     def save_tables(self):
