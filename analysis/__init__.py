@@ -154,8 +154,9 @@ def publish(module, run_dir, dest, over=False) -> Path:
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
-    with contextlib.suppress(OSError):
-        staging.rmdir()                        # empty unless another publish is under way
+    finally:
+        with contextlib.suppress(OSError):
+            staging.rmdir()                    # empty unless another publish is under way
     return dest
 
 
