@@ -156,8 +156,8 @@ def _cifar_folder(root: Path, n_train=40, n_test=40, label=None) -> Path:
     ("label -1", "holds a training label -1, outside 0..9"),
     ("a batch of 3000-byte images", "not CIFAR batches (data is uint8 (40, 3000)")])
 def test_an_extracted_cifar_folder_is_checked_before_training(kind, needle, tmp_path, capsys):
-    if kind.startswith("label"):
-        data = _cifar_folder(tmp_path / "data", 10_000, 10_000, label=int(kind.split()[1]))
+    if kind.startswith("label"):                    # checked before the counts
+        data = _cifar_folder(tmp_path / "data", label=int(kind.split()[1]))
     else:
         data = _cifar_folder(tmp_path / "data")
     if "3000" in kind:
@@ -199,7 +199,7 @@ def test_load_run_refuses_a_table_changed_after_it_was_written(edit, claims_run,
     assert load_run(run)["linear_fits"] is not None                   # the others still read
 
 
-@pytest.mark.parametrize("record", ["{}", "[]", "null", '{"cell": "d20_w4_original_s0"}'])
+@pytest.mark.parametrize("record", ["{}", "[]"])
 def test_an_empty_or_foreign_done_json_is_named_and_the_net_trained_again(record, grad_flow_run,
                                                                            tmp_path, capsys):
     run = copy_run(grad_flow_run[0], tmp_path, "grad_flow")
@@ -224,9 +224,10 @@ def test_a_config_json_that_is_no_record_is_one_line_and_moving_it_away_resumes(
         code, err = run_in_process("grad_flow", [*SMALL, "--out", str(tmp_path)], capsys)
         assert code == 2 and only_line(err).startswith(f"error: {run}/config.json: not a record (a JSON ")
         assert "move it away" in err
-    (run / "config.json").rename(tmp_path / "config.json.edited")
-    code, _ = run_in_process("grad_flow", [*SMALL, "--out", str(tmp_path)], capsys)
-    assert code == 0 and compare_runs(grad_flow_run[0], run) == []
+    if record == "null":                                              # once: it is the same path
+        (run / "config.json").rename(tmp_path / "config.json.edited")
+        code, _ = run_in_process("grad_flow", [*SMALL, "--out", str(tmp_path)], capsys)
+        assert code == 0 and compare_runs(grad_flow_run[0], run) == []
 
 
 # ---- 2. publishing: atomic, and it knows whose folder it is -----------------------------------
@@ -251,6 +252,7 @@ def test_publishing_another_presets_references_over_them_is_refused(grad_flow_ru
     config["args"]["preset"] = "quick"                              # as results/paper/ holds
     (dest / "config.json").write_text(json.dumps(config))
     before = files(dest)
+    copy_run(grad_flow_run[0], tmp_path / "runs", "grad_flow")     # its nets are finished
     code, err = run_in_process("grad_flow", [*SMALL, "--out", str(tmp_path / "runs"),
                                              "--publish", str(dest)], capsys)
     assert code == 2 and "it holds grad_flow's quick preset references, not the smoke preset's" in only_line(err)
