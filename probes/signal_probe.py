@@ -251,6 +251,10 @@ def _checked(taps, stats, every, cpp_hooks, weight_inputs=False, param_grads=Tru
     bad = [s for s in stats if s not in S.ALL_STATS]
     if bad:
         raise ValueError(f"unknown stat {bad[0]!r}; valid: {', '.join(S.ALL_STATS)}")
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    if not isinstance(cpp_hooks, bool):
+        raise ValueError(f"cpp_hooks must be True or False, got {cpp_hooks!r}")
     if not stats:
         raise ValueError(f"stats is empty: the probe would record nothing; give at least one of "
                          f"{', '.join(S.ALL_STATS)} (None: all)")
