@@ -15,6 +15,7 @@ rank's batch; statistics are not reduced across ranks.
 """
 from __future__ import annotations
 
+import numbers
 import threading
 from functools import partial
 
@@ -65,7 +66,7 @@ class SignalProbe:
 
     def __init__(self, model: nn.Module, taps=TAP_NAMES, stats=None, every=1,
                  weight_inputs=False, param_grads=True, first_step=1, pause_gc=True, cpp_hooks=True):
-        taps, stats = _checked(taps, stats, every, cpp_hooks, weight_inputs, param_grads)
+        taps, stats, every = _checked(taps, stats, every, cpp_hooks, weight_inputs, param_grads)
         self.model, self.taps, self.stats, self.every, self.first_step = model, taps, stats, every, first_step
         self.weight_inputs, self.param_grads = weight_inputs, param_grads and "grad_norm" in stats
         self._index = TapIndex(model)
@@ -251,8 +252,9 @@ def _checked(taps, stats, every, cpp_hooks, weight_inputs=False, param_grads=Tru
     bad = [s for s in stats if s not in S.ALL_STATS]
     if bad:
         raise ValueError(f"unknown stat {bad[0]!r}; valid: {', '.join(S.ALL_STATS)}")
-    if not isinstance(every, int) or every < 1:
+    if not isinstance(every, numbers.Integral) or isinstance(every, bool) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
+    every = int(every)
     if not isinstance(cpp_hooks, bool):
         raise ValueError(f"cpp_hooks must be True or False, got {cpp_hooks!r}")
     if not stats:
@@ -270,4 +272,4 @@ def _checked(taps, stats, every, cpp_hooks, weight_inputs=False, param_grads=Tru
             raise ValueError(f"taps is empty: {', '.join(at_taps) or 'nothing'} would be recorded "
                              f"{'at no tap' if at_taps else 'at all'}; give at least one of "
                              f"{', '.join(TAP_NAMES)}, or stats measured without a tap ({without})")
-    return taps, stats
+    return taps, stats, every
