@@ -224,6 +224,8 @@ def test_a_config_json_that_is_no_record_is_one_line_and_moving_it_away_resumes(
         code, err = run_in_process("grad_flow", [*SMALL, "--out", str(tmp_path)], capsys)
         assert code == 2 and only_line(err).startswith(f"error: {run}/config.json: not a record (a JSON ")
         assert "move it away" in err
+    with pytest.raises(ValueError, match=r"config.json: not a record \(a JSON "):
+        load_run(run)
     if record == "null":                                              # once: it is the same path
         (run / "config.json").rename(tmp_path / "config.json.edited")
         code, _ = run_in_process("grad_flow", [*SMALL, "--out", str(tmp_path)], capsys)
