@@ -354,12 +354,14 @@ class _Trainer:
         if path is not None and path.exists():
             data = path.read_bytes()
             why = checkpoint_mismatch(path, data)
-            if why:
+            if why and (path.parent / CHECKSUM).exists():     # another content than saved
                 raise CheckpointUnreadable(path, why)
             try:
                 state = torch.load(io.BytesIO(data), map_location="cpu")
             except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
                 raise CheckpointUnreadable(path, err) from None
+            if why:                                           # it reads, but without its hash
+                raise CheckpointUnreadable(path, why)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["rng"]["augment"])
