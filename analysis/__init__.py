@@ -9,21 +9,26 @@ Nothing here draws while it measures, nor measures while it draws: a module's
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 
+from analysis.preflight import publish_problem, refusal
+from resnet_lab.io.folders import (DEFAULT_ROOT, PAPER_ROOT, RunDir, atomic_write, cpu_model,
+                                   git_commit, git_dirty, now, read_config, record_table,
+                                   settings_id)
 from resnet_lab.runs.cellstore import CellChanged, CellStore
-from resnet_lab.io.folders import (DEFAULT_ROOT, PAPER_ROOT, RunDir, cpu_model, git_commit, git_dirty,
-                             now, settings_id)
 from resnet_lab.runs.shards import share
 from resnet_lab.runs.sweep import merge_cells, outcome, retrain, run_cells
 
 EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
 PAPER = PAPER_ROOT
 # Settings that change where or how fast a run goes, not its numbers: left out of its id.
-_NOT_IN_ID = ("workers", "out", "publish", "shard", "analyse", "devices", "plan")
+_NOT_IN_ID = ("workers", "out", "publish", "publish_over", "shard", "analyse", "devices", "plan")
 
 
 def experiment(name: str):
@@ -104,26 +109,75 @@ def finish(module, run: RunDir, s: dict, cells, timing) -> int:
     """The run's last words: how its nets ended, the published copy, where it wrote."""
     print(outcome(cells))
     if s.get("publish") is not None:
-        print(f"published to {publish(module, run.path, s['publish'])}")
+        print(f"published to {publish(module, run.path, s['publish'], s.get('publish_over'))}")
     print(f"done in {timing['seconds']:.0f} s; wrote {run.path}")
     return 0
 
 
-def publish(module, run_dir, dest) -> Path:
+def publish(module, run_dir, dest, over=False) -> Path:
     """Copy a run's reference files (``module.FILES``) to ``dest`` (e.g.
     results/paper/<experiment>), write the tables the figures and claims use
-    (``module.published_tables(run_dir)``), and redraw the figures there from that copy."""
+    (``module.published_tables(run_dir)``), and redraw the figures there from that copy.
+
+    Atomic: everything is written into a new folder beside ``dest`` (under ``.publishing/``,
+    where no reader looks), and swapped in only when complete; a failure (a full disk, a
+    figure that cannot be drawn) leaves the old references as they were. Refused
+    (``preflight.publish_problem``) over another experiment's or another preset's references
+    unless ``over``. Every table is listed with its checksum in the copy's tables.json."""
     run_dir, dest = Path(run_dir), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in module.FILES:
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, dest / name)
-    out = RunDir(dest)
-    for name, df in module.published_tables(run_dir).items():
-        out.write_csv(name, df)
-    figures = dest / "figures"
-    if figures.exists():
-        for old in figures.glob("*"):
-            old.unlink()
-    module.draw_figures(dest)
+    args = read_config(run_dir / "config.json").get("args") or {}
+    why = publish_problem(dest, module.NAME, args.get("preset") if isinstance(args, dict) else None)
+    if why and not over:                       # checked before work too; another may have since
+        raise ValueError(refusal(dest, why))
+    staging = dest.parent / ".publishing"
+    staging.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=staging, prefix=f"{dest.name}.new-"))
+    try:
+        os.chmod(new, 0o777 & ~_umask())
+        names = ["config.json", *(n for n in module.FILES if n != "config.json")]
+        for name in names:                     # config.json first: it makes the folder a record
+            if (run_dir / name).is_file():
+                data = (run_dir / name).read_bytes()
+                atomic_write(new / name, data)
+                if name.endswith((".csv", ".csv.gz")):
+                    record_table(new / name, data)
+        out = RunDir(new)
+        for name, df in module.published_tables(run_dir).items():
+            out.write_csv(name, df)
+        (new / "figures").mkdir()
+        module.draw_figures(new)
+        if dest.is_dir():                      # a note kept beside the references stays; an old
+            for old in dest.iterdir():         # table or figure does not mix with the new ones
+                if old.is_file() and not old.name.endswith((".csv", ".csv.gz", ".json")) \
+                        and not (new / old.name).exists():
+                    shutil.copy2(old, new / old.name)
+        _swap(new, dest, staging)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            staging.rmdir()                    # empty unless another publish is under way
     return dest
+
+
+def _swap(new: Path, dest: Path, staging: Path):
+    """Put the complete folder ``new`` at ``dest``: two renames in one file system (the old
+    folder, moved aside, comes back if the second fails), then the old one is removed."""
+    if not dest.exists():
+        os.rename(new, dest)
+        return
+    aside = Path(tempfile.mkdtemp(dir=staging, prefix=f"{dest.name}.old-"))
+    os.rename(dest, aside / dest.name)
+    try:
+        os.rename(new, dest)
+    except BaseException:
+        os.rename(aside / dest.name, dest)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

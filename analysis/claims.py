@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from resnet_lab.io.folders import write_table
+from resnet_lab.io.folders import table_problem, write_table
 
 from .tables import paired
 
@@ -432,6 +432,9 @@ def read_claims(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no claims file at {path}")
+    why = table_problem(path, path.read_bytes())      # a row removed would change the verdicts
+    if why:
+        raise ValueError(f"{path}: {why}")
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

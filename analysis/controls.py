@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resnet_lab.io.folders import write_table
+from resnet_lab.io.folders import table_problem, write_table
 
 CONTROLS_FILE = "controls.csv"
 FIT_ERROR = 0.02             # eval-mode training error at or below which a net fits its data
@@ -91,6 +91,9 @@ def read_controls(path) -> pd.DataFrame:
     """One controls.csv (ValueError naming the file when it is not one)."""
     path = Path(path)
     try:
+        why = table_problem(path, path.read_bytes())
+        if why:
+            raise ValueError(f"{path}: {why}")
         df = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable controls table ({exc})") from None

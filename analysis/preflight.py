@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from resnet_lab.runs.costs import REFERENCE, hours, step_seconds
 from resnet_lab.engine.memory import check_fits, training_bytes
-from resnet_lab.io.folders import check_writable_dir
+from resnet_lab.io.folders import check_writable_dir, read_config
+from resnet_lab.runs.costs import REFERENCE, hours, step_seconds
 from resnet_lab.runs.shards import plan
 from resnet_lab.runs.sweep import build
 
@@ -36,15 +36,49 @@ def check_outputs(path, flag: str = "--out"):
             check_writable_dir(path / sub, flag)
 
 
-def check_publish(publish, path):
+def check_publish(publish, path, experiment=None, preset=None, over=False):
     """``--publish`` copies a run's reference files elsewhere: not into the run folder itself
-    (it would overwrite the run's tables with the published subset)."""
+    (it would overwrite the run's tables with the published subset), and not over another
+    experiment's or another preset's references (``publish_problem``) unless ``over``
+    (``--publish-over``)."""
     if publish is None:
         return
     target, run = Path(os.path.realpath(publish)), Path(os.path.realpath(path))
     if target == run or run in target.parents:
         raise ValueError(f"--publish {publish}: that is the run's own folder; publish to another "
                          "one (e.g. results/paper/<experiment>)")
+    if experiment is not None and not over:
+        why = publish_problem(publish, experiment, preset)
+        if why:
+            raise ValueError(refusal(publish, why))
+
+
+def refusal(publish, why) -> str:
+    return (f"--publish {publish}: {why}; publishing there would replace them: choose another "
+            "folder, or add --publish-over to replace them")
+
+
+def publish_problem(dest, experiment: str, preset) -> str | None:
+    """Why publishing ``experiment``'s ``preset`` references into ``dest`` would replace
+    someone else's (None: it is new, empty, or holds the same experiment's same preset):
+    another experiment's references (the report would count its claims twice), another
+    preset's (smoke rows among the quick ones), or files that are no experiment's."""
+    dest = Path(dest)
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return None
+    try:
+        config = read_config(dest / "config.json")
+    except FileNotFoundError:
+        return "it holds files but no config.json (no experiment's references)"
+    except ValueError:
+        return "its config.json is unreadable (no experiment's references)"
+    args = config.get("args") if isinstance(config.get("args"), dict) else {}
+    owner, theirs = config.get("experiment"), args.get("preset")
+    if owner != experiment:
+        return f"it holds {owner}'s references ({theirs} preset), not {experiment}'s"
+    if theirs != preset:
+        return f"it holds {experiment}'s {theirs} preset references, not the {preset} preset's"
+    return None
 
 
 def seconds_on_reference(module, s: dict, cells=None) -> float:

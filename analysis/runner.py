@@ -57,7 +57,7 @@ def check_before_work(module, s, data):
     """What can be checked before anything is written (ValueError: one line)."""
     path = run_path(module, s)
     check_outputs(path, "--out" if s.get("out") else "--out (default results/runs)")
-    check_publish(s.get("publish"), path)
+    check_publish(s.get("publish"), path, module.NAME, s["preset"], s.get("publish_over"))
     if s["analyse"]:
         check_all_finished(module, s, path)
         return

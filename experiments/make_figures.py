@@ -39,7 +39,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         raise ValueError(f"--results {args.results}: not a folder")
-    for name, folder in jobs(args.experiment, args.run_dir, args.results):
+    todo = jobs(args.experiment, args.run_dir, args.results)
+    if not todo:                 # drawing nothing without a word would read as success
+        raise ValueError(f"--results {args.results}: no experiment folder in it (looked for "
+                         f"{', '.join(EXPERIMENTS)}); nothing to draw")
+    for name, folder in todo:
         written = experiment(name).draw_figures(folder)
         print(f"{name}: {len(written)} files in {folder / 'figures'}")
     return 0

@@ -74,7 +74,16 @@ def settings_from(args) -> tuple[list[dict], Path]:
         folder = Path(args.resume)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"--resume: {folder} is not a run folder (no config.json)")
-        saved = read_config(folder / "config.json")["args"]
+        config = read_config(folder / "config.json")
+        saved = config.get("args")
+        # Only a folder this script made can be resumed by it: a sweep's run or a cell's
+        # training state holds other settings (or none) under other names.
+        if config.get("experiment") != EXPERIMENT or not isinstance(saved, dict) or \
+                not set(RUN_KEYS) <= set(saved):
+            what = (f"the training state of {config.get('experiment')}'s net {config['cell']}"
+                    if "cell" in config else f"a {config.get('experiment') or 'unknown'} run")
+            raise ValueError(f"--resume: {folder} is {what}, not an experiments/train.py run; "
+                             "resume an experiment by running its own command again")
         return [saved], folder.parent.parent
     if args.model is None:
         raise ValueError("--model is required (one of python -m resnet_lab --list), or --resume RUN_DIR")
@@ -149,9 +158,13 @@ def main(argv=None):
                             lock=rank == 0)
         torch.manual_seed(s["seed"])
         callbacks = [] if s["probe_every"] is None else [ProbeCallback(every=s["probe_every"])]
-        with says_how_to_resume("experiments/train.py", argv):
+        # A failure before the engine records its own outcome (a refused checkpoint, a probe
+        # state of another net) must not leave config.json saying "running": recorded() says
+        # "failed" with the error; the engine's own status stands otherwise.
+        with run.recorded() as record, says_how_to_resume("experiments/train.py", argv):
             result = train(build_model(s, data), data, run, train_settings(s, device),
                            callbacks=callbacks, quiet=args.quiet)
+            record["status"] = None
         run.release_lock()
         if rank == 0:
             test = result.metrics.query("split == 'test' and metric == 'error'")

@@ -56,6 +56,22 @@ class RowBuilder:
         df.insert(0, "step", step)
         return df[PROBE_COLUMNS]
 
+    def misfit(self, host, layout) -> str | None:
+        """Why ``(host, layout)`` is not a record of this builder's net and probe (None: it is):
+        a part this probe does not make, a ``seen`` of another length, or another total."""
+        pos = 0
+        for kind, seen in layout:
+            if kind not in ("forward", "backward", "cut", "params", "weight_input"):
+                return f"unknown part {kind!r}"
+            size = self._size(kind)
+            width = {"weight_input": len(self.weight_meta)}.get(kind, len(self.meta))
+            if seen is not None and len(seen) != width:
+                return f"{kind}: {len(seen)} slots, this probe has {width}"
+            pos += size
+        if pos != len(host):
+            return f"{len(host)} values, this probe's layout holds {pos}"
+        return None
+
     def _size(self, kind):
         return {"forward": len(S.TENSOR_STATS) * len(self.meta), "backward": len(S.TENSOR_STATS) * len(self.meta),
                 "cut": len(self.unit_meta), "params": len(self.unit_meta),

@@ -15,6 +15,8 @@ rank's batch; statistics are not reduced across ranks.
 """
 from __future__ import annotations
 
+import numbers
+import threading
 from functools import partial
 
 import pandas as pd
@@ -64,7 +66,7 @@ class SignalProbe:
 
     def __init__(self, model: nn.Module, taps=TAP_NAMES, stats=None, every=1,
                  weight_inputs=False, param_grads=True, first_step=1, pause_gc=True, cpp_hooks=True):
-        taps, stats = _checked(taps, stats, every, cpp_hooks)
+        taps, stats, every = _checked(taps, stats, every, cpp_hooks, weight_inputs, param_grads)
         self.model, self.taps, self.stats, self.every, self.first_step = model, taps, stats, every, first_step
         self.weight_inputs, self.param_grads = weight_inputs, param_grads and "grad_norm" in stats
         self._index = TapIndex(model)
@@ -79,17 +81,30 @@ class SignalProbe:
         self._records = []                   # (step, values, layout) per probed step: the state
         self._calls = 0                      # step() calls so far
         self._inside = self._active = False
+        self._owner = None                   # the thread inside the ``with``
         self._installed = self._saved_forwards = None   # the forwards installed, what they replaced
         self._clear_step()
 
     # ---- context -------------------------------------------------------------------------
     def __enter__(self):
+        # One ``with`` at a time, from one thread: the taps write into one set of buffers per
+        # step, so a nested entry would remove the hooks on its way out (the outer block then
+        # records nothing) and a second thread's tensors would land in the first one's slots.
+        if self._inside:
+            here = threading.get_ident()
+            raise RuntimeError(
+                "SignalProbe entered twice (a nested `with probe:`); leave it first"
+                if self._owner == here else
+                "SignalProbe is in use by another thread; a probe measures one thread's "
+                "forward and backward: give each thread its own probe")
+        self._owner = threading.get_ident()
         self._inside = True
         self._clear_step()
         self._sync_hooks()
         return self
 
     def __exit__(self, *exc):
+        self._owner = None
         self._inside = False
         self._sync_hooks()
         self._clear_step()
@@ -132,6 +147,9 @@ class SignalProbe:
     def step(self) -> bool:
         """Close one step: derive all statistics and move them to the host in one transfer.
         True when this step was probed and recorded."""
+        if self._inside and self._owner != threading.get_ident():
+            raise RuntimeError("SignalProbe.step() called from a thread other than the one "
+                               "inside `with probe:`; give each thread its own probe")
         recorded = self._active and self._record()
         self._calls += 1
         self._clear_step()
@@ -200,10 +218,21 @@ class SignalProbe:
                             for step, host, layout in self._records]}
 
     def load_state_dict(self, state: dict):
-        """Continue from ``state_dict()``'s records (of a probe of the same model and arguments)."""
-        self._records = [(r["step"], r["values"].numpy(),
-                          [(kind, None if seen is None else seen.tolist()) for kind, seen in r["layout"]])
-                         for r in state["records"]]
+        """Continue from ``state_dict()``'s records (of a probe of the same model and arguments);
+        a ValueError, before anything changes, for records another net or probe made."""
+        try:
+            records = [(int(r["step"]), r["values"].numpy(),
+                        [(kind, None if seen is None else seen.tolist()) for kind, seen in r["layout"]])
+                       for r in state["records"]]
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ValueError(f"SignalProbe.load_state_dict: not a probe's state "
+                             f"({type(err).__name__}: {err})") from None
+        for step, values, layout in records:
+            why = self._rows.misfit(values, layout)
+            if why:
+                raise ValueError(f"SignalProbe.load_state_dict: the record of step {step} was "
+                                 f"made by a probe of another net or other arguments ({why})")
+        self._records = records
 
     def nbytes(self) -> int:
         """Bytes of device buffers the probe holds between steps, with the backends' scratch
@@ -212,8 +241,9 @@ class SignalProbe:
         return own + kernels.scratch_bytes()
 
 
-def _checked(taps, stats, every, cpp_hooks):
-    """The arguments as tuples; ValueError naming the valid choices."""
+def _checked(taps, stats, every, cpp_hooks, weight_inputs=False, param_grads=True):
+    """The arguments as tuples; ValueError naming the valid choices, or saying that they
+    would record nothing."""
     taps = (taps,) if isinstance(taps, str) else tuple(taps)
     bad = [t for t in taps if t not in TAP_NAMES]
     if bad:
@@ -222,8 +252,24 @@ def _checked(taps, stats, every, cpp_hooks):
     bad = [s for s in stats if s not in S.ALL_STATS]
     if bad:
         raise ValueError(f"unknown stat {bad[0]!r}; valid: {', '.join(S.ALL_STATS)}")
-    if not isinstance(every, int) or every < 1:
+    if not isinstance(every, numbers.Integral) or isinstance(every, bool) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
+    every = int(every)
     if not isinstance(cpp_hooks, bool):
         raise ValueError(f"cpp_hooks must be True or False, got {cpp_hooks!r}")
-    return taps, stats
+    if not stats:
+        raise ValueError(f"stats is empty: the probe would record nothing; give at least one of "
+                         f"{', '.join(S.ALL_STATS)} (None: all)")
+    # Without taps only a weight layer's input (weight_inputs) and a unit's parameter
+    # gradients (grad_norm) are measured: an empty list with a statistic read at the taps,
+    # or with nothing else to measure, would record less than asked without a word.
+    if not taps:
+        at_taps = [s for s in stats if s in S.FORWARD_STATS + S.BACKWARD_STATS]
+        untapped = (weight_inputs and set(stats) & set(S.WEIGHT_INPUT_STATS)) or (
+            param_grads and "grad_norm" in stats)
+        if at_taps or not untapped:
+            without = "grad_norm" + (f", {', '.join(S.WEIGHT_INPUT_STATS)}" if weight_inputs else "")
+            raise ValueError(f"taps is empty: {', '.join(at_taps) or 'nothing'} would be recorded "
+                             f"{'at no tap' if at_taps else 'at all'}; give at least one of "
+                             f"{', '.join(TAP_NAMES)}, or stats measured without a tap ({without})")
+    return taps, stats, every

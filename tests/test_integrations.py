@@ -241,5 +241,8 @@ def test_load_run_errors(tmp_path):
     (tmp_path / "bad.csv.gz").write_bytes(b"not gzip")
     run = load_run(tmp_path)
     assert list(run.tables) == ["bad"]
+    with pytest.raises(ValueError, match="bad.csv.gz: does not match the checksum tables.json"):
+        run.bad                                   # changed after it was written: refused
+    (tmp_path / "tables.json").unlink()           # unchecked, it must at least read
     with pytest.raises(ValueError, match="unreadable table"):
-        run.bad
+        load_run(tmp_path).bad

@@ -347,7 +347,7 @@ def test_run_folder_config_and_atomic_files(tmp_path):
     assert gzip.decompress((run.path / "a.csv.gz").read_bytes()).decode() == "x\n1\n2\n"
     run.finish(extra=1)
     assert run.config["status"] == "completed" and run.config["extra"] == 1
-    assert sorted(p.name for p in run.path.iterdir()) == ["a.csv.gz", "config.json", "figures"]
+    assert sorted(p.name for p in run.path.iterdir()) == ["a.csv.gz", "config.json", "figures", "tables.json"]
     with pytest.raises(ValueError, match="other arguments"):
         RunDir.create("exp", {"depth": 32}, out=tmp_path, run_id="r1")
     atomic_write(tmp_path / "t.txt", "hi")

@@ -164,12 +164,15 @@ def _refusal(module: nn.Module, name: str):
     """A ValueError naming what tap_model does not support in a known block, or None."""
     kind = _kind_of(module)
     f = getattr(module, kind.f) if kind.f else None
-    if f is None or isinstance(f, nn.ReLU):
+    if f is None or type(f) is nn.ReLU:
         return None
     # The tapped forward applies f as torch.relu, out of place; another activation would
-    # change the numbers (and a post-activation block's f is a ReLU in He et al.'s V1).
+    # change the numbers (and a post-activation block's f is a ReLU in He et al.'s V1). A
+    # subclass of nn.ReLU may compute something else (its own forward): exact nn.ReLU only.
+    what = (f"{type(f).__name__} (a subclass of nn.ReLU, which may compute something else)"
+            if isinstance(f, nn.ReLU) else type(f).__name__)
     return ValueError(f"{kind} {name or '(the model)'}: its after-addition activation "
-                      f"{kind.f} is {type(f).__name__}; tap_model supports nn.ReLU there only")
+                      f"{kind.f} is {what}; tap_model supports nn.ReLU there only")
 
 
 def _not_supported(module: nn.Module) -> ValueError:

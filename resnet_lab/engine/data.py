@@ -34,6 +34,9 @@ CIFAR = {
     "cifar100": ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python",
                  ["train"], "test", b"fine_labels", 100),
 }
+# The official archives' images per split (train, test): an extracted folder, which has no md5
+# to check, must hold them all (a folder of a few batches would train "as cifar10").
+CIFAR_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 DATASETS = ("digits", "gaussian", "cifar10", "cifar100")
 
 
@@ -172,7 +175,27 @@ def _cifar(name, data_dir: Path, verify=True):
     except (KeyError, ValueError, TypeError) as err:
         raise ValueError(f"{name}: the batches in {data_dir} are not CIFAR batches ({err}); get the "
                          f"official {archive_name} from {CIFAR_URL}") from None
-    return torch.cat(train_x), torch.cat(train_y), test_x, test_y
+    train_x, train_y = torch.cat(train_x), torch.cat(train_y)
+    source = archive if archive.is_file() else extracted
+    _check_cifar(name, source, train_y, test_y, counts=verify)
+    return train_x, train_y, test_x, test_y
+
+
+def _check_cifar(name, source, train_y, test_y, counts=True):
+    """The images and labels read from ``source`` are the official set's: every label a class
+    of ``name`` and, unless ``verify=False`` (a test's tiny fake), the official number of
+    images per split (an extracted folder has no md5 to say so)."""
+    classes = CIFAR[name][6]
+    for split, y in (("training", train_y), ("test", test_y)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(f"{name}: {source} holds a {split} label {bad}, outside 0..{classes - 1}; "
+                             f"extract the official {CIFAR[name][0]} from {CIFAR_URL} again")
+    expected = CIFAR_SIZES[name]
+    if counts and (len(train_y), len(test_y)) != expected:
+        raise ValueError(f"{name}: {source} holds {len(train_y):,} training and {len(test_y):,} test "
+                         f"images, the official set {expected[0]:,} and {expected[1]:,}; extract "
+                         f"the official {CIFAR[name][0]} from {CIFAR_URL} again")
 
 
 def _unpickle(f) -> dict:
@@ -197,8 +220,14 @@ def _read_extracted(path: Path, name: str, archive_name: str) -> dict:
 
 def _images(batch: dict, label_key: bytes):
     """A CIFAR batch: ``data`` uint8 (N, 3072) as R, G, B planes of 32x32; labels a list."""
-    x = torch.from_numpy(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-    return x.float() / 255.0, torch.tensor(batch[label_key], dtype=torch.int64)
+    data = np.asarray(batch[b"data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"data is {data.dtype} {data.shape}, not uint8 (N, 3072)")
+    labels = torch.tensor(batch[label_key], dtype=torch.int64)
+    if labels.shape != (len(data),):
+        raise ValueError(f"{len(data)} images but labels of shape {tuple(labels.shape)}")
+    x = torch.from_numpy(data.reshape(-1, 3, 32, 32))
+    return x.float() / 255.0, labels
 
 
 # ---- augmentation ---------------------------------------------------------------------------

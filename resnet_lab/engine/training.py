@@ -49,12 +49,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import io
 import math
 import os
 import pickle
 import resource
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -62,7 +65,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..io.folders import RunDir, atomic_save, rank_and_world
+from ..io.folders import RunDir, atomic_save, atomic_write, rank_and_world
 from ..io.signals import Interrupted, polled, stop_requested
 from ..io.signals import name as signal_name
 from .data import Batches, Dataset, apply_augmentation, draw_augmentation
@@ -70,6 +73,7 @@ from .schedule import Schedule
 
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value"]
 CHECKPOINT = "checkpoint.pt"
+CHECKSUM = "checkpoint.pt.sha256"          # the checkpoint's content hash, written after it
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -130,13 +134,34 @@ def _positive(name, value):
 
 
 class CheckpointUnreadable(ValueError):
-    """A checkpoint that cannot be read (cut off or corrupted on disk): named, with what to do."""
+    """A checkpoint that cannot be read (cut off or corrupted on disk) or whose content is not
+    the one saved (its hash differs): named, with what to do."""
 
     def __init__(self, path, err):
         self.path = path
+        if isinstance(err, str):                  # the content hash differs: the reason
+            super().__init__(f"{path}: {err}; delete it to train the net from the start")
+            return
         first = " ".join(str(err).split("\n")[0].split())[:120]
         super().__init__(f"{path}: unreadable checkpoint ({type(err).__name__}: {first}); delete "
                          "it to train the net from the start")
+
+
+def checkpoint_mismatch(path, data: bytes) -> str | None:
+    """Why the checkpoint ``path`` (its bytes ``data``) is not the one saved there (None: it is).
+    Without its hash it cannot be checked, and is refused too (a kill between the two writes,
+    or a checkpoint older than the hashes: the net starts afresh, never from unchecked bytes)."""
+    hashed = Path(path).with_name(CHECKSUM)
+    try:
+        expected = hashed.read_text().strip()
+    except FileNotFoundError:
+        return f"has no content hash beside it ({hashed.name}): it cannot be checked"
+    except (OSError, UnicodeDecodeError) as err:
+        return f"its content hash {hashed.name} is unreadable ({type(err).__name__})"
+    if hashlib.sha256(data).hexdigest() != expected:
+        return (f"changed since it was saved (its SHA-256 differs from {hashed.name}'s; "
+                f"{len(data):,} bytes)")
+    return None
 
 
 @dataclasses.dataclass
@@ -327,10 +352,16 @@ class _Trainer:
     def _restore(self):
         path = self.run_dir.path / CHECKPOINT if self.run_dir is not None else None
         if path is not None and path.exists():
+            data = path.read_bytes()
+            why = checkpoint_mismatch(path, data)
+            if why and (path.parent / CHECKSUM).exists():     # another content than saved
+                raise CheckpointUnreadable(path, why)
             try:
-                state = torch.load(path, map_location="cpu")
+                state = torch.load(io.BytesIO(data), map_location="cpu")
             except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
                 raise CheckpointUnreadable(path, err) from None
+            if why:                                           # it reads, but without its hash
+                raise CheckpointUnreadable(path, why)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["rng"]["augment"])
@@ -447,12 +478,18 @@ class _Trainer:
     def checkpoint(self):
         _broadcast_buffers(self.model, self.world)
         if self.run_dir is not None and self.run_dir.writer:
-            atomic_save({"step": self.step, "model": self.model.state_dict(),
+            self.run_dir.path.joinpath(CHECKSUM).unlink(missing_ok=True)
+            data = atomic_save({"step": self.step, "model": self.model.state_dict(),
                          "optimizer": self.optimizer.state_dict(), "warmup_end": self.warmup_end,
                          "rng": {"torch": torch.get_rng_state(), "augment": self.generator.get_state(),
                                  "cuda": torch.cuda.get_rng_state() if self.on_cuda else None},
                          "rows": self.rows, "callbacks": self.callbacks.state_dict()},
-                        self.run_dir.path / CHECKPOINT)
+                        self.run_dir.path / CHECKPOINT).read_bytes()
+            # Its content hash beside it, written after it: a checkpoint changed on disk (a
+            # zip still valid, a tensor's bytes not) is refused at resume, never resumed from.
+            # (Removed first: a kill between the two writes leaves no hash, and the checkpoint
+            # is refused rather than trusted unchecked.)
+            atomic_write(self.run_dir.path / CHECKSUM, hashlib.sha256(data).hexdigest() + "\n")
 
     def save_tables(self):
         if self.run_dir is None:

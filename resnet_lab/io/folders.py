@@ -86,7 +86,49 @@ def write_table(path, df: pd.DataFrame) -> Path:
     data = df.to_csv(index=False).encode()
     if str(path).endswith(".gz"):
         data = gzip.compress(data, compresslevel=6, mtime=0)
-    return atomic_write(path, data)
+    atomic_write(path, data)
+    record_table(path, data, len(df))
+    return Path(path)
+
+
+# A run (or published) folder's record of its tables: {file name: SHA-256, bytes, rows}, as
+# done.json is a cell's. ``read_table`` refuses a listed table whose bytes differ.
+TABLES_RECORD = "tables.json"
+
+
+def record_table(path, data: bytes, rows: int | None = None):
+    """Add the table ``path`` (its bytes ``data``) to its folder's ``tables.json`` -- in a run
+    or published folder (one with a config.json) only: a cell's tables are in its done.json."""
+    folder = Path(path).parent
+    if not (folder / "config.json").is_file():
+        return
+    record = _tables_record(folder) or {}
+    record[Path(path).name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                               "rows": rows}
+    atomic_write(folder / TABLES_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _tables_record(folder) -> dict | None:
+    """The folder's tables.json (None if it has none; ValueError naming it if unreadable)."""
+    path = Path(folder) / TABLES_RECORD
+    if not path.is_file():
+        return None
+    record = read_config(path)
+    if not all(isinstance(v, dict) and "sha256" in v for v in record.values()):
+        raise ValueError(f"{path}: not a record of checksums (edited); move it away to read "
+                         "the tables unchecked, or run the experiment again")
+    return record
+
+
+def table_problem(path, data: bytes) -> str | None:
+    """Why the table ``path`` (its bytes ``data``) is not the one its folder's tables.json
+    recorded (None: it is, or none was recorded)."""
+    expected = (_tables_record(Path(path).parent) or {}).get(Path(path).name)
+    if expected is None or hashlib.sha256(data).hexdigest() == expected["sha256"]:
+        return None
+    return (f"does not match the checksum {TABLES_RECORD} recorded ({len(data):,} bytes, "
+            f"{expected.get('bytes', 0):,} when written): changed after the run wrote it; run "
+            "(or publish) the experiment again")
 
 
 def table_path(folder, stem: str) -> Path | None:
@@ -103,7 +145,11 @@ def read_table(folder, stem: str, what: str = "a run folder") -> pd.DataFrame:
     if path is None:
         raise ValueError(f"{Path(folder) / (stem + '.csv')} not found: is {folder} {what}?")
     try:
-        return pd.read_csv(path)
+        data = path.read_bytes()
+        why = table_problem(path, data)
+        if why:
+            raise ValueError(f"{path}: {why}")
+        return pd.read_csv(io.BytesIO(data), compression="gzip" if path.name.endswith(".gz") else None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError,
             EOFError, gzip.BadGzipFile) as err:
         raise ValueError(f"{path}: unreadable table ({type(err).__name__}: {err})") from None
@@ -222,12 +268,19 @@ def read_config(path) -> dict:
     """A config.json (or done.json) as a dict; a ValueError naming the file if it is not
     JSON (truncated, edited) -- with what to do about it."""
     path = Path(path)
+    advice = ("move it away (a run's finished nets are kept and its record starts afresh) or "
+              "choose another --out")
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err}); it was cut off or "
-                         f"edited: move it away (a run's finished nets are kept and its "
-                         f"record starts afresh) or choose another --out") from None
+                         f"edited: {advice}") from None
+    # Every record of the suite is a JSON object: ``null`` or a list parses, but is nobody's
+    # record (each reader would fail on it its own way).
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a record (a JSON {type(record).__name__ if record is not None else 'null'} "
+                         f"where an object belongs); it was edited: {advice}")
+    return record
 
 
 # ---- run folders ------------------------------------------------------------------------------

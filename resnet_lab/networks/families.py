@@ -8,7 +8,9 @@ order; each knows its ``stage`` and ``index``.
 from __future__ import annotations
 
 import contextlib
+import numbers
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -110,9 +112,22 @@ def valid_cifar_depths(block):
 
 
 def _nearest(depth, ok):
+    """The valid depths nearest ``depth`` below and above (below: none under the smallest).
+    Counting up from 1 at least: a negative or zero depth's nearest is the smallest valid one."""
     below = next((d for d in range(depth, 0, -1) if ok(d)), None)
-    above = next(d for d in range(depth, depth + 20) if ok(d))
+    start = max(depth, 1)
+    above = next(d for d in range(start, start + 20) if ok(d))    # 6n+2 / 9n+2: within 18
     return [d for d in (below, above) if d is not None]
+
+
+def _integer(name, value, smallest=None) -> int:
+    """``value`` as an int if it is an integer of any integral type (numpy's too) and at
+    least ``smallest``; else a ValueError naming ``name``. A bool is refused (True is no depth)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if smallest is not None and value < smallest:
+        raise ValueError(f"{name} must be at least {smallest}, got {value!r}")
+    return int(value)
 
 
 def resolve_cifar_block(depth: int, block: str = "auto") -> str:
@@ -124,8 +139,7 @@ def resolve_cifar_block(depth: int, block: str = "auto") -> str:
     trains them so); 164 is valid for both and resolves to ``bottleneck`` (He et al. 2016).
     Pass ``block`` explicitly to get the other block.
     """
-    if not isinstance(depth, int) or isinstance(depth, bool):
-        raise ValueError(f"depth must be an integer, got {depth!r}")
+    depth = _integer("depth", depth)
     basic_ok, bottleneck_ok = valid_cifar_depths("basic"), valid_cifar_depths("bottleneck")
     if block == "auto":
         if depth in BOTTLENECK_CIFAR_DEPTHS or (bottleneck_ok(depth) and not basic_ok(depth)):
@@ -193,9 +207,15 @@ def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, 
     Init: He fan-out for convolutions (the official code's).
     """
     unit_kind = resolve_unit_kind(version, unit_kind)
+    depth = _integer("depth", depth)
     block = resolve_cifar_block(depth, block)
-    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+    if not isinstance(width, numbers.Integral) or isinstance(width, (bool, np.bool_)) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
+    width = int(width)
+    # A net with no input channel or no class builds, but cannot mean anything (and a
+    # negative count fails deep in PyTorch): refuse both here, by name.
+    in_channels = _integer("in_channels", in_channels, 1)
+    num_classes = _integer("num_classes", num_classes, 1)
     if shortcut is None:
         shortcut = "A" if block == "basic" else "B"
     per_unit = 2 if block == "basic" else 3
@@ -224,7 +244,9 @@ def imagenet_resnet(depth, version=None, unit_kind=None, num_classes=1000, in_ch
     the dimension-changing unit's BN-ReLU with its projection (He et al. 2016).
     """
     unit_kind = resolve_unit_kind(version, unit_kind)
-    if depth not in IMAGENET_LAYERS:
+    in_channels = _integer("in_channels", in_channels, 1)
+    num_classes = _integer("num_classes", num_classes, 1)
+    if depth not in IMAGENET_LAYERS or isinstance(depth, bool):
         valid = ", ".join(map(str, IMAGENET_LAYERS))
         raise ValueError(f"no ImageNet ResNet of depth {depth!r}; valid: {valid}")
     block, counts = IMAGENET_LAYERS[depth]

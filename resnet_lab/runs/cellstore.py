@@ -71,6 +71,9 @@ class CellStore:
             record = self.record(cell)
         except ValueError:
             return f"{DONE} is unreadable (cut off or edited)"
+        missing = record_problem(record)
+        if missing:
+            return f"{DONE} {missing}"
         for name, expected in _listed(record, self.folder(cell)).items():
             path = self.folder(cell) / name
             if not path.is_file():
@@ -113,6 +116,9 @@ class CellStore:
         """(done.json, {table stem: DataFrame}) of a finished cell, each table checked against
         its checksum as it is read (CellChanged if one differs)."""
         record = self.record(cell)
+        why = record_problem(record)
+        if why:
+            raise CellChanged({cell.name: f"{DONE} {why}"})
         tables = {}
         for name, expected in _listed(record, self.folder(cell)).items():
             path = self.folder(cell) / name
@@ -138,6 +144,20 @@ class CellStore:
         with contextlib.suppress(ValueError, OSError):
             return read_config(state / "config.json").get("steps_done")
         return None
+
+
+def record_problem(record: dict) -> str | None:
+    """Why a parsed done.json is not a finished cell's record (None: it is): it must hold the
+    fields of the cells table (``CELL_COLUMNS``) and, if it lists tables, each one's
+    fingerprint -- an emptied ``{}`` would otherwise pass as a finished net with no tables."""
+    absent = [c for c in CELL_COLUMNS if c not in record]
+    if absent:
+        return f"lacks {', '.join(absent)} (edited)"
+    tables = record.get("tables", {})
+    if not isinstance(tables, dict) or not all(
+            isinstance(t, dict) and {"sha256", "bytes", "rows"} <= set(t) for t in tables.values()):
+        return "has tables without their checksums (edited)"
+    return None
 
 
 def _listed(record: dict, folder: Path) -> dict:

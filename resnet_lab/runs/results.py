@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..io.folders import RunDir, read_table
+from ..io.folders import RunDir, read_config, read_table
 class _Tables(Mapping):
     """``{name: DataFrame}`` of a folder's tables, each read (``read_table``) when first
     asked for: a run's probe table can be large, and most uses read one or two tables."""
@@ -73,6 +73,8 @@ def load_run(path) -> RunResults:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{config_path}: unreadable ({err})") from None
+    if not isinstance(config, dict):          # null, a list: parses, but is no run's record
+        read_config(config_path)              # its one-line ValueError
     stems = sorted(f.name[: -len(suffix)] for f in path.iterdir() if f.is_file()
                    for suffix in (".csv", ".csv.gz") if f.name.endswith(suffix))
     return RunResults(path, config, _Tables(path, dict.fromkeys(stems)))

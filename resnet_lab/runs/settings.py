@@ -215,6 +215,9 @@ def parser(description: str, presets: dict, options, *, prog=None, publish: bool
     if publish:
         p.add_argument("--publish", metavar="DIR",
                        help="also copy the run's reference files to DIR and redraw its figures there")
+        p.add_argument("--publish-over", action="store_true",
+                       help="let --publish replace another experiment's or another preset's "
+                            "references in DIR (refused otherwise)")
     if sweep:
         add_sweep_flags(p)
     return p
@@ -268,7 +271,9 @@ def common(args) -> dict:
             check_writable_dir(getattr(args, flag), f"--{flag}")
     return {"device": str(device), "precision": args.precision, "threads": threads,
             "workers": workers, "data_dir": args.data_dir, "out": args.out,
-            "publish": getattr(args, "publish", None), "devices": devices, **sweep_flags(args)}
+            "publish": getattr(args, "publish", None),
+            "publish_over": bool(getattr(args, "publish_over", False)), "devices": devices,
+            **sweep_flags(args)}
 
 
 def sweep_flags(args) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..engine.training import CHECKPOINT, CheckpointUnreadable
+from ..engine.training import CHECKPOINT, CHECKSUM, CheckpointUnreadable
 from ..io import signals
 from ..io.errors import CellFailed, one_line
 from ..io.folders import RunDir, check_writable_dir, read_table, write_table
@@ -226,7 +226,8 @@ def run_cell(work, cell, experiment, context, root, report) -> dict | None:
         except CheckpointUnreadable as err:        # cut off on disk: start the net afresh
             print(f"cells/{cell.name}: {err}".replace("; delete it to", "; deleted, to"),
                   file=sys.stderr, flush=True)
-            (state.path / CHECKPOINT).unlink(missing_ok=True)
+            for name in (CHECKPOINT, CHECKSUM):
+                (state.path / name).unlink(missing_ok=True)
             result = work(cell, state, context, report)
         tables = {name: with_ids(df, experiment, cell) for name, df in result.tables.items()
                   if df is not None}
@@ -235,7 +236,8 @@ def run_cell(work, cell, experiment, context, root, report) -> dict | None:
                 "peak_memory_bytes": result.peak_memory_bytes, "device": _device_label(),
                 "host": platform.node()}
         record = store.save(cell, tables, info)
-        (state.path / CHECKPOINT).unlink(missing_ok=True)
+        for name in (CHECKPOINT, CHECKSUM):
+            (state.path / name).unlink(missing_ok=True)
     return record
 
 
