@@ -269,6 +269,42 @@ def test_a_forward_without_backward_records_the_open_share_only():
     assert sorted(rows["value"]) == [0.25, 0.75]
 
 
+@pytest.mark.parametrize("case", ["checkpoint", "reentrant checkpoint", "channels_last"])
+def test_recomputed_or_channels_last_forwards_give_the_same_path_rows(case):
+    """Under gradient checkpointing (the net's own, non-reentrant: the hook goes on the first
+    forward's graph; reentrant: on the recomputation's, the masks from the first forward) and in
+    channels_last, the path rows equal the plain forward's."""
+    from torch.utils.checkpoint import checkpoint
+
+    def forward(net, x):
+        if case != "reentrant checkpoint":
+            return net(x)
+        h = net.stem(x)
+        for unit in net.units():
+            h = checkpoint(unit, h, use_reentrant=True)
+        return net.fc(net.pool(net.final(h)).flatten(1))
+
+    frames = []
+    for variant in (False, True):
+        torch.manual_seed(5)
+        net = cifar_resnet(20, version=1, width=4, in_channels=1)
+        x, target = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+        if variant and case == "checkpoint":
+            net.grad_checkpointing = True
+        if variant and case == "channels_last":
+            net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        probe = SignalProbe(net, stats=PATH)
+        for _ in range(2):
+            with probe:
+                F.cross_entropy(forward(net, x) if variant else net(x), target).backward()
+                probe.step()
+        frames.append(probe.collect())
+    assert len(frames[0]) == 2 * 3 * 3
+    plain, other = (f.set_index(["step", "unit", "direction", "stat"])["value"] for f in frames)
+    assert set(other.index) == set(plain.index)
+    assert np.allclose(other[plain.index], plain, rtol=1e-5, atol=0)
+
+
 # ---- the other statistics are untouched -------------------------------------------------------
 
 def test_the_path_statistics_are_asked_for_and_leave_the_others_bit_for_bit(taps):
