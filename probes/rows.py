@@ -65,8 +65,13 @@ class RowBuilder:
         a part this probe does not make, a ``seen`` of another length, or another total."""
         pos = 0
         for kind, seen in layout:
-            if kind not in ("forward", "backward", "cut", "params", "weight_input"):
+            if kind not in ("forward", "backward", "cut", "params", "weight_input", "path"):
                 return f"unknown part {kind!r}"
+            if kind == "path":                  # per stage: (first unit, last unit, seen, seen)
+                if seen is None or len(seen) % 4 or max(seen[1::4], default=-1) >= len(self.unit_meta):
+                    return "path: its stages are not this net's"
+                pos += len(seen)
+                continue
             size = self._size(kind)
             width = {"weight_input": len(self.weight_meta)}.get(kind, len(self.meta))
             if seen is not None and len(seen) != width:
