@@ -86,11 +86,12 @@ from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula
 
 from . import claims as C
 from .cells import dataset as load_cached
+from .contract import Experiment
 from .figures import band, figure_inputs, gap_axis
 from .measures import transmission
 from .tables import select, stage_boundaries, version_label
 
-NAME = EXPERIMENT = "signal_propagation"
+NAME = "signal_propagation"
 PRESETS = {
     # 2 CPU cores, nothing downloaded: 5 minutes with one thread (measured, reference run).
     "quick": dict(depths=[20, 29, 56, 65, 110, 164, 326, 1001],
@@ -221,9 +222,6 @@ def measure_cell(cell, state, context, report) -> CellResult:
     probe, units = measure_net(build(cell, data).to(device), x.to(device), y.to(device))
     report(1)
     return CellResult({"probe": probe, "units": units}, steps_done=1)
-
-
-WORK = measure_cell
 
 
 def analyse(run, tables, cells_table, s, data):
@@ -505,3 +503,12 @@ def published_tables(run_dir) -> dict:
     what = "a signal_propagation run folder"
     return {"probe.csv.gz": figure_rows(read_table(run_dir, "probe", what)),
             "units.csv.gz": read_table(run_dir, "units", what)}
+
+
+# ---- the declaration run_experiment reads (analysis/contract.py) ---------------------------
+
+EXPERIMENT = Experiment(
+    name=NAME, presets=PRESETS, quick_seconds=80, files=FILES, work=measure_cell,
+    parse_settings=parse_settings, cells=cells, context=context, describe=describe,
+    analyse=analyse, results_text=results_text, draw_figures=draw_figures,
+    published_tables=published_tables, claims=("C1",))
