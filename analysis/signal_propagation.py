@@ -259,28 +259,6 @@ def figure_rows(probe: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- analysis
-def rho_profile(probe: pd.DataFrame, keys) -> pd.DataFrame:
-    """Per unit: rho at its input relative to rho at the last unit's output (for figures)."""
-    keys = list(keys) + ["step"]
-    norm = probe[(probe["stat"] == "norm")]
-    at = keys + ["unit", "stage"]
-    g = norm[(norm["tap"] == "input") & (norm["direction"] == "backward")].set_index(at)["value"]
-    x = norm[(norm["tap"] == "input") & (norm["direction"] == "forward")].set_index(at)["value"]
-    rho = (g * x).rename("rho").reset_index()
-    last = norm[norm["tap"] == "output"]
-    last = last[last["unit"] == last.groupby(keys)["unit"].transform("max")]
-    end = (last[last["direction"] == "backward"].set_index(keys)["value"]
-           * last[last["direction"] == "forward"].set_index(keys)["value"]).rename("rho_last")
-    rho = rho.merge(end.reset_index(), on=keys)
-    rho["relative"] = rho["rho"] / rho["rho_last"]
-    gl = norm[(norm["direction"] == "backward")]
-    glast = gl[(gl["tap"] == "output") & (gl["unit"] == gl.groupby(keys)["unit"].transform("max"))]
-    glast = glast.set_index(keys)["value"].rename("g_last").reset_index()
-    rho = rho.merge(glast, on=keys).merge(g.rename("g").reset_index(), on=at)
-    rho["grad_relative"] = rho["g"] / rho["g_last"]
-    return rho
-
-
 def _output_var(probe: pd.DataFrame) -> pd.DataFrame:
     rows = probe[(probe["tap"] == "output") & (probe["direction"] == "forward")
                  & (probe["stat"] == "ch_var")]

@@ -71,9 +71,10 @@ class SignalProbe:
         # Taps measured: those asked for, and those the cut statistics read.
         cuts = [s for s in S.CUT if s.name in stats and "sum" in taps]
         measured = set(taps).union(*(s.taps for s in cuts))
-        self._taps = TapRecorder(self._index, [tap in measured for tap in TAP_NAMES],
-                                 signs=bool(S.needs(stats) & {"sign_sum", "sign_sq"}),
-                                 cut=any("cut_energy" in s.needs for s in cuts), cpp=cpp_hooks, pause_gc=pause_gc)
+        self._recorder = TapRecorder(self._index, [tap in measured for tap in TAP_NAMES],
+                                     signs=bool(S.needs(stats) & {"sign_sum", "sign_sq"}),
+                                     cut=any("cut_energy" in s.needs for s in cuts), cpp=cpp_hooks,
+                                     pause_gc=pause_gc)
         self._weights = WeightInputs(model, self._index) if weight_inputs else None
         self._rows = RowBuilder(self._index, taps, stats, () if self._weights is None else self._weights.meta)
         self._records = []                   # (step, values, layout) per probed step: the state
@@ -93,11 +94,11 @@ class SignalProbe:
         self._inside = False
         self._sync_hooks()
         self._clear_step()
-        self._taps.resume_collector()
+        self._recorder.resume_collector()
         return False
 
     def _clear_step(self):
-        self._taps.clear_step()
+        self._recorder.clear_step()
         self._active = self._calls % self.every == 0
 
     def _sync_hooks(self):
@@ -112,7 +113,7 @@ class SignalProbe:
         """
         want = self._inside and self._active
         if want and self._saved_forwards is None:
-            self._installed = self._taps.forwards()
+            self._installed = self._recorder.forwards()
             self._saved_forwards = [module.__dict__.get("forward") for module, _ in self._installed]
             for (module, forward), before in zip(self._installed, self._saved_forwards):
                 module.__dict__["forward"] = forward if before is None else partial(_chained, forward, before)
@@ -136,20 +137,20 @@ class SignalProbe:
         self._calls += 1
         self._clear_step()
         self._sync_hooks()
-        self._taps.resume_collector()
+        self._recorder.resume_collector()
         return recorded
 
     def _record(self) -> bool:
-        taps = self._taps
-        taps.take()
+        recorder = self._recorder
+        recorder.take()
         parts, layout = [], []
-        for name, slots in (("forward", taps.fwd), ("backward", taps.bwd)):
+        for name, slots in (("forward", recorder.fwd), ("backward", recorder.bwd)):
             valid = slots.valid()
             if any(valid):
                 parts.append(slots.finalize().flatten())
                 layout.append((name, valid))
-        if taps.cut is not None and taps.cut.numerators is not None and any(taps.fwd.seen):
-            parts.append(taps.cut.numerators.double())
+        if recorder.cut is not None and recorder.cut.numerators is not None and any(recorder.fwd.seen):
+            parts.append(recorder.cut.numerators.double())
             layout.append(("cut", None))
         weights = None if self._weights is None else self._weights.finish_step()
         if weights is not None:
@@ -162,7 +163,7 @@ class SignalProbe:
         if parts:
             host = torch.cat(parts).cpu().numpy()      # the step's one transfer
             self._records.append((self.first_step + self._calls, host, layout))
-        taps.end_step()
+        recorder.end_step()
         if self._weights is not None:
             self._weights.end_step()
         return bool(parts)
@@ -208,7 +209,7 @@ class SignalProbe:
     def nbytes(self) -> int:
         """Bytes of device buffers the probe holds between steps, with the backends' scratch
         (the Triton kernels' partial sums, kept per CUDA stream, shared by all probes)."""
-        own = self._taps.nbytes() + (0 if self._weights is None else self._weights.nbytes())
+        own = self._recorder.nbytes() + (0 if self._weights is None else self._weights.nbytes())
         return own + kernels.scratch_bytes()
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 RAW_ROW = ("sum_sq", "sign_sum", "sign_sq")
-# Every raw sum a backend computes (the methods of ``probes.kernels.torch_ops.TorchKernels``).
+# Every raw sum a backend computes (the methods of ``probes.kernels.torch_ops.TorchBackend``).
 RAW_SUMS = ("s1c",) + RAW_ROW + ("cut_energy", "s2c", "param_sq")
 
 

@@ -84,7 +84,7 @@ def unsupported(groups, backends) -> list:
 
 def backend_rows() -> dict:
     """Every backend's raw-sum row, also of those this machine does not run."""
-    rows = {"torch": tuple(torch_ops.ROW_SUMS), "c": kernels.c_module.CModuleKernels.row}
+    rows = {"torch": tuple(torch_ops.ROW_SUMS), "c": kernels.c_module.CModuleBackend.row}
     try:
         from probes.kernels import triton_sums
         rows["triton"] = triton_sums.ROW
@@ -146,7 +146,7 @@ def close(got, expected, scale, name):
 @pytest.fixture(params=["torch", "c", "triton"])
 def backend(request):
     if request.param == "triton":
-        return interpreted_kernels().TritonKernels()
+        return interpreted_kernels().TritonBackend()
     if INTERPRETING:
         pytest.skip("the child process checks the Triton kernels only")
     if request.param == "c" and kernels.C_MODULE is None:
@@ -287,7 +287,7 @@ def test_probe_rows_equal_float64(taps, layout, dtype):
                 net.zero_grad()
                 (net(x).float() * weights).sum().backward()
                 probe.step()
-    assert bool(probe._taps.cpp) == (taps == "C++")
+    assert bool(probe._recorder.cpp) == (taps == "C++")
     kept, grads, params = reference_step(net, x, weights)
     rows = probe.collect().query("step == 3").set_index(["unit", "tap", "direction", "stat"])["value"]
     for (u, tap), t in kept.items():

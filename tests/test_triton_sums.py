@@ -56,8 +56,8 @@ def torch_path(monkeypatch, name, *args):
 
 
 def triton_backend(kernels):
-    """The Triton backend (``TritonKernels``) over the interpreted kernels."""
-    return kernels.TritonKernels()
+    """The Triton backend (``TritonBackend``) over the interpreted kernels."""
+    return kernels.TritonBackend()
 
 
 def scalar_views():
@@ -242,7 +242,7 @@ def test_signal_probe_with_kernels_equals_c_module(kernels):
                 F.cross_entropy(net(x), y).backward()
                 probe.step()
         if routed:                                         # the third step used kept plans
-            assert sum(k is not None for k in probe._taps.fwd.kept + probe._taps.bwd.kept) > 10
+            assert sum(k is not None for k in probe._recorder.fwd.kept + probe._recorder.bwd.kept) > 10
         frames.append(probe.collect())
     a, b = frames
     assert a[["unit", "tap", "direction", "stat", "layer"]].equals(b[["unit", "tap", "direction", "stat", "layer"]])

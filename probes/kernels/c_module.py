@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..stats import RAW_ROW
-from .torch_ops import TorchKernels, as_fp32, channel_layout
+from .torch_ops import TorchBackend, as_fp32, channel_layout
 
 try:   # after torch: its OpenMP runtime must be the one loaded (see _fastsums.c)
     from . import _fastsums
@@ -53,7 +53,7 @@ def cpu_channel_layout(t: torch.Tensor, h: torch.Tensor | None = None):
 _threads = torch.get_num_threads     # PyTorch's threads: the C module runs on its OpenMP pool
 
 
-class CModuleKernels(TorchKernels):
+class CModuleBackend(TorchBackend):
     """The C module's reads of fp32 CPU tensors; the torch path for the rest."""
     name = "c"
     row = RAW_ROW                      # checked against the module's own at import

@@ -48,7 +48,7 @@ import triton
 import triton.language as tl
 
 from . import torch_ops
-from .torch_ops import TorchKernels
+from .torch_ops import TorchBackend
 
 # The raw sums of the row each launch writes, in order (the last three columns of a program's
 # partial row: W - 3, W - 2, W - 1): probes/stats.py's RAW_ROW; probes.kernels refuses another.
@@ -336,9 +336,9 @@ def channel_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c, out_scalars, m
 
 def plan_raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, row: torch.Tensor, masked=None):
     """``channel_sums(t, out_s1c, None, row, masked)`` as a function ``again(t, masked)`` for
-    tensors of t's layout and alignment (``TritonKernels.layout``) into the same ``out_s1c`` and
+    tensors of t's layout and alignment (``TritonBackend.layout``) into the same ``out_s1c`` and
     ``row`` (a masked output of the same alignment), without the checks; None where the kernel
-    does not take them. ``TritonKernels.plan`` hands it to the probe, which keeps it per slot."""
+    does not take them. ``TritonBackend.plan`` hands it to the probe, which keeps it per slot."""
     h, out_m = (None, None) if masked is None else masked
     plan = _channel_sums_plan(t, out_s1c, None, row, h, out_m)
     if plan is None:
@@ -373,7 +373,7 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor) -> bo
     return True
 
 
-class TritonKernels(TorchKernels):
+class TritonBackend(TorchBackend):
     """The Triton kernels' reads (one launch per tensor); the torch path for the rest."""
     name = "triton"
     row = ROW
