@@ -7,6 +7,8 @@ device type, behind one interface (``torch_ops.TorchBackend``).
   with ``cpp_hooks`` (``_cpp_hooks.cpp``), the C++ taps and gradient hooks that read by it;
 * ``triton_sums``: CUDA's, one Triton launch per tensor (fp32, bf16, fp16).
 
+A compiled backend takes its row's layout from ``probes.stats.RAW_ROW`` and, loaded, must give
+the torch path's values on a fixed tensor (``loading``), or it is refused.
 ``for_device(device)`` is the one place a backend is chosen; a probe asks once per device
 (when it lays its buffers out there). What each backend earned, measured, is in
 docs/PERFORMANCE.md.
@@ -18,7 +20,8 @@ import contextlib
 import torch
 
 from . import c_module
-from .c_module import CModuleBackend, RowMismatch, check_row
+from .c_module import CModuleBackend
+from .loading import BackendMismatch, check_values
 from .torch_ops import TorchBackend
 
 TORCH = TorchBackend()
@@ -30,14 +33,14 @@ if torch.cuda.is_available():    # only a GPU runs them: no triton import (0.2 s
     except ImportError:          # no triton: CUDA tensors by the torch path
         pass
     else:
-        check_row("the Triton backend", triton_sums.ROW, "probes/kernels/triton_sums.py")
-        TRITON = triton_sums.TritonBackend()
+        TRITON = triton_sums.TritonBackend()      # its row's layout: checked at its import
+        check_values(TRITON, "cuda", "probes/kernels/triton_sums.py")
 
 # Each device type's backend; any other device's is the torch path.
 CHOSEN = {"cpu": C_MODULE or TORCH, "cuda": TRITON or TORCH}
 _forced = None
 
-__all__ = ["CHOSEN", "RowMismatch", "TorchBackend", "available", "for_device", "forced", "scratch_bytes"]
+__all__ = ["CHOSEN", "BackendMismatch", "TorchBackend", "available", "for_device", "forced", "scratch_bytes"]
 
 
 def for_device(device: torch.device) -> TorchBackend:
