@@ -1,4 +1,4 @@
-"""The work a sweep cell does (``resnet_lab.runs.sweep.run_sweep``): train one net with a probe,
+"""The work a sweep cell does (``resnet_lab.runs.sweep.run_cells``): train one net with a probe,
 or measure one at initialisation. Module-level functions of picklable arguments, so that
 worker processes can run them.
 

@@ -59,6 +59,7 @@ from . import claims as C
 from . import controls as K
 from . import probing
 from .cells import train_cell, train_context
+from .contract import Experiment
 from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
 from .tables import write_raw
 from .measures import (NET, at_first_and_last, compounded_cut, per_net_curves, stage_rho,
@@ -127,7 +128,6 @@ PRIMARY = [
 PROBE = dict(taps=("input", "output", "sum"), stats=("norm", "shortcut_cut", "grad_cut", "frac_neg"),
              param_grads=False)
 CUTS = ("grad_cut", "shortcut_cut", "frac_neg")
-WORK = train_cell
 FILES = ("config.json", "claims.csv", "controls.csv", "cells.csv", "summary.csv", "cuts.csv",
          "transmission.csv")
 
@@ -343,3 +343,12 @@ def published_tables(run_dir) -> dict:
     """The training loss, error and lr rows (every iteration; the figures and measures use them)."""
     train = read_table(run_dir, "train", "an early_training run folder")
     return {"train.csv.gz": train[(train["split"] == "train") & (train["metric"] != "seconds")]}
+
+
+# ---- the declaration run_experiment reads (analysis/contract.py) ---------------------------
+
+EXPERIMENT = Experiment(
+    name=NAME, presets=PRESETS, quick_seconds=1000, files=FILES, work=train_cell,
+    parse_settings=parse_settings, cells=cells, context=context, describe=describe,
+    analyse=analyse, results_text=results_text, draw_figures=draw_figures,
+    published_tables=published_tables, claims=("C2", "C3", "C4"))

@@ -57,6 +57,7 @@ from . import claims as C
 from . import controls as K
 from . import probing
 from .cells import train_cell, train_context
+from .contract import Experiment
 from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
 from .measures import NET, first_division, per_net_curves, warmup_length
 from .tables import spread, write_raw
@@ -120,7 +121,6 @@ PRIMARY = [
 WEIGHT_STATS = ["in_mean_mean", "in_mean_var", "in_var_mean", "in_var_var"]
 RELU_NORMAL_MEAN = 1 / math.sqrt(2 * math.pi)            # E[ReLU(z)], z ~ N(0, 1)
 RELU_NORMAL_VAR = 0.5 - 1 / (2 * math.pi)                # Var[ReLU(z)]
-WORK = train_cell
 FILES = ("config.json", "claims.csv", "controls.csv", "summary.csv", "final.csv", "cells.csv",
          "weight_inputs.csv.gz")
 
@@ -367,3 +367,12 @@ def published_tables(run_dir) -> dict:
     """The training loss, error and lr rows and the test rows (what the figures and measures use)."""
     train = read_table(run_dir, "train", "a full_training run folder")
     return {"train.csv.gz": train[train["metric"] != "seconds"]}
+
+
+# ---- the declaration run_experiment reads (analysis/contract.py) ---------------------------
+
+EXPERIMENT = Experiment(
+    name=NAME, presets=PRESETS, quick_seconds=850, files=FILES, work=train_cell,
+    parse_settings=parse_settings, cells=cells, context=context, describe=describe,
+    analyse=analyse, results_text=results_text, draw_figures=draw_figures,
+    published_tables=published_tables, claims=("C5", "C6"))

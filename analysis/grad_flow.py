@@ -23,6 +23,7 @@ from resnet_lab.runs.sweep import Cell
 
 from . import probing
 from .cells import train_cell, train_context
+from .contract import Experiment
 from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries
 
 NAME = "grad_flow"
@@ -42,7 +43,6 @@ OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", pr
            "unit_kinds")
 NET = ["depth", "version", "seed"]      # what identifies a net
 FILES = ("config.json", "train.csv", "cells.csv", "summary.csv")
-WORK = train_cell
 
 
 # ---- settings and cells -------------------------------------------------------------------
@@ -258,3 +258,12 @@ def published_tables(run_dir) -> dict:
     """What the committed reference keeps besides ``FILES``: the probe rows the figures and
     the summary use."""
     return {"probe.csv.gz": figure_rows(read_table(run_dir, "probe", "a grad_flow run folder"))}
+
+
+# ---- the declaration run_experiment reads (analysis/contract.py) ---------------------------
+
+EXPERIMENT = Experiment(
+    name=NAME, presets=PRESETS, quick_seconds=66, files=FILES, work=train_cell,
+    parse_settings=parse_settings, cells=cells, context=context, describe=describe,
+    analyse=analyse, results_text=results_text, draw_figures=draw_figures,
+    published_tables=published_tables, claims=())

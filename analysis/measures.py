@@ -87,11 +87,6 @@ def per_net_curves(train: pd.DataFrame, **kw) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- transmission
-def _norms(probe: pd.DataFrame, keys, tap, direction) -> pd.Series:
-    rows = probe[(probe["stat"] == "norm") & (probe["tap"] == tap) & (probe["direction"] == direction)]
-    return rows.set_index(list(keys) + ["unit"])["value"]
-
-
 def transmission(probe: pd.DataFrame, keys) -> pd.DataFrame:
     """Per net (``keys``) and step: log10 of the raw gradient ratio ||g_first|| / ||g_last||
     and of the relative-sensitivity ratio rho_first / rho_last, rho = ||dL/dx|| * ||x||

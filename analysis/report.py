@@ -52,7 +52,8 @@ class Claim:
     article: str            # short, for the table
     sentence: str           # the article's sentence, translated
     original: str           # verbatim
-    figure: tuple           # (experiment, figure stem) that shows the answer
+    figure: str             # the stem of the figure that shows the answer, in the folder of
+    #                         the experiment that declares the claim (tested_in)
     caveat: str             # what limits the answer in this suite's setting
     measure: str = ""       # the primary measure, short, for the table
     scale: float = 1.0      # shown as effect x scale (100: errors in points)
@@ -66,13 +67,13 @@ CLAIMS = (
           "From the formulas one sees that for V1, f is the ReLU function, while for V2 it is "
           "a direct identity mapping.",
           "结合计算公式,可以看出对于V1来说f为ReLU函数,而V2为直接的identity mapping(恒等映射)。",
-          ("signal_propagation", "c1_formula_check"),
+          "c1_formula_check",
           "True by construction of the units: it checks the instrument, not an outcome.",
           paper="eqs. 1-2 (by construction)"),
     Claim("C2", "in V1 the ReLU after the addition cuts the shortcut off",
           "Because of the nature of ReLU, when the signal is negative the shortcut has no effect.",
           "因为ReLU的特性所致,信号为负时,shortcut不起作用",
-          ("early_training", "c2_cut_over_training"),
+          "c2_cut_over_training",
           "Measured at initialisation, compounded over the units (the identity path from the top "
           "to the first unit); how it changes with training is a secondary row.",
           "V1, log10 share of gradient passing every ReLU − log10(1/2)",
@@ -83,7 +84,7 @@ CLAIMS = (
           "so training at the beginning is very slow.",
           "对于深层的网络(论文实验中使用1001层的ResNet)优化来说更简单,因为ReLU的特性所致,信号为负时,"
           "shortcut不起作用,所以初期训练会十分慢。",
-          ("early_training", "c3_training_error"),
+          "c3_training_error",
           "The window lies wholly at the main lr, after the one warm-up both nets of a pair share; "
           "the run covers the first iterations only.",
           "training error at the main lr, V1 − V2 (points)", 100,
@@ -92,7 +93,7 @@ CLAIMS = (
           "Using an identity mapping lets the signal propagate smoothly through every layer, "
           "whether early or late in training.",
           "而采用identity mapping使得无论训练初期还是末期,信号都能顺利在各层传输",
-          ("early_training", "c4_transmission"),
+          "c4_transmission",
           "'Late' is the end of the early-training run, after its main-lr phase, not the end of a "
           "full training; measured across stages, through identity shortcuts only.",
           "V2, largest |log10 rho_in / rho_out| across a stage (decades)",
@@ -102,7 +103,7 @@ CLAIMS = (
           "Of course, this phenomenon is not serious when the network has few layers (the "
           "experiments used fewer than 164 layers).",
           "当然这种现象在层数不高时并不严重(实验使用低于164层)",
-          ("full_training", "c5_gap_vs_depth"),
+          "c5_gap_vs_depth",
           "Basic-unit nets at 56 and 110 layers; 20 layers (both versions at the floor) and the "
           "164-layer bottleneck net are secondary rows.",
           "training error at the main lr, V1 − V2 (points; V1 not worse by > 5)", 100,
@@ -114,7 +115,7 @@ CLAIMS = (
           "layer is normalized, which helps reduce overfitting.",
           "在V1中虽然对输入进行了BN正则化,但是加上shortcut后,传到下个层的weight层的信号未正则化。"
           "而V2中对于传入每个层的信号都正则化可以帮助减少过拟合现象。",
-          ("full_training", "c6_final_metrics"),
+          "c6_final_metrics",
           "A gap is tested only where both versions fit their training set and the seeds and the "
           "test set can detect He et al.'s effect.",
           "test − train error gap, V1 − V2 (points)", 100,
@@ -123,16 +124,23 @@ CLAIMS = (
           "In summary, networks with few layers can keep using the V1 block; networks with many "
           "layers should use the V2 block.",
           "总结来说,对于层数较少的网络可以继续使用V1 block,对于层数较多使用V2 block。",
-          ("", ""), "Derived from C3 and C5 by the rule below; inherits their caveats."),
+          "", "Derived from C3 and C5 by the rule below; inherits their caveats."),
     Claim("T2", "(He et al. Table 2) full pre-activation beats the original unit",
           "He et al. 2016, Table 2: of five unit arrangements, full pre-activation has the lowest "
-          "test error.", "", ("unit_ablation", "t2_test_error"),
+          "test error.", "", "t2_test_error",
           "Tested only where both units fit their training set and the seeds and the test set can "
           "detect He et al.'s 0.24 points.",
           "test error, full pre-activation − original (points)", 100,
           paper="Table 2: 6.37 vs 6.61% at 110 layers"),
 )
 CLAIM_IDS = tuple(c.id for c in CLAIMS)
+
+
+def tested_in() -> dict:
+    """{claim id: the experiment that writes its primary test}, from the experiments'
+    declarations (``Experiment.claims``); C7 is derived, in none."""
+    from . import experiments
+    return {claim: experiment.name for experiment in experiments() for claim in experiment.claims}
 
 
 # --------------------------------------------------------------------------- reading
@@ -232,7 +240,7 @@ def why(claim: Claim, rows: pd.DataFrame, answer_of: dict) -> str:
     role = "mechanism" if claim.id == "C1" else "primary"
     part = rows[(rows["claim"] == claim.id) & (rows["role"] == role)]
     if part.empty:
-        return "no data yet: run the experiments (make reproduce)"
+        return f"no data yet: run experiments/{tested_in()[claim.id]}.py (or make reproduce)"
     if claim.id == "C1":
         worst = part.loc[part["ci_high"].astype(float).idxmax()]
         return (f"largest per-net formula error {_num(worst['ci_high'])} (95% upper bound), "
@@ -256,10 +264,10 @@ def he_et_al(claim: Claim, answer: str) -> str:
 
 
 def summary_table(rows, configs, out_dir) -> pd.DataFrame:
-    answer_of = answers(rows)
+    answer_of, experiment_of = answers(rows), tested_in()
     table = []
     for claim in CLAIMS:
-        experiment, stem = claim.figure
+        experiment, stem = experiment_of.get(claim.id, ""), claim.figure
         png = Path(out_dir) / experiment / "figures" / f"{stem}.png" if stem else None
         figure = f"[{stem}]({experiment}/figures/{stem}.png)" if png is not None and png.is_file() else "—"
         table.append({"claim": claim.id, "article": claim.article, "answer": answer_of[claim.id],

@@ -87,11 +87,12 @@ from resnet_lab.networks.units import VERSION_UNIT_KINDS, reference_formula
 
 from . import claims as C
 from .cells import dataset as load_cached
+from .contract import Experiment
 from .figures import band, figure_inputs, gap_axis
 from .measures import transmission
 from .tables import select, stage_boundaries, version_label
 
-NAME = EXPERIMENT = "signal_propagation"
+NAME = "signal_propagation"
 PRESETS = {
     # 2 CPU cores, nothing downloaded: 5 minutes with one thread (measured, reference run).
     "quick": dict(depths=[20, 29, 56, 65, 110, 164, 326, 1001],
@@ -224,9 +225,6 @@ def measure_cell(cell, state, context, report) -> CellResult:
     return CellResult({"probe": probe, "units": units}, steps_done=1)
 
 
-WORK = measure_cell
-
-
 def analyse(run, tables, cells_table, s, data):
     """Write the run's tables, fits, gaps and claims."""
     probe, units = tables["probe"], tables["units"]
@@ -262,28 +260,6 @@ def figure_rows(probe: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- analysis
-def rho_profile(probe: pd.DataFrame, keys) -> pd.DataFrame:
-    """Per unit: rho at its input relative to rho at the last unit's output (for figures)."""
-    keys = list(keys) + ["step"]
-    norm = probe[(probe["stat"] == "norm")]
-    at = keys + ["unit", "stage"]
-    g = norm[(norm["tap"] == "input") & (norm["direction"] == "backward")].set_index(at)["value"]
-    x = norm[(norm["tap"] == "input") & (norm["direction"] == "forward")].set_index(at)["value"]
-    rho = (g * x).rename("rho").reset_index()
-    last = norm[norm["tap"] == "output"]
-    last = last[last["unit"] == last.groupby(keys)["unit"].transform("max")]
-    end = (last[last["direction"] == "backward"].set_index(keys)["value"]
-           * last[last["direction"] == "forward"].set_index(keys)["value"]).rename("rho_last")
-    rho = rho.merge(end.reset_index(), on=keys)
-    rho["relative"] = rho["rho"] / rho["rho_last"]
-    gl = norm[(norm["direction"] == "backward")]
-    glast = gl[(gl["tap"] == "output") & (gl["unit"] == gl.groupby(keys)["unit"].transform("max"))]
-    glast = glast.set_index(keys)["value"].rename("g_last").reset_index()
-    rho = rho.merge(glast, on=keys).merge(g.rename("g").reset_index(), on=at)
-    rho["grad_relative"] = rho["g"] / rho["g_last"]
-    return rho
-
-
 def _output_var(probe: pd.DataFrame) -> pd.DataFrame:
     rows = probe[(probe["tap"] == "output") & (probe["direction"] == "forward")
                  & (probe["stat"] == "ch_var")]
@@ -506,3 +482,12 @@ def published_tables(run_dir) -> dict:
     what = "a signal_propagation run folder"
     return {"probe.csv.gz": figure_rows(read_table(run_dir, "probe", what)),
             "units.csv.gz": read_table(run_dir, "units", what)}
+
+
+# ---- the declaration run_experiment reads (analysis/contract.py) ---------------------------
+
+EXPERIMENT = Experiment(
+    name=NAME, presets=PRESETS, quick_seconds=80, files=FILES, work=measure_cell,
+    parse_settings=parse_settings, cells=cells, context=context, describe=describe,
+    analyse=analyse, results_text=results_text, draw_figures=draw_figures,
+    published_tables=published_tables, claims=("C1",))

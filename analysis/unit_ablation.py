@@ -45,11 +45,12 @@ from resnet_lab.networks.units import UNIT_KINDS
 from . import claims as C
 from . import controls as K
 from .cells import train_cell, train_context
+from .contract import Experiment
 from .figures import figure_inputs
 from .tables import (first_to_last, forward_growth, mean_over_units, select, spread,
                      stage_boundaries, write_raw)
 
-NAME = EXPERIMENT = "unit_ablation"
+NAME = "unit_ablation"
 PRESETS = {
     # 2 CPU cores, nothing downloaded: ResNet-110 (Table 2's basic column) at width 16 on
     # digits 8x8, the schedule of analysis/full_training.py's quick preset.
@@ -95,7 +96,6 @@ PROBE_TAPS = ("input", "output", "sum")
 PROBE_STATS = ("norm", "ch_var", "shortcut_cut", "grad_cut")
 FILES = ("config.json", "claims.csv", "controls.csv", "summary.csv", "cells.csv", "final.csv",
          "probe.csv.gz", "table2.md", "table2.csv")
-WORK = train_cell
 
 
 # --------------------------------------------------------------------------- settings, cells
@@ -191,7 +191,7 @@ def control_rows(table: pd.DataFrame) -> list[dict]:
     """Controls B and D at every depth of the run: both units of the primary test fit."""
     fit = dict(column="train_error", limit=K.FIT_ERROR, what="eval-mode training error")
     table = table.assign(version=table["unit_kind"].map({"original": 1, "full_preact": 2}))
-    return [K.all_below(CONTROLS[c], EXPERIMENT, table, depth=int(depth), version=v, **fit)
+    return [K.all_below(CONTROLS[c], NAME, table, depth=int(depth), version=v, **fit)
             for depth in sorted(table["depth"].unique()) for c, v in (("B", 1), ("D", 2))]
 
 
@@ -221,13 +221,13 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> 
                     else C.power_checked(result, primary)
             paper = (PAPER_TABLE2[kind][col] - PAPER_TABLE2["original"][col]) / 100
             rows.append(C.claim_row(
-                CLAIM, "primary" if primary is not None else "secondary", EXPERIMENT,
+                CLAIM, "primary" if primary is not None else "secondary", NAME,
                 f"test error, {kind} − original (He et al. Table 2: {_paper_word(direction)})",
                 int(depth), result, unit_kind=kind, paper_effect=round(paper, 4),
                 paper_depth=(110, 164)[col], dataset=dataset, width=int(at["width"].iloc[0]),
                 margin_reason=primary.margin_reason if primary is not None else ""))
     if not any(r["role"] == "primary" for r in rows):
-        rows.append(C.claim_row(CLAIM, "primary", EXPERIMENT, "test error, full pre-activation "
+        rows.append(C.claim_row(CLAIM, "primary", NAME, "test error, full pre-activation "
                                 "− original", None, C.not_testable(0, "no Table 2 depth (110, "
                                 "164) with both units in this run", direction="less"),
                                 dataset=dataset))
@@ -417,3 +417,12 @@ def published_tables(run_dir) -> dict:
     """The training rows (but wall times), gzipped."""
     train = read_table(run_dir, "train", "a unit_ablation run folder")
     return {"train.csv.gz": train[train["metric"] != "seconds"]}
+
+
+# ---- the declaration run_experiment reads (analysis/contract.py) ---------------------------
+
+EXPERIMENT = Experiment(
+    name=NAME, presets=PRESETS, quick_seconds=250, files=FILES, work=train_cell,
+    parse_settings=parse_settings, cells=cells, context=context, describe=describe,
+    analyse=analyse, results_text=results_text, draw_figures=draw_figures,
+    published_tables=published_tables, claims=("T2",))

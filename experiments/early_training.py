@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import early_training as experiment  # noqa: E402
+from analysis import early_training  # noqa: E402
 from analysis.runner import run_experiment  # noqa: E402
 from resnet_lab.runs.cli import run_main  # noqa: E402
 
 
 def main(argv=None):
-    return run_experiment(experiment, argv)
+    return run_experiment(early_training.EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -176,18 +176,17 @@ def paper_plan() -> list[dict]:
     widths by depth, and its cells as (depth, width, unit kind)."""
     import analysis
     plan = []
-    for name in analysis.EXPERIMENTS:
-        module = analysis.experiment(name)
-        preset = getattr(module, "PRESETS", {}).get("paper")
+    for experiment in analysis.experiments():
+        preset = experiment.presets.get("paper")
         if preset is None:
             continue
         widths = widths_by_depth(preset["depths"], None, preset.get("widths"))
         try:        # the experiment's own cells: every depth, kind and seed it trains
-            cells = [(c.depth, c.width, c.unit_kind) for c in module.cells(module.parse_settings(["--preset", "paper"]))]
+            cells = [(c.depth, c.width, c.unit_kind) for c in experiment.cells(experiment.parse_settings(["--preset", "paper"]))]
         except (Exception, SystemExit):                 # its settings need more: one per depth, seed, version
             cells = [(d, widths[d], kind) for d in preset["depths"] for _ in preset.get("seeds", [0])
                      for kind in ("original", "full_preact")]
-        plan.append({"experiment": name, "steps": preset.get("steps") or 1, "batch": preset["batch_size"],
+        plan.append({"experiment": experiment.name, "steps": preset.get("steps") or 1, "batch": preset["batch_size"],
                      "dataset": preset.get("dataset", "cifar10"), "widths": widths, "cells": cells})
     return plan
 

@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import unit_ablation as experiment  # noqa: E402
+from analysis import unit_ablation  # noqa: E402
 from analysis.runner import run_experiment  # noqa: E402
 from resnet_lab.runs.cli import run_main  # noqa: E402
 
 
 def main(argv=None):
-    return run_experiment(experiment, argv)
+    return run_experiment(unit_ablation.EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

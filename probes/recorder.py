@@ -34,7 +34,7 @@ from .tap_index import PER_UNIT
 
 
 def in_backward() -> bool:
-    """True while the autograd engine runs, i.e. for a checkpoint's recomputed forward."""
+    """True while the autograd engine runs, i.e. for gradient checkpointing's recomputed forward."""
     return torch._C._current_graph_task_id() != -1
 
 
@@ -112,12 +112,13 @@ class TapRecorder:
 
     def on_tap(self, slot, t):
         """A tap in Python: the probe's first step, or where the C++ taps are not used (a GPU,
-        not built) or hand a tensor back (not on the CPU; a checkpoint's recomputation)."""
+        not built) or hand a tensor back (not on the CPU; gradient checkpointing's
+        recomputation)."""
         self.begin_step()
         if self.cpp is None:
             self.cpp = self._new_cpp_recorder(t)
         tap = slot % PER_UNIT
-        if in_backward():                    # a checkpoint's recomputation
+        if in_backward():                    # gradient checkpointing's recomputation
             if self.measured[tap] and t.requires_grad:
                 self.hook_grad(slot, t)
             return
@@ -211,7 +212,7 @@ class TapRecorder:
         if slots.kept[slot] is None:         # no one-pass read of this layout: Python reads
             return None
         s1c, (row, _) = slots.views[slot]
-        return slots.kernels.kept_read(t, h, s1c, row)
+        return slots.backend.kept_read(t, h, s1c, row)
 
 
 class CppCallbacks:

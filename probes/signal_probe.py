@@ -79,7 +79,7 @@ class SignalProbe:
         cuts = [s for s in S.CUT if s.name in stats and "sum" in taps]
         paths = [s for s in S.PATH if s.name in stats and "output" in taps]
         measured = set(taps).union(*(s.taps for s in cuts + paths))
-        self._taps = TapRecorder(self._index, [tap in measured for tap in TAP_NAMES],
+        self._recorder = TapRecorder(self._index, [tap in measured for tap in TAP_NAMES],
                                  signs=bool(S.needs(stats) & {"sign_sum", "sign_sq"}),
                                  cut=any("cut_energy" in s.needs for s in cuts), cpp=cpp_hooks, pause_gc=pause_gc)
         self._weights = WeightInputs(model, self._index) if weight_inputs else None
@@ -115,11 +115,11 @@ class SignalProbe:
         self._inside = False
         self._sync_hooks()
         self._clear_step()
-        self._taps.resume_collector()
+        self._recorder.resume_collector()
         return False
 
     def _clear_step(self):
-        self._taps.clear_step()
+        self._recorder.clear_step()
         if self._path is not None:
             self._path.clear_step()
         self._active = self._calls % self.every == 0
@@ -155,7 +155,7 @@ class SignalProbe:
     def _forwards(self):
         """(Tap module, its forward while the probe is in): the recorder's, followed by the
         identity path's where a path statistic is asked for."""
-        forwards = self._taps.forwards()
+        forwards = self._recorder.forwards()
         if self._path is None:
             return forwards
         then = self._path.forwards()
@@ -173,20 +173,20 @@ class SignalProbe:
         self._calls += 1
         self._clear_step()
         self._sync_hooks()
-        self._taps.resume_collector()
+        self._recorder.resume_collector()
         return recorded
 
     def _record(self) -> bool:
-        taps = self._taps
-        taps.take()
+        recorder = self._recorder
+        recorder.take()
         parts, layout = [], []
-        for name, slots in (("forward", taps.fwd), ("backward", taps.bwd)):
+        for name, slots in (("forward", recorder.fwd), ("backward", recorder.bwd)):
             valid = slots.valid()
             if any(valid):
                 parts.append(slots.finalize().flatten())
                 layout.append((name, valid))
-        if taps.cut is not None and taps.cut.numerators is not None and any(taps.fwd.seen):
-            parts.append(taps.cut.numerators.double())
+        if recorder.cut is not None and recorder.cut.numerators is not None and any(recorder.fwd.seen):
+            parts.append(recorder.cut.numerators.double())
             layout.append(("cut", None))
         path = None if self._path is None else self._path.finish_step()
         if path is not None:
@@ -203,7 +203,7 @@ class SignalProbe:
         if parts:
             host = torch.cat(parts).cpu().numpy()      # the step's one transfer
             self._records.append((self.first_step + self._calls, host, layout))
-        taps.end_step()
+        recorder.end_step()
         if self._weights is not None:
             self._weights.end_step()
         return bool(parts)
@@ -260,7 +260,7 @@ class SignalProbe:
     def nbytes(self) -> int:
         """Bytes of device buffers the probe holds between steps, with the backends' scratch
         (the Triton kernels' partial sums, kept per CUDA stream, shared by all probes)."""
-        own = self._taps.nbytes() + (0 if self._weights is None else self._weights.nbytes()) \
+        own = self._recorder.nbytes() + (0 if self._weights is None else self._weights.nbytes()) \
             + (0 if self._path is None else self._path.nbytes())
         return own + kernels.scratch_bytes()
 

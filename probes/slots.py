@@ -31,7 +31,7 @@ class Slots:
         self.seen = [False] * n_slots
         self.s1c = None
         self.scalars = None
-        self.kernels = None                  # the backend of the buffers' device
+        self.backend = None                  # the backend of the buffers' device
         self.views = [None] * n_slots        # per slot: (s1c view, (its row, the row's 0-d views))
         self.kept = [None] * n_slots         # per slot: (layout, the plan that reads it)
         self.used = 0
@@ -41,7 +41,7 @@ class Slots:
 
     def ensure(self, device):
         if self.scalars is None or self.scalars.device != device:
-            self.kernels = kernels.for_device(device)
+            self.backend = kernels.for_device(device)
             self.scalars = torch.zeros(self.n, _ROW, device=device)
             self.s1c = torch.zeros(max(self.used, 1024), device=device)
             self._layout = None
@@ -51,7 +51,7 @@ class Slots:
     def measure(self, slot, t, scratch, masked=None):
         """A hook's work: the raw sums of ``t`` (with ``masked = (h, out)``: also the masked
         energy of the unit's shortcut h into ``out``) into this slot's views. Returns True when
-        scratch buffer 0 holds sign(t) (``TorchKernels.raw_sums``).
+        scratch buffer 0 holds sign(t) (``TorchBackend.raw_sums``).
 
         A slot sees tensors laid out alike at every step, so how to read them is worked out
         once and kept per slot (the backend's ``plan``) while the layout stays: comparing
@@ -60,7 +60,7 @@ class Slots:
         self.seen[slot] = True
         h = None if masked is None else masked[0]
         kept = self.kept[slot]
-        if kept is not None and kept[0] == self.kernels.layout(t, h):
+        if kept is not None and kept[0] == self.backend.layout(t, h):
             kept[1](t, masked)
             return False
         c = t.shape[1]
@@ -68,9 +68,9 @@ class Slots:
             self._allocate(slot, c)
         self.count[slot] = t.numel() // c
         s1c, scalars = self.views[slot]
-        again = self.kernels.plan(t, s1c, scalars[0], masked)
-        self.kept[slot] = None if again is None else (self.kernels.layout(t, h), again)
-        return self.kernels.raw_sums(t, s1c, scalars, scratch, masked)
+        again = self.backend.plan(t, s1c, scalars[0], masked)
+        self.kept[slot] = None if again is None else (self.backend.layout(t, h), again)
+        return self.backend.raw_sums(t, s1c, scalars, scratch, masked)
 
     def alias(self, slot, source):
         self.source[slot] = source
@@ -162,7 +162,7 @@ def channel_layout(offset, channels, used, device):
 
 
 class Scratch:
-    """Reused flat fp32 buffers 0 and 1 for the torch path (``TorchKernels.raw_sums``), held
+    """Reused flat fp32 buffers 0 and 1 for the torch path (``TorchBackend.raw_sums``), held
     only during a probed step: fresh megabyte-sized allocations in every hook would cost more
     than the reductions themselves on the CPU."""
 

@@ -9,7 +9,8 @@ For a tensor t with N elements in C channels of M = N / C elements each (batch a
 * ``s1c``: per channel, the sum of t over its M elements (C values);
 * the row ``RAW_ROW``: ``sum_sq`` = sum t^2, ``sign_sum`` = sum sign(t) = n_pos - n_neg,
   ``sign_sq`` = sum sign(t)^2 = n_pos + n_neg. Every backend writes these in this order (the
-  C module and the Triton kernels say theirs, and ``probes.kernels`` refuses a mismatch);
+  C module and the Triton kernels are given it at load; ``probes.kernels.loading`` refuses one
+  that lacks a sum or gives other values);
 * ``cut_energy``: at a unit's output f(y), sum h^2 [f(y) = 0] of its shortcut h, read in the
   same pass where both are laid out alike;
 * of a weight layer's input also ``s2c`` (per channel, the sum of t^2); of a unit's parameters
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 RAW_ROW = ("sum_sq", "sign_sum", "sign_sq")
-# Every raw sum a backend computes (the methods of ``probes.kernels.torch_ops.TorchKernels``).
+# Every raw sum a backend computes (the methods of ``probes.kernels.torch_ops.TorchBackend``).
 RAW_SUMS = ("s1c",) + RAW_ROW + ("cut_energy", "s2c", "param_sq")
 
 

@@ -32,7 +32,7 @@ class WeightInputs:
         self.seen = [False] * n
         self.used = 0
         self.s1c = self.s2c = None
-        self.kernels = None
+        self.backend = None
         self._layout = None
         self._handle = None
 
@@ -55,7 +55,7 @@ class WeightInputs:
         if self.offset[i] < 0:
             self._allocate(i, c)
         off = self.offset[i]
-        self.kernels.channel_moments(x, self.s1c[off:off + c], self.s2c[off:off + c])
+        self.backend.channel_moments(x, self.s1c[off:off + c], self.s2c[off:off + c])
         self.count[i] = x.numel() // c
         self.seen[i] = True
 
@@ -85,7 +85,7 @@ class WeightInputs:
 
     def _ensure(self, device):
         if self.s1c is None or self.s1c.device != device:
-            self.kernels = kernels.for_device(device)
+            self.backend = kernels.for_device(device)
             self.s1c = torch.zeros(max(self.used, 1024), device=device)
             self.s2c = torch.zeros(max(self.used, 1024), device=device)
             self._layout = None

@@ -83,11 +83,6 @@ def legend_above(fig, ax, ncol: int | None = None) -> None:
         fig.legend(unique.values(), unique.keys(), loc="outside upper center", ncol=ncol or len(unique))
 
 
-def version_palette() -> dict:
-    """Seaborn ``palette=`` for ``hue="version"`` with values "V1" / "V2"."""
-    return dict(VERSION_COLORS)
-
-
 def unit_palette() -> dict:
     """Seaborn ``palette=`` for ``hue="unit_kind"`` (the five kinds of He et al. Table 2)."""
     return dict(UNIT_COLORS)

@@ -5,6 +5,7 @@ nothing half-written, and a rerun once the cause is gone equals an uninterrupted
 (Bad command lines -- empty or ``~`` paths, runs into results/paper, counts that cannot mean
 what they say -- are in test_robustness.py's table.)
 """
+import dataclasses
 import errno
 import gzip
 import json
@@ -20,6 +21,7 @@ import pandas as pd
 import pytest
 
 import analysis.cells
+import analysis.grad_flow
 import analysis.runner
 from analysis import experiment
 from analysis.preflight import predicted_time
@@ -346,11 +348,10 @@ def test_a_worker_killed_by_the_system_is_named(tmp_path):
 
 def test_a_figure_that_cannot_be_drawn_leaves_the_tables_and_the_nets_alone(tmp_path, capsys,
                                                                               monkeypatch):
-    module = experiment("grad_flow")
-
     def broken(run_dir):
         raise ValueError("cannot convert float NaN to integer")
-    monkeypatch.setattr(module, "draw_figures", broken)
+    monkeypatch.setattr(analysis.grad_flow, "EXPERIMENT",
+                        dataclasses.replace(experiment("grad_flow"), draw_figures=broken))
     code, err = run("grad_flow", SMALL, tmp_path, capsys)
     assert code == 0 and one_line(err).startswith("warning: figures: ValueError: cannot convert "
                                                   "float NaN to integer; the tables are complete")

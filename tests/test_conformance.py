@@ -84,10 +84,10 @@ def unsupported(groups, backends) -> list:
 
 def backend_rows() -> dict:
     """Every backend's raw-sum row, also of those this machine does not run."""
-    rows = {"torch": tuple(torch_ops.ROW_SUMS), "c": kernels.c_module.CModuleKernels.row}
+    rows = {"torch": tuple(torch_ops.ROW_SUMS), "c": kernels.c_module.CModuleBackend.row}
     try:
         from probes.kernels import triton_sums
-        rows["triton"] = triton_sums.ROW
+        rows["triton"] = triton_sums.SUMS
     except ImportError:
         pass
     return rows
@@ -146,7 +146,7 @@ def close(got, expected, scale, name):
 @pytest.fixture(params=["torch", "c", "triton"])
 def backend(request):
     if request.param == "triton":
-        return interpreted_kernels().TritonKernels()
+        return interpreted_kernels().TritonBackend()
     if INTERPRETING:
         pytest.skip("the child process checks the Triton kernels only")
     if request.param == "c" and kernels.C_MODULE is None:
@@ -288,7 +288,7 @@ def test_probe_rows_equal_float64(taps, layout, dtype):
                 net.zero_grad()
                 (net(x).float() * weights).sum().backward()
                 probe.step()
-    assert bool(probe._taps.cpp) == (taps == "C++")
+    assert bool(probe._recorder.cpp) == (taps == "C++")
     kept, grads, params = reference_step(net, x, weights)
     rows = probe.collect().query("step == 3").set_index(["unit", "tap", "direction", "stat"])["value"]
     for (u, tap), t in kept.items():
@@ -307,3 +307,42 @@ def test_probe_rows_equal_float64(taps, layout, dtype):
         for stat in S.PARAMS:
             expected = PARAMS_REFERENCE[stat.name](members)
             close(rows[(u, "params", "backward", stat.name)], expected, 1e-6 * float(expected), (u, stat.name))
+
+
+# ---- loading a backend: its row's layout from RAW_ROW, its values against the torch path ----
+
+def test_loading_refuses_a_backend_that_lacks_a_raw_sum_or_gives_other_values():
+    from probes.kernels import loading
+    assert loading.row_positions("b", ("sign_sq", "extra", "sum_sq", "sign_sum"), "b.c") == (2, -1, 0, 1)
+    with pytest.raises(loading.BackendMismatch, match=r"does not compute the raw sum\(s\) \['sign_sq'\]"):
+        loading.row_positions("b", ("sum_sq", "sign_sum"), "b.c")
+    loading.check_values(kernels.TORCH, "cpu", "torch_ops.py")       # the reference passes
+
+    class Swapped(torch_ops.TorchBackend):                             # two sums in each other's place
+        name = "swapped"
+
+        def raw_sums(self, t, out_s1c, out_scalars, scratch=None, masked=None):
+            signed = super().raw_sums(t, out_s1c, out_scalars, scratch, masked)
+            if masked is not None:           # the outer call (the torch path recurses once)
+                out_scalars[0][:2] = out_scalars[0][:2].flip(0).clone()
+            return signed
+    with pytest.raises(loading.BackendMismatch, match="swapped backend's sum_sq"):
+        loading.check_values(Swapped(), "cpu", "swapped.c")
+
+
+@pytest.mark.skipif(kernels.C_MODULE is None, reason="the C module is not built")
+def test_the_c_module_writes_each_sum_where_it_is_told():
+    """The C module's row layout comes from set_row (RAW_ROW's positions at load): told another
+    order, it writes that order -- the same values, bit for bit."""
+    from probes.kernels import c_module
+    t, h = __import__("probes.kernels.loading", fromlist=["x"]).fixed_tensors("cpu")
+    reads = {}
+    for at in ((0, 1, 2), (2, 0, 1)):
+        c_module._fastsums.set_row(*at)
+        try:
+            row, s1c = torch.full((3,), -7.0), torch.zeros(3)
+            c_module._fastsums.channel_sums(t.data_ptr(), 2, 3, 20, s1c.data_ptr(), 0, row.data_ptr(), 1)
+        finally:
+            c_module._fastsums.set_row(*[S.RAW_ROW.index(n) for n in c_module.SUMS])
+        reads[at] = row
+    assert torch.equal(reads[(2, 0, 1)][[2, 0, 1]], reads[(0, 1, 2)])

@@ -53,10 +53,10 @@ def test_paper_plan_covers_every_experiment_with_a_paper_preset(gpu_check):
     import analysis
     plan = gpu_check.paper_plan()
     names = [p["experiment"] for p in plan]
-    expected = [n for n in analysis.EXPERIMENTS if "paper" in getattr(analysis.experiment(n), "PRESETS", {})]
+    expected = [n for n in analysis.EXPERIMENTS if "paper" in analysis.experiment(n).presets]
     assert names == expected and names
     for p in plan:
-        preset = analysis.experiment(p["experiment"]).PRESETS["paper"]
+        preset = analysis.experiment(p["experiment"]).presets["paper"]
         assert p["batch"] == preset["batch_size"] and p["cells"]
         assert {d for d, _, _ in p["cells"]} <= set(preset["depths"])
         assert all(w == p["widths"][d] for d, w, _ in p["cells"])

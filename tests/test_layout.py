@@ -87,6 +87,20 @@ def test_every_experiment_has_its_module_and_its_script():
         assert (ROOT / "experiments" / f"{name}.py").exists()
 
 
+def test_every_experiment_declares_itself_and_its_script_runs_that_declaration():
+    """analysis/<name>.py ends with an Experiment named after it, with the presets the docs
+    promise; its script hands exactly that declaration to run_experiment."""
+    import analysis
+    from analysis.contract import Experiment
+    for name in analysis.EXPERIMENTS:
+        declared = analysis.experiment(name)
+        assert isinstance(declared, Experiment) and declared.name == name
+        assert {"quick", "smoke"} <= set(declared.presets) and declared.quick_seconds > 0
+        assert f"run_experiment({name}.EXPERIMENT, argv)" in (ROOT / "experiments" / f"{name}.py").read_text()
+    with pytest.raises(ValueError, match="valid: grad_flow, signal_propagation"):
+        analysis.experiment("nope")
+
+
 def test_the_instrument_never_imports_its_adapters():
     """probes.adapters (tapping, lightning, tensorboard) import the instrument, never the reverse
     (the package's __init__ re-exports tap_model for convenience)."""

@@ -103,7 +103,7 @@ def test_an_unbuildable_cpp_extension_falls_back_to_python_saying_why_once(monke
         with probe:
             F.cross_entropy(net(x), y).backward()
             probe.step()
-    assert probe._taps.cpp is False and len(probe.collect().query("step == 3")) > 100
+    assert probe._recorder.cpp is False and len(probe.collect().query("step == 3")) > 100
 
 
 def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
@@ -127,7 +127,7 @@ def test_cpp_taps_and_hooks_take_over_from_the_second_step(monkeypatch):
             probe.step()
         per_step.append(dict(calls))
         calls.update(dict.fromkeys(calls, 0))
-    assert type(probe._taps.cpp).__name__ == "Recorder"
+    assert type(probe._recorder.cpp).__name__ == "Recorder"
     assert per_step[0]["_on_tap"] == 20 and per_step[0]["_measure_grad"] > 8
     assert per_step[1]["_on_tap"] == 0 and per_step[1]["_measure_forward"] > 8 and per_step[1]["_measure_grad"] > 8
     assert per_step[3] == per_step[1] and per_step[2] == per_step[4] == dict.fromkeys(calls, 0)
@@ -176,7 +176,7 @@ def test_cpp_taps_and_hooks_equal_the_python_ones(case):
                     F.cross_entropy(_forward(net, x, case == "reentrant checkpoint"), y).backward()
                 for probe in reversed(probes):
                     probe.step()
-        assert all(bool(p._taps.cpp) == cpp for p in probes)
+        assert all(bool(p._recorder.cpp) == cpp for p in probes)
         frames[cpp] = [p.collect() for p in probes]
     for with_cpp, with_python in zip(frames[True], frames[False]):
         assert with_cpp.step.nunique() == (3 if case == "every 2" else 5)
@@ -505,7 +505,7 @@ def test_probe_memory_is_trimmed_to_its_layout():
             F.cross_entropy(net(torch.randn(2, 3, 4, 4)), torch.tensor([0, 1])).backward()
             probe.step()
     slots, units = probe._index.n_slots, len(probe._index.units)
-    channels = probe._taps.fwd.used + probe._taps.bwd.used
+    channels = probe._recorder.fwd.used + probe._recorder.bwd.used
     assert probe.nbytes() == 4 * (channels + 2 * 3 * slots + units)
     assert probe.collect().groupby("step").size().nunique() == 1       # same rows after trimming
 

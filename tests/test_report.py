@@ -242,3 +242,12 @@ def test_the_committed_report_is_what_report_py_writes_at_this_checkout(tmp_path
         pd.read_csv(paper / SUMMARY_FILE).fillna("").astype(str).to_dict("list")
     assert checks.astype(str).to_dict("list") == \
         pd.read_csv(paper / CONTROLS_SUMMARY_FILE).astype(str).to_dict("list")
+
+
+def test_every_claim_but_the_derived_one_is_declared_by_one_experiment():
+    """The claims' registry (report.CLAIMS, their words) and the experiments' declarations
+    (Experiment.claims, where each is tested) name the same claims, each tested once."""
+    import analysis
+    declared = [c for e in analysis.experiments() for c in e.claims]
+    assert sorted(declared) == sorted(set(declared))
+    assert set(declared) == {c.id for c in CLAIMS} - {"C7"}

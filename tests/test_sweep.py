@@ -4,9 +4,9 @@ import io
 
 import pandas as pd
 
-from resnet_lab.runs import sweep
 from resnet_lab.io.folders import RunDir
-from resnet_lab.runs.sweep import Cell, CellResult, SweepProgress, outcome, run_sweep
+from resnet_lab.runs import sweep
+from resnet_lab.runs.sweep import Cell, CellResult, SweepProgress, merge_cells, outcome, run_cells
 
 
 class Terminal(io.StringIO):
@@ -49,6 +49,13 @@ def test_outcome_says_how_the_nets_ended():
 def _work(cell, state, context, report):
     report(1)
     return CellResult({"t": pd.DataFrame({"x": [cell.seed * 10 + cell.depth]})}, steps_done=1)
+
+
+def run_sweep(run, experiment, cells, work, context):
+    """Every cell run (``run_cells``), then all merged (``merge_cells``): what the runner's
+    sweep and merge steps do (``analysis.runner.sweep``, ``merged``), in one process."""
+    run_cells(run, experiment, cells, work, context)
+    return merge_cells(run.path / "cells", experiment, cells)
 
 
 def test_cells_merge_in_cell_order_and_finished_ones_are_skipped(tmp_path):

@@ -1,7 +1,6 @@
 """The training engine: learning, bitwise reproducibility, kill-and-resume, divergence, probes,
 torchrun equality, the schedule, run folders and sweep helpers."""
 import gzip
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +20,6 @@ from resnet_lab.engine.data import load_dataset
 from resnet_lab.io.folders import RunDir, atomic_write, check_writable_dir
 from resnet_lab.engine.schedule import Schedule
 from resnet_lab.runs.shards import parse_shard, select_shard
-from resnet_lab.runs.sweep import merge_runs
 from resnet_lab.engine.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,7 +368,7 @@ def test_check_writable_dir_leaves_nothing_behind(tmp_path):
         check_writable_dir(tmp_path / "file" / "sub")
 
 
-def test_shards_split_a_sweep_and_merge_back(tmp_path):
+def test_shards_split_a_sweep():
     configs = list(range(10))
     shards = [select_shard(configs, f"{i}/3") for i in range(3)]
     assert shards[0] == [0, 3, 6, 9] and sorted(sum(shards, [])) == configs
@@ -378,19 +376,6 @@ def test_shards_split_a_sweep_and_merge_back(tmp_path):
     for bad in ("3/3", "a/b", "1"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
-    folders = []
-    for i in range(2):
-        run = RunDir.create("sweep", {"seed": i}, out=tmp_path / f"machine{i}", run_id=f"seed{i}")
-        run.write_csv("metrics.csv.gz", pd.DataFrame({"step": [1, 2], "value": [i, i]}))
-        run.finish()
-        folders.append(run.path)
-    written = merge_runs(folders, tmp_path / "merged")
-    merged = pd.read_csv(tmp_path / "merged" / "metrics.csv.gz")
-    assert list(merged.run_id) == ["seed0", "seed0", "seed1", "seed1"] and list(merged.value) == [0, 0, 1, 1]
-    runs = pd.read_csv(tmp_path / "merged" / "runs.csv")
-    assert list(runs.seed) == [0, 1] and list(runs.status) == ["completed"] * 2
-    assert {p.name for p in written} == {"runs.csv", "metrics.csv.gz"}
-    assert json.loads((folders[0] / "config.json").read_text())["status"] == "completed"
 
 
 # ---- CUDA (pytest -m gpu) ---------------------------------------------------------------------

@@ -57,8 +57,8 @@ def torch_path(monkeypatch, name, *args):
 
 
 def triton_backend(kernels):
-    """The Triton backend (``TritonKernels``) over the interpreted kernels."""
-    return kernels.TritonKernels()
+    """The Triton backend (``TritonBackend``) over the interpreted kernels."""
+    return kernels.TritonBackend()
 
 
 def scalar_views():
@@ -243,7 +243,7 @@ def test_signal_probe_with_kernels_equals_c_module(kernels):
                 F.cross_entropy(net(x), y).backward()
                 probe.step()
         if routed:                                         # the third step used kept plans
-            assert sum(k is not None for k in probe._taps.fwd.kept + probe._taps.bwd.kept) > 10
+            assert sum(k is not None for k in probe._recorder.fwd.kept + probe._recorder.bwd.kept) > 10
         frames.append(probe.collect())
     a, b = frames
     assert a[["unit", "tap", "direction", "stat", "layer"]].equals(b[["unit", "tap", "direction", "stat", "layer"]])
@@ -267,10 +267,12 @@ def test_kernels_compile_for_h100(dtype):
     elem = {"fp32": "*fp32", "bf16": "*bf16"}[dtype]
     outs = dict.fromkeys(["part_ptr", "s1_ptr", "s2_ptr", "m_ptr", "sc_ptr"], "*fp32")
     ints = dict.fromkeys(["outer", "C", "inner", "rows", "W", "n_cols"], "i32")
-    block = dict.fromkeys(["MOMENTS", "MASKED", "BLOCK_O", "BLOCK_C", "BLOCK_I", "BLOCK_R", "BLOCK_W"], "constexpr")
+    block = dict.fromkeys(["MOMENTS", "MASKED", "BLOCK_O", "BLOCK_C", "BLOCK_I", "BLOCK_R", "BLOCK_W",
+                           "ROW_W", "AT_SQ", "AT_SIGN", "AT_SIGN2"], "constexpr")
     cases = [(K._channel_sums, {"x_ptr": elem, "h_ptr": elem, "count_ptr": "*i32", **outs, **ints, **block},
               {"MOMENTS": moments, "MASKED": masked, "BLOCK_O": o, "BLOCK_C": c, "BLOCK_I": i,
-               "BLOCK_R": K.FINISH_R, "BLOCK_W": K.FINISH_W})
+               "BLOCK_R": K.FINISH_R, "BLOCK_W": K.FINISH_W, "ROW_W": K.ROW_W,
+               **dict(zip(["AT_SQ", "AT_SIGN", "AT_SIGN2"], K.ROW_AT))})
              for moments, masked in [(False, True), (True, False)]
              for o, c, i in [(1, 32, 64), (128, 16, 1), (2048, 1, 1)]]
     cases.append((K._masked_energy, {"h_ptr": elem, "f_ptr": elem, "part_ptr": "*fp32", "count_ptr": "*i32",

@@ -11,8 +11,8 @@
 //   Python tap (`probes/recorder.py`, `TapRecorder.on_tap`) does -- recognise the tensor of the previous tap (measured once),
 //   remember a unit's shortcut and sum for the cut statistic, read the tensor (and at a
 //   unit's output its shortcut, in the same pass), hook its gradient -- and hands the tensor to
-//   Python where it cannot: a layout it has not kept, a tensor not on the CPU, a checkpoint's
-//   recomputation inside the backward pass.
+//   Python where it cannot: a layout it has not kept, a tensor not on the CPU, gradient
+//   checkpointing's recomputation inside the backward pass.
 // * `Recorder.hook(t, slot)` adds a pre-hook to `t.grad_fn()`. When the gradient g arrives the
 //   hook recognises a gradient seen at an earlier tap of this step (the same tensor, unchanged:
 //   version counter; held by a weak reference, so autograd may still accumulate into it in
@@ -100,8 +100,8 @@ struct Callbacks {
           hook_grad(table.attr("hook_grad")), masked_energy(table.attr("masked_energy")),
           measure_forward(table.attr("measure_forward")), measure_grad(table.attr("measure_grad")) {}
     // begin_step(): a probed step's first tap (the collector pauses).
-    // on_tap(slot, x): a tap's tensor that C++ does not take (not on the CPU; a checkpoint's
-    //   recomputation in the backward pass).
+    // on_tap(slot, x): a tap's tensor that C++ does not take (not on the CPU; gradient
+    //   checkpointing's recomputation in the backward pass).
     // hook_grad(slot, x): hook the gradient of a leaf (a tensor hook, in Python).
     // masked_energy(h, x, unit): the cut numerator alone, where the output tap is not measured.
     // measure_forward(slot, x, h or None, unit), measure_grad(slot, g): a tensor of a layout not
@@ -153,7 +153,7 @@ class Recorder : public std::enable_shared_from_this<Recorder> {
             cb_.begin_step();
         }
         if (!t.device().is_cpu() || torch::autograd::get_current_graph_task_id() != -1) {
-            cb_.on_tap(slot, x);       // not a CPU tensor, or a checkpoint's recomputation
+            cb_.on_tap(slot, x);       // not a CPU tensor, or gradient checkpointing's recomputation
             return x;
         }
         int tap = slot % PER_UNIT, unit = slot / PER_UNIT;

@@ -29,9 +29,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The raw sums a read writes into its row of scalars, in this order: probes/stats.py's
- * RAW_ROW. Exported as ROW; probes.kernels refuses a module whose row is another. */
-#define ROW "sum_sq sign_sum sign_sq"
+/* The raw sums a read computes besides the channel sums, by name (exported as SUMS), in the
+ * order of the enum below. Where each goes in the row of scalars is probes/stats.py's RAW_ROW:
+ * probes.kernels.c_module passes the positions at load (set_row; -1: not in the row) and
+ * refuses a RAW_ROW naming a sum this module does not compute. */
+#define SUMS "sum_sq sign_sum sign_sq"
+enum { SUM_SQ, SIGN_SUM, SIGN_SQ, N_SUMS };
+static int row_at[N_SUMS] = {-1, -1, -1};
 
 typedef struct {
     double sq;       /* sum x^2 */
@@ -239,9 +243,9 @@ static int block_sums(const Block *b, double *s1, double *s2, Totals *tot, int t
 }
 
 /* channel_sums(x, outer, C, inner, s1c, s2c, scalars, threads[, h, energy]): s1c[C] = channel
- * sums; s2c[C] = channel sums of squares (skipped when s2c is 0); scalars[0..2] (skipped when
- * 0) = sum x^2, n_pos - n_neg, n_pos + n_neg (what sum sign(x) and sum sign(x)^2 give; NaN
- * when x holds a NaN, as torch.sign would make them); energy[0] = sum h^2 where x == 0, for
+ * sums; s2c[C] = channel sums of squares (skipped when s2c is 0); scalars (skipped when 0),
+ * at the positions set_row gave: sum x^2, n_pos - n_neg, n_pos + n_neg (what sum sign(x) and
+ * sum sign(x)^2 give; NaN when x holds a NaN, as torch.sign would make them); energy[0] = sum h^2 where x == 0, for
  * h laid out as x (when h and energy are given and s2c is 0: the masked energy of the
  * shortcut under the unit's output, in the same read). x, h and the outputs are addresses
  * of fp32 memory. */
@@ -262,9 +266,13 @@ static int sums_into(const float *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t 
         for (Py_ssize_t c = 0; out2 && c < C; c++)
             out2[c] = (float)s[C + c];
         if (sc) {
-            sc[0] = (float)tot.sq;
-            sc[1] = isnan(tot.sq) ? NAN : (float)(tot.pos - tot.neg);
-            sc[2] = isnan(tot.sq) ? NAN : (float)(tot.pos + tot.neg);
+            float sums[N_SUMS];
+            sums[SUM_SQ] = (float)tot.sq;
+            sums[SIGN_SUM] = isnan(tot.sq) ? NAN : (float)(tot.pos - tot.neg);
+            sums[SIGN_SQ] = isnan(tot.sq) ? NAN : (float)(tot.pos + tot.neg);
+            for (int k = 0; k < N_SUMS; k++)
+                if (row_at[k] >= 0)
+                    sc[row_at[k]] = sums[k];
         }
         if (energy)
             *energy = (float)tot.masked;
@@ -291,6 +299,18 @@ static PyObject *channel_sums(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     if (failed)
         return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* set_row(at_sum_sq, at_sign_sum, at_sign_sq): where each of SUMS goes in a row of scalars
+ * (probes/stats.py's RAW_ROW), -1 for a sum the row does not hold. Called once, at load. */
+static PyObject *set_row(PyObject *self, PyObject *args)
+{
+    int at[N_SUMS];
+    if (!PyArg_ParseTuple(args, "iii", &at[SUM_SQ], &at[SIGN_SUM], &at[SIGN_SQ]))
+        return NULL;
+    for (int k = 0; k < N_SUMS; k++)
+        row_at[k] = at[k];
     Py_RETURN_NONE;
 }
 
@@ -370,6 +390,7 @@ static PyMethodDef methods[] = {
     {"channel_sums", channel_sums, METH_VARARGS, "channel sums (of squares), sum of squares, sign counts"},
     {"masked_energy", masked_energy, METH_VARARGS, "sum of h^2 where f == 0"},
     {"grouped_sq_sums", grouped_sq_sums, METH_VARARGS, "sums of squares of many fp32 tensors, by group"},
+    {"set_row", set_row, METH_VARARGS, "where each of SUMS goes in a row of scalars (RAW_ROW)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -385,7 +406,7 @@ PyMODINIT_FUNC PyInit__fastsums(void)
         Py_XDECREF(m);
         return NULL;
     }
-    if (PyModule_AddStringConstant(m, "ROW", ROW) < 0) {
+    if (PyModule_AddStringConstant(m, "SUMS", SUMS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

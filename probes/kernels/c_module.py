@@ -3,8 +3,9 @@ and from a probe's second step the C++ taps and hooks (``cpp_hooks``) read by it
 
 The C module is built by ``setup.py`` (``pip install -e .``; optional: without a compiler the
 CPU uses the torch path, same values, slower) and runs on PyTorch's own OpenMP threads, so
-torch is imported first. It says which raw sums its row holds (``ROW``); loading refuses a
-module whose row is not ``probes.stats.RAW_ROW``.
+torch is imported first. It says which raw sums it computes (``SUMS``) and is told where each
+goes in a row of ``probes.stats.RAW_ROW`` (``set_row``); loading refuses a module that does
+not compute every sum of ``RAW_ROW``, or not their values (``loading.check_values``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 
 from ..stats import RAW_ROW
-from .torch_ops import TorchKernels, as_fp32, channel_layout
+from .loading import check_values, row_positions
+from .torch_ops import TorchBackend, as_fp32, channel_layout
 
 try:   # after torch: its OpenMP runtime must be the one loaded (see _fastsums.c)
     from . import _fastsums
@@ -20,20 +22,15 @@ except ImportError:              # not built (no compiler at install): the torch
     _fastsums = None
 
 
-class RowMismatch(RuntimeError):
-    """A compiled backend writes another raw-sum row than ``probes.stats`` declares."""
-
-
-def check_row(backend: str, row, where: str) -> None:
-    """Refuse a backend whose raw-sum row is not ``RAW_ROW``, naming both and what to do."""
-    if tuple(row) != RAW_ROW:
-        raise RowMismatch(f"probes: {backend} writes the raw-sum row {tuple(row)} but probes/stats.py "
-                          f"declares RAW_ROW = {RAW_ROW}: make {where} write the declared row "
-                          "(and rebuild it: pip install -e .)")
-
-
+# The raw sums the C module computes, in its order (its SUMS; none: a module built from an
+# older _fastsums.c, refused), and where each goes in a row of RAW_ROW, told to the module at
+# load (-1: not in the row). Not built: the torch path serves the CPU.
+SUMS = tuple(getattr(_fastsums, "SUMS", "").split()) if _fastsums is not None else RAW_ROW
+if _fastsums is not None and not hasattr(_fastsums, "set_row"):
+    raise ImportError("probes/kernels/_fastsums: built from an older _fastsums.c (it cannot be told "
+                      "RAW_ROW's order); rebuild it: pip install -e .")
 if _fastsums is not None:
-    check_row("the C module", getattr(_fastsums, "ROW", "(unnamed)").split(), "probes/kernels/_fastsums.c")
+    _fastsums.set_row(*row_positions("the C module", SUMS, "probes/kernels/_fastsums.c"))
 
 
 def cpu_channel_layout(t: torch.Tensor, h: torch.Tensor | None = None):
@@ -53,10 +50,10 @@ def cpu_channel_layout(t: torch.Tensor, h: torch.Tensor | None = None):
 _threads = torch.get_num_threads     # PyTorch's threads: the C module runs on its OpenMP pool
 
 
-class CModuleKernels(TorchKernels):
+class CModuleBackend(TorchBackend):
     """The C module's reads of fp32 CPU tensors; the torch path for the rest."""
     name = "c"
-    row = RAW_ROW                      # checked against the module's own at import
+    row = SUMS                         # what the module computes; it writes RAW_ROW's order
 
     def plan(self, t, out_s1c, row, masked=None):
         h = None if masked is None else masked[0]
@@ -131,3 +128,7 @@ class CModuleKernels(TorchKernels):
             return False
         _fastsums.channel_sums(t.data_ptr(), *layout, out_s1c.data_ptr(), out_s2c.data_ptr(), 0, _threads())
         return True
+
+
+if _fastsums is not None:
+    check_values(CModuleBackend(), "cpu", "probes/kernels/_fastsums.c")

@@ -5,7 +5,7 @@ they do not read (another layout or dtype), and the reference they are tested ag
 reads a tensor five times (channel sums, sum of squares, sign(t) written into a reused
 buffer, two reductions of it); the other backends read it once.
 
-``TorchKernels`` is also the interface every backend offers (``probes.kernels``): a backend
+``TorchBackend`` is also the interface every backend offers (``probes.kernels``): a backend
 subclasses it and overrides the ``_read*`` methods with its one-pass reads, returning False
 for a tensor it leaves to the torch operations here.
 """
@@ -73,7 +73,7 @@ ROW_SUMS = {
 }
 
 
-class TorchKernels:
+class TorchBackend:
     """The raw sums by torch operations, and the interface of every backend."""
     name = "torch"
     row = tuple(ROW_SUMS)                 # the raw sums of the row this backend writes

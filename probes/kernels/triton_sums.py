@@ -24,7 +24,7 @@ in a fixed order, writes the outputs and puts the counter back to 0. So the outp
 zeroing first, the result does not depend on the order in which programs finish (a probed
 run is reproducible bit for bit), and nothing synchronises with the host. The scratch and the
 counter are per CUDA stream (launches on one stream run one after another) and stay
-allocated: at most ``TARGET_PROGRAMS`` rows of W = 2C + 4 floats (~530 KB at C = 256).
+allocated: at most ``TARGET_PROGRAMS`` rows of W = 2C + 1 + len(RAW_ROW) floats (~530 KB at C = 256).
 
 Inputs are fp32, bf16 or fp16, NCHW-contiguous, channels-last or 2-D (N, C); the kernels
 accumulate in fp32. Each function returns False (and writes nothing) for anything else --
@@ -47,12 +47,18 @@ import torch
 import triton
 import triton.language as tl
 
+from ..stats import RAW_ROW
 from . import torch_ops
-from .torch_ops import TorchKernels
+from .loading import row_positions
+from .torch_ops import TorchBackend
 
-# The raw sums of the row each launch writes, in order (the last three columns of a program's
-# partial row: W - 3, W - 2, W - 1): probes/stats.py's RAW_ROW; probes.kernels refuses another.
-ROW = ("sum_sq", "sign_sum", "sign_sq")
+# The raw sums each launch computes besides the channel sums, in the kernel's order. Where each
+# goes is probes/stats.py's RAW_ROW: the last len(RAW_ROW) columns of a program's partial row
+# hold the row, each sum at its position there (ROW_AT; -1: not in the row). Loading refuses a
+# RAW_ROW naming a sum not computed here (loading.row_positions).
+SUMS = ("sum_sq", "sign_sum", "sign_sq")
+ROW_AT = row_positions("the Triton backend", SUMS, "probes/kernels/triton_sums.py")
+ROW_W = len(RAW_ROW)
 # Devices the kernels run on; the interpreter tests add "cpu".
 DEVICES = ("cuda",)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -104,12 +110,26 @@ def _finish(part_ptr, count_ptr, n_cols, W, a_ptr, A, b_ptr, B, c_ptr, Cn, d_ptr
         tl.atomic_xchg(count_ptr, 0)         # ready for the next launch on this stream
 
 
+@triton.jit
+def _store_row(row_ptr, sq, sign, sign2, AT_SQ: tl.constexpr, AT_SIGN: tl.constexpr,
+               AT_SIGN2: tl.constexpr):
+    """The row (the last ROW_W columns of a partial row): each sum at its place in RAW_ROW
+    (``ROW_AT``; -1: not in the row)."""
+    if AT_SQ >= 0:
+        tl.store(row_ptr + AT_SQ, sq)
+    if AT_SIGN >= 0:
+        tl.store(row_ptr + AT_SIGN, sign)
+    if AT_SIGN2 >= 0:
+        tl.store(row_ptr + AT_SIGN2, sign2)
+
+
 @triton.jit(do_not_specialize=["outer", "rows"])
 def _channel_sums(x_ptr, h_ptr, part_ptr, count_ptr, s1_ptr, s2_ptr, m_ptr, sc_ptr,
                   outer, C, inner, rows, W, n_cols,
                   MOMENTS: tl.constexpr, MASKED: tl.constexpr, BLOCK_O: tl.constexpr,
                   BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-                  BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
+                  BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr, ROW_W: tl.constexpr,
+                  AT_SQ: tl.constexpr, AT_SIGN: tl.constexpr, AT_SIGN2: tl.constexpr):
     """Program (p, q): outer rows [p * rows, (p + 1) * rows), inner positions of block q,
     every channel -> row p * num_programs(1) + q of ``part`` (W columns); then ``_finish``."""
     p, q = tl.program_id(0), tl.program_id(1)
@@ -155,12 +175,11 @@ def _channel_sums(x_ptr, h_ptr, part_ptr, count_ptr, s1_ptr, s2_ptr, m_ptr, sc_p
         if MASKED:
             tot_masked += tl.sum(tl.sum(hm, axis=2), axis=0)
     if MASKED:
-        tl.store(out_row + W - 4, tl.sum(tot_masked, axis=0))
-    tl.store(out_row + W - 3, tl.sum(tot_sq, axis=0))
-    tl.store(out_row + W - 2, tl.sum(tot_sign, axis=0))
-    tl.store(out_row + W - 1, tl.sum(tot_sign2, axis=0))
-    # Columns: s1 -> s1, s2 -> s2 (when MOMENTS), masked -> m (when MASKED), totals -> sc
-    # (left out when n_cols = W - 3).
+        tl.store(out_row + W - ROW_W - 1, tl.sum(tot_masked, axis=0))
+    _store_row(out_row + W - ROW_W, tl.sum(tot_sq, axis=0), tl.sum(tot_sign, axis=0),
+               tl.sum(tot_sign2, axis=0), AT_SQ, AT_SIGN, AT_SIGN2)
+    # Columns: s1 -> s1, s2 -> s2 (when MOMENTS), masked -> m (when MASKED), the row -> sc
+    # (left out when n_cols = W - ROW_W).
     _finish(part_ptr, count_ptr, n_cols, W, s1_ptr, C, s2_ptr, C if MOMENTS else 0,
             m_ptr, 1 if MASKED else 0, sc_ptr, BLOCK_R, BLOCK_W)
 
@@ -289,7 +308,7 @@ def _channel_plan(t, h, moments, scalars):
                                             or h.dtype not in DTYPES or h.device != t.device)):
         return None
     outer, C, inner = shape
-    W = C * (2 if moments else 1) + (1 if h is not None else 0) + 3
+    W = C * (2 if moments else 1) + (1 if h is not None else 0) + ROW_W
     block_i = min(_pow2(inner), TILE)
     block_c = min(_pow2(C), max(TILE // block_i, 1))
     block_o = max(TILE // (block_c * block_i), 1)
@@ -298,8 +317,9 @@ def _channel_plan(t, h, moments, scalars):
     per_program = triton.cdiv(outer, max(TARGET_PROGRAMS // n_inner, 1))
     rows = triton.cdiv(per_program, block_o) * block_o
     n_outer = triton.cdiv(outer, rows)
-    n_cols = W if scalars else W - 3
-    consts = (moments, h is not None, block_o, block_c, block_i, FINISH_R, min(_pow2(n_cols), FINISH_W))
+    n_cols = W if scalars else W - ROW_W
+    consts = (moments, h is not None, block_o, block_c, block_i, FINISH_R, min(_pow2(n_cols), FINISH_W),
+              ROW_W, *ROW_AT)
     return _Plan(_channel_sums, (n_outer, n_inner), (outer, C, inner, rows, W, n_cols), consts,
                  n_outer * n_inner * W)
 
@@ -336,9 +356,9 @@ def channel_sums(t: torch.Tensor, out_s1c: torch.Tensor, out_s2c, out_scalars, m
 
 def plan_raw_sums(t: torch.Tensor, out_s1c: torch.Tensor, row: torch.Tensor, masked=None):
     """``channel_sums(t, out_s1c, None, row, masked)`` as a function ``again(t, masked)`` for
-    tensors of t's layout and alignment (``TritonKernels.layout``) into the same ``out_s1c`` and
+    tensors of t's layout and alignment (``TritonBackend.layout``) into the same ``out_s1c`` and
     ``row`` (a masked output of the same alignment), without the checks; None where the kernel
-    does not take them. ``TritonKernels.plan`` hands it to the probe, which keeps it per slot."""
+    does not take them. ``TritonBackend.plan`` hands it to the probe, which keeps it per slot."""
     h, out_m = (None, None) if masked is None else masked
     plan = _channel_sums_plan(t, out_s1c, None, row, h, out_m)
     if plan is None:
@@ -373,10 +393,10 @@ def masked_energy(h: torch.Tensor, f_out: torch.Tensor, out: torch.Tensor) -> bo
     return True
 
 
-class TritonKernels(TorchKernels):
+class TritonBackend(TorchBackend):
     """The Triton kernels' reads (one launch per tensor); the torch path for the rest."""
     name = "triton"
-    row = ROW
+    row = SUMS
 
     def layout(self, t, h=None):
         """As the torch path's, and on CUDA whether each address is 16-byte aligned (Triton

@@ -64,7 +64,7 @@ class ResNet(nn.Module):
 
 @contextlib.contextmanager
 def _frozen_bn_stats(module):
-    """During a checkpoint's recomputation, keep BN running statistics as they are.
+    """During gradient checkpointing's recomputation, keep BN running statistics as they are.
 
     With momentum 0 the running-average update is a no-op (and the batch counter is put
     back); the batch statistics used for the output are the same as in the first forward,

@@ -30,7 +30,6 @@ import dataclasses
 import platform
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -122,15 +121,6 @@ class CellResult:
     status: str = "completed"
     steps_done: int | None = None
     peak_memory_bytes: int | None = None
-
-
-def run_sweep(run: RunDir, experiment: str, cells, work, context, *, workers: int = 1,
-              threads: int = 1, steps: int = 1, devices=None) -> tuple[dict, pd.DataFrame]:
-    """Run every cell not yet done (``run_cells``) and merge them all (``merge_cells``):
-    ({table name: merged, labelled DataFrame}, the cells table)."""
-    run_cells(run, experiment, cells, work, context, workers=workers, threads=threads,
-              steps=steps, devices=devices)
-    return merge_cells(run.path / "cells", experiment, cells)
 
 
 def run_cells(run: RunDir, experiment: str, cells, work, context, *, share=None,
@@ -297,26 +287,3 @@ def outcome(cells: pd.DataFrame) -> str:
     if len(counts) == 1:
         return f"all {len(cells)} nets {counts.index[0]}"
     return f"{len(cells)} nets: " + ", ".join(f"{n} {status}" for status, n in counts.items())
-
-
-# ---- runs copied back from several machines (experiments/train.py --shard) ------------------
-
-def merge_runs(run_dirs, out) -> list[Path]:
-    """Merge run folders (e.g. copied back from the machines of a sharded sweep) into ``out``:
-    each CSV name found in them concatenated with a leading ``run_id`` column, and ``runs.csv``
-    with every run's id, status and arguments. Returns the files written."""
-    out = check_writable_dir(out)
-    tables, runs = {}, []
-    for run in (RunDir(p) for p in run_dirs):
-        config = run.config
-        runs.append({"run_id": config.get("run_id", run.path.name), "status": config.get("status"),
-                     "path": str(run.path), **config.get("args", {})})
-        for csv in sorted(run.path.glob("*.csv*")):
-            df = read_table(run.path, csv.name.split(".csv")[0])
-            df.insert(0, "run_id", runs[-1]["run_id"])
-            tables.setdefault(csv.name, []).append(df)
-    out.mkdir(parents=True, exist_ok=True)
-    write_table(out / "runs.csv", pd.DataFrame(runs))
-    for name, frames in tables.items():
-        write_table(out / name, pd.concat(frames, ignore_index=True))
-    return [out / "runs.csv"] + [out / name for name in tables]
