@@ -20,6 +20,8 @@ from resnet_lab.runs import (DEFAULT_ROOT, PAPER_ROOT, RunDir, cpu_model, git_co
 from resnet_lab.shards import share
 from resnet_lab.sweep import merge_cells, outcome, retrain, run_cells
 
+from .plan import record_plan
+
 EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
 PAPER = PAPER_ROOT
 # Settings that change where or how fast a run goes, not its numbers: left out of its id.
@@ -60,6 +62,7 @@ def open_run(module, s: dict) -> RunDir:
     # The code that analyses (and, for new cells, trains): the report marks a result whose
     # code differs from the checkout's.
     run.update_config(code_commit=git_commit(), code_dirty=git_dirty())
+    record_plan(run)                 # the plan it is made under: the report checks its sha256
     if n > 1:
         run.record_part("shards", f"{i}/{n}", {**where, "started": now()})
     else:

@@ -42,6 +42,7 @@ from resnet_lab.units import UNIT_KINDS
 
 from . import claims as C
 from . import controls as K
+from . import plan as P
 from .cells import train_cell, train_context
 from .figures import figure_inputs
 from .tables import (first_to_last, forward_growth, mean_over_units, select, spread,
@@ -63,13 +64,9 @@ PRESETS = {
 OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "lr", "dataset",
            "unit_kinds")
 CLAIM = "T2"
-# One primary per Table 2 column: full pre-activation − original, He et al.'s difference.
-PRIMARY = {depth: C.Primary(CLAIM, "test_error", "test error, full pre-activation − original "
-                            "(He et al. Table 2: better)", "less", 0.0, "He et al.'s effect "
-                            f"({abs(effect) * 100:.2f} points) leaves no room for a margin",
-                            (depth,), effect, f"He et al. 2016 Table 2, ResNet-{depth}",
-                            requires=("B", "D"), on_test_set=True)
-           for depth, effect in ((110, -0.0024), (164, -0.0047))}
+# One primary per Table 2 column (full pre-activation − original, He et al.'s difference):
+# plans/plan.json, the one source (analysis/plan.py).
+PRIMARY = {p.depths[0]: p for p in P.primaries(NAME)}
 SECONDARY_MARGIN = 0.005     # "on par": within half a point
 CONTROLS = {
     "B": K.Control("B", "the original unit fits its training set (eval-mode training error at "
@@ -195,7 +192,7 @@ def control_rows(table: pd.DataFrame) -> list[dict]:
 
 def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> list[dict]:
     """T2 rows: per depth and kind, test error (kind − original), paired by seed; the primary
-    one (full pre-activation) at Table 2's depths, checked against controls and power."""
+    one (full pre-activation) at Table 2's depths, checked against controls and the plan; every kind's row says how many of its nets fit."""
     failed = K.failed(controls)
     rows = []
     for depth in sorted(table["depth"].unique()):
@@ -215,13 +212,17 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> 
                                          direction=direction, margin=margin, sd_floor=floor)
             if primary is not None:
                 why = C.required_controls_failed(primary, failed)
-                result = C.not_testable(len(pair), why, direction=direction) if why \
-                    else C.power_checked(result, primary)
+                if why:
+                    result = C.not_testable(len(pair), why, direction=direction)
+                elif primary.untestable:
+                    result = C.not_testable(len(pair), f"{C.PLAN_UNTESTABLE}: "
+                                            f"{primary.untestable}", result=result)
             paper = (PAPER_TABLE2[kind][col] - PAPER_TABLE2["original"][col]) / 100
             rows.append(C.claim_row(
                 CLAIM, "primary" if primary is not None else "secondary", EXPERIMENT,
                 f"test error, {kind} − original (He et al. Table 2: {_paper_word(direction)})",
                 int(depth), result, unit_kind=kind, paper_effect=round(paper, 4),
+                trained=_trained(at, kind),
                 paper_depth=(110, 164)[col], dataset=dataset, width=int(at["width"].iloc[0]),
                 margin_reason=primary.margin_reason if primary is not None else ""))
     if not any(r["role"] == "primary" for r in rows):
@@ -230,6 +231,13 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> 
                                 "164) with both units in this run", direction="less"),
                                 dataset=dataset))
     return rows
+
+
+def _trained(at: pd.DataFrame, kind: str) -> str:
+    """'k of n nets fit' for a unit kind at one depth: a kind whose nets do not fit their
+    training set is marked untrained in the report (its test error says little of Table 2)."""
+    fits = at.loc[at["unit_kind"] == kind, "train_error"] <= K.FIT_ERROR
+    return f"{int(fits.sum())} of {len(fits)} nets fit"
 
 
 def _paper_column(at: pd.DataFrame) -> int:
