@@ -92,8 +92,11 @@ CLAIMS = (
           "对于深层的网络(论文实验中使用1001层的ResNet)优化来说更简单,因为ReLU的特性所致,信号为负时,"
           "shortcut不起作用,所以初期训练会十分慢。",
           ("early_training", "c3_training_error"),
-          "The window lies wholly at the main lr, after the one warm-up both nets of a pair share; "
-          "the run covers the first iterations only.",
+          "The window lies wholly at the main lr, after the one fixed warm-up both nets of a pair "
+          "share; the run covers the first iterations only. He et al. warm ResNet-1001 up as "
+          "ResNet-110 (lr 0.01 until the training error is below 80%, then 0.1), so control W "
+          "checks that rule at 1001 layers too: a warm-up that leaves V1-1001 near chance sends it "
+          "into the main lr unwarmed, a slow start of the setting's making.",
           "training error at the main lr, V1 − V2 (points)", 100,
           paper="Fig. 1: V1-1001 trains slowly at first, V2-1001 does not"),
     Claim("C4", "with identity mappings the signal travels freely, early and late",
@@ -442,7 +445,8 @@ def plan_screen(plan: dict, sha: str, plan_name: str, configs: dict) -> list[str
            "**No confirmatory run yet.** The references in this folder are exploratory: made "
            "before the plan, with the seeds that chose the design "
            f"({_span(seeds.get('exploratory', []))}); their numbers are shown, not taken as "
-           "answers (a claim reads *not answered* until a run under this plan is published).")
+           "answers (a claim reads *not answered* until a run under this plan is published), "
+           "and the controls below are the ones those runs checked.")
     return [f"**Plan**: `{plan_name}` (sha256 `{short(sha)}`), frozen before the confirmatory "
             f"run: every primary test, its margin, controls and power. Confirmatory seeds, fresh: "
             f"{fresh or '—'}. {run}", ""]
