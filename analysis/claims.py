@@ -154,7 +154,7 @@ def _finish(effect, lo, hi, p, n, *, direction, margin, method, note="", detecta
 def not_testable(n: int, reason: str, *, direction="greater", margin=0.0, method="",
                  result: TestResult | None = None) -> TestResult:
     """A test this setting cannot answer, and why; ``result``'s numbers are kept if given
-    (an underpowered test still shows what it measured)."""
+    (a test the plan declared untestable still shows what it measured)."""
     if result is not None:
         return dataclasses.replace(result, verdict=NOT_TESTABLE, note=reason)
     return TestResult(_NAN, _NAN, _NAN, _NAN, int(n), NOT_TESTABLE, direction, float(margin),

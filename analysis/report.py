@@ -41,7 +41,7 @@ import pandas as pd
 from resnet_lab.runs import CODE_PATHS, atomic_write, write_table
 
 from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED,
-                     claim_verdict, derive_c7, read_claims)
+                     claim_verdict, derive_c7, read_claims, verdict)
 from .controls import CONTROLS_FILE, read_controls
 from .history import answer_changes, read as read_history
 from .plan import PLAN, ROOT, plan_hash, plan_mismatch, read_plan, short
@@ -209,7 +209,7 @@ def _table(header, rows) -> list[str]:
 
 def _test(row, scale=1.0) -> str:
     """'4.2 [3.1, 5.3], p 0.002, n 5' or why the test could not be made (with its numbers
-    where it made them: an underpowered test still shows what it measured)."""
+    where it made them: a test the plan declared untestable still shows what it measured)."""
     value = lambda x: _num(float(x) * scale)
     numbers = (f"{value(row['effect'])} [{value(row['ci_low'])}, {value(row['ci_high'])}]"
                if row["effect"] == row["effect"] else "")
@@ -486,18 +486,37 @@ def power_section(plan: dict) -> list[str]:
                       "seeds needed", "seeds", "power", "role"], rows) + [""])
 
 
-def history_section(history: pd.DataFrame) -> list[str]:
-    """Each earlier published answer per claim, and the design commits between publications."""
+def reread(rows: pd.DataFrame) -> dict:
+    """{claim: answer} of these rows by today's claim rule, a row that an after-the-fact power
+    gate made not testable ("underpowered") voting with its own numbers."""
+    rows = rows.copy()
+    gated = rows["note"].astype(str).str.startswith("underpowered") if "note" in rows else \
+        pd.Series(False, index=rows.index)
+    for i in rows.index[gated]:
+        r = rows.loc[i]
+        rows.loc[i, "verdict"] = verdict(r["effect"], r["ci_low"], r["ci_high"], r["p_value"],
+                                         direction=r["direction"], margin=float(r["margin"]))
+        rows.loc[i, "note"] = ""
+    return answers(rows) if gated.any() else {}
+
+
+def history_section(history: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """Each earlier published answer per claim, the design commits between publications, and
+    the latest exploratory rows re-read by today's rule."""
     if history.empty:
         return []
     lines = ["## History: the answers published before", "",
              "Every answer the committed report gave (from git: `results/paper/history.csv`, "
              "written by `python experiments/report.py --history`), all from the exploratory "
              "seeds; between publications the design changed after the data had been seen:", ""]
+    answers = history[history["kind"] == "answer"].set_index(["claim", "commit"])["text"]
     for claim, seq in answer_changes(history):
         lines.append(f"- {claim}: " + " → ".join(
             f"{a} ({first}{'…' + last if last != first else ''}, {date})"
             for a, first, date, last in seq))
+        if len(seq) > 1:                 # an answer that turned: what each one rested on
+            lines += [f"  - {a} at {first}: {_clip(answers.get((claim, first), ''), 300)}"
+                      for a, first, _, _ in seq]
     changes = history[(history["kind"] == "change")
                       & history["published"].isin(_turning_points(history))]
     if not changes.empty:
@@ -505,9 +524,18 @@ def history_section(history: pd.DataFrame) -> list[str]:
                   "that changed the claim rule, the controls, an experiment's tests or presets, "
                   "or the plan; their messages):", ""]
         for r in changes.itertuples():
-            text = r.text if len(r.text) <= 480 else r.text[:477] + "…"
+            text = _clip(r.text, 480)
             lines.append(f"- before {r.published}: {r.commit} ({r.date}) {text}")
+    again = reread(rows)
+    if again:
+        lines += ["", "The exploratory rows in this folder re-read by today's claim rule, where a "
+                  "row the old power gate dropped after the data votes with its own numbers "
+                  "(unadjusted p): " + ", ".join(f"{c} {a}" for c, a in again.items()) + "."]
     return lines + [""]
+
+
+def _clip(text, n) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
 
 
 def _turning_points(history: pd.DataFrame) -> set:
@@ -605,7 +633,7 @@ def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.Da
         lines += claim_section(claim, rows, summary_row, configs) + plan_lines(the_plan, claim.id)
         if claim.id == "T2":
             lines += unit_rows(rows, results)
-    lines += power_section(the_plan) + history_section(read_history(results))
+    lines += power_section(the_plan) + history_section(read_history(results), rows)
     lines += ['<a id="rules"></a>', "## Rules", "", RULES, "", "A claim's answer:", "",
               "```text", CLAIM_RULE, "```", "", "```text", C7_RULE, "```", "",
               "## Where the results came from", ""]

@@ -25,6 +25,12 @@ of the tidy tables the sweep wrote:
   testable here". Secondary: BN after addition and ReLU before addition worse, ReLU-only
   pre-activation on par (within the margin).
 * the figures (``t2_*``), redrawn by ``draw_figures(run_dir)`` from the CSVs alone.
+
+T2 needs nets of its own: at 110 layers the original and full pre-activation nets of a seed are
+full_training's V1-110 and V2-110 nets of that seed (same cells, same numbers), so the plan
+(``plans/plan.json``) gives unit_ablation confirmatory seeds apart from full_training's; the
+primary (``PRIMARY``) comes from the plan, and every kind's row says how many of its nets fit
+(``trained``): a kind whose nets do not fit is marked untrained in the report.
 """
 from __future__ import annotations
 
