@@ -158,3 +158,19 @@ def test_the_committed_plan_is_what_plan_power_writes_from_the_references():
         again["budget"]["seconds_per_seed"][n] * len(P.seeds(n))
         for n in again["budget"]["seconds_per_seed"])
     assert cost <= again["budget"]["seconds"] == 3 * 3600
+
+
+def test_reproduce_confirmatory_runs_each_experiment_with_the_plans_seeds(tmp_path, monkeypatch):
+    """``reproduce.py --confirmatory`` passes each experiment the plan's fresh seeds (the quick
+    presets keep the exploratory ones); nothing is trained here: the runs are recorded."""
+    reproduce = _script("reproduce")
+    calls = []
+    monkeypatch.setattr(reproduce, "run", lambda script, *args: calls.append((script, args)) or (0, 0.0))
+    assert reproduce.main(["--confirmatory", "--paper", str(tmp_path)]) == 0
+    for name in EXPERIMENTS:
+        (args,) = [a for s, a in calls if s == f"{name}.py"]
+        i = args.index("--seeds")
+        assert [int(x) for x in args[i + 1:i + 1 + len(P.seeds(name))]] == P.seeds(name)
+    calls.clear()
+    assert reproduce.main(["--paper", str(tmp_path)]) == 0
+    assert not any("--seeds" in a for _, a in calls)
