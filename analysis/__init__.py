@@ -15,6 +15,7 @@ import importlib
 
 from resnet_lab.io.folders import PAPER_ROOT
 
+
 EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
 PAPER = PAPER_ROOT
 

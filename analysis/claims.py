@@ -27,9 +27,10 @@ The interval [lo, hi] holds two one-sided 95% bounds (together a 90% interval); 
 one-sided p-value of H0 "the effect is not beyond t" from the same t distribution (Holm-
 adjusted across the primary tests of one claim), so p < 0.05 exactly when the bound on the
 claimed side is beyond t.
-0. not testable here  when the setting cannot answer: a positive control the test depends on
-                      failed, the power check failed (underpowered), or the data are missing;
-                      the reason is in the row's note.
+0. not testable here  when the setting cannot answer: the plan declared the test untestable
+                      in advance (its power analysis: these seeds and this test set cannot
+                      resolve the expected effect), a positive control the test depends on
+                      failed, or the data are missing; the reason is in the row's note.
 1. inconclusive       when effect, lo, hi or p is not a number (too few seeds, zero variance).
 2. supported          when the bound on the claimed side is beyond t and p < 0.05
                       (equivalent: -m < lo and hi < m);
@@ -39,18 +40,23 @@ claimed side is beyond t.
 One threshold decides both answers: an effect just beyond t with a tight interval is
 supported, one just short of it is not supported.
 
-Power check (primary tests): the smallest effect these seeds can detect beyond t, one-sided at
-5% with power 80%, is (t_0.95 + t_0.80) * sd / sqrt(n) (sd of the paired differences; for a
-measure on the test set at least the sd that the test set's size alone implies). Where it is
-larger than the distance between He et al.'s effect and t, the test is not testable here
-(underpowered).
+Power is decided in advance, never after the data: ``plans/plan.json`` holds each primary's
+power analysis from the exploratory seeds (``experiments/plan_power.py``) and declares the
+primaries the budget cannot power untestable before the confirmatory run. The ``detectable``
+column of a row only describes the test: the smallest distance from t that its seeds detect
+one-sided at 5% with power 80%, (t_0.95 + t_0.80) * sqrt(sd^2 / n + floor^2) (sd of the paired
+differences; floor: the sd a fixed test set's size alone implies, which does not average out
+over seeds).
 
 Claim rule (the answer of a claim, from its primary rows)
 ---------------------------------------------------------
 not testable here  if every primary test is not testable here;
-supported          if every testable primary test is supported;
-not supported      if any testable primary test is not supported;
-inconclusive       otherwise.
+not supported      if any primary test is not supported;
+supported          if every primary test is supported, but those the plan declared
+                   untestable in advance;
+inconclusive       otherwise: a primary that ends inconclusive, or not testable after the
+                   data (a failed control, missing nets), makes the claim inconclusive --
+                   nothing is dropped from Holm or from the vote after the data.
 """
 from __future__ import annotations
 
@@ -148,7 +154,7 @@ def _finish(effect, lo, hi, p, n, *, direction, margin, method, note="", detecta
 def not_testable(n: int, reason: str, *, direction="greater", margin=0.0, method="",
                  result: TestResult | None = None) -> TestResult:
     """A test this setting cannot answer, and why; ``result``'s numbers are kept if given
-    (an underpowered test still shows what it measured)."""
+    (a test the plan declared untestable still shows what it measured)."""
     if result is not None:
         return dataclasses.replace(result, verdict=NOT_TESTABLE, note=reason)
     return TestResult(_NAN, _NAN, _NAN, _NAN, int(n), NOT_TESTABLE, direction, float(margin),
@@ -170,13 +176,33 @@ def _one_sided_p(d, direction, margin):
     return stats.ttest_1samp(d, threshold(direction, margin), alternative=alternative).pvalue
 
 
-def detectable_effect(sd: float, n: int) -> float:
+def detectable_effect(sd: float, n: int, floor: float = 0.0) -> float:
     """The smallest true distance from the threshold a one-sided t test over ``n`` seeds
-    detects at level ALPHA with power POWER, for differences of standard deviation ``sd``."""
+    detects at level ALPHA with power POWER, for differences of standard deviation ``sd`` and
+    a fixed test set whose noise has sd ``floor`` (not divided by sqrt(n))."""
     if n < 2 or not math.isfinite(sd):
         return _NAN
     dist = stats.t(n - 1)
-    return float((dist.ppf(1 - ALPHA) + dist.ppf(POWER)) * sd / math.sqrt(n))
+    return float((dist.ppf(1 - ALPHA) + dist.ppf(POWER)) * math.sqrt(sd ** 2 / n + floor ** 2))
+
+
+def seeds_needed(sd: float, distance: float, floor: float = 0.0, *, most: int = 10_000):
+    """The fewest seeds (>= 3) whose detectable effect is at most ``distance``; None when no
+    number of seeds up to ``most`` reaches it (the test set's floor alone can forbid it)."""
+    if not (math.isfinite(sd) and math.isfinite(distance)) or distance <= 0:
+        return None
+    z = stats.norm.ppf(1 - ALPHA) + stats.norm.ppf(POWER)
+    if z * floor >= distance:           # even infinitely many seeds leave the floor
+        return None
+    if detectable_effect(sd, most, floor) > distance:
+        return None
+    lo, hi = 2, 3                        # detectable(lo) > distance >= detectable(hi)
+    while detectable_effect(sd, hi, floor) > distance:
+        lo, hi = hi, min(2 * hi, most)
+    while hi - lo > 1:                   # the detectable effect falls with n: bisect
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if detectable_effect(sd, mid, floor) > distance else (lo, mid)
+    return hi
 
 
 def _t_test_on(d, *, direction, margin, method, sd_floor=0.0):
@@ -185,7 +211,7 @@ def _t_test_on(d, *, direction, margin, method, sd_floor=0.0):
     if n < 2:
         return _finish(effect, _NAN, _NAN, _NAN, n, direction=direction, margin=margin,
                        method=method, note=f"n={n}: no interval")
-    detectable = detectable_effect(max(float(d.std(ddof=1)), sd_floor), n)
+    detectable = detectable_effect(float(d.std(ddof=1)), n, sd_floor)
     if np.ptp(d) == 0:
         return _finish(effect, effect, effect, _NAN, n, direction=direction, margin=margin,
                        method=method, note="zero variance: no test", detectable=detectable)
@@ -198,7 +224,7 @@ def paired_difference(a, b, *, direction="greater", margin=0.0, sd_floor=0.0) ->
     """Seed-paired t test of a − b (``a[i]``, ``b[i]`` from the same seed). A non-finite
     value makes the result inconclusive rather than being dropped (dropping it would favour
     the arm that survived; experiments impute declared values for diverged nets instead).
-    ``sd_floor``: the least standard deviation the power check assumes (see the rule)."""
+    ``sd_floor``: the test set's own sd (the ``detectable`` column, see the rule)."""
     a, ok_a = _finite(a)
     b, ok_b = _finite(b)
     if a.size != b.size:
@@ -286,13 +312,15 @@ def holm(p_values) -> np.ndarray:
 class Primary:
     """A claim's primary test, declared before the data.
 
-    ``measure``: the per-net column tested as V1 − V2 paired by seed, or, with ``version``,
-    that version's values against ``null`` (``text`` says it in words); ``depths``: where
-    the paper speaks; ``paper_effect``: He et al.'s effect for the same comparison in the
-    measure's units (None where they give no number: no power check), ``paper_source``
-    where it comes from; ``requires``: the positive controls (ids) the setting must pass;
-    ``on_test_set``: the measure is read off the test set, whose size sets a floor under
-    the power check's sd."""
+    Built from ``plans/plan.json`` (``analysis.plan.primaries``). ``measure``: the per-net
+    column tested as V1 − V2 paired by seed, or, with ``version``, that version's values
+    against ``null`` (``text`` says it in words); ``depths``: where the paper speaks;
+    ``paper_effect``: He et al.'s effect for the same comparison in the measure's units (None
+    where they give no number), ``paper_source`` where it comes from; ``requires``: the
+    positive controls (ids) the setting must pass; ``on_test_set``: the measure is read off
+    the test set, whose size sets a floor under the sd; ``untestable``: why the plan declared
+    it untestable in advance ("" if testable); ``role``: primary, or secondary where the plan
+    moved it; ``window``: a short label for the report (at init, early, late)."""
     claim: str
     measure: str
     text: str
@@ -306,41 +334,29 @@ class Primary:
     on_test_set: bool = False
     version: int | None = None
     null: float = 0.0
+    untestable: str = ""
+    role: str = "primary"
+    window: str = ""
 
-    def resolvable(self) -> float | None:
-        """The distance between He et al.'s effect and the threshold: what the test must be
-        able to detect (None: no number to check against)."""
-        if self.paper_effect is None:
+    def resolvable(self, effect: float | None = None) -> float | None:
+        """The distance between the expected effect (``effect``, else He et al.'s) and the
+        threshold, on either side: what the test must resolve to reach a verdict (None: no
+        number to plan with)."""
+        e = self.paper_effect if effect is None else effect
+        if e is None:
             return None
-        e, t = self.paper_effect, threshold(self.direction, self.margin)
         if self.direction == "equivalent":
-            return self.margin - abs(e)
-        return e - t if _claims_above(self.direction) else t - e
+            return abs(self.margin - abs(e))
+        return abs(e - threshold(self.direction, self.margin))
 
 
 def test_set_sd(v1, v2, n_test: int) -> float:
-    """The sd of a difference of two nets' error rates that ``n_test`` test images alone imply
-    (binomial, errors taken as independent): sqrt((p1 (1 − p1) + p2 (1 − p2)) / n_test)."""
+    """The sd of a difference of two nets' error rates that ``n_test`` test images alone imply,
+    conservatively (binomial, errors taken as independent, no per-image discordance recorded):
+    sqrt((p1 (1 − p1) + p2 (1 − p2)) / n_test). One fixed test set's noise does not average out
+    over seeds: it is a floor under the mean's sd, not divided by sqrt(seeds)."""
     p1, p2 = float(np.mean(v1)), float(np.mean(v2))
     return math.sqrt(max(p1 * (1 - p1) + p2 * (1 - p2), 0.0) / n_test)
-
-
-def power_checked(result: TestResult, primary: Primary) -> TestResult:
-    """``result``, or not testable here (underpowered) when its detectable effect exceeds
-    what the test must resolve (``Primary.resolvable``)."""
-    needed = primary.resolvable()
-    if needed is None or result.verdict == NOT_TESTABLE or not math.isfinite(result.detectable):
-        return result
-    if result.detectable > needed:
-        return not_testable(result.n, f"underpowered: the smallest detectable effect "
-                            f"{_short(result.detectable)} > {_short(needed)}, the distance from "
-                            f"He et al.'s effect ({_short(primary.paper_effect)}) to the "
-                            f"threshold", result=result)
-    return result
-
-
-def _short(x) -> str:
-    return "0" if abs(x) < 1e-12 else f"{x:.3g}"
 
 
 def required_controls_failed(primary: Primary, failed_controls) -> str:
@@ -350,10 +366,14 @@ def required_controls_failed(primary: Primary, failed_controls) -> str:
                      if k in primary.requires)
 
 
+PLAN_UNTESTABLE = "declared untestable by the plan"
+
+
 def primary_rows(table, primary: Primary, *, experiment, failed_controls=None, n_test=None,
                  **extra) -> list[dict]:
-    """The rows of one :class:`Primary` at each of its depths: not testable here where a
-    control it requires failed or the nets are missing; else the test, power-checked."""
+    """The rows of one :class:`Primary` at each of its depths (role: the plan's): not testable
+    here where a control it requires failed, the nets are missing or the plan declared it
+    untestable (its numbers still shown); else the test."""
     p = primary
     failed = required_controls_failed(p, failed_controls)
     rows = []
@@ -370,11 +390,13 @@ def primary_rows(table, primary: Primary, *, experiment, failed_controls=None, n
         elif failed:
             result = not_testable(len(v1), failed, **kw)
         elif p.version is not None:
-            result = power_checked(one_sample(v1, null=p.null, **kw), p)
+            result = one_sample(v1, null=p.null, **kw)
         else:
             floor = test_set_sd(v1, v2, n_test) if p.on_test_set and n_test else 0.0
-            result = power_checked(paired_difference(v1, v2, sd_floor=floor, **kw), p)
-        rows.append(claim_row(p.claim, "primary", experiment, p.text, int(depth), result,
+            result = paired_difference(v1, v2, sd_floor=floor, **kw)
+        if p.untestable and result.verdict != NOT_TESTABLE:
+            result = not_testable(result.n, f"{PLAN_UNTESTABLE}: {p.untestable}", result=result)
+        rows.append(claim_row(p.claim, p.role, experiment, p.text, int(depth), result,
                               margin_reason=p.margin_reason,
                               paper_effect=_NAN if p.paper_effect is None else p.paper_effect,
                               **extra))
@@ -480,15 +502,18 @@ def claims_text(path, roles=("primary", "mechanism")) -> str:
 
 # --------------------------------------------------------------------------- claims and C7
 def claim_verdict(primary: pd.DataFrame) -> str:
-    """A claim's answer from its primary rows, by the claim rule."""
+    """A claim's answer from its primary rows, by the claim rule: only the rows the plan
+    declared untestable in advance stay out of the vote."""
     words = list(primary["verdict"])
-    testable = [w for w in words if w != NOT_TESTABLE]
-    if not testable:
+    notes = [str(n) for n in primary["note"]] if "note" in primary else [""] * len(words)
+    if all(w == NOT_TESTABLE for w in words):
         return NOT_TESTABLE
-    if all(w == SUPPORTED for w in testable):
-        return SUPPORTED
-    if NOT_SUPPORTED in testable:
+    if NOT_SUPPORTED in words:
         return NOT_SUPPORTED
+    voting = [w for w, n in zip(words, notes)
+              if not (w == NOT_TESTABLE and n.startswith(PLAN_UNTESTABLE))]
+    if voting and all(w == SUPPORTED for w in voting):
+        return SUPPORTED
     return INCONCLUSIVE
 
 

@@ -2,8 +2,12 @@
 
 A recipe copied by its words from a CIFAR paper can mean something else on other data (lr 0.1
 on 8x8 digits blows V1-56 up). So before a claim is answered, its setting must reproduce the
-paper's baselines: V1-56 trains at the main lr, V1-110 trains after the warm-up and ends no
-worse than V1-56, the same for V2, and V2-1001 trains. Each experiment declares its controls
+paper's baselines, at every depth the claim uses and for both versions where He et al. ran
+both: the warm-up gets the nets below 80% training error (He et al.'s rule, at 1001 layers
+too), V1-56 and V2-56 train at the main lr (calibrated on V1-56 alone: a handicap for V2 where
+it is one), V1-110 fits and its test error -- the quantity He et al. report -- is no worse than
+V1-56's, the same for V2, and V2-1001 trains. A control passes by construction nowhere: each
+can fail on the nets it reads. Each experiment declares its controls
 (:class:`Control`), measures them on the nets it trained and writes one row per control to
 ``controls.csv`` (numbers and pass/fail); a primary test that requires a failed control is
 *not testable here (control X failed: numbers)* (``analysis.claims.primary_rows``).

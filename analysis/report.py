@@ -4,6 +4,9 @@ Reads ``<results>/<experiment>/claims.csv``, ``controls.csv``, ``config.json`` a
 and writes:
 
 * the regime in one line (data, image size, schedule, updates, widths, seeds, machine);
+* the plan (``plans/plan.json``, its sha256), the confirmatory seeds and which run is
+  confirmatory -- a claim is *not answered* from a run made under another plan, or none
+  (``analysis.plan.plan_mismatch``): its numbers are shown, not taken as an answer;
 * the positive controls (He et al.'s baselines in that regime), each with its numbers and
   pass/fail -- also written as ``controls_summary.csv``;
 * one table -- claim, the article's words (short), the answer, one sentence of why with the key
@@ -12,6 +15,8 @@ and writes:
   ``claims_summary.csv``;
 * one short section per claim: its primary test(s), a sentence on its secondary measures, the
   caveats that apply to it;
+* the plan's a-priori power table, and the history of the answers published before
+  (``history.csv``, extracted from git by ``analysis.history``);
 * the rules (how a test's verdict, a claim's answer and C7 follow), and where every result
   came from (preset, data, widths, the commit -- a result made by a commit whose code differs
   from this checkout's is marked -- and the wall time with the machine it was taken on).
@@ -36,12 +41,15 @@ import pandas as pd
 from resnet_lab.io.folders import CODE_PATHS, atomic_write, write_table
 
 from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED,
-                     claim_verdict, derive_c7, read_claims)
+                     claim_verdict, derive_c7, read_claims, verdict)
 from .controls import CONTROLS_FILE, read_controls
+from .history import answer_changes, read as read_history
+from .plan import PLAN, ROOT, plan_hash, plan_mismatch, read_plan, short
 
 SUMMARY_FILE = "claims_summary.csv"
 CONTROLS_SUMMARY_FILE = "controls_summary.csv"
 SUMMARY_COLUMNS = ["claim", "article", "answer", "why", "he_et_al", "figure"]
+NOT_ANSWERED = "not answered"
 CONTROL_COLUMNS = ["control", "experiment", "check", "he_et_al", "numbers", "result"]
 
 
@@ -85,8 +93,11 @@ CLAIMS = (
           "对于深层的网络(论文实验中使用1001层的ResNet)优化来说更简单,因为ReLU的特性所致,信号为负时,"
           "shortcut不起作用,所以初期训练会十分慢。",
           "c3_training_error",
-          "The window lies wholly at the main lr, after the one warm-up both nets of a pair share; "
-          "the run covers the first iterations only.",
+          "The window lies wholly at the main lr, after the one fixed warm-up both nets of a pair "
+          "share; the run covers the first iterations only. He et al. warm ResNet-1001 up as "
+          "ResNet-110 (lr 0.01 until the training error is below 80%, then 0.1), so control W "
+          "checks that rule at 1001 layers too: a warm-up that leaves V1-1001 near chance sends it "
+          "into the main lr unwarmed, a slow start of the setting's making.",
           "training error at the main lr, V1 − V2 (points)", 100,
           paper="Fig. 1: V1-1001 trains slowly at first, V2-1001 does not"),
     Claim("C4", "with identity mappings the signal travels freely, early and late",
@@ -99,13 +110,16 @@ CLAIMS = (
           "V2, largest |log10 rho_in / rho_out| across a stage (decades)",
           paper="eqs. 4-5: derived, not measured", paper_measured=False,
           windows=("at init", "late")),
-    Claim("C5", "below about 164 layers the difference is small",
+    Claim("C5", "V1's slow start is not serious below about 164 layers",
           "Of course, this phenomenon is not serious when the network has few layers (the "
           "experiments used fewer than 164 layers).",
           "当然这种现象在层数不高时并不严重(实验使用低于164层)",
           "c5_gap_vs_depth",
-          "Basic-unit nets at 56 and 110 layers; 20 layers (both versions at the floor) and the "
-          "164-layer bottleneck net are secondary rows.",
+          "Non-inferiority at 56 and 110 layers (basic units): V1 not slower than V2 by more than "
+          "C3's 5 points; 20 layers (both versions at the floor) and the 164-layer bottleneck net "
+          "are secondary rows. V2 starts handicapped: the main lr was calibrated on V1-56 alone, "
+          "and V2 trails V1 through the shared warm-up (control W's numbers give both versions' "
+          "warm-up errors), so V1 ahead early is partly the setting's, not the unit's.",
           "training error at the main lr, V1 − V2 (points; V1 not worse by > 5)", 100,
           paper="Table 3: V1 and V2 both train at 110 with one recipe (6.61 vs 6.37%)",
           windows=("early", "late")),
@@ -116,10 +130,15 @@ CLAIMS = (
           "在V1中虽然对输入进行了BN正则化,但是加上shortcut后,传到下个层的weight层的信号未正则化。"
           "而V2中对于传入每个层的信号都正则化可以帮助减少过拟合现象。",
           "c6_final_metrics",
-          "A gap is tested only where both versions fit their training set and the seeds and the "
-          "test set can detect He et al.'s effect.",
-          "test − train error gap, V1 − V2 (points)", 100,
-          paper="Fig. 6 (164 layers): V2 has the higher training loss and the lower test error"),
+          "He et al.'s Fig. 6 pattern, tested where both versions fit their training set (controls "
+          "B, D, F): V2 has the lower test error and the higher training loss -- a smaller gap "
+          "alone would measure optimisation as much as overfitting (the gaps are secondary rows). "
+          "Where the test set is too small to resolve He et al.'s 0.24-0.47 points, the plan "
+          "declares those rows untestable in advance.",
+          "He et al. Fig. 6: test error V1 − V2 > 0, training loss V1 − V2 < 0 (fractions, nats)",
+          1.0,
+          paper="Fig. 6 (164 layers): V2 has the higher training loss and the lower test error",
+          windows=("test error", "training loss")),
     Claim("C7", "so: V1 for shallow nets, V2 for deep ones",
           "In summary, networks with few layers can keep using the V1 block; networks with many "
           "layers should use the V2 block.",
@@ -128,8 +147,10 @@ CLAIMS = (
     Claim("T2", "(He et al. Table 2) full pre-activation beats the original unit",
           "He et al. 2016, Table 2: of five unit arrangements, full pre-activation has the lowest "
           "test error.", "", "t2_test_error",
-          "Tested only where both units fit their training set and the seeds and the test set can "
-          "detect He et al.'s 0.24 points.",
+          "Tested where both units fit their training set, on nets of its own (the plan gives "
+          "unit_ablation seeds apart from full_training's: the exploratory references shared "
+          "full_training's nets at 110 layers, so T2 was not an independent test there). Every "
+          "unit's row is listed, a unit whose nets do not fit marked untrained.",
           "test error, full pre-activation − original (points)", 100,
           paper="Table 2: 6.37 vs 6.61% at 110 layers"),
 )
@@ -170,6 +191,8 @@ def load_results(results) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
 
 # --------------------------------------------------------------------------- formatting
 def _num(x, digits=3) -> str:
+    if x is None:
+        return "—"
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -194,16 +217,12 @@ def _table(header, rows) -> list[str]:
 
 def _test(row, scale=1.0) -> str:
     """'4.2 [3.1, 5.3], p 0.002, n 5' or why the test could not be made (with its numbers
-    where it made them: an underpowered test still shows what it measured)."""
+    where it made them: a test the plan declared untestable still shows what it measured)."""
     value = lambda x: _num(float(x) * scale)
     numbers = (f"{value(row['effect'])} [{value(row['ci_low'])}, {value(row['ci_high'])}]"
                if row["effect"] == row["effect"] else "")
     if row["verdict"] == NOT_TESTABLE:
         reason = str(row.get("note", ""))
-        if "underpowered" in reason and row.get("detectable") == row.get("detectable"):
-            reason = (f"underpowered: detectable {value(row['detectable'])} > "
-                      f"{value(abs(row['paper_effect'] - _threshold(row)))} needed, from He et "
-                      f"al.'s {value(row['paper_effect'])} to the threshold {value(_threshold(row))}")
         return f"{numbers + ', ' if numbers else ''}not testable ({reason})"
     p = row.get("p_holm")
     p = row["p_value"] if p is None or (isinstance(p, float) and math.isnan(p)) else p
@@ -220,21 +239,43 @@ def _where(row) -> str:
 
 
 # --------------------------------------------------------------------------- answers
-def answers(rows: pd.DataFrame) -> dict:
-    """{claim: answer}: primary rows by the claim rule (C1: its mechanism rows), C7 by rule."""
+def unplanned(claim: str, rows: pd.DataFrame, configs: dict, current: str | None) -> str:
+    """Why ``claim`` is not answered from these runs ("" if every run behind its primary rows
+    was made under the current plan, of sha256 ``current``; C1's mechanism checks are outside
+    the plan)."""
+    if current is None or claim == "C1":
+        return ""
+    folders = sorted(rows.loc[rows["claim"] == claim, "folder"].unique()) \
+        if "folder" in rows else []
+    reasons = [plan_mismatch(configs.get(f, {}), current) for f in folders]
+    return next((r for r in reasons if r), "")
+
+
+def answers(rows: pd.DataFrame, configs: dict | None = None, current: str | None = None) -> dict:
+    """{claim: answer}: primary rows by the claim rule (C1: its mechanism rows), C7 by rule;
+    a claim whose runs were not made under the current plan (sha256 ``current``) is not
+    answered, and C7 with it."""
     out = {}
     for claim in CLAIM_IDS:
         if claim == "C7":
             continue
         part = rows[(rows["claim"] == claim) & (rows["role"] == ("mechanism" if claim == "C1"
                                                                  else "primary"))]
-        out[claim] = claim_verdict(part) if len(part) else "no data yet"
-    out["C7"] = derive_c7(out)
+        if not len(part):
+            out[claim] = "no data yet"
+        elif unplanned(claim, rows, configs or {}, current):
+            out[claim] = NOT_ANSWERED
+        else:
+            out[claim] = claim_verdict(part)
+    out["C7"] = NOT_ANSWERED if NOT_ANSWERED in (out["C3"], out["C5"]) else derive_c7(out)
     return out
 
 
-def why(claim: Claim, rows: pd.DataFrame, answer_of: dict) -> str:
-    """One sentence: the key primary test(s) with number and interval."""
+def why(claim: Claim, rows: pd.DataFrame, answer_of: dict, refused: str = "") -> str:
+    """One sentence: the key primary test(s) with number and interval; ``refused``: why the
+    claim is not answered from them (they are shown as what they are, not as an answer)."""
+    if refused:
+        return f"{refused}; its numbers, not an answer: {why(claim, rows, answer_of)}"
     if claim.id == "C7":
         return f"by rule: C3 {answer_of.get('C3')}, C5 {answer_of.get('C5')}"
     role = "mechanism" if claim.id == "C1" else "primary"
@@ -263,15 +304,18 @@ def he_et_al(claim: Claim, answer: str) -> str:
     return f"{claim.paper}; {word}"
 
 
-def summary_table(rows, configs, out_dir) -> pd.DataFrame:
-    answer_of, experiment_of = answers(rows), tested_in()
+def summary_table(rows, configs, out_dir, current=None) -> pd.DataFrame:
+    answer_of, experiment_of = answers(rows, configs, current), tested_in()
     table = []
     for claim in CLAIMS:
+        refused = unplanned(claim.id, rows, configs, current)
+        if claim.id == "C7" and answer_of["C7"] == NOT_ANSWERED:
+            refused = "not answered: C3 or C5 is not answered"
         experiment, stem = experiment_of.get(claim.id, ""), claim.figure
         png = Path(out_dir) / experiment / "figures" / f"{stem}.png" if stem else None
         figure = f"[{stem}]({experiment}/figures/{stem}.png)" if png is not None and png.is_file() else "—"
         table.append({"claim": claim.id, "article": claim.article, "answer": answer_of[claim.id],
-                      "why": why(claim, rows, answer_of),
+                      "why": why(claim, rows, answer_of, refused),
                       "he_et_al": he_et_al(claim, answer_of[claim.id]), "figure": figure})
     return pd.DataFrame(table, columns=SUMMARY_COLUMNS)
 
@@ -391,28 +435,194 @@ def provenance(configs) -> list[str]:
                      ", ".join(f"{d}: w{w}" for d, w in (s.get("widths") or {}).items()),
                      str(len(s.get("seeds", []))), str(s.get("steps", "—")),
                      f"{(commit or '?')[:10]}{dirty}" + (f" ⚠ {stale}" if stale else ""),
+                     short(config.get("plan_sha256")) if config.get("plan_sha256") else "none",
                      _num(round(config["wall_seconds"])) if config.get("wall_seconds") else "—",
                      config.get("machine", "?")])
     return _table(["experiment", "preset", "data", "depth: width", "seeds", "iterations",
-                   "commit", "wall s", "machine"], rows)
+                   "commit", "plan", "wall s", "machine"], rows)
+
+
+# --------------------------------------------------------------------------- plan, power, history
+def plan_screen(plan: dict, sha: str, plan_name: str, configs: dict) -> list[str]:
+    """The first screen's words on the plan: its file and hash, the seeds, which run is
+    confirmatory (a run made under this plan) -- or that none is yet."""
+    made = sorted(n for n, c in configs.items() if c.get("plan_sha256") == sha)
+    seeds = plan["seeds"]
+    fresh = "; ".join(f"{n} {_span(v)}" for n, v in (seeds.get("confirmatory") or {}).items())
+    run = (f"**Confirmatory runs**: {', '.join(made)} (made under this plan)." if made else
+           "**No confirmatory run yet.** The references in this folder are exploratory: made "
+           "before the plan, with the seeds that chose the design "
+           f"({_span(seeds.get('exploratory', []))}); their numbers are shown, not taken as "
+           "answers (a claim reads *not answered* until a run under this plan is published), "
+           "and the controls below are the ones those runs checked.")
+    return [f"**Plan**: `{plan_name}` (sha256 `{short(sha)}`), frozen before the confirmatory "
+            f"run: every primary test, its margin, controls and power. Confirmatory seeds, fresh: "
+            f"{fresh or '—'}. {run}", ""]
+
+
+def _span(seeds) -> str:
+    seeds = list(seeds)
+    if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds)) or "—"
+
+
+def power_section(plan: dict) -> list[str]:
+    """The plan's a-priori power table: one row per primary."""
+    rows = []
+    for e in plan["primaries"]:
+        pw = e.get("power") or {}
+        rows.append([e["claim"], f"{e['measure']} ({e.get('window', '')})", _num(e["depths"][0]),
+                     f"{e['direction']} {_num(e['margin'])}", _num(pw.get("sd_paired")),
+                     _num(pw.get("test_set_floor_sd")),
+                     f"{_num(pw.get('expected_effect'))} ({str(pw.get('expected_from', '—')).split(' (')[0]})",
+                     _num(pw.get("seeds_needed")) if pw.get("seeds_needed") else "never",
+                     _num(pw.get("seeds_allowed")), _num(pw.get("power_at_allowed"), 2),
+                     f"untestable: {e['untestable']}" if e.get("untestable")
+                     else e.get("role", "primary")])
+    budget = plan.get("budget") or {}
+    return (["## The plan's power analysis", "",
+             "From the exploratory seeds' spread (`experiments/plan_power.py`), before the "
+             "confirmatory run: sd of the paired differences, the test set's own sd (a floor "
+             "that does not average out over seeds), the expected effect (He et al.'s where they "
+             "give one in the measure's units, else the exploratory one), the seeds needed for "
+             "80% power one-sided at 5% to resolve its distance from the threshold, and the seeds "
+             f"the budget allows ({_num(budget.get('seconds', 0) / 3600)} h on "
+             f"{budget.get('cores', '?')} cores; planned {_num(budget.get('planned_seconds'))} s). "
+             "A primary the budget cannot power is declared untestable here, in advance.", ""]
+            + _table(["claim", "measure", "depth", "test", "sd", "test-set sd", "expected",
+                      "seeds needed", "seeds", "power", "role"], rows) + [""])
+
+
+def reread(rows: pd.DataFrame) -> dict:
+    """{claim: answer} of these rows by today's claim rule, a row that an after-the-fact power
+    gate made not testable ("underpowered") voting with its own numbers."""
+    rows = rows.copy()
+    gated = rows["note"].astype(str).str.startswith("underpowered") if "note" in rows else \
+        pd.Series(False, index=rows.index)
+    for i in rows.index[gated]:
+        r = rows.loc[i]
+        rows.loc[i, "verdict"] = verdict(r["effect"], r["ci_low"], r["ci_high"], r["p_value"],
+                                         direction=r["direction"], margin=float(r["margin"]))
+        rows.loc[i, "note"] = ""
+    return answers(rows) if gated.any() else {}
+
+
+def history_section(history: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """Each earlier published answer per claim, the design commits between publications, and
+    the latest exploratory rows re-read by today's rule."""
+    if history.empty:
+        return []
+    lines = ["## History: the answers published before", "",
+             "Every answer the committed report gave (from git: `results/paper/history.csv`, "
+             "written by `python experiments/report.py --history`), all from the exploratory "
+             "seeds; between publications the design changed after the data had been seen:", ""]
+    answers = history[history["kind"] == "answer"].set_index(["claim", "commit"])["text"]
+    for claim, seq in answer_changes(history):
+        lines.append(f"- {claim}: " + " → ".join(
+            f"{a} ({first}{'…' + last if last != first else ''}, {date})"
+            for a, first, date, last in seq))
+        if len(seq) > 1:                 # an answer that turned: what each one rested on
+            lines += [f"  - {a} at {first}: {_clip(answers.get((claim, first), ''), 300)}"
+                      for a, first, _, _ in seq]
+    changes = history[(history["kind"] == "change")
+                      & history["published"].isin(_turning_points(history))]
+    if not changes.empty:
+        lines += ["", "What changed before a publication whose answers changed (the commits "
+                  "that changed the claim rule, the controls, an experiment's tests or presets, "
+                  "or the plan; their messages):", ""]
+        for r in changes.itertuples():
+            text = _clip(r.text, 480)
+            lines.append(f"- before {r.published}: {r.commit} ({r.date}) {text}")
+    again = reread(rows)
+    if again:
+        lines += ["", "The exploratory rows in this folder re-read by today's claim rule, where a "
+                  "row the old power gate dropped after the data votes with its own numbers "
+                  "(unadjusted p): " + ", ".join(f"{c} {a}" for c, a in again.items()) + "."]
+    return lines + [""]
+
+
+def _clip(text, n) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _turning_points(history: pd.DataFrame) -> set:
+    """The publications at which some claim's answer changed."""
+    answers = history[history["kind"] == "answer"]
+    out, before = set(), {}
+    for published, part in answers.groupby("published", sort=False):
+        now = dict(zip(part["claim"], part["answer"]))
+        if before and now != before:
+            out.add(published)
+        before = now
+    return out
+
+
+def plan_lines(plan: dict, claim: str) -> list[str]:
+    """The plan's primaries of ``claim``, one line: what a confirmatory run will test."""
+    entries = [e for e in plan["primaries"] if e["claim"] == claim]
+    if not entries:
+        return []
+    parts = [f"{e['measure']} at {e['depths'][0]} ({e['direction']}, margin {_num(e['margin'])}"
+             f"{'; controls ' + ', '.join(e['requires']) if e.get('requires') else ''})"
+             + (" — untestable (power table)" if e.get("untestable") else "")
+             + (f" — {e['role']}" if e.get("role", "primary") != "primary" else "")
+             for e in entries]
+    return [f"The plan's primaries: {'; '.join(parts)}.", ""]
+
+
+def unit_rows(rows: pd.DataFrame, results) -> list[str]:
+    """T2: every unit kind's row, a kind whose nets do not all fit marked untrained."""
+    part = rows[(rows["claim"] == "T2") & rows.get("unit_kind", pd.Series(dtype=str)).notna()]
+    if part.empty or "unit_kind" not in part:
+        return []
+    fits = _unit_fits(results)
+    out = []
+    for _, r in part.iterrows():
+        trained = r.get("trained") if isinstance(r.get("trained"), str) else \
+            fits.get((int(r["depth"]), r["unit_kind"]), "fit not recorded")
+        mark = "" if trained.split(" of ")[0] == trained.split(" of ")[-1].split(" ")[0] \
+            else " — **untrained**"
+        opposite = " — ⚠ the opposite of Table 2" if r["verdict"] == NOT_SUPPORTED else ""
+        out.append(f"- {r['unit_kind']} − original, {_num(r['depth'])} layers ({r['role']}): "
+                   f"{_test(r, 100)} ({r['verdict']}); He et al. {_num(r['paper_effect'] * 100)}; "
+                   f"{trained}{mark}{opposite}")
+    return ["Every unit (test error, kind − original, points):", ""] + out + [""]
+
+
+def _unit_fits(results) -> dict:
+    """{(depth, unit kind): 'k of n nets fit'} from unit_ablation's per-net table, for rows
+    written before claims.csv recorded it."""
+    path = Path(results) / "unit_ablation" / "summary.csv"
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path)
+    return {(int(d), k): f"{int(g['fits'].astype(bool).sum())} of {len(g)} nets fit"
+            for (d, k), g in table.groupby(["depth", "unit_kind"])}
 
 
 # --------------------------------------------------------------------------- the report
 RULES = ("A test's verdict: *supported* when the one-sided 95% bound on the claimed side lies "
          "beyond the threshold (0, or the margin) and the Holm-adjusted p < 0.05; *not supported* "
          "when the other bound lies beyond it on the other side; *inconclusive* otherwise; *not "
-         "testable here* when a positive control the test needs failed, when these seeds and "
-         "this test set cannot detect He et al.'s effect (power check), or when the data are "
-         "missing. Intervals are [lower, upper] one-sided 95% bounds (a 90% interval). Full "
-         "rule: `analysis/claims.py`.")
+         "testable here* when the plan declared it untestable in advance (its power analysis), "
+         "when a positive control the test needs failed, or when the data are missing. Power is "
+         "decided in the plan before the data, never after. A claim is *not answered* from runs "
+         "made under another plan than the current one, or under none. Intervals are [lower, "
+         "upper] one-sided 95% bounds (a 90% interval). Full rule: `analysis/claims.py`.")
 
 
-def render_report(results, out_dir) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """The report's markdown, its claims table and its controls table, for ``results``."""
+def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The report's markdown, its claims table and its controls table, for ``results``, answered
+    only from runs made under ``plan``."""
     rows, configs, controls = load_results(results)
-    table = summary_table(rows, configs, out_dir)
+    the_plan, sha = read_plan(plan), plan_hash(plan)
+    table = summary_table(rows, configs, out_dir, sha)
     checks = controls_table(controls)
+    name = Path(plan).resolve()
+    name = name.relative_to(ROOT) if name.is_relative_to(ROOT) else name
     lines = ["# The article's claims, tested", "", regime(configs), "",
+             *plan_screen(the_plan, sha, str(name), configs),
              "Generated by `python experiments/report.py` from `*/controls.csv` and "
              "`*/claims.csv` — do not edit. The article (a Chinese blog post on He et al. 2016, "
              "*Identity Mappings in Deep Residual Networks*) makes claims C1–C7; T2 is He et "
@@ -422,13 +632,16 @@ def render_report(results, out_dir) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     lines += _table(["control", "experiment", "check", "He et al.", "numbers", "result"],
                     checks[CONTROL_COLUMNS].to_numpy().tolist()) + [""]
     lines += ["## Claims", "",
-              "Every answer comes from the primary tests declared in `analysis/<experiment>.py` "
-              "before the data; effects are V1 − V2 (paired by seed) unless the measure says "
+              "Every answer comes from the primary tests of the plan (`plans/plan.json`), frozen "
+              "before the confirmatory data; effects are V1 − V2 (paired by seed) unless the measure says "
               "otherwise. How to read them: [rules](#rules).", ""]
     lines += _table(["claim", "the article says", "answer", "why", "He et al.", "figure"],
                     table[SUMMARY_COLUMNS].to_numpy().tolist()) + [""]
     for claim, (_, summary_row) in zip(CLAIMS, table.iterrows()):
-        lines += claim_section(claim, rows, summary_row, configs)
+        lines += claim_section(claim, rows, summary_row, configs) + plan_lines(the_plan, claim.id)
+        if claim.id == "T2":
+            lines += unit_rows(rows, results)
+    lines += power_section(the_plan) + history_section(read_history(results), rows)
     lines += ['<a id="rules"></a>', "## Rules", "", RULES, "", "A claim's answer:", "",
               "```text", CLAIM_RULE, "```", "", "```text", C7_RULE, "```", "",
               "## Where the results came from", ""]
@@ -436,11 +649,11 @@ def render_report(results, out_dir) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     return "\n".join(lines).rstrip("\n") + "\n", table, checks
 
 
-def build_report(results, out) -> Path:
+def build_report(results, out, plan=PLAN) -> Path:
     """Write the report (and ``claims_summary.csv``, ``controls_summary.csv`` beside it)
     atomically; returns ``out``."""
     out = Path(out)
-    text, table, checks = render_report(results, out.parent)      # checks the results folder first
+    text, table, checks = render_report(results, out.parent, plan)      # checks the results folder first
     if not out.parent.is_dir():
         raise ValueError(f"no folder {out.parent} to write {out.name} into")
     write_table(out.parent / SUMMARY_FILE, table)

@@ -25,6 +25,12 @@ of the tidy tables the sweep wrote:
   testable here". Secondary: BN after addition and ReLU before addition worse, ReLU-only
   pre-activation on par (within the margin).
 * the figures (``t2_*``), redrawn by ``draw_figures(run_dir)`` from the CSVs alone.
+
+T2 needs nets of its own: at 110 layers the original and full pre-activation nets of a seed are
+full_training's V1-110 and V2-110 nets of that seed (same cells, same numbers), so the plan
+(``plans/plan.json``) gives unit_ablation confirmatory seeds apart from full_training's; the
+primary (``PRIMARY``) comes from the plan, and every kind's row says how many of its nets fit
+(``trained``): a kind whose nets do not fit is marked untrained in the report.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ from resnet_lab.networks.units import UNIT_KINDS
 
 from . import claims as C
 from . import controls as K
+from . import plan as P
 from .cells import train_cell, train_context
 from .contract import Experiment
 from .figures import figure_inputs
@@ -66,13 +73,9 @@ PRESETS = {
 OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "lr", "dataset",
            "unit_kinds")
 CLAIM = "T2"
-# One primary per Table 2 column: full pre-activation − original, He et al.'s difference.
-PRIMARY = {depth: C.Primary(CLAIM, "test_error", "test error, full pre-activation − original "
-                            "(He et al. Table 2: better)", "less", 0.0, "He et al.'s effect "
-                            f"({abs(effect) * 100:.2f} points) leaves no room for a margin",
-                            (depth,), effect, f"He et al. 2016 Table 2, ResNet-{depth}",
-                            requires=("B", "D"), on_test_set=True)
-           for depth, effect in ((110, -0.0024), (164, -0.0047))}
+# One primary per Table 2 column (full pre-activation − original, He et al.'s difference):
+# plans/plan.json, the one source (analysis/plan.py).
+PRIMARY = {p.depths[0]: p for p in P.primaries(NAME)}
 SECONDARY_MARGIN = 0.005     # "on par": within half a point
 CONTROLS = {
     "B": K.Control("B", "the original unit fits its training set (eval-mode training error at "
@@ -197,7 +200,7 @@ def control_rows(table: pd.DataFrame) -> list[dict]:
 
 def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> list[dict]:
     """T2 rows: per depth and kind, test error (kind − original), paired by seed; the primary
-    one (full pre-activation) at Table 2's depths, checked against controls and power."""
+    one (full pre-activation) at Table 2's depths, checked against controls and the plan; every kind's row says how many of its nets fit."""
     failed = K.failed(controls)
     rows = []
     for depth in sorted(table["depth"].unique()):
@@ -217,13 +220,17 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> 
                                          direction=direction, margin=margin, sd_floor=floor)
             if primary is not None:
                 why = C.required_controls_failed(primary, failed)
-                result = C.not_testable(len(pair), why, direction=direction) if why \
-                    else C.power_checked(result, primary)
+                if why:
+                    result = C.not_testable(len(pair), why, direction=direction)
+                elif primary.untestable:
+                    result = C.not_testable(len(pair), f"{C.PLAN_UNTESTABLE}: "
+                                            f"{primary.untestable}", result=result)
             paper = (PAPER_TABLE2[kind][col] - PAPER_TABLE2["original"][col]) / 100
             rows.append(C.claim_row(
                 CLAIM, "primary" if primary is not None else "secondary", NAME,
                 f"test error, {kind} − original (He et al. Table 2: {_paper_word(direction)})",
                 int(depth), result, unit_kind=kind, paper_effect=round(paper, 4),
+                trained=_trained(at, kind),
                 paper_depth=(110, 164)[col], dataset=dataset, width=int(at["width"].iloc[0]),
                 margin_reason=primary.margin_reason if primary is not None else ""))
     if not any(r["role"] == "primary" for r in rows):
@@ -232,6 +239,13 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str, n_test: int) -> 
                                 "164) with both units in this run", direction="less"),
                                 dataset=dataset))
     return rows
+
+
+def _trained(at: pd.DataFrame, kind: str) -> str:
+    """'k of n nets fit' for a unit kind at one depth: a kind whose nets do not fit their
+    training set is marked untrained in the report (its test error says little of Table 2)."""
+    fits = at.loc[at["unit_kind"] == kind, "train_error"] <= K.FIT_ERROR
+    return f"{int(fits.sum())} of {len(fits)} nets fit"
 
 
 def _paper_column(at: pd.DataFrame) -> int:

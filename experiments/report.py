@@ -1,7 +1,8 @@
 """Build results/paper/REPORT.md: every claim of the article next to its committed evidence.
 
     python experiments/report.py                          # results/paper -> results/paper/REPORT.md
-    python experiments/report.py --results DIR --out FILE
+    python experiments/report.py --results DIR --out FILE --plan PLAN
+    python experiments/report.py --history                # first re-extract history.csv from git
 
 Reads DIR/*/claims.csv, DIR/*/config.json and DIR/*/figures/*.png; the logic lives in
 analysis/report.py. Same inputs, same bytes out.
@@ -11,7 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import PAPER  # noqa: E402
+from analysis.history import HISTORY_FILE, extract  # noqa: E402
+from analysis.plan import PLAN, ROOT  # noqa: E402
 from analysis.report import build_report  # noqa: E402
+from resnet_lab.io.folders import write_table  # noqa: E402
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 
 
@@ -21,9 +25,15 @@ def main(argv=None) -> int:
                         help="folder holding one sub-folder per experiment (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None,
                         help="report file to write (default: RESULTS/REPORT.md)")
+    parser.add_argument("--plan", type=Path, default=PLAN,
+                        help="the plan a claim's runs must be made under (default: %(default)s)")
+    parser.add_argument("--history", action="store_true",
+                        help="first write RESULTS/history.csv: the published answers, from git")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else args.results / "REPORT.md"
-    print(f"wrote {build_report(args.results, out)}")
+    if args.history:
+        print(f"wrote {write_table(args.results / HISTORY_FILE, extract(ROOT))}")
+    print(f"wrote {build_report(args.results, out, args.plan)}")
     return 0
 
 

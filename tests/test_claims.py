@@ -141,9 +141,22 @@ def test_detectable_effect_matches_the_textbook_formula():
     a, b = _arms(0.3, n=5, noise=0.02)
     res = C.paired_difference(a, b)
     assert res.detectable == pytest.approx(C.detectable_effect(np.std(a - b, ddof=1), 5))
-    # a floor (the test set's own noise) raises it
-    assert C.paired_difference(a, b, sd_floor=1.0).detectable == pytest.approx(
-        C.detectable_effect(1.0, 5))
+    # a floor (the test set's own noise) adds to the mean's variance, not divided by n
+    sd = np.std(a - b, ddof=1)
+    assert C.paired_difference(a, b, sd_floor=0.01).detectable == pytest.approx(
+        (stats.t(4).ppf(0.95) + stats.t(4).ppf(0.80)) * math.sqrt(sd ** 2 / 5 + 0.01 ** 2))
+    # ... so no number of seeds takes the detectable effect below (t_.95 + t_.80) * floor
+    assert C.detectable_effect(0.02, 10**6, floor=0.01) > 0.0248
+
+
+def test_seeds_needed_is_the_fewest_that_detect_the_distance():
+    """Against a brute search over n with the textbook formula; None where the floor forbids."""
+    for sd, distance in ((0.05, 0.03), (0.02, 0.05), (0.1, 0.02)):
+        n = C.seeds_needed(sd, distance)
+        z = lambda k: (stats.t(k - 1).ppf(0.95) + stats.t(k - 1).ppf(0.80)) * sd / math.sqrt(k)
+        assert z(n) <= distance and (n == 3 or z(n - 1) > distance)
+    assert C.seeds_needed(0.01, 0.0024, floor=0.0093) is None        # 2.49 x floor > distance
+    assert C.seeds_needed(0.01, 0.0, floor=0.0) is None
 
 
 def test_test_set_sd_is_the_binomial_sd_of_a_difference():
@@ -163,17 +176,21 @@ def _table(effect, noise, seed=0):
                          for s in range(5) for v, x in ((1, a[s]), (2, b[s]))])
 
 
-def test_an_underpowered_primary_test_is_not_testable_here():
-    """He et al.'s effect 0.02: seeds with sd 0.001 can detect it, with sd 0.05 they cannot
-    -- even when the noisy data happen to lean the claimed way."""
+def test_power_is_never_checked_after_the_data():
+    """A noisy primary that the plan did not declare untestable is tested -- inconclusive,
+    not dropped; one the plan declared untestable keeps its numbers, marked as the plan's."""
     clear = C.primary_rows(_table(0.02, 0.001), _primary(), experiment="x")[0]
     assert clear["verdict"] == SUPPORTED and clear["detectable"] < 0.02
     noisy = C.primary_rows(_table(0.02, 0.05), _primary(), experiment="x")[0]
-    assert noisy["verdict"] == NOT_TESTABLE and noisy["detectable"] > 0.02
-    assert noisy["note"].startswith("underpowered") and math.isfinite(noisy["effect"])
-    # the distance that must be resolved is from He et al.'s effect to the threshold
+    assert noisy["verdict"] != NOT_TESTABLE and noisy["detectable"] > 0.02
+    declared = C.primary_rows(_table(0.02, 0.001), _primary(untestable="needs 64 seeds"),
+                              experiment="x")[0]
+    assert declared["verdict"] == NOT_TESTABLE and math.isfinite(declared["effect"])
+    assert declared["note"] == f"{C.PLAN_UNTESTABLE}: needs 64 seeds"
+    # the distance a test must resolve: from the expected effect to the threshold, either side
     assert _primary(margin=0.005).resolvable() == pytest.approx(0.015)
     assert _primary(direction="noninferior", margin=0.05, paper_effect=0.0).resolvable() == 0.05
+    assert _primary(direction="noninferior", margin=0.05).resolvable(0.08) == pytest.approx(0.03)
     assert _primary(paper_effect=None).resolvable() is None
 
 
@@ -189,9 +206,16 @@ def test_a_failed_control_turns_its_dependent_primary_into_not_testable():
 
 
 def test_claim_rule_and_c7():
-    frame = lambda *words: pd.DataFrame({"verdict": words})
+    frame = lambda *words: pd.DataFrame({"verdict": words, "note": [""] * len(words)})
+    planned = f"{C.PLAN_UNTESTABLE}: the test set's own noise"
     assert C.claim_verdict(frame(SUPPORTED, SUPPORTED)) == SUPPORTED
-    assert C.claim_verdict(frame(SUPPORTED, NOT_TESTABLE)) == SUPPORTED
+    # only a primary the plan declared untestable in advance stays out of the vote ...
+    assert C.claim_verdict(pd.DataFrame({"verdict": [SUPPORTED, NOT_TESTABLE],
+                                         "note": ["", planned]})) == SUPPORTED
+    # ... one not testable after the data (a failed control) makes the claim inconclusive
+    assert C.claim_verdict(pd.DataFrame({"verdict": [SUPPORTED, NOT_TESTABLE],
+                                         "note": ["", "control B failed: 2 of 5"]})) == INCONCLUSIVE
+    assert C.claim_verdict(pd.DataFrame({"verdict": [NOT_TESTABLE], "note": [planned]})) == NOT_TESTABLE
     assert C.claim_verdict(frame(SUPPORTED, NOT_SUPPORTED)) == NOT_SUPPORTED
     assert C.claim_verdict(frame(SUPPORTED, INCONCLUSIVE)) == INCONCLUSIVE
     assert C.claim_verdict(frame(NOT_TESTABLE, NOT_TESTABLE)) == NOT_TESTABLE

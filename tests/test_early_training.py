@@ -45,7 +45,14 @@ def test_smoke_writes_every_file_and_claim(smoke):
     assert len(primary) == 4 and (primary["verdict"] == C.NOT_TESTABLE).all()
     assert primary["note"].str.contains("1001").all()
     controls = K.read_controls(run / "controls.csv")
-    assert list(controls["control"]) == ["W", "A", "E"] and not controls.loc[2, "passed"]
+    # W for both versions at the shallowest depth and at 1001 (none here: not measured, failed),
+    # A for both versions, E at 1001
+    assert list(controls["control"]) == ["W"] * 4 + ["A"] * 2 + ["E"]
+    assert list(controls["passed"][[2, 3, 6]]) == [False] * 3
+    assert controls.loc[2, "numbers"].startswith("not measured")
+    # the run records the plan it was made under
+    from analysis.plan import plan_hash
+    assert config["plan_sha256"] == plan_hash() and config["plan_file"] == "plans/plan.json"
     for name in FIGURES:
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
 

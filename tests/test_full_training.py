@@ -64,7 +64,10 @@ def test_smoke_writes_every_file_in_the_schema(smoke_run):
     assert (primary["verdict"] == C.NOT_TESTABLE).all()
     assert primary["note"].str.contains("no V1/V2 pair at (?:56|110|164) layers").all()
     controls = K.read_controls(run / "controls.csv")
-    assert list(controls["control"]) == ["W", "A", "B", "C", "D", "D", "D"]
+    # every control at every depth a primary uses, both versions where He et al. ran both
+    assert list(controls["control"]) == ["W"] * 4 + ["A"] * 2 + ["B", "C"] + ["D"] * 3 + ["F"] * 2
+    assert list(zip(controls["depth"], controls["version"]))[:4] == [(56, 1), (56, 2), (110, 1),
+                                                                      (110, 2)]
     assert not controls["passed"].any() and controls["numbers"].str.startswith("not measured").all()
     for name in FIGURES:
         for ext in ("png", "pdf"):

@@ -14,8 +14,9 @@ import pytest
 
 from analysis import claims as C
 from analysis import controls as K
-from analysis.report import (CLAIMS, CONTROLS_SUMMARY_FILE, SUMMARY_FILE, _num, answers,
-                             build_report, parse_controls, parse_summary, render_report)
+from analysis.plan import PLAN, plan_hash, read_plan
+from analysis.report import (CLAIMS, CONTROLS_SUMMARY_FILE, NOT_ANSWERED, SUMMARY_FILE, _num,
+                             answers, build_report, parse_controls, parse_summary, render_report)
 from resnet_lab import plotting
 from resnet_lab.runs.cli import main_guard
 
@@ -36,7 +37,7 @@ def _arms(effect, seed):
     return b + effect + rng.normal(0, 0.005, 5), b
 
 
-def _write_fixture(results: Path, c3_gap: float, commit="0" * 40, control_e=True):
+def _write_fixture(results: Path, c3_gap: float, commit="0" * 40, control_e=True, plan=PLAN):
     """early_training (C3 at 1001 primary, 164 secondary; controls W, A, E) and full_training
     (C5 primary at 56, 110; C6 not testable), from synthetic data: every verdict and every
     control is the library's."""
@@ -48,8 +49,8 @@ def _write_fixture(results: Path, c3_gap: float, commit="0" * 40, control_e=True
                         C.paired_difference(*_arms(0.0, d), direction="noninferior", margin=0.05))
             for d in (56, 110)]
     full.append(C.claim_row("C6", "primary", "full_training", "gap", 110,
-                            C.not_testable(5, "underpowered: the smallest detectable effect 0.012 "
-                                              "> 0.0024")))
+                            C.not_testable(5, f"{C.PLAN_UNTESTABLE}: the test set's own noise "
+                                              "(sd 0.0093) is too large to resolve 0.0024")))
     control = K.Control("E", "V2-1001 trains", "Fig. 1")
     controls = {"early_training": [K.control_row(control, "early_training", 1001, 2, control_e,
                                                  "V2-1001: 5 of 5 nets")],
@@ -66,6 +67,7 @@ def _write_fixture(results: Path, c3_gap: float, commit="0" * 40, control_e=True
                                                 "lr": 0.05}},
              "data": {"name": "digits", "image_size": [8, 8], "train": 1437, "test": 360},
              "code_commit": commit, "wall_seconds": 12.5, "machine": "Test CPU, 2 CPUs",
+             "plan_file": "plans/plan.json", "plan_sha256": plan_hash(plan),
              "status": "completed"}))
     fig, ax = plotting.new_figure("one", 1.5)
     plotting.save_figure(fig, results / "early_training" / "figures", "c3_training_error")
@@ -112,7 +114,7 @@ def test_first_screen_parsed_back_equals_the_summary_files(results):
     assert f"{c3['ci_low'] * 100:.3g}" in by_claim.loc["C3", "why"]
     assert "c3_training_error.png" in by_claim.loc["C3", "figure"]
     assert by_claim.loc["C3", "he_et_al"].endswith("agrees")
-    assert "underpowered" in by_claim.loc["C6", "why"]
+    assert C.PLAN_UNTESTABLE in by_claim.loc["C6", "why"]
     assert by_claim.loc["C7", "he_et_al"] == "no such comparison"
 
 
@@ -131,15 +133,46 @@ def test_a_failed_control_shows_in_the_first_screen(tmp_path):
     assert "| FAILED |" in text.split("## Claims")[0]
 
 
+def test_a_claim_is_not_answered_from_runs_made_under_another_plan(tmp_path, results):
+    """Copy the plan, change one margin: the report refuses every claim whose runs were made
+    under the old plan (naming both hashes), C7 with them; under the plan they were made with,
+    it answers."""
+    plan = read_plan(PLAN)
+    plan["primaries"][0]["margin"] = plan["primaries"][0]["margin"] + 0.01
+    changed = tmp_path / "plan.json"
+    changed.write_text(json.dumps(plan, indent=2, ensure_ascii=False) + "\n")
+    old, new = plan_hash(PLAN), plan_hash(changed)
+    assert old != new
+    text, table, _ = render_report(results, results, plan=changed)
+    by_claim = table.set_index("claim")
+    for claim in ("C3", "C5", "C6", "C7"):
+        assert by_claim.loc[claim, "answer"] == NOT_ANSWERED
+    assert f"run made under plan {old[:10]}, current plan {new[:10]}" in by_claim.loc["C3", "why"]
+    assert "15." not in by_claim.loc["C3", "answer"] and "No confirmatory run yet" in text
+    # the same runs, the plan they were made under: answered
+    _, table, _ = render_report(results, results, plan=PLAN)
+    by_claim = table.set_index("claim")
+    assert by_claim.loc["C3", "answer"] == C.SUPPORTED and by_claim.loc["C7", "answer"] == C.SUPPORTED
+    # a run that recorded no plan at all (the exploratory references) is not answered either
+    _write_fixture(tmp_path / "none", c3_gap=0.3)
+    config = tmp_path / "none" / "early_training" / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items()
+                                  if not k.startswith("plan")}))
+    _, table, _ = render_report(tmp_path / "none", tmp_path / "none", plan=PLAN)
+    by_claim = table.set_index("claim")
+    assert by_claim.loc["C3", "answer"] == NOT_ANSWERED and by_claim.loc["C5", "answer"] == C.SUPPORTED
+    assert "run made before any plan (exploratory)" in by_claim.loc["C3", "why"]
+
+
 def test_zero_prints_as_zero():
     assert _num(3.47e-17) == "0" and _num(-2e-19) == "0" and _num(0.0123) == "0.0123"
 
 
 def test_report_is_one_screen_per_claim_and_small(results):
     text = build_report(results, results / "REPORT.md").read_text()
-    assert len(text.encode()) < 15_000
+    assert len(text.encode()) < 20_000          # with the plan's power table (issue 37)
     c6 = text.split("## C6")[1].split("\n## ")[0]
-    assert "not testable" in c6 and "underpowered" in c6 and "full_training/claims.csv" in c6
+    assert "not testable" in c6 and C.PLAN_UNTESTABLE in c6 and "full_training/claims.csv" in c6
     assert C.C7_RULE.splitlines()[0] in text
 
 

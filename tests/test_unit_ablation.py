@@ -69,8 +69,13 @@ def test_claims_are_recomputed_from_the_summary(smoke_run):
 
 
 @pytest.mark.parametrize("delta, verdict", [(-0.02, C.SUPPORTED), (0.02, C.NOT_SUPPORTED)])
-def test_verdicts_follow_the_data(delta, verdict):
-    """Synthetic errors: full pre-activation differs from the original by ``delta``."""
+def test_verdicts_follow_the_data(delta, verdict, monkeypatch):
+    """Synthetic errors: full pre-activation differs from the original by ``delta`` (the plan's
+    primary with its untestable declaration lifted: the machinery, not the plan)."""
+    import dataclasses
+    declared = T2.PRIMARY[164].untestable
+    monkeypatch.setattr(T2, "PRIMARY", {d: dataclasses.replace(p, untestable="")
+                                        for d, p in T2.PRIMARY.items()})
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(4):
@@ -84,6 +89,12 @@ def test_verdicts_follow_the_data(delta, verdict):
     assert row["unit_kind"] == "full_preact" and row["verdict"] == verdict
     assert row["role"] == "primary"
     assert row["paper_effect"] == pytest.approx((5.46 - 5.93) / 100) and row["paper_depth"] == 164
+    assert row["trained"] == "4 of 4 nets fit"
+    # the plan as it is: no exploratory nets at 164 layers, so declared untestable in advance
+    monkeypatch.undo()
+    assert declared and T2.PRIMARY[164].untestable == declared
+    (row,) = T2.claims_rows(table, T2.control_rows(table), dataset="digits", n_test=10**7)
+    assert row["verdict"] == C.NOT_TESTABLE and row["note"].startswith(C.PLAN_UNTESTABLE)
 
 
 def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
