@@ -5,6 +5,7 @@ traceback ends in one line and exit status 2.
 Each test asserts the exit status, one line, nothing half-written and -- where the result used
 to be silently wrong -- that the result is refused rather than changed.
 """
+import dataclasses
 import errno
 import gzip
 import hashlib
@@ -27,12 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import analysis
+from analysis.publishing import publish
 from experiment_checks import load_script, one_thread, run_in_process  # noqa: F401
 from probes import SignalProbe
 from probes.adapters.tapping import tap_model
 from reference_resnets import resnet18
-from resnet_lab.runs.cellstore import CellStore
 from resnet_lab import cifar_resnet
+from resnet_lab.runs.cellstore import CellStore
 from resnet_lab.runs.results import compare_runs, load_run
 from resnet_lab.runs.sweep import Cell
 
@@ -278,22 +280,20 @@ def test_a_folder_of_other_files_is_not_published_into(tmp_path, capsys):
     assert [p.name for p in dest.iterdir()] == ["thesis.tex"]
 
 
-def test_a_disk_that_fills_while_publishing_leaves_the_old_references_whole(grad_flow_run, tmp_path,
-                                                                           capsys, monkeypatch):
+def test_a_disk_that_fills_while_publishing_leaves_the_old_references_whole(grad_flow_run, tmp_path):
     dest = tmp_path / "paper" / "grad_flow"
     shutil.copytree(grad_flow_run[1], dest)
     before = files(dest)
     assert len(list(dest.glob("figures/*.pdf"))) > 0
-    module = analysis.experiment("grad_flow")
     drawn = []
 
     def full_disk(folder):
         drawn.append(folder)
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(folder) / "figures" / "x.pdf"))
 
-    monkeypatch.setattr(module, "draw_figures", full_disk)
+    module = dataclasses.replace(analysis.experiment("grad_flow"), draw_figures=full_disk)
     with pytest.raises(OSError):
-        analysis.publish(module, grad_flow_run[0], dest)
+        publish(module, grad_flow_run[0], dest)
     assert drawn and Path(drawn[0]) != dest                          # drawn beside, not in place
     assert files(dest) == before                                      # every old figure is there
     assert json.loads((dest / "config.json").read_text())["status"] == "completed"
