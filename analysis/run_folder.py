@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from analysis.plan import record_plan
 from resnet_lab.io.folders import (DEFAULT_ROOT, RunDir, cpu_model, git_commit, git_dirty, now,
                                    settings_id)
 
@@ -40,7 +39,6 @@ def open_run(experiment, s: dict) -> RunDir:
     # The code that analyses (and, for new cells, trains): the report marks a result whose
     # code differs from the checkout's.
     run.update_config(code_commit=git_commit(), code_dirty=git_dirty())
-    record_plan(run)                 # the plan it is made under: the report checks its sha256
     if n > 1:
         run.record_part("shards", f"{i}/{n}", {**where, "started": now()})
     else:

@@ -22,6 +22,7 @@ from analysis.cells import checked_dataset
 from analysis.contract import Experiment
 from analysis.preflight import (check_memory, check_outputs, check_publish, plan_text,
                                 predicted_time)
+from analysis.plan import record_plan
 from analysis.publishing import publish
 from analysis.run_folder import open_run, run_path
 from resnet_lab.io import signals
@@ -41,6 +42,7 @@ def run_experiment(experiment: Experiment, argv=None) -> int:
     data = checked_dataset(s)                   # the data exist (else: where to get them)
     check_before_work(experiment, s, data)      # folders, memory, analysis-only, time
     run = open_run(experiment, s)               # its id comes from the settings
+    record_plan(run)                            # the plan it runs under (the report checks it)
     with run.recorded() as record, says_how_to_resume(f"experiments/{experiment.name}.py", argv):
         left = [] if s["analyse"] else sweep(experiment, s, run)    # this process's nets
         if left:                                # other shards' nets are not finished yet

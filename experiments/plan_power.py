@@ -52,7 +52,7 @@ def power_plan(plan: dict, results) -> dict:
         if entry["untestable"] == "no number of seeds resolves it":
             entry["untestable"] = _why_unresolvable(entry["power"])
     # an experiment without primaries keeps its quick preset's count (its cost is fixed above)
-    counts = {name: seeds.get(name, len(experiment(name).PRESETS["quick"]["seeds"]))
+    counts = {name: seeds.get(name, len(experiment(name).presets["quick"]["seeds"]))
               for name in EXPERIMENTS}
     cost = sum(BUDGET["fixed_seconds"].values()) + sum(
         BUDGET["seconds_per_seed"][n] * k for n, k in seeds.items())

@@ -43,7 +43,7 @@ def probed(net, x, target, taps, steps=3, stats=("norm", "grad_cut") + PATH, los
             net.zero_grad()
             (loss(net(x)) if loss else F.cross_entropy(net(x), target)).backward()
             probe.step()
-    assert bool(probe._taps.cpp) == (taps == "C++")
+    assert bool(probe._recorder.cpp) == (taps == "C++")
     rows = probe.collect()
     return rows[rows["step"] == rows["step"].max()].set_index(["unit", "tap", "direction", "stat"])["value"]
 

@@ -69,9 +69,9 @@ def test_a_run_records_the_plan_it_was_made_under(tmp_path):
     assert "before any plan" in P.plan_mismatch({}, P.plan_hash())
 
 
-def test_open_run_records_the_plan():
-    source = (ROOT / "analysis" / "__init__.py").read_text()
-    body = source.split("def open_run")[1].split("\ndef ")[0]
+def test_every_run_records_the_plan_it_runs_under():
+    source = (ROOT / "analysis" / "runner.py").read_text()
+    body = source.split("def run_experiment")[1].split("\ndef ")[0]
     assert "record_plan(run)" in body
 
 
