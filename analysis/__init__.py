@@ -20,7 +20,8 @@ from resnet_lab.runs import (DEFAULT_ROOT, PAPER_ROOT, RunDir, cpu_model, git_co
 from resnet_lab.shards import share
 from resnet_lab.sweep import merge_cells, outcome, retrain, run_cells
 
-EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
+EXPERIMENTS = ("grad_flow", "signal_propagation", "shortcut_variants", "early_training",
+               "full_training", "unit_ablation")
 PAPER = PAPER_ROOT
 # Settings that change where or how fast a run goes, not its numbers: left out of its id.
 _NOT_IN_ID = ("workers", "out", "publish", "shard", "analyse", "devices", "plan")
