@@ -37,6 +37,16 @@ C4  V2 at 1001 layers: ``stage_rho`` < 0.3 decades at init, and at the last prob
     stage within a factor 2.
 Secondary rows: the same at the other depths, V1 − V2 of the transmission measures, the
 per-unit cut, He et al.'s "the cut is more frequent at 1000 layers" and "fades with training".
+
+Interventions (``ARMS``, at the run's deepest depth -- 1001 in the quick and paper presets --
+from the same seeds, so the same initialisation stream and batches as V1 and V2 there): (a) V1
+without its after-addition ReLU, nothing else changed; (b) V1 with a final BN-ReLU before
+pooling (V2's logit scale: V1-1001 starts at a loss of ~6 against V2's 2.3); (c) ReLU before
+the addition (He et al. Fig. 4c). Per arm (``interventions.csv``, and C3 secondary rows in
+claims.csv): the share of V1's slow start it closes, (err_c3[V1] − err_c3[arm]) /
+(err_c3[V1] − err_c3[V2]), paired by seed, with Fieller's 90% interval
+(``analysis.claims.share_closed``; a paired bootstrap where Fieller's is unbounded, said in
+``method``).
 """
 from __future__ import annotations
 
@@ -59,7 +69,7 @@ from .cells import train_cell, train_context
 from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
 from .tables import write_raw
 from .measures import (NET, at_first_and_last, compounded_cut, per_net_curves, stage_rho,
-                       transmission, warmup_length)
+                       training_curves, transmission, warmup_length)
 
 NAME = "early_training"
 PRESETS = {
@@ -121,12 +131,25 @@ PRIMARY = [
               "noninferior", 0.3, "as at init", (PRIMARY_DEPTH,), 0.0,
               "He et al. 2016, eqs. 4-5", requires=("A", "E"), version=2),
 ]
+# The signal measure each claim's rows rest on: its known-groups result (shortcut_variants'
+# known_groups.csv) gates the claim in the report (analysis.known_groups.gated_rows).
+KNOWN_GROUP = {"C2": "shortcut_path", "C4": "stage_rho"}
 PROBE = dict(taps=("input", "output", "sum"), stats=("norm", "shortcut_cut", "grad_cut", "frac_neg"),
              param_grads=False)
 CUTS = ("grad_cut", "shortcut_cut", "frac_neg")
+# Interventions at the run's deepest depth (issue 36 item 5): name -> (unit kind, the network
+# options the cell names as factors (resnet_lab.sweep.build), words).
+ARMS = {
+    "no_after_relu": ("original", (("after", "identity"),),
+                      "V1 without its after-addition ReLU (f = identity), nothing else changed"),
+    "final_bn_relu": ("original", (("final", "bn_relu"),),
+                      "V1 with a final BN-ReLU before pooling (V2's logit scale)"),
+    "relu_before_add": ("relu_before_add", (), "ReLU before the addition (He et al. Fig. 4c), "
+                        "f = identity"),
+}
 WORK = train_cell
 FILES = ("config.json", "claims.csv", "controls.csv", "cells.csv", "summary.csv", "cuts.csv",
-         "transmission.csv")
+         "transmission.csv", "interventions.csv")
 
 
 # --------------------------------------------------------------------------- settings, cells
@@ -148,9 +171,32 @@ def windows(s) -> dict:
     return {"c3": (w, w + max(1, (steps - w) // 2)), "end": (steps - max(1, steps // 4), steps)}
 
 
+def arm_depth(s) -> int:
+    """Where the interventions run: the run's deepest depth (the primary depth, 1001, in the
+    quick and paper presets)."""
+    return max(s["depths"])
+
+
+def check_arms():
+    """Every network option an arm names must be one the cells' builder passes on
+    (``resnet_lab.networks.NETWORK_OPTIONS``): else the arm would silently be plain V1."""
+    from resnet_lab import networks
+    known = getattr(networks, "NETWORK_OPTIONS", ())
+    for name, (_, options, _) in ARMS.items():
+        unknown = [k for k, _ in options if k not in known]
+        if unknown:
+            raise ValueError(f"intervention {name}: the network builder takes no option "
+                             f"{unknown}; valid: {', '.join(known) or 'none'}")
+
+
 def cells(s) -> list:
-    return [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
-            for kind in VERSIONS]
+    check_arms()
+    pairs = [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
+             for kind in VERSIONS]
+    d = arm_depth(s)
+    arms = [Cell(d, kind, seed, s["widths"][d], (("arm", name),) + options)
+            for name, (kind, options, _) in ARMS.items() for seed in s["seeds"]]
+    return pairs + arms
 
 
 def context(s) -> dict:
@@ -165,10 +211,19 @@ def describe(s) -> str:
             f"{s['probe_every']}; on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
+def split_arms(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the V1/V2 pairs' rows, the interventions' rows) of a merged table."""
+    if "arm" not in table.columns:
+        return table, table.iloc[:0]
+    is_arm = table["arm"].notna()
+    return table[~is_arm].drop(columns="arm"), table[is_arm]
+
+
 def analyse(run, tables, cells_table, s, data):
     """Write the run's tables, summary, controls and claims."""
-    train, probe = tables["train"], tables["probe"]
-    write_raw(run, data, cells_table, {"train.csv.gz": train, "probe.csv.gz": probe})
+    write_raw(run, data, cells_table, {"train.csv.gz": tables["train"],
+                                       "probe.csv.gz": tables["probe"]})
+    (train, arm_train), (probe, _) = split_arms(tables["train"]), split_arms(tables["probe"])
     cuts = cut_table(probe)
     run.write_csv("cuts.csv", cuts)
     run.write_csv("transmission.csv", transmission_table(probe))
@@ -177,17 +232,24 @@ def analyse(run, tables, cells_table, s, data):
     run.write_csv("summary.csv", table)
     controls = control_rows(table, s)
     K.write_controls(run.path, controls)
-    C.write_claims(run.path, claims_rows(table, controls, dataset=s["dataset"]))
+    arms = arm_summary(arm_train, s, num_classes=data.num_classes,
+                       epoch=len(data.train_x) // s["batch_size"])
+    shares = interventions(table, arms, arm_depth(s))
+    run.write_csv("interventions.csv", shares)
+    C.write_claims(run.path, claims_rows(table, controls, dataset=s["dataset"])
+                   + intervention_rows(shares, dataset=s["dataset"]))
 
 
 def results_text(run_dir) -> str:
-    """What the script prints: the controls, the primary tests and the per-version means."""
+    """What the script prints: the controls, the primary tests, the per-version means and the
+    interventions' shares."""
     table = read_table(run_dir, "summary", "an early_training run folder")
     means = table.groupby(["depth", "version"])[["warmup_error", "err_c3", "err_end",
                                                   "survival_init", "stage_rho_last"]].mean()
+    shares = read_table(run_dir, "interventions", "an early_training run folder")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
         return (K.controls_text(Path(run_dir)) + "\n" + C.claims_text(Path(run_dir) / C.CLAIMS_FILE)
-                + "\n" + means.to_string())
+                + "\n" + means.to_string() + "\n" + shares.drop(columns=["text"]).to_string(index=False))
 
 
 # --------------------------------------------------------------------------- tables
@@ -225,6 +287,61 @@ def summary(train, probe, s, *, num_classes, epoch) -> pd.DataFrame:
     return table.reset_index().sort_values(NET, kind="stable").reset_index(drop=True)
 
 
+# --------------------------------------------------------------------------- interventions
+def arm_summary(arm_train: pd.DataFrame, s, *, num_classes, epoch) -> pd.DataFrame:
+    """One row per intervention net: the training measures of ``per_net_curves``."""
+    if arm_train.empty:
+        return pd.DataFrame(columns=["arm", "seed", "err_c3", "err_end", "loss_init"])
+    rows = []
+    for arm, part in arm_train.groupby("arm", sort=False):
+        part = part.assign(version=part["version"].fillna(0))     # relu_before_add: no version
+        per = per_net_curves(part, windows=windows(s), steps=s["steps"],
+                             chance=1 - 1 / num_classes, warmup=warmup_length(s), epoch=epoch)
+        rows.append(per.assign(arm=arm))
+    return pd.concat(rows, ignore_index=True)
+
+
+def interventions(table: pd.DataFrame, arms: pd.DataFrame, depth) -> pd.DataFrame:
+    """Per arm: the share of V1's slow start (``err_c3`` V1 − V2) it closes, paired by seed,
+    with its bounds (``claims.share_closed``), and the means it comes from."""
+    pairs = table[table["depth"] == depth].set_index(["seed", "version"])
+    rows = []
+    for name, (_, _, text) in ARMS.items():
+        part = arms[arms["arm"] == name].set_index("seed") if len(arms) else arms
+        seeds = sorted(set(part.index) & {k[0] for k in pairs.index if k[1] == 1}
+                       & {k[0] for k in pairs.index if k[1] == 2})
+        v1 = np.array([pairs.loc[(k, 1), "err_c3"] for k in seeds], dtype=float)
+        v2 = np.array([pairs.loc[(k, 2), "err_c3"] for k in seeds], dtype=float)
+        arm = part.loc[seeds, "err_c3"].to_numpy(float) if seeds else np.array([])
+        result = C.share_closed(v1, arm, v2) if seeds else \
+            C.not_testable(0, f"no {name} nets with a V1/V2 pair at {depth} layers")
+        loss = lambda version: float(pairs.xs(version, level="version")["loss_init"].mean()) \
+            if len(pairs) else math.nan
+        rows.append({"arm": name, "text": text, "depth": int(depth), "effect": result.effect,
+                     "ci_low": result.ci_low, "ci_high": result.ci_high,
+                     "p_value": result.p_value, "n": result.n, "verdict": result.verdict,
+                     "method": result.method, "note": result.note,
+                     "err_c3_v1": v1.mean() if seeds else math.nan,
+                     "err_c3_v2": v2.mean() if seeds else math.nan,
+                     "err_c3_arm": arm.mean() if seeds else math.nan,
+                     "err_end_arm": part.loc[seeds, "err_end"].mean() if seeds else math.nan,
+                     "loss_init_v1": loss(1), "loss_init_v2": loss(2),
+                     "loss_init_arm": part.loc[seeds, "loss_init"].mean() if seeds else math.nan})
+    return pd.DataFrame(rows)
+
+
+def intervention_rows(shares: pd.DataFrame, *, dataset: str) -> list[dict]:
+    """C3 secondary rows: the share of V1's slow start each arm closes."""
+    rows = []
+    for r in shares.itertuples():
+        result = C.TestResult(r.effect, r.ci_low, r.ci_high, r.p_value, int(r.n), r.verdict,
+                              "greater", 0.0, r.method, r.note if isinstance(r.note, str) else "")
+        rows.append(C.claim_row("C3", "secondary", NAME, f"share of V1's slow start (err_c3 V1 − "
+                                f"V2) closed by {r.arm}: {r.text}", int(r.depth), result,
+                                dataset=dataset, arm=r.arm))
+    return rows
+
+
 # --------------------------------------------------------------------------- controls, claims
 def control_rows(table: pd.DataFrame, s) -> list[dict]:
     """Controls W, A and E on this run's nets."""
@@ -246,11 +363,13 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str) -> list[dict]:
     failed = K.failed(controls)
     rows = []
     for primary in PRIMARY:
+        known = KNOWN_GROUP.get(primary.claim, "")
         rows += C.primary_rows(table, primary, experiment=NAME, failed_controls=failed,
-                               dataset=dataset)
+                               dataset=dataset, known_group=known)
         secondary = dataclasses.replace(primary, depths=tuple(others))
         rows += [{**r, "role": "secondary"} for r in
-                 C.primary_rows(table, secondary, experiment=NAME, dataset=dataset)]
+                 C.primary_rows(table, secondary, experiment=NAME, dataset=dataset,
+                                known_group=known)]
     for column, text in (("stage_rho_init", "largest |log10 rho_in / rho_out| across a stage, "
                           "at init, V1 − V2"),
                          ("stage_rho_last", "largest |log10 rho_in / rho_out| across a stage, "
@@ -327,13 +446,48 @@ def figure_cuts(cuts: pd.DataFrame, folder, name="c2_cut_over_training"):
     return plotting.save_figure(fig, folder, name)
 
 
+def figure_interventions(train: pd.DataFrame, shares: pd.DataFrame, folder,
+                         name="c3_interventions"):
+    """Training error (10-iteration running mean) at the arms' depth: V1, V2 and each arm,
+    mean over seeds (thick) and every seed (thin); the share each arm closes in the legend."""
+    base, arms = split_arms(train)
+    depth = int(shares["depth"].iloc[0]) if len(shares) else int(base["depth"].max())
+    curves = []
+    for label, part in [("V1", base[(base["depth"] == depth) & (base["version"] == 1)]),
+                        ("V2", base[(base["depth"] == depth) & (base["version"] == 2)])] + \
+            [(a, arms[arms["arm"] == a]) for a in ARMS if len(arms) and (arms["arm"] == a).any()]:
+        wide = training_curves(part.assign(version=part["version"].fillna(0)))
+        wide["smooth"] = wide.groupby("seed")["error"].transform(
+            lambda e: e.rolling(10, min_periods=1).mean()) * 100
+        curves.append((label, wide))
+    fig, axes = plotting.new_figure("one", 2.6)
+    ax = axes[0][0]
+    colors = {"V1": plotting.VERSION_COLORS["V1"], "V2": plotting.VERSION_COLORS["V2"]}
+    others = iter(["0.15", "#009E73", "#CC79A7", "0.55"])
+    share = shares.set_index("arm") if len(shares) else None
+    for label, wide in curves:
+        color = colors.get(label) or next(others)
+        for _, seed in wide.groupby("seed"):
+            ax.plot(seed["step"], seed["smooth"], color=color, lw=0.4, alpha=0.5)
+        mean = wide.groupby("step")["smooth"].mean()
+        text = label
+        if share is not None and label in share.index:
+            r = share.loc[label]
+            text = f"{label}: closes {r['effect']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        ax.plot(mean.index, mean.values, color=color, lw=1.4, label=text)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"training error (%), {depth} layers")
+    ax.legend(loc="lower left", fontsize=6)
+    return plotting.save_figure(fig, folder, name)
+
+
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    train, table, cuts, claims, folder = figure_inputs(run_dir, NAME, "train", "summary", "cuts",
-                                                       "claims")
-    return (training_error_figure(train, table, folder, "c3_training_error")
+    train, table, cuts, claims, shares, folder = figure_inputs(
+        run_dir, NAME, "train", "summary", "cuts", "claims", "interventions")
+    return (training_error_figure(split_arms(train)[0], table, folder, "c3_training_error")
             + figure_gap(claims, folder) + figure_transmission(table, folder)
-            + figure_cuts(cuts, folder))
+            + figure_cuts(cuts, folder) + figure_interventions(train, shares, folder))
 
 
 def published_tables(run_dir) -> dict:

@@ -35,6 +35,7 @@ import pandas as pd
 
 from resnet_lab.runs import CODE_PATHS, atomic_write, write_table
 
+from . import known_groups as G
 from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED,
                      claim_verdict, derive_c7, read_claims)
 from .controls import CONTROLS_FILE, read_controls
@@ -59,6 +60,8 @@ class Claim:
     paper: str = ""         # what He et al. compared ("" = no such comparison in the paper)
     paper_measured: bool = True   # False: He et al. derive it, they do not measure it
     windows: tuple = ()     # a label per primary measure, in order, where there are several
+    known_group: str = ""   # the signal measure its primary rests on (the known-groups check)
+    interventions: bool = False   # the section shows early_training's interventions
 
 
 CLAIMS = (
@@ -76,7 +79,8 @@ CLAIMS = (
           "Measured at initialisation, compounded over the units (the identity path from the top "
           "to the first unit); how it changes with training is a secondary row.",
           "V1, log10 share of gradient passing every ReLU − log10(1/2)",
-          paper="§4.1: the truncation is frequent at 1000 layers (no number)"),
+          paper="§4.1: the truncation is frequent at 1000 layers (no number)",
+          known_group="shortcut_path", interventions=True),
     Claim("C3", "very deep V1 nets (1001 layers) train very slowly at first",
           "Optimizing deep networks (the paper's experiments use a 1001-layer ResNet) is easier: "
           "because of the nature of ReLU, when the signal is negative the shortcut has no effect, "
@@ -87,7 +91,7 @@ CLAIMS = (
           "The window lies wholly at the main lr, after the one warm-up both nets of a pair share; "
           "the run covers the first iterations only.",
           "training error at the main lr, V1 − V2 (points)", 100,
-          paper="Fig. 1: V1-1001 trains slowly at first, V2-1001 does not"),
+          paper="Fig. 1: V1-1001 trains slowly at first, V2-1001 does not", interventions=True),
     Claim("C4", "with identity mappings the signal travels freely, early and late",
           "Using an identity mapping lets the signal propagate smoothly through every layer, "
           "whether early or late in training.",
@@ -97,7 +101,7 @@ CLAIMS = (
           "full training; measured across stages, through identity shortcuts only.",
           "V2, largest |log10 rho_in / rho_out| across a stage (decades)",
           paper="eqs. 4-5: derived, not measured", paper_measured=False,
-          windows=("at init", "late")),
+          windows=("at init", "late"), known_group="stage_rho"),
     Claim("C5", "below about 164 layers the difference is small",
           "Of course, this phenomenon is not serious when the network has few layers (the "
           "experiments used fewer than 164 layers).",
@@ -157,7 +161,26 @@ def load_results(results) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         pd.DataFrame(columns=["claim", "role", "verdict", "folder"])
     controls = [read_controls(path) for path in sorted(results.glob(f"*/{CONTROLS_FILE}"))]
     controls = pd.concat(controls, ignore_index=True) if controls else pd.DataFrame()
-    return rows, configs, controls
+    # A claim row resting on a signal measure (its ``known_group``) that did not pass the
+    # known-groups check is not testable here: the gate, applied where every claim is read.
+    return G.gated_rows(rows, known_groups(results)), configs, controls
+
+
+def known_groups(results) -> pd.DataFrame | None:
+    """The known-groups check of these results (``shortcut_variants/known_groups.csv``), or
+    None where it has not run."""
+    path = Path(results) / G.KNOWN_GROUPS_EXPERIMENT / G.KNOWN_GROUPS_FILE
+    return G.read_known_groups(path) if path.is_file() else None
+
+
+def _optional(results, experiment, name) -> pd.DataFrame | None:
+    path = Path(results) / experiment / name
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable table ({exc})") from None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -318,7 +341,23 @@ def _secondary_sentence(part: pd.DataFrame) -> str:
     return text + "; ".join(shown) + "."
 
 
-def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs) -> list[str]:
+def interventions_sentence(shares: pd.DataFrame, out_dir=None) -> str:
+    """The share of V1's slow start each intervention closes, with its bounds."""
+    parts = []
+    for _, r in shares.iterrows():
+        bounds = f"[{_num(r['ci_low'], 2)}, {_num(r['ci_high'], 2)}]"
+        parts.append(f"{r['arm']} ({r['text']}) closes {_num(r['effect'], 2)} {bounds}, n "
+                     f"{_num(r['n'])}, {r['method']}; its loss at init {_num(r['loss_init_arm'], 3)}")
+    depth = _num(shares["depth"].iloc[0]) if len(shares) else "?"
+    figure = Path(out_dir or ".") / "early_training" / "figures" / "c3_interventions.png"
+    link = (" ([curves](early_training/figures/c3_interventions.png))" if figure.is_file() else "")
+    v1, v2 = (_num(shares[c].iloc[0], 3) if len(shares) else "—" for c in ("loss_init_v1", "loss_init_v2"))
+    return (f"Interventions at {depth} layers, paired by seed with V1 and V2 (share of V1's slow "
+            f"start, err_c3 V1 − V2, that each closes; 1 = as V2, 0 = as V1; loss at init V1 "
+            f"{v1}, V2 {v2}){link}: " + "; ".join(parts) + ".")
+
+
+def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extra) -> list[str]:
     lines = [f"## {claim.id} — {claim.article}", "", f"> “{claim.sentence}”"
              + (f"  \n> *{claim.original}*" if claim.original else ""), "",
              f"**Answer: {summary_row['answer']}.** {summary_row['why']}.", ""]
@@ -340,6 +379,11 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs) -> lis
     secondary = _secondary_sentence(part[part["role"] == "secondary"])
     if secondary:
         lines.append(f"Secondary: {secondary}")
+    if claim.known_group:
+        lines.append(f"Its measure on the known-groups check ([Table 1](#table-1)): "
+                     f"{claim.known_group} {G.summary(extra.get('known'), claim.known_group)}.")
+    if claim.interventions and extra.get("interventions") is not None:
+        lines.append(interventions_sentence(extra["interventions"], extra.get("out_dir")))
     folders = sorted(part["folder"].unique())
     links = ", ".join(f"[{f}/claims.csv]({f}/claims.csv)" for f in folders)
     lines += ["", f"Caveats: {claim.caveat} Rows: {links or '—'}.", ""]
@@ -399,9 +443,43 @@ RULES = ("A test's verdict: *supported* when the one-sided 95% bound on the clai
          "rule: `analysis/claims.py`.")
 
 
+def table1_section(results) -> list[str]:
+    """He et al.'s Table 1 beside ours, and the known-groups check of every signal measure."""
+    t1 = _optional(results, G.KNOWN_GROUPS_EXPERIMENT, "table1.csv")
+    known = known_groups(results)
+    if t1 is None and known is None:
+        return []
+    lines = ['<a id="table-1"></a>', "## Table 1 — shortcut variants (He et al. 2016) and the "
+             "known-groups check", ""]
+    if t1 is not None and len(t1):
+        lines += ["Each shortcut on the original unit at 110 layers, trained in the quick "
+                  "regime; *trains*: training error over the last quarter below 50%; *fits*: "
+                  "eval-mode final training error at most 2% (seeds of n). He et al.: CIFAR-10 "
+                  "test error (%), *fail* where their training did not converge.", ""]
+        lines += _table(["shortcut", "He et al.", "trains", "fits", "test error (%)", "ours"],
+                        [[r["shortcut"], r["he_et_al_test_error"], f"{int(r['trains'])} of {int(r['n'])}",
+                          f"{int(r['fits'])} of {int(r['n'])}",
+                          f"{_num(100 * r['test_error_mean'], 3)} ({_num(100 * r['test_error_min'], 3)}–"
+                          f"{_num(100 * r['test_error_max'], 3)})", r["verdict"]]
+                         for _, r in t1.iterrows()]) + [""]
+    if known is not None and len(known):
+        lines += ["The known-groups check (declared in `analysis/shortcut_variants.py` before the "
+                  "data; rule in `analysis/known_groups.py`): at initialisation, at each series' "
+                  "deepest depth, a measure must rank the identity shortcut ahead of constant "
+                  "scaling 0.5 (both) and dropout 0.5, each a one-sided paired test that is "
+                  "supported. A claim resting on a measure that fails reads *not testable here "
+                  "(measure not validated)*.", ""]
+        lines += _table(["measure", "better", "result"],
+                        [[m, part["better"].iloc[0], G.summary(known, m)]
+                         for m, part in known.groupby("measure", sort=False)]) + [""]
+    return lines
+
+
 def render_report(results, out_dir) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """The report's markdown, its claims table and its controls table, for ``results``."""
     rows, configs, controls = load_results(results)
+    extra = {"known": known_groups(results), "out_dir": out_dir,
+             "interventions": _optional(results, "early_training", "interventions.csv")}
     table = summary_table(rows, configs, out_dir)
     checks = controls_table(controls)
     lines = ["# The article's claims, tested", "", regime(configs), "",
@@ -420,7 +498,8 @@ def render_report(results, out_dir) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     lines += _table(["claim", "the article says", "answer", "why", "He et al.", "figure"],
                     table[SUMMARY_COLUMNS].to_numpy().tolist()) + [""]
     for claim, (_, summary_row) in zip(CLAIMS, table.iterrows()):
-        lines += claim_section(claim, rows, summary_row, configs)
+        lines += claim_section(claim, rows, summary_row, configs, **extra)
+    lines += table1_section(results)
     lines += ['<a id="rules"></a>', "## Rules", "", RULES, "", "A claim's answer:", "",
               "```text", CLAIM_RULE, "```", "", "```text", C7_RULE, "```", "",
               "## Where the results came from", ""]
