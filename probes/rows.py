@@ -7,7 +7,9 @@ one host transfer) and the layout of that array -- a list of ``(kind, seen)`` pa
   tensor this step;
 * ``cut``: the shortcut_cut numerator of every unit;
 * ``weight_input``: len(WEIGHT_INPUT_STATS) x n_layers values; ``seen``: which layers ran;
-* ``params``: every unit's parameter-gradient norm.
+* ``params``: every unit's parameter-gradient norm;
+* ``path``: per stage, the sums of ``identity_path.SUMS``; ``seen``: per stage (first unit,
+  last unit of its identity path, forward seen, backward seen), (-1, -1, 0, 0) without one.
 
 Rows are built only when asked (``collect()``), so a probed step costs no pandas.
 """
@@ -17,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats as S
-from .tap_index import PER_UNIT, TAP_INDEX
+from .identity_path import SUMS as PATH_SUMS
+from .tap_index import OUTPUT, PER_UNIT, TAP_INDEX
 
 PROBE_COLUMNS = ["step", "unit", "stage", "index", "tap", "direction", "stat", "value", "layer"]
 _DTYPES = ["int64", "int64", "int64", "int64", "object", "object", "object", "float64", "object"]
@@ -41,7 +44,7 @@ class RowBuilder:
         """The rows of one record (see the module docstring)."""
         pieces, pos, parts = [], 0, {}
         for kind, seen in layout:
-            size = self._size(kind)
+            size = len(seen) if kind == "path" else self._size(kind)
             parts[kind] = (host[pos: pos + size], None if seen is None else np.asarray(seen))
             pos += size
         for kind in ("forward", "backward"):
@@ -52,6 +55,7 @@ class RowBuilder:
         if "params" in parts:
             pieces.append(rows(self.unit_meta, "backward", "grad_norm", parts["params"][0]))
         pieces += self._cut_rows(parts)
+        pieces += self._path_rows(parts)
         df = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=PROBE_COLUMNS)
         df.insert(0, "step", step)
         return df[PROBE_COLUMNS]
@@ -91,6 +95,44 @@ class RowBuilder:
             units = S.UnitSums(lambda tap: norm[slots_of[tap]], parts.get("cut", (None,))[0])
             pieces.append(rows(self.meta[sum_slots][keep], stat.direction, stat.name, stat.formula(units)[keep]))
         return pieces
+
+
+    def _path_rows(self, parts):
+        """The ``PATH`` statistics of each stage with an identity path, at the ``output`` tap of
+        its last unit."""
+        if "path" not in parts or "output" not in self.taps:
+            return []
+        values, seen = parts["path"]
+        values, seen = values.reshape(-1, len(PATH_SUMS)), seen.reshape(-1, 4)
+        first, last, forward, backward = seen.T
+        has = first >= 0
+        meta = self.meta[last * PER_UNIT + OUTPUT]
+        sums = dict(zip(PATH_SUMS, values.T))
+        cut = self._grad_cut(parts.get("backward"))
+        pieces = []
+        for stat in S.PATH:
+            if stat.name not in self.stats:
+                continue
+            keep = has & (forward > 0 if stat.direction == "forward" else backward > 0)
+            chain_cut = ()
+            if stat.name == "path_share_indep":    # every unit on the path measured backward
+                keep = np.array([h and cut is not None and bool(cut[0][f: l + 1].all())
+                                 for f, l, h in zip(first, last, has)], dtype=bool)
+                chain_cut = [cut[1][f: l + 1] for f, l in zip(first[keep], last[keep])]
+            path = S.PathSums(*(sums[name][keep] for name in PATH_SUMS), chain_cut=chain_cut)
+            pieces.append(rows(meta[keep], stat.direction, stat.name, stat.formula(path)))
+        return pieces
+
+    def _grad_cut(self, backward):
+        """(measured, grad_cut) of every unit from the backward norms at its sum and output
+        taps, or None without a backward part."""
+        if backward is None:
+            return None
+        values, seen = backward
+        norm = values.reshape(len(S.TENSOR_STATS), len(self.meta))[S.TENSOR_STATS.index("norm")]
+        slot = {tap: np.arange(TAP_INDEX[tap], len(self.meta), PER_UNIT) for tap in ("sum", "output")}
+        units = S.UnitSums(lambda tap: norm[slot[tap]])
+        return seen[slot["sum"]] & seen[slot["output"]], S.DECLARED["grad_cut"].formula(units)
 
 
 def rows(meta, direction, stat, values) -> pd.DataFrame:

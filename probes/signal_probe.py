@@ -25,6 +25,7 @@ from resnet_lab.taps import TAP_NAMES
 
 from . import kernels
 from . import stats as S
+from .identity_path import IdentityPath
 from .recorder import TapRecorder
 from .rows import PROBE_COLUMNS, RowBuilder, empty_frame
 from .tap_index import TapIndex
@@ -34,7 +35,8 @@ __all__ = ["PROBE_COLUMNS", "SignalProbe"]
 
 
 def _chained(first, then, x):
-    """The forward of a Tap that two probes measure: the newer probe's, then the older's."""
+    """Two forwards of one Tap in turn: of two probes that measure it, the newer's then the
+    older's; of one probe, its recorder's then its identity path's."""
     return then(first(x))
 
 
@@ -45,7 +47,10 @@ class SignalProbe:
         model: a module with tapped residual units (``resnet_lab.taps``: each unit owns the
             five taps in ``unit.taps``; ``net.units()`` lists them in order).
         taps: which of ``input, shortcut, branch, sum, output`` to report.
-        stats: which statistics to report (``probes.stats`` declares each); default all.
+        stats: which statistics to report (``probes.stats`` declares each); default
+            ``DEFAULT_STATS``: all but the identity path's (``PATH_STATS``: ``path_share``,
+            ``path_share_indep``, ``path_frac``, at the ``output`` tap of each stage's last
+            unit; ``probes.identity_path``), which are asked for by name.
         every: probe one step in ``every``; the others cost (almost) nothing.
         weight_inputs: also record the channel statistics of every Conv2d / Linear input.
         param_grads: also record each unit's parameter-gradient norm at ``step()``.
@@ -68,13 +73,15 @@ class SignalProbe:
         self.model, self.taps, self.stats, self.every, self.first_step = model, taps, stats, every, first_step
         self.weight_inputs, self.param_grads = weight_inputs, param_grads and "grad_norm" in stats
         self._index = TapIndex(model)
-        # Taps measured: those asked for, and those the cut statistics read.
+        # Taps measured: those asked for, and those the cut and path statistics read.
         cuts = [s for s in S.CUT if s.name in stats and "sum" in taps]
-        measured = set(taps).union(*(s.taps for s in cuts))
+        paths = [s for s in S.PATH if s.name in stats and "output" in taps]
+        measured = set(taps).union(*(s.taps for s in cuts + paths))
         self._taps = TapRecorder(self._index, [tap in measured for tap in TAP_NAMES],
                                  signs=bool(S.needs(stats) & {"sign_sum", "sign_sq"}),
                                  cut=any("cut_energy" in s.needs for s in cuts), cpp=cpp_hooks, pause_gc=pause_gc)
         self._weights = WeightInputs(model, self._index) if weight_inputs else None
+        self._path = IdentityPath(self._index) if paths else None
         self._rows = RowBuilder(self._index, taps, stats, () if self._weights is None else self._weights.meta)
         self._records = []                   # (step, values, layout) per probed step: the state
         self._calls = 0                      # step() calls so far
@@ -98,6 +105,8 @@ class SignalProbe:
 
     def _clear_step(self):
         self._taps.clear_step()
+        if self._path is not None:
+            self._path.clear_step()
         self._active = self._calls % self.every == 0
 
     def _sync_hooks(self):
@@ -112,7 +121,7 @@ class SignalProbe:
         """
         want = self._inside and self._active
         if want and self._saved_forwards is None:
-            self._installed = self._taps.forwards()
+            self._installed = self._forwards()
             self._saved_forwards = [module.__dict__.get("forward") for module, _ in self._installed]
             for (module, forward), before in zip(self._installed, self._saved_forwards):
                 module.__dict__["forward"] = forward if before is None else partial(_chained, forward, before)
@@ -127,6 +136,16 @@ class SignalProbe:
             self._saved_forwards = None
             if self._weights is not None:
                 self._weights.remove()
+
+    def _forwards(self):
+        """(Tap module, its forward while the probe is in): the recorder's, followed by the
+        identity path's where a path statistic is asked for."""
+        forwards = self._taps.forwards()
+        if self._path is None:
+            return forwards
+        then = self._path.forwards()
+        return [(module, partial(_chained, forward, then[module]) if module in then else forward)
+                for module, forward in forwards]
 
     # ---- per step ------------------------------------------------------------------------
     def step(self) -> bool:
@@ -151,6 +170,10 @@ class SignalProbe:
         if taps.cut is not None and taps.cut.numerators is not None and any(taps.fwd.seen):
             parts.append(taps.cut.numerators.double())
             layout.append(("cut", None))
+        path = None if self._path is None else self._path.finish_step()
+        if path is not None:
+            parts.append(path[0])
+            layout.append(("path", path[1]))
         weights = None if self._weights is None else self._weights.finish_step()
         if weights is not None:
             parts.append(weights[0])
@@ -208,7 +231,8 @@ class SignalProbe:
     def nbytes(self) -> int:
         """Bytes of device buffers the probe holds between steps, with the backends' scratch
         (the Triton kernels' partial sums, kept per CUDA stream, shared by all probes)."""
-        own = self._taps.nbytes() + (0 if self._weights is None else self._weights.nbytes())
+        own = self._taps.nbytes() + (0 if self._weights is None else self._weights.nbytes()) \
+            + (0 if self._path is None else self._path.nbytes())
         return own + kernels.scratch_bytes()
 
 
@@ -218,7 +242,7 @@ def _checked(taps, stats, every, cpp_hooks):
     bad = [t for t in taps if t not in TAP_NAMES]
     if bad:
         raise ValueError(f"unknown tap {bad[0]!r}; valid: {', '.join(TAP_NAMES)}")
-    stats = S.ALL_STATS if stats is None else ((stats,) if isinstance(stats, str) else tuple(stats))
+    stats = S.DEFAULT_STATS if stats is None else ((stats,) if isinstance(stats, str) else tuple(stats))
     bad = [s for s in stats if s not in S.ALL_STATS]
     if bad:
         raise ValueError(f"unknown stat {bad[0]!r}; valid: {', '.join(S.ALL_STATS)}")

@@ -13,7 +13,11 @@ For a tensor t with N elements in C channels of M = N / C elements each (batch a
 * ``cut_energy``: at a unit's output f(y), sum h^2 [f(y) = 0] of its shortcut h, read in the
   same pass where both are laid out alike;
 * of a weight layer's input also ``s2c`` (per channel, the sum of t^2); of a unit's parameters
-  ``param_sq`` (the sum of their squared gradients).
+  ``param_sq`` (the sum of their squared gradients);
+* of a stage's identity path (``PATH_SUMS``, read by torch operations in ``probes.identity_path``,
+  not by the backends): the stage-end gradient's energy ``path_energy`` = sum g^2, the part of it
+  on the open path ``path_passed`` = sum g^2 M, and the path's open elements ``path_open`` = sum M
+  of ``path_numel``.
 
 Adding a statistic: declare it below. If it needs a raw sum no backend computes yet, add the
 sum to ``RAW_ROW`` and to each backend (``tests/test_conformance.py`` names the backend that
@@ -138,6 +142,52 @@ CUT = (
 )
 
 
+# ---- of a stage's identity path (claim C2 element by element; ``probes.identity_path``) -------
+
+@dataclasses.dataclass(frozen=True)
+class PathStatistic(Statistic):
+    """A statistic of a stage's identity path, recorded at the ``output`` tap of the stage's
+    last unit in one ``direction``; ``taps``: of each unit on the path, measured for it."""
+    direction: str = "backward"
+    taps: tuple = ()
+
+
+class PathSums:
+    """Per stage with an identity path (float64 numpy): the sums of ``identity_path.SUMS`` --
+    ``passed`` = sum g^2 M, ``energy`` = sum g^2 of the gradient g at the stage's end,
+    ``open`` = sum M, ``numel`` -- and ``chain_cut``: per stage, the ``grad_cut`` of each unit
+    on its path (an array)."""
+
+    def __init__(self, passed, energy, opened, numel, chain_cut=()):
+        self.passed, self.energy, self.open, self.numel, self.chain_cut = passed, energy, opened, numel, chain_cut
+
+
+def _ratio(num, den):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+PATH = (
+    PathStatistic("path_share", ("path_passed", "path_energy"), lambda p: _ratio(p.passed, p.energy),
+                  "sum g^2 M / sum g^2: the share of the gradient energy at a stage's end that passes "
+                  "every after-addition function along the identity path, element by element "
+                  "(M = prod_k [out_k != 0] over the units of the stage's identity path, 1 where f is "
+                  "the identity); NaN without gradient energy", direction="backward"),
+    PathStatistic("path_share_indep", ("sum_sq",), lambda p: np.array([np.prod(1 - c) for c in p.chain_cut]),
+                  "prod_k (1 - grad_cut_k) over the same units: path_share as C2's product of per-unit "
+                  "averages gives it, each unit's share of its own gradient energy, as if the units' "
+                  "masks were independent; equal to path_share where the branches carry no gradient "
+                  "(the product telescopes), so the two differ by the masks' dependence and the "
+                  "branches' gradient between the units", direction="backward", taps=("sum", "output")),
+    PathStatistic("path_frac", ("path_open", "path_numel"), lambda p: p.open / p.numel,
+                  "mean M: the share of elements whose identity path through the stage is open "
+                  "(forward, unweighted by the gradient)", direction="forward"),
+)
+# The raw sums of PATH: torch operations of ``probes.identity_path`` on any device, not the
+# backends' (``RAW_SUMS``): three reductions per stage, not per tensor.
+PATH_SUMS = ("path_passed", "path_energy", "path_open", "path_numel")
+
+
 # ---- of every Conv2d / Linear input (weight_inputs=True; claim C6) --------------------------
 
 class ChannelMoments:
@@ -180,9 +230,13 @@ TENSOR_STATS = tuple(s.name for s in TENSOR)
 FORWARD_STATS = TENSOR_STATS + tuple(s.name for s in CUT if s.direction == "forward")
 BACKWARD_STATS = TENSOR_STATS + tuple(s.name for s in CUT if s.direction == "backward")
 WEIGHT_INPUT_STATS = tuple(s.name for s in WEIGHT_INPUT)
-ALL_STATS = tuple(dict.fromkeys(FORWARD_STATS + BACKWARD_STATS + WEIGHT_INPUT_STATS
-                                + tuple(s.name for s in PARAMS)))
-DECLARED = {s.name: s for s in TENSOR + CUT + WEIGHT_INPUT + PARAMS}
+PATH_STATS = tuple(s.name for s in PATH)
+# A probe's default: every statistic but the identity path's, which are asked for by name (they
+# put a Python function in front of the C++ taps and hold a mask per stage: identity_path).
+DEFAULT_STATS = tuple(dict.fromkeys(FORWARD_STATS + BACKWARD_STATS + WEIGHT_INPUT_STATS
+                                    + tuple(s.name for s in PARAMS)))
+ALL_STATS = DEFAULT_STATS + PATH_STATS
+DECLARED = {s.name: s for s in TENSOR + CUT + WEIGHT_INPUT + PARAMS + PATH}
 
 
 def needs(stats) -> set:

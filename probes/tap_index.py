@@ -10,7 +10,7 @@ import torch
 from resnet_lab.taps import TAP_INDEX, TAP_NAMES, tapped_units
 
 PER_UNIT = len(TAP_NAMES)
-SHORTCUT, SUM, OUTPUT = TAP_INDEX["shortcut"], TAP_INDEX["sum"], TAP_INDEX["output"]
+INPUT, SHORTCUT, SUM, OUTPUT = TAP_INDEX["input"], TAP_INDEX["shortcut"], TAP_INDEX["sum"], TAP_INDEX["output"]
 
 
 class TapIndex:
