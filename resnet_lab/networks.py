@@ -145,8 +145,12 @@ def resolve_cifar_block(depth: int, block: str = "auto") -> str:
     raise ValueError(f"no CIFAR ResNet of depth {depth} with block={block}; {hints}")
 
 
+# the options of ``cifar_resnet`` a sweep cell may name as factors (``resnet_lab.sweep.build``)
+NETWORK_OPTIONS = ("shortcut", "after")
+
+
 def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, in_channels=3,
-                 block="auto", shortcut=None):
+                 block="auto", shortcut=None, after=None):
     """A CIFAR ResNet of ``depth`` layers (weight layers: stem + units + classifier).
 
     Basic units (depth 6n+2, n units per stage): a 3x3 stem conv to ``width`` channels and
@@ -162,6 +166,9 @@ def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, 
     Post-activation kinds get a conv-BN-ReLU stem; pre-activation kinds a bare conv stem (their
     first unit normalises it) and a final BN-ReLU before pooling, as the official code.
     ``block``: see ``resolve_cifar_block`` for which depths ``"auto"`` resolves and how.
+    ``shortcut``: ``"A"`` or ``"B"`` where the shape changes (default: the block's, above).
+    ``after``: every unit's after-addition function by name (``resnet_lab.shortcuts.AFTERS``);
+    default: the unit kind's.
     Init: He fan-out for convolutions (the official code's).
     """
     unit_kind = resolve_unit_kind(version, unit_kind)
@@ -178,7 +185,7 @@ def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, 
     stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
     if not preact:
         stem = nn.Sequential(stem, nn.BatchNorm2d(width), nn.ReLU())
-    stages = _stages(unit_kind, block, widths, [n] * 3, width, 1, shortcut=shortcut)
+    stages = _stages(unit_kind, block, widths, [n] * 3, width, 1, shortcut=shortcut, after=after)
     final = bn_relu(widths[-1]) if unit_kind not in ("original", "bn_after_add") else nn.Identity()
     net = ResNet(stem, stages, final, widths[-1], num_classes,
                  name=f"cifar_resnet{depth}_{unit_kind}")

@@ -39,7 +39,7 @@ from . import signals
 from .cellstore import CELL_COLUMNS, CellChanged, CellStore
 from .costs import step_seconds
 from .errors import CellFailed, one_line
-from .networks import cifar_resnet
+from .networks import NETWORK_OPTIONS, cifar_resnet
 from .progress import SweepProgress
 from .runs import RunDir, check_writable_dir, read_table, write_table
 from .training import CHECKPOINT, CheckpointUnreadable
@@ -102,10 +102,15 @@ def with_ids(df: pd.DataFrame | None, experiment: str, cell: Cell) -> pd.DataFra
 
 def build(cell: Cell, data) -> torch.nn.Module:
     """The cell's network, initialised from its seed (so V1 and V2 of a seed differ only in
-    their units' arrangement, and repeat exactly)."""
+    their units' arrangement, and repeat exactly).
+
+    The cell's factors that name a network option (``networks.NETWORK_OPTIONS``: a shortcut
+    variant, an after-addition function, ...) go to the builder, so a new variant is one
+    factor of the experiment's cells; the other factors (the input data, ...) do not."""
     torch.manual_seed(cell.seed)
+    options = {name: value for name, value in cell.factors if name in NETWORK_OPTIONS}
     return cifar_resnet(cell.depth, unit_kind=cell.unit_kind, width=cell.width,
-                        num_classes=data.num_classes, in_channels=data.in_channels)
+                        num_classes=data.num_classes, in_channels=data.in_channels, **options)
 
 
 # ---- running cells --------------------------------------------------------------------------

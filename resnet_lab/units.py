@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .shortcuts import (BNReLUAfter, Identity, IdentityAfter, ReLUAfter, ZeroPad, make_after,
+                        projection)
 from .taps import make_taps
 
 UNIT_KINDS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
@@ -82,26 +84,8 @@ def conv1x1(cin, cout, stride=1):
 
 
 def bn_relu(channels):
+    """A net's final BN-ReLU before pooling."""
     return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
-
-
-class ZeroPadShortcut(nn.Module):
-    """Option A of He et al. 2015: subsample by ``stride``, pad the new channels with zeros.
-
-    It has no parameters, so the CIFAR nets keep the published parameter counts.
-    """
-
-    def __init__(self, in_channels, out_channels, stride):
-        super().__init__()
-        self.extra = out_channels - in_channels
-        self.stride = stride
-
-    def forward(self, x):
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
-
-    def extra_repr(self):
-        return f"stride={self.stride}, pad_channels={self.extra}"
 
 
 def _weight_layers(block, cin, cout, stride, stride_on_3x3):
@@ -138,12 +122,9 @@ def _branch(unit_kind, convs, share_preact):
     return nn.Sequential(*layers)
 
 
-def _after_addition(unit_kind, channels):
-    if unit_kind == "original":
-        return nn.ReLU()
-    if unit_kind == "bn_after_add":
-        return bn_relu(channels)
-    return nn.Identity()
+# the after-addition function of each kind (He et al. 2016 Fig. 4)
+KIND_AFTER = {"original": "relu", "bn_after_add": "bn_relu", "relu_before_add": "identity",
+              "relu_only_preact": "identity", "full_preact": "identity"}
 
 
 class ResidualUnit(nn.Module):
@@ -161,10 +142,16 @@ class ResidualUnit(nn.Module):
             activation once to feed both paths (official resnet-1k-layers). ``False``
             reproduces the article's V2 unit, whose projection sees the raw input.
         projection_bn: whether the projection ends with BN; default: for kinds (a)-(c) only.
+        after: the after-addition function by name (``resnet_lab.shortcuts.AFTERS``);
+            default: the kind's (``KIND_AFTER``).
+
+    ``unit.shortcut`` (h, a ``resnet_lab.shortcuts.Shortcut``) and ``unit.after`` (f, an
+    ``Activation``) declare their formulas; ``reference_formula`` reads them.
     """
 
     def __init__(self, unit_kind, block, in_channels, out_channels, stride=1, shortcut="B",
-                 stage=1, index=0, stride_on_3x3=False, shared_preact=True, projection_bn=None):
+                 stage=1, index=0, stride_on_3x3=False, shared_preact=True, projection_bn=None,
+                 after=None):
         super().__init__()
         if unit_kind not in UNIT_KINDS:
             raise ValueError(f"unknown unit kind {unit_kind!r}; valid: {', '.join(UNIT_KINDS)}")
@@ -175,34 +162,42 @@ class ResidualUnit(nn.Module):
         self.unit_kind, self.block, self.stage, self.index = unit_kind, block, stage, index
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         changes_shape = stride != 1 or in_channels != out_channels
-        self.shortcut_kind = "identity" if not changes_shape else shortcut
-        share = unit_kind in PREACT_KINDS and self.shortcut_kind == "B" and shared_preact
+        chosen = shortcut if changes_shape else "identity"
+        share = unit_kind in PREACT_KINDS and chosen == "B" and shared_preact
         self.taps = make_taps()
+        # modules are made in this order (preact, branch, shortcut, after): the order in which
+        # construction draws random numbers, hence every net's initial weights
         if share:
-            self.preact = bn_relu(in_channels) if unit_kind == "full_preact" else nn.ReLU()
+            self.preact = BNReLUAfter(in_channels) if unit_kind == "full_preact" else ReLUAfter()
         else:
             self.preact = nn.Identity()
         self.branch = _branch(unit_kind, _weight_layers(block, in_channels, out_channels, stride,
                                                    stride_on_3x3), share)
-        self.shortcut = self._make_shortcut(unit_kind, projection_bn)
-        self.after = _after_addition(unit_kind, out_channels)
+        self.shortcut = self._make_shortcut(chosen, unit_kind, projection_bn)
+        self.after = make_after(KIND_AFTER[unit_kind] if after is None else after, out_channels)
         self.shares_preact = share
 
-    def _make_shortcut(self, unit_kind, projection_bn):
-        if self.shortcut_kind == "identity":
-            return nn.Identity()
-        if self.shortcut_kind == "A":
-            return ZeroPadShortcut(self.in_channels, self.out_channels, self.stride)
+    @property
+    def shortcut_kind(self) -> str:
+        """The shortcut's name in tables: ``identity``, ``A``, ``B`` (or a variant's)."""
+        return self.shortcut.kind
+
+    def _make_shortcut(self, chosen, unit_kind, projection_bn):
+        if chosen == "identity":
+            return Identity()
+        if chosen == "A":
+            return ZeroPad(self.in_channels, self.out_channels, self.stride)
         if projection_bn is None:
             projection_bn = unit_kind not in PREACT_KINDS
-        proj = conv1x1(self.in_channels, self.out_channels, self.stride)
-        return nn.Sequential(proj, nn.BatchNorm2d(self.out_channels)) if projection_bn else proj
+        return projection(self.in_channels, self.out_channels, self.stride, bn=projection_bn)
 
     def forward(self, x):
         x = self.taps.input(x)
         a = self.preact(x)
-        h = self.taps.shortcut(self.shortcut(a if self.shares_preact else x))
-        branch = self.taps.branch(self.branch(a))
+        h, weight = self.shortcut.mix(a if self.shares_preact else x)
+        h = self.taps.shortcut(h)
+        branch = self.branch(a)
+        branch = self.taps.branch(branch if weight is None else weight * branch)
         y = self.taps.sum(h + branch)
         return self.taps.output(self.after(y))
 
@@ -210,31 +205,23 @@ class ResidualUnit(nn.Module):
         return (f"unit_kind={self.unit_kind}, block={self.block}, stage={self.stage}, "
                 f"index={self.index}, "
                 f"{self.in_channels}->{self.out_channels}, stride={self.stride}, "
-                f"shortcut={self.shortcut_kind}")
+                f"shortcut={self.shortcut_kind}, after={self.after.kind}")
 
 
 @torch.no_grad()
 def reference_formula(unit: ResidualUnit, x, h, branch):
-    """What the unit's ``sum`` and ``output`` taps must hold, from its input ``x``, shortcut
-    ``h`` and branch ``F`` taps: ``(y, out)`` with ``y = x + F`` where the shortcut is the
-    identity (so a shortcut that is not shows), ``y = h + F`` where it is a projection or
-    zero-padding, and ``out = f(y)`` with f written out here from the paper (not taken from
-    ``unit.after``) -- so tests and the C1 check compare the taps against the formula, not the
-    code against itself.
+    """What the unit's ``sum`` and ``output`` taps must hold, from its input ``x`` and branch
+    ``F`` taps: ``(y, out)`` with ``y = h(x) + F`` and ``out = f(y)``, where h and f are the
+    formulas its shortcut and after-addition function declare (``reference``, written from
+    the paper in plain torch; a shared pre-activation's too) -- not the shortcut tap ``h``, so
+    a shortcut that computes something else than it declares shows, and not the modules' code,
+    so tests and the C1 check compare the taps against the formula, not the code against
+    itself. ValueError for a module that declares no formula.
     """
-    y = (x if unit.shortcut_kind == "identity" else h) + branch
-    if unit.unit_kind == "original":
-        out = torch.relu(y)
-    elif unit.unit_kind == "bn_after_add":
-        bn = unit.after[0]
-        if bn.training:
-            mean = y.mean(dim=(0, 2, 3), keepdim=True)
-            var = y.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
-        else:
-            mean = bn.running_mean.view(1, -1, 1, 1)
-            var = bn.running_var.view(1, -1, 1, 1)
-        normed = (y - mean) / torch.sqrt(var + bn.eps)
-        out = torch.relu(normed * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1))
-    else:
-        out = y
-    return y, out
+    for name in ("shortcut", "after") + (("preact",) if unit.shares_preact else ()):
+        if not callable(getattr(getattr(unit, name), "reference", None)):
+            raise ValueError(f"unit.{name} ({type(getattr(unit, name)).__name__}) declares no "
+                             "formula; use the modules of resnet_lab.shortcuts")
+    source = unit.preact.reference(x) if unit.shares_preact else x
+    y = unit.shortcut.reference(source) + branch
+    return y, unit.after.reference(y)

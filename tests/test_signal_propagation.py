@@ -15,6 +15,7 @@ from experiment_checks import (bad_input, help_text, one_thread, redraw_without_
 from analysis import signal_propagation as SP
 from resnet_lab import cifar_resnet
 from analysis import claims as C
+from resnet_lab.shortcuts import Identity, IdentityAfter, ReLUAfter
 from resnet_lab.units import ResidualUnit
 
 NAME = "signal_propagation"
@@ -59,15 +60,29 @@ def test_smoke_writes_every_file_and_claim(smoke):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 1000
 
 
+class _ReLUDeclaredIdentity(IdentityAfter):
+    """Declares f(y) = y, computes a ReLU."""
+
+    def forward(self, y):
+        return torch.relu(y)
+
+
+class _IdentityDeclaredReLU(ReLUAfter):
+    """Declares f(y) = max(y, 0), computes the identity."""
+
+    def forward(self, y):
+        return y
+
+
 def broken(kind):
-    """A net whose second unit computes the wrong formula."""
+    """A net whose second unit computes another formula than it declares."""
     torch.manual_seed(0)
     net = cifar_resnet(20, unit_kind=kind, width=4, in_channels=1)
     unit = net.units()[1]
     if kind == "full_preact":
-        unit.after = nn.ReLU()               # V2 with an after-addition ReLU
+        unit.after = _ReLUDeclaredIdentity()   # V2 with an after-addition ReLU
     else:
-        unit.after = nn.Identity()           # V1 without its ReLU
+        unit.after = _IdentityDeclaredReLU()   # V1 without its ReLU
     return net
 
 
@@ -91,7 +106,12 @@ def test_formula_check_catches_a_shortcut_that_is_not_the_identity():
     net = cifar_resnet(20, version=2, width=4, in_channels=1)
     unit = net.units()[2]
     assert unit.shortcut_kind == "identity"
-    unit.shortcut = nn.Dropout(p=0.5)        # h(x) != x
+
+    class DeclaredIdentity(Identity):        # declares h = x, computes a dropout
+        def forward(self, x):
+            return nn.functional.dropout(x, p=0.5)
+
+    unit.shortcut = DeclaredIdentity()       # h(x) != x
     _, rows = SP.measure_net(net, torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))
     assert rows.loc[rows["unit"] == 2, "error"].item() > 0.01
 
