@@ -176,9 +176,9 @@ CUTS = ("grad_cut", "shortcut_cut", "frac_neg")
 # Interventions at the run's deepest depth (issue 36 item 5): name -> (unit kind, the network
 # options the cell names as factors (resnet_lab.sweep.build), words).
 ARMS = {
-    "no_after_relu": ("original", (("after", "identity"),),
+    "no_after_relu": ("original", (("shortcut_variant", "no_after_relu"),),
                       "V1 without its after-addition ReLU (f = identity), nothing else changed"),
-    "final_bn_relu": ("original", (("final", "bn_relu"),),
+    "final_bn_relu": ("original", (("shortcut_variant", "final_bn_relu"),),
                       "V1 with a final BN-ReLU before pooling (V2's logit scale)"),
     "relu_before_add": ("relu_before_add", (), "ReLU before the addition (He et al. Fig. 4c), "
                         "f = identity"),

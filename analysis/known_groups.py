@@ -75,10 +75,12 @@ def comparison_rows(table: pd.DataFrame, measure: Measure, group: KnownGroup, de
             "reason": group.reason, "text": measure.text}
 
 
-def check(table: pd.DataFrame, measures, groups, depths) -> pd.DataFrame:
+def check(table: pd.DataFrame, measures, groups, depths, *, shortcut="shortcut") -> pd.DataFrame:
     """Every measure x depth x known comparison (``KNOWN_GROUPS_COLUMNS``); ``measure_passed``:
-    the measure passed every one of its comparisons."""
-    rows = [comparison_rows(table, m, g, d) for m in measures for d in depths for g in groups]
+    the measure passed every one of its comparisons. ``shortcut``: the column naming a net's
+    shortcut."""
+    rows = [comparison_rows(table, m, g, d, shortcut=shortcut) for m in measures for d in depths
+            for g in groups]
     out = pd.DataFrame(rows)
     out["measure_passed"] = out.groupby("measure")["passed"].transform("all")
     return out[KNOWN_GROUPS_COLUMNS]

@@ -51,6 +51,7 @@ from probes import ShortcutPath, SignalProbe
 from resnet_lab import plotting, settings
 from resnet_lab.data import Batches
 from resnet_lab.runs import read_table
+from resnet_lab.shortcuts import HE2016_TABLE1, VARIANTS
 from resnet_lab.sweep import Cell, CellResult, build
 
 from . import controls as K
@@ -84,25 +85,16 @@ OPTIONS = ("depths", "seeds", "steps", "warmup_steps", "batch_size", "lr", "data
 
 # --------------------------------------------------------------------------- the variants
 IDENTITY = "identity"
-# name (the cell factor ``shortcut``), words, He et al. 2016 Table 1 (ResNet-110, CIFAR-10 test
-# error %; None = "fail": their training did not converge to a usable net)
-VARIANTS = [
-    (IDENTITY, "original (identity shortcut)", 6.61),
-    ("scale_0.5_1", "constant scaling: shortcut 0.5, branch 1", None),
-    ("scale_0.5_0.5", "constant scaling: shortcut 0.5, branch 0.5", 12.35),
-    ("exclusive_gate_0", "exclusive gating, gate bias 0", None),
-    ("exclusive_gate_-6", "exclusive gating, gate bias −6", 8.70),
-    ("shortcut_gate_0", "shortcut-only gating, gate bias 0", 12.86),
-    ("shortcut_gate_-6", "shortcut-only gating, gate bias −6", 6.91),
-    ("conv1x1", "1x1 convolution shortcut", 12.22),
-    ("dropout_0.5", "dropout shortcut, ratio 0.5", None),
-]
-SHORTCUTS = [name for name, _, _ in VARIANTS]
-LABELS = {name: label for name, label, _ in VARIANTS}
-HE_TABLE1 = {name: error for name, _, error in VARIANTS}
-# on V2 (identity after the addition) every Table 1 shortcut is defined; He et al. tried them
-# on the original unit only, so V2's rows are measured at init only.
-V2_SHORTCUTS = SHORTCUTS
+FACTOR = "shortcut_variant"      # the cell factor (and column) naming a net's shortcut variant
+# He et al. 2016 Table 1, as resnet_lab.shortcuts holds it beside the variants: (variant, case,
+# on the shortcut, on F, ResNet-110 CIFAR-10 test error %, None = "fail").
+SHORTCUTS = [row[0] for row in HE2016_TABLE1]
+LABELS = {row[0]: f"{row[1]} (h: {row[2]}, F: {row[3]})" for row in HE2016_TABLE1}
+HE_TABLE1 = {row[0]: row[4] for row in HE2016_TABLE1}
+# on V2 (identity after the addition) every Table 1 shortcut is defined (the variant says where
+# it makes sense); He et al. tried them on the original unit only: V2's nets are measured at
+# init only.
+V2_SHORTCUTS = [name for name in SHORTCUTS if "full_preact" in VARIANTS[name].unit_kinds]
 VERSIONS = {1: "original", 2: "full_preact"}
 
 # --------------------------------------------------------------------------- the check
@@ -127,7 +119,7 @@ KNOWN_GROUPS = [
 ]
 TRAINS_ERROR = 0.5           # "trains": training error over the last quarter below 50%
 PROBE = dict(taps=("input", "output"), stats=("norm",), param_grads=False)
-KEYS = ["depth", "version", "shortcut", "seed"]      # a net of Part A
+KEYS = ["depth", "version", FACTOR, "seed"]      # a net of Part A
 WORK_PARTS = ("init", "trained")
 FILES = ("config.json", "cells.csv", "init.csv", "known_groups.csv", "trained.csv", "table1.csv")
 
@@ -156,11 +148,11 @@ def deepest(s) -> list[int]:
 
 
 def cells(s) -> list:
-    init = [Cell(d, VERSIONS[v], seed, s["widths"][d], (("part", "init"), ("shortcut", name)))
+    init = [Cell(d, VERSIONS[v], seed, s["widths"][d], (("part", "init"), (FACTOR, name)))
             for d in s["depths"] for v in (1, 2)
             for name in (SHORTCUTS if v == 1 else V2_SHORTCUTS) for seed in s["seeds"]]
     trained = [Cell(s["train_depth"], VERSIONS[1], seed, s["train_width"],
-                    (("part", "trained"), ("shortcut", name)))
+                    (("part", "trained"), (FACTOR, name)))
                for name in SHORTCUTS for seed in s["train_seeds"]]
     return init + trained
 
@@ -238,7 +230,8 @@ def init_table(probe: pd.DataFrame, path: pd.DataFrame) -> pd.DataFrame:
 def known_groups(init: pd.DataFrame, s) -> pd.DataFrame:
     """The known-groups check on V1's nets at each series' deepest depth."""
     v1 = init[init["version"] == 1]
-    return G.check(v1, MEASURES, KNOWN_GROUPS, [d for d in deepest(s) if d in set(v1["depth"])])
+    return G.check(v1, MEASURES, KNOWN_GROUPS, [d for d in deepest(s) if d in set(v1["depth"])],
+                   shortcut=FACTOR)
 
 
 def trained_table(train, final, s, *, num_classes, epoch) -> pd.DataFrame:
@@ -247,19 +240,19 @@ def trained_table(train, final, s, *, num_classes, epoch) -> pd.DataFrame:
     steps = s["steps"]
     windows = {"end": (steps - max(1, steps // 4), steps)}
     rows = []
-    for shortcut, part in train.groupby("shortcut", sort=False):
+    for shortcut, part in train.groupby(FACTOR, sort=False):
         per = per_net_curves(part, windows=windows, steps=steps, chance=1 - 1 / num_classes,
                              warmup=warmup_length(s), epoch=epoch)
-        rows.append(per.assign(shortcut=shortcut))
-    table = pd.concat(rows, ignore_index=True).set_index(["shortcut", "seed"])
-    wide = spread(final, ["shortcut", "seed"], ["split", "metric"])
+        rows.append(per.assign(**{FACTOR: shortcut}))
+    table = pd.concat(rows, ignore_index=True).set_index([FACTOR, "seed"])
+    wide = spread(final, [FACTOR, "seed"], ["split", "metric"])
     wide.columns = [f"{split}_{metric}" for split, metric in wide.columns]
     table = table.join(wide, how="left").reset_index()
     table["trains"] = table["err_end"] < TRAINS_ERROR
     table["fits"] = table["train_error"] <= K.FIT_ERROR
     order = {name: k for k, name in enumerate(SHORTCUTS)}
-    return table.sort_values(["shortcut", "seed"], key=lambda c: c.map(order) if c.name ==
-                             "shortcut" else c, kind="stable").reset_index(drop=True)
+    return table.sort_values([FACTOR, "seed"], key=lambda c: c.map(order) if c.name == FACTOR
+                             else c, kind="stable").reset_index(drop=True)
 
 
 def he_et_al_text(error) -> str:
@@ -271,7 +264,7 @@ def table1(trained: pd.DataFrame) -> pd.DataFrame:
     """He et al.'s Table 1 beside ours: one row per shortcut."""
     rows = []
     for name in SHORTCUTS:
-        part = trained[trained["shortcut"] == name]
+        part = trained[trained[FACTOR] == name]
         if part.empty:
             continue
         n = len(part)
@@ -323,13 +316,13 @@ def figure_init(init: pd.DataFrame, known: pd.DataFrame, folder, name="known_gro
     measure's known-groups result in its panel's title."""
     v1 = init[init["version"] == 1]
     depths = sorted(known["depth"].unique()) if len(known) else sorted(v1["depth"].unique())[-1:]
-    present = [n for n in SHORTCUTS if n in set(v1["shortcut"])]
+    present = [n for n in SHORTCUTS if n in set(v1[FACTOR])]
     fig, axes = plotting.new_figure("two", 1.6 * len(depths), len(depths), len(MEASURES))
     for r, depth in enumerate(depths):
         for ax, m in zip(axes[r], MEASURES):
             part = v1[v1["depth"] == depth]
             for k, shortcut in enumerate(present):
-                values = part.loc[part["shortcut"] == shortcut, m.column].clip(lower=-60)
+                values = part.loc[part[FACTOR] == shortcut, m.column].clip(lower=-60)
                 color = "0.1" if shortcut == IDENTITY else ("C3" if shortcut in
                                                             {g.bad for g in KNOWN_GROUPS} else "0.55")
                 ax.scatter(np.full(len(values), k) + np.linspace(-0.15, 0.15, len(values)),
@@ -363,10 +356,36 @@ def figure_table1(t1: pd.DataFrame, folder, name="table1_test_error"):
     return plotting.save_figure(fig, folder, name)
 
 
+def figure_training(train: pd.DataFrame, folder, name="table1_training_error"):
+    """Part B: training error (10-iteration running mean, train mode) per shortcut, mean over
+    seeds; the identity shortcut black, the known-bad ones red."""
+    rows = train[(train["split"] == "train") & (train["metric"] == "error")]
+    fig, axes = plotting.new_figure("one", 2.6)
+    ax = axes[0][0]
+    grey = iter(np.linspace(0.35, 0.75, len(SHORTCUTS)))
+    bad = {g.bad for g in KNOWN_GROUPS}
+    for shortcut in SHORTCUTS:
+        part = rows[rows[FACTOR] == shortcut]
+        if part.empty:
+            continue
+        smooth = part.sort_values("step").groupby("seed")["value"].transform(
+            lambda e: e.rolling(10, min_periods=1).mean())
+        mean = part.assign(smooth=smooth * 100).groupby("step")["smooth"].mean()
+        color = "0.05" if shortcut == IDENTITY else ("C3" if shortcut in bad else str(next(grey)))
+        ax.plot(mean.index, mean.values, color=color, lw=1.2 if shortcut == IDENTITY else 0.8,
+                ls="-" if shortcut in bad or shortcut == IDENTITY else "--", label=shortcut)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training error (%)")
+    ax.legend(loc="upper right", fontsize=5, ncol=2)
+    return plotting.save_figure(fig, folder, name)
+
+
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    init, known, t1, folder = figure_inputs(run_dir, NAME, "init", "known_groups", "table1")
-    return figure_init(init, known, folder) + figure_table1(t1, folder)
+    init, known, t1, train, folder = figure_inputs(run_dir, NAME, "init", "known_groups",
+                                                   "table1", "train")
+    return (figure_init(init, known, folder) + figure_table1(t1, folder)
+            + figure_training(train, folder))
 
 
 def published_tables(run_dir) -> dict:
