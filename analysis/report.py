@@ -62,6 +62,7 @@ class Claim:
     windows: tuple = ()     # a label per primary measure, in order, where there are several
     known_group: str = ""   # the signal measure its primary rests on (the known-groups check)
     interventions: bool = False   # the section shows early_training's interventions
+    paper_row: str = ""     # claims rows (``paper_row``) that test He et al.'s own statement
 
 
 CLAIMS = (
@@ -80,7 +81,7 @@ CLAIMS = (
           "to the first unit); how it changes with training is a secondary row.",
           "V1, log10 share of gradient passing every ReLU − log10(1/2)",
           paper="§4.1: the truncation is frequent at 1000 layers (no number)",
-          known_group="shortcut_path", interventions=True),
+          known_group="shortcut_path", interventions=True, paper_row="more_frequent"),
     Claim("C3", "very deep V1 nets (1001 layers) train very slowly at first",
           "Optimizing deep networks (the paper's experiments use a 1001-layer ResNet) is easier: "
           "because of the nature of ReLU, when the signal is negative the shortcut has no effect, "
@@ -268,12 +269,21 @@ def why(claim: Claim, rows: pd.DataFrame, answer_of: dict) -> str:
     return f"{claim.measure or part.iloc[0]['measure']}: " + "; ".join(parts)
 
 
-def he_et_al(claim: Claim, answer: str) -> str:
-    """Whether He et al. made the same comparison, and whether this answer agrees."""
+def he_et_al(claim: Claim, answer: str, rows: pd.DataFrame | None = None) -> str:
+    """Whether He et al. made the same comparison, and whether this answer agrees -- or, where
+    a row tests He et al.'s own statement (``Claim.paper_row``), what the data say for it."""
     if not claim.paper:
         return "no such comparison"
     if not claim.paper_measured:
         return f"{claim.paper}; —"
+    if claim.paper_row:
+        has = rows is not None and "paper_row" in rows.columns
+        own = rows[rows["paper_row"] == claim.paper_row] if has else pd.DataFrame()
+        if own.empty:
+            return f"{claim.paper}; the data: no row tests it"
+        r = own.iloc[0]
+        word = {SUPPORTED: "agree", NOT_SUPPORTED: "⚠ disagree"}.get(r["verdict"], "cannot say")
+        return (f"{claim.paper}; the data {word}: {r['measure']}, {_test(r)} ({r['verdict']})")
     word = {SUPPORTED: "agrees", NOT_SUPPORTED: "⚠ disagrees (see why)"}.get(answer, "cannot say")
     return f"{claim.paper}; {word}"
 
@@ -287,7 +297,7 @@ def summary_table(rows, configs, out_dir) -> pd.DataFrame:
         figure = f"[{stem}]({experiment}/figures/{stem}.png)" if png is not None and png.is_file() else "—"
         table.append({"claim": claim.id, "article": claim.article, "answer": answer_of[claim.id],
                       "why": why(claim, rows, answer_of),
-                      "he_et_al": he_et_al(claim, answer_of[claim.id]), "figure": figure})
+                      "he_et_al": he_et_al(claim, answer_of[claim.id], rows), "figure": figure})
     return pd.DataFrame(table, columns=SUMMARY_COLUMNS)
 
 

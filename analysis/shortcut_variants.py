@@ -79,7 +79,8 @@ PRESETS = {
     # seconds: what the tests run.
     "smoke": dict(depths=[20, 29], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2],
                   batch_size=16, dataset="digits", steps=8, warmup_steps=2, lr=0.05,
-                  train_depth=20, train_width=4, train_seeds=2),
+                  train_depth=20, train_width=4, train_seeds=1,
+                  v2_shortcuts=["identity", "scale_0.5_1"]),
 }
 OPTIONS = ("depths", "seeds", "steps", "warmup_steps", "batch_size", "lr", "dataset")
 
@@ -133,6 +134,7 @@ def parse_settings(argv=None) -> dict:
     preset = PRESETS[s["preset"]]
     s["train_depth"], s["train_width"] = preset["train_depth"], preset["train_width"]
     s["train_seeds"] = s["seeds"][:preset["train_seeds"]]
+    s["v2_shortcuts"] = preset.get("v2_shortcuts", V2_SHORTCUTS)
     s["schedule"] = settings.paper_schedule(s)
     s["eval_every"] = s["steps"]
     return s
@@ -150,7 +152,7 @@ def deepest(s) -> list[int]:
 def cells(s) -> list:
     init = [Cell(d, VERSIONS[v], seed, s["widths"][d], (("part", "init"), (FACTOR, name)))
             for d in s["depths"] for v in (1, 2)
-            for name in (SHORTCUTS if v == 1 else V2_SHORTCUTS) for seed in s["seeds"]]
+            for name in (SHORTCUTS if v == 1 else s["v2_shortcuts"]) for seed in s["seeds"]]
     trained = [Cell(s["train_depth"], VERSIONS[1], seed, s["train_width"],
                     (("part", "trained"), (FACTOR, name)))
                for name in SHORTCUTS for seed in s["train_seeds"]]
@@ -289,6 +291,8 @@ def analyse(run, tables, cells_table, s, data):
     init = init_table(probe, path)
     run.write_csv("init.csv", init)
     run.write_csv(G.KNOWN_GROUPS_FILE, known_groups(init, s))
+    if "train" not in tables:            # a run of Part A alone (a pilot)
+        return
     train = tables["train"]
     run.write_csv("train.csv.gz", train)
     run.write_csv("final.csv", tables["final"])

@@ -31,13 +31,13 @@ def test_smoke_writes_every_file(smoke):
     init = pd.read_csv(run / "init.csv")
     v1 = init[init["version"] == 1]
     assert set(v1[SV.FACTOR]) == set(SV.SHORTCUTS) and set(init["depth"]) == {20, 29}
-    assert len(init) == 2 * 3 * (len(SV.SHORTCUTS) + len(SV.V2_SHORTCUTS))
+    assert len(init) == 2 * 3 * (len(SV.SHORTCUTS) + 2)           # V2: identity, scale_0.5_1
     assert init[["path_log10", "stage_rho", "abs_log_grad_ratio"]].notna().all().all()
     known = G.read_known_groups(run / G.KNOWN_GROUPS_FILE)
     # one row per measure x series (basic 20, bottleneck 29) x known comparison
     assert len(known) == len(SV.MEASURES) * 2 * len(SV.KNOWN_GROUPS)
     t1 = pd.read_csv(run / "table1.csv")
-    assert list(t1["shortcut"]) == SV.SHORTCUTS and (t1["n"] == 2).all()
+    assert list(t1["shortcut"]) == SV.SHORTCUTS and (t1["n"] == 1).all()
     assert t1.set_index("shortcut").loc["dropout_0.5", "he_et_al_test_error"] == "fail"
     assert t1.set_index("shortcut").loc["identity", "he_et_al_test_error"] == "6.61"
     for name in FIGURES:
