@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .shortcuts import variant
 from .units import BOTTLENECK_EXPANSION, PREACT_KINDS, ResidualUnit, bn_relu, resolve_unit_kind
 
 BASIC_CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)       # He et al. 2015, Table 6
@@ -145,12 +146,29 @@ def resolve_cifar_block(depth: int, block: str = "auto") -> str:
     raise ValueError(f"no CIFAR ResNet of depth {depth} with block={block}; {hints}")
 
 
+def _with_variant(unit_kind, after, shortcut_variant):
+    """(after, same-shape shortcut, final BN-ReLU?) of a net whose units have ``unit_kind``,
+    changed by the ``shortcut_variant`` named (``resnet_lab.shortcuts.VARIANTS``)."""
+    final_bn_relu = unit_kind not in ("original", "bn_after_add")
+    if shortcut_variant is None:
+        return after, None, final_bn_relu
+    change = variant(shortcut_variant, unit_kind)
+    if change.after is not None:
+        if after is not None and after != change.after:
+            raise ValueError(f"after={after!r} and shortcut_variant={shortcut_variant!r} "
+                             f"(after={change.after!r}) disagree; give one of them")
+        after = change.after
+    if change.final_bn_relu is not None:
+        final_bn_relu = change.final_bn_relu
+    return after, change.same_shape, final_bn_relu
+
+
 # the options of ``cifar_resnet`` a sweep cell may name as factors (``resnet_lab.sweep.build``)
-NETWORK_OPTIONS = ("shortcut", "after")
+NETWORK_OPTIONS = ("shortcut", "after", "shortcut_variant")
 
 
 def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, in_channels=3,
-                 block="auto", shortcut=None, after=None):
+                 block="auto", shortcut=None, after=None, shortcut_variant=None):
     """A CIFAR ResNet of ``depth`` layers (weight layers: stem + units + classifier).
 
     Basic units (depth 6n+2, n units per stage): a 3x3 stem conv to ``width`` channels and
@@ -169,6 +187,9 @@ def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, 
     ``shortcut``: ``"A"`` or ``"B"`` where the shape changes (default: the block's, above).
     ``after``: every unit's after-addition function by name (``resnet_lab.shortcuts.AFTERS``);
     default: the unit kind's.
+    ``shortcut_variant``: a name of ``resnet_lab.shortcuts.VARIANTS`` (He et al. 2016 Table 1's
+    shortcuts on every unit that keeps its shape; V1 without its after-addition ReLU; V1 with a
+    final BN-ReLU). ValueError naming the valid ones.
     Init: He fan-out for convolutions (the official code's).
     """
     unit_kind = resolve_unit_kind(version, unit_kind)
@@ -185,8 +206,10 @@ def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, 
     stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
     if not preact:
         stem = nn.Sequential(stem, nn.BatchNorm2d(width), nn.ReLU())
-    stages = _stages(unit_kind, block, widths, [n] * 3, width, 1, shortcut=shortcut, after=after)
-    final = bn_relu(widths[-1]) if unit_kind not in ("original", "bn_after_add") else nn.Identity()
+    after, same_shape, final_bn_relu = _with_variant(unit_kind, after, shortcut_variant)
+    stages = _stages(unit_kind, block, widths, [n] * 3, width, 1, shortcut=shortcut, after=after,
+                     same_shape=same_shape)
+    final = bn_relu(widths[-1]) if final_bn_relu else nn.Identity()
     net = ResNet(stem, stages, final, widths[-1], num_classes,
                  name=f"cifar_resnet{depth}_{unit_kind}")
     return he_fan_out_init(net)

@@ -2,7 +2,8 @@
 
 Every unit computes
 
-    h = h(x)            shortcut: identity, zero-padding (option A) or 1x1 projection (option B)
+    h = h(x)            shortcut: identity, zero-padding (option A) or 1x1 projection (option B),
+                        or one of He et al. 2016 Table 1's (``resnet_lab.shortcuts``)
     F = F(x)            branch: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1, expansion 4)
     y = h + F           the addition
     out = f(y)          after-addition function: ReLU for the original (V1) unit, identity for
@@ -144,6 +145,8 @@ class ResidualUnit(nn.Module):
         projection_bn: whether the projection ends with BN; default: for kinds (a)-(c) only.
         after: the after-addition function by name (``resnet_lab.shortcuts.AFTERS``);
             default: the kind's (``KIND_AFTER``).
+        same_shape: ``(channels, unit_kind) -> Shortcut``, the shortcut where the shape does not
+            change (a ``resnet_lab.shortcuts.Variant``'s); default: the identity.
 
     ``unit.shortcut`` (h, a ``resnet_lab.shortcuts.Shortcut``) and ``unit.after`` (f, an
     ``Activation``) declare their formulas; ``reference_formula`` reads them.
@@ -151,7 +154,7 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, unit_kind, block, in_channels, out_channels, stride=1, shortcut="B",
                  stage=1, index=0, stride_on_3x3=False, shared_preact=True, projection_bn=None,
-                 after=None):
+                 after=None, same_shape=None):
         super().__init__()
         if unit_kind not in UNIT_KINDS:
             raise ValueError(f"unknown unit kind {unit_kind!r}; valid: {', '.join(UNIT_KINDS)}")
@@ -173,7 +176,7 @@ class ResidualUnit(nn.Module):
             self.preact = nn.Identity()
         self.branch = _branch(unit_kind, _weight_layers(block, in_channels, out_channels, stride,
                                                    stride_on_3x3), share)
-        self.shortcut = self._make_shortcut(chosen, unit_kind, projection_bn)
+        self.shortcut = self._make_shortcut(chosen, unit_kind, projection_bn, same_shape)
         self.after = make_after(KIND_AFTER[unit_kind] if after is None else after, out_channels)
         self.shares_preact = share
 
@@ -182,9 +185,9 @@ class ResidualUnit(nn.Module):
         """The shortcut's name in tables: ``identity``, ``A``, ``B`` (or a variant's)."""
         return self.shortcut.kind
 
-    def _make_shortcut(self, chosen, unit_kind, projection_bn):
+    def _make_shortcut(self, chosen, unit_kind, projection_bn, same_shape):
         if chosen == "identity":
-            return Identity()
+            return Identity() if same_shape is None else same_shape(self.out_channels, unit_kind)
         if chosen == "A":
             return ZeroPad(self.in_channels, self.out_channels, self.stride)
         if projection_bn is None:
