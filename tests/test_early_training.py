@@ -61,9 +61,14 @@ def test_both_nets_of_a_pair_share_one_lr_schedule(smoke):
     iteration (one fixed warm-up, no data-dependent switch)."""
     run, _ = smoke
     train = pd.read_csv(run / "train.csv.gz")
-    lr = train[train["metric"] == "lr"].pivot_table(index=["depth", "seed", "step"],
-                                                    columns="version", values="value")
+    rates = train[train["metric"] == "lr"]
+    lr = rates[rates["arm"].isna()].pivot_table(index=["depth", "seed", "step"],
+                                                columns="version", values="value")
     assert len(lr) == 3 * 3 * 10 and (lr[1] == lr[2]).all()
+    # and every intervention net of a seed the same schedule as its V1/V2 pair
+    arms = rates[rates["arm"].notna()].set_index(["arm", "depth", "seed", "step"])["value"]
+    for (arm, depth, seed, step), value in arms.items():
+        assert value == lr.loc[(depth, seed, step), 1]
     assert set(lr.loc[(29, 0)][1].iloc[:3]) == {0.01} and set(lr.loc[(29, 0)][1].iloc[3:]) == {0.1}
 
 
@@ -86,7 +91,7 @@ def test_survival_and_stage_transmission_recomputed_from_the_probe_rows(smoke):
     run, _ = smoke
     probe = pd.read_csv(run / "probe.csv.gz")
     row = pd.read_csv(run / "summary.csv").set_index(["depth", "version", "seed"]).loc[(47, 1, 0)]
-    net = probe.query("depth == 47 and version == 1 and seed == 0")
+    net = probe.query("depth == 47 and version == 1 and seed == 0 and arm != arm")   # not an arm
     first = net[net["step"] == net["step"].min()]
     cuts = first.query("tap == 'sum' and stat == 'grad_cut'")["value"]
     assert row["survival_init"] == pytest.approx(np.log10(1 - cuts).sum())
@@ -152,7 +157,7 @@ def test_cut_table_is_the_mean_over_units_of_the_probe_rows(smoke):
     run, _ = smoke
     probe = pd.read_csv(run / "probe.csv.gz")
     cuts = pd.read_csv(run / "cuts.csv").set_index(["depth", "version", "seed", "step"])
-    rows = probe.query("depth == 47 and version == 1 and seed == 0 and tap == 'sum' and "
+    rows = probe.query("depth == 47 and version == 1 and seed == 0 and arm != arm and tap == 'sum' and "
                        "stat == 'grad_cut'")
     for step, part in rows.groupby("step"):
         assert cuts.loc[(47, 1, 0, step), "grad_cut"] == pytest.approx(part["value"].mean())

@@ -168,3 +168,24 @@ def test_full_preact_shares_everything_and_original_matches_its_masks():
     assert all(r["log10_share"] < 0 for r in rows)
     # stages 2 and 3 start at their second unit (the first changes the shape)
     assert [(r["first_index"], r["n_units"]) for r in rows] == [(0, 3), (1, 2), (1, 2)]
+
+
+def test_identity_shortcuts_agree_with_the_probes_element_wise_path_share():
+    """For identity shortcuts the autograd instrument and the probe's path_share (the product
+    of the after-addition masks, probes.identity_path) measure the same thing: two
+    implementations, one number per stage."""
+    from probes import SignalProbe
+    torch.manual_seed(5)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    net = cifar_resnet(29, version=1, width=4).train()
+    state = torch.get_rng_state()
+    rows = ShortcutPath(net).measure(lambda: F.cross_entropy(net(x), y))
+    torch.set_rng_state(state)
+    probe = SignalProbe(net, taps=("input", "output", "sum"), stats=("norm", "path_share"))
+    with probe:
+        F.cross_entropy(net(x), y).backward()
+        probe.step()
+    shares = probe.collect().query("stat == 'path_share'").sort_values("stage")["value"]
+    assert len(shares) == len(rows) == 3
+    for r, share in zip(rows, shares):
+        assert r["share"] == pytest.approx(share, rel=1e-4)
