@@ -44,8 +44,12 @@ C2  V1 at 1001 layers, at init: ``path_init`` < log10(1/2) -- the ReLUs cut off 
 C3  at 1001 layers: ``err_c3`` V1 − V2 > 5 points (controls W, A, E).
 C4  at 1001 layers, as the article states it: V2 (identity f) against V1 (ReLU f), V1 − V2 > 0
     paired by seed, at init and at the last probed step after the main-lr phase (controls A,
-    E), on ``stage_rho`` and on ``grad_ratio`` (|log10 ||g_first|| / ||g_last|||); each row
-    rests on its measure's known-groups result (``KNOWN_GROUP``). "Late" is the end of this
+    E), on ``stage_rho``, on ``grad_ratio`` (|log10 ||g_first|| / ||g_last|||) and on the
+    identity path (``path``, V1 − V2 < 0; V2's is 1 by construction, so this row measures V1's
+    cut against the identity, early and late); each row rests on its measure's known-groups
+    result (``KNOWN_GROUP``): the pilot of shortcut_variants (quick, Part A) validated the
+    shortcut path and not stage_rho or grad_ratio, which at 1001 layers are not finite for the
+    known-bad shortcuts (their gradient overflows fp32 at init). "Late" is the end of this
     run: full_training probes only the weight layers' inputs, so the end of a full training
     would need its probe to record the unit inputs' and outputs' norms (taps input, output,
     stat norm) and a 1001-layer net trained to the end. V2's own stability (``stage_rho`` < 0.3
@@ -149,6 +153,14 @@ PRIMARY = [
               "last probed step (after the main-lr phase), V1 − V2", "greater", 0.0,
               "as at init", (PRIMARY_DEPTH,), None, "He et al. 2016, eqs. 4-5",
               requires=("A", "E")),
+    C.Primary("C4", "path_init", "log10 share of the stage-end gradient energy passing every "
+              "after-addition function along the identity path, summed over stages, at init, "
+              "V1 − V2 (V2: 0, its f is the identity)", "less", 0.0, "as stage_rho: V2's identity "
+              "path carries the signal between units, V1's ReLUs cut it", (PRIMARY_DEPTH,), None,
+              "He et al. 2016, eqs. 4-5 (the additive term x_l reaches every deeper unit)"),
+    C.Primary("C4", "path_last", "the same at the last probed step, V1 − V2", "less", 0.0,
+              "as at init", (PRIMARY_DEPTH,), None, "He et al. 2016, eqs. 4-5",
+              requires=("A", "E")),
     C.Primary("C4", "grad_ratio_init", "|log10 ||g_first|| / ||g_last||| between the net's two "
               "ends, at init, V1 − V2", "greater", 0.0, "as stage_rho", (PRIMARY_DEPTH,), None,
               "He et al. 2016, eq. 5"),
@@ -165,7 +177,8 @@ V2_STABILITY = [C.Primary("C4", column, f"V2 alone: largest |log10 rho_in / rho_
                                      ("stage_rho_last", "at the last probed step"))]
 # The signal measure each column rests on: its known-groups result (shortcut_variants'
 # known_groups.csv) gates the claim rows on it in the report (analysis.known_groups.gated_rows).
-KNOWN_GROUP = {"path_init": "shortcut_path", "path_indep_init": "shortcut_path",
+KNOWN_GROUP = {"path_init": "shortcut_path", "path_last": "shortcut_path",
+               "path_indep_init": "shortcut_path",
                "survival_init": "shortcut_path", "stage_rho_init": "stage_rho",
                "stage_rho_last": "stage_rho", "grad_ratio_init": "grad_ratio",
                "grad_ratio_last": "grad_ratio"}

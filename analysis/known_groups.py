@@ -31,7 +31,8 @@ from . import claims as C
 KNOWN_GROUPS_FILE = "known_groups.csv"
 KNOWN_GROUPS_EXPERIMENT = "shortcut_variants"
 KNOWN_GROUPS_COLUMNS = ["measure", "better", "depth", "comparison", "effect", "ci_low", "ci_high",
-                        "p_value", "n", "verdict", "passed", "measure_passed", "reason", "text"]
+                        "p_value", "n", "verdict", "passed", "measure_passed", "note", "reason",
+                        "text"]
 BETTER = ("higher", "lower")
 
 
@@ -72,7 +73,7 @@ def comparison_rows(table: pd.DataFrame, measure: Measure, group: KnownGroup, de
             "comparison": f"{group.good} − {group.bad}", "effect": result.effect,
             "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value,
             "n": result.n, "verdict": result.verdict, "passed": result.verdict == C.SUPPORTED,
-            "reason": group.reason, "text": measure.text}
+            "note": result.note, "reason": group.reason, "text": measure.text}
 
 
 def check(table: pd.DataFrame, measures, groups, depths, *, shortcut="shortcut") -> pd.DataFrame:
@@ -113,7 +114,8 @@ def summary(known: pd.DataFrame | None, measure: str) -> str:
         return f"passed ({len(rows)} of {len(rows)} comparisons supported at {where} layers)"
     failed = rows[~ok]
     parts = [f"{r['comparison']} at {int(r['depth'])} layers {r['verdict']} "
-             f"({_num(r['effect'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}])"
+             f"({_num(r['effect'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
+             + (f"; {r['note']}" if isinstance(r.get("note"), str) and r["note"] else "") + ")"
              for _, r in failed.iterrows()]
     return f"failed: {int((~ok).sum())} of {len(rows)} comparisons not supported: " + "; ".join(parts)
 

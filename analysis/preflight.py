@@ -23,8 +23,8 @@ from resnet_lab.sweep import build
 # How much more than its preset's work a run may be before it says its predicted time.
 FAR_LONGER = 10
 # The quick presets' wall time on 2 CPU cores (README, "Experiments"), for a CPU run's estimate.
-QUICK_SECONDS_ON_2_CORES = {"grad_flow": 66, "signal_propagation": 80, "shortcut_variants": 1260,
-                            "early_training": 1000, "full_training": 850, "unit_ablation": 250}
+QUICK_SECONDS_ON_2_CORES = {"grad_flow": 66, "signal_propagation": 80, "shortcut_variants": 1440,
+                            "early_training": 2500, "full_training": 850, "unit_ablation": 250}
 
 
 def check_outputs(path, flag: str = "--out"):

@@ -64,14 +64,17 @@ from .tables import spread, write_raw
 
 NAME = "shortcut_variants"
 PRESETS = {
-    # 2 CPU cores, nothing downloaded. Part A (init, cheap: one net of 1001 layers ~6 s) on the
-    # basic series 20-110 at width 16 and the bottleneck series 164, 1001 at width 4, 5 seeds.
-    # Part B: V1-110 at width 16 trains in ~105 s in full_training's quick regime (its
-    # cells.csv at the references' commit), so 9 shortcuts x 2 seeds = 18 nets ~16 min in 2
-    # processes; 3 seeds would take ~24 min and, with Part A's ~5, pass the 25 allowed.
+    # 2 CPU cores, nothing downloaded. Part A on the basic series 20-110 at width 16 and the
+    # bottleneck series 164, 1001 at width 4, 5 seeds; V1 with every shortcut, V2 with the
+    # identity and the known-bad ones (scaling, dropout): 14 x 5 x 5 = 350 nets, each three
+    # passes of one batch (~6 s at 1001 layers, from signal_propagation's 2.4 s for one pass):
+    # ~6.5 min in 2 processes. Part B: V1-110 at width 16 trains in ~105 s in full_training's
+    # quick regime (its cells.csv at the references' commit), so 10 shortcuts x 2 seeds = 20
+    # nets ~17.5 min in 2 processes; a third seed would add ~9 min and pass the 25 allowed.
     "quick": dict(depths=[20, 56, 110, 164, 1001], widths={"basic": 16, "bottleneck": 4},
                   seeds=[0, 1, 2, 3, 4], batch_size=128, dataset="digits", steps=500,
-                  warmup_steps=50, lr=0.05, train_depth=110, train_width=16, train_seeds=2),
+                  warmup_steps=50, lr=0.05, train_depth=110, train_width=16, train_seeds=2,
+                  v2_shortcuts=["identity", "scale_0.5_1", "scale_0.5_0.5", "dropout_0.5"]),
     # He et al. 2016 Table 1: ResNet-110 on CIFAR-10, 64k iterations; a GPU.
     "paper": dict(depths=[20, 56, 110, 164, 1001], widths={"basic": 16, "bottleneck": 16},
                   seeds=[0, 1, 2, 3, 4], batch_size=128, dataset="cifar10", steps=64_000,

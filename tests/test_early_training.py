@@ -46,7 +46,7 @@ def test_smoke_writes_every_file_and_claim(smoke):
     assert set(claims["claim"]) == {"C2", "C3", "C4"}
     primary = claims[claims["role"] == "primary"]
     # the smoke preset has no 1001-layer net: every primary test says so
-    assert len(primary) == 6 and (primary["verdict"] == C.NOT_TESTABLE).all()
+    assert len(primary) == 8 and (primary["verdict"] == C.NOT_TESTABLE).all()
     assert set(primary.loc[primary["claim"] != "C3", "known_group"]) == \
         {"shortcut_path", "stage_rho", "grad_ratio"}
     assert primary["note"].str.contains("1001").all()
