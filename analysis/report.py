@@ -81,7 +81,7 @@ CLAIMS = (
           "to the first unit); how it changes with training is a secondary row.",
           "V1, log10 share of the stage-end gradient passing every ReLU element by element, "
           "summed over stages, − log10(1/2)",
-          paper="§4.1: the truncation is frequent at 1000 layers (no number)",
+          paper="§4.1: the truncation is more frequent at 1000 layers (no number)",
           known_group="shortcut_path", interventions=True, paper_row="more_frequent"),
     Claim("C3", "very deep V1 nets (1001 layers) train very slowly at first",
           "Optimizing deep networks (the paper's experiments use a 1001-layer ResNet) is easier: "

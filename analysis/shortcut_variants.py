@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from probes import ShortcutPath, SignalProbe
 from resnet_lab import plotting, settings
 from resnet_lab.data import Batches
+from resnet_lab.networks import resolve_cifar_block
 from resnet_lab.runs import read_table
 from resnet_lab.shortcuts import HE2016_TABLE1, VARIANTS
 from resnet_lab.sweep import Cell, CellResult, build
@@ -145,7 +146,6 @@ def parse_settings(argv=None) -> dict:
 
 def deepest(s) -> list[int]:
     """The deepest depth of each series (block): where the known-groups check is made."""
-    from resnet_lab.networks import resolve_cifar_block
     by = {}
     for d in s["depths"]:
         by.setdefault(resolve_cifar_block(d), []).append(d)
