@@ -14,11 +14,11 @@ import platform
 import shutil
 from pathlib import Path
 
-from resnet_lab.cellstore import CellChanged, CellStore
-from resnet_lab.runs import (DEFAULT_ROOT, PAPER_ROOT, RunDir, cpu_model, git_commit, git_dirty,
+from resnet_lab.runs.cellstore import CellChanged, CellStore
+from resnet_lab.io.folders import (DEFAULT_ROOT, PAPER_ROOT, RunDir, cpu_model, git_commit, git_dirty,
                              now, settings_id)
-from resnet_lab.shards import share
-from resnet_lab.sweep import merge_cells, outcome, retrain, run_cells
+from resnet_lab.runs.shards import share
+from resnet_lab.runs.sweep import merge_cells, outcome, retrain, run_cells
 
 EXPERIMENTS = ("grad_flow", "signal_propagation", "shortcut_variants", "early_training",
                "full_training", "unit_ablation")

@@ -1,4 +1,4 @@
-"""The work a sweep cell does (``resnet_lab.sweep.run_sweep``): train one net with a probe,
+"""The work a sweep cell does (``resnet_lab.runs.sweep.run_sweep``): train one net with a probe,
 or measure one at initialisation. Module-level functions of picklable arguments, so that
 worker processes can run them.
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 import pandas as pd
 
 from probes import ProbeCallback
-from resnet_lab.data import load_dataset
-from resnet_lab.schedule import Schedule
-from resnet_lab.sweep import CellResult, build
-from resnet_lab.training import TrainSettings, evaluate, train
+from resnet_lab.engine.data import load_dataset
+from resnet_lab.engine.schedule import Schedule
+from resnet_lab.runs.sweep import CellResult, build
+from resnet_lab.engine.training import TrainSettings, evaluate, train
 
 _DATA = {}
 CHECKPOINT_MIN_STEPS = 25

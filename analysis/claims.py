@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from resnet_lab.runs import write_table
+from resnet_lab.io.folders import write_table
 
 from .tables import paired
 

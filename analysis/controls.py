@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resnet_lab.runs import write_table
+from resnet_lab.io.folders import write_table
 
 CONTROLS_FILE = "controls.csv"
 FIT_ERROR = 0.02             # eval-mode training error at or below which a net fits its data

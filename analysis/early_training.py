@@ -77,13 +77,16 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from resnet_lab import plotting, settings
-from resnet_lab.runs import read_table
-from resnet_lab.schedule import PAPER_ITERATIONS
-from resnet_lab.sweep import Cell
+from resnet_lab import plotting
+
+from resnet_lab.runs import settings
+from resnet_lab.io.folders import read_table
+from resnet_lab.engine.schedule import PAPER_ITERATIONS
+from resnet_lab.runs.sweep import Cell
 
 from . import claims as C
 from . import controls as K
+from . import probing
 from .cells import train_cell, train_context
 from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
 from .tables import write_raw
@@ -108,7 +111,7 @@ PRESETS = {
                   steps=10, warmup_steps=3, probe_steps=3, lr=0.1, batch_size=16,
                   dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "probe_steps", "lr",
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", probing.PROBE_STEPS, "lr",
            "dataset")
 VERSIONS = ("original", "full_preact")
 PRIMARY_DEPTH = 1001
@@ -206,7 +209,7 @@ def parse_settings(argv=None) -> dict:
     """The command line, resolved and checked (nothing is written)."""
     p = settings.parser(__doc__, PRESETS, OPTIONS, prog="experiments/early_training.py")
     s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_probe_steps=2)
-    s["probe_every"] = settings.probe_spacing(s["steps"], s["probe_steps"])
+    s["probe_every"] = probing.probe_spacing(s["steps"], s["probe_steps"])
     s["eval_every"] = s["steps"]
     # The first iterations of the paper's 64k-iteration run: warm-up, then lr, no division yet.
     settings.check_main_lr_phase(s)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from resnet_lab import plotting
-from resnet_lab.runs import read_table
+from resnet_lab.io.folders import read_table
 
 from . import claims as C
 from .measures import NET, SMOOTH, training_curves

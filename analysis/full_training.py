@@ -48,12 +48,14 @@ import numpy as np
 import pandas as pd
 
 from probes import WEIGHT_INPUT_STATS
-from resnet_lab import plotting, settings
-from resnet_lab.runs import read_table
-from resnet_lab.sweep import ID_COLUMNS, Cell
+from resnet_lab import plotting
+from resnet_lab.runs import settings
+from resnet_lab.io.folders import read_table
+from resnet_lab.runs.sweep import ID_COLUMNS, Cell
 
 from . import claims as C
 from . import controls as K
+from . import probing
 from .cells import train_cell, train_context
 from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
 from .measures import NET, first_division, per_net_curves, warmup_length
@@ -75,7 +77,7 @@ PRESETS = {
     "smoke": dict(depths=[8, 14], widths={"basic": 4, "bottleneck": 4}, seeds=[0, 1, 2], steps=10,
                   warmup_steps=2, probe_steps=2, lr=0.1, batch_size=32, dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "probe_steps", "lr",
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", probing.PROBE_STEPS, "lr",
            "dataset")
 FINAL_FRACTION = 0.1         # "final train loss": the mean over the last tenth of the steps
 WINDOW_FRACTION = 0.1        # err_early / err_late: a tenth of the run each
@@ -130,7 +132,7 @@ def parse_settings(argv=None) -> dict:
     s = settings.resolve(p.parse_args(argv), PRESETS, OPTIONS, min_seeds=3, min_probe_steps=2)
     settings.check_main_lr_phase(s)
     s["schedule"] = settings.paper_schedule(s)
-    s["probe_every"] = settings.probe_spacing(s["steps"], s["probe_steps"])
+    s["probe_every"] = probing.probe_spacing(s["steps"], s["probe_steps"])
     s["eval_every"] = max(1, s["steps"] // 10)
     return s
 

@@ -14,11 +14,14 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from resnet_lab import plotting, settings
-from resnet_lab.runs import read_table
-from resnet_lab.schedule import PAPER_ITERATIONS
-from resnet_lab.sweep import Cell
+from resnet_lab import plotting
 
+from resnet_lab.runs import settings
+from resnet_lab.io.folders import read_table
+from resnet_lab.engine.schedule import PAPER_ITERATIONS
+from resnet_lab.runs.sweep import Cell
+
+from . import probing
 from .cells import train_cell, train_context
 from .tables import first_to_last, forward_growth, mean_over_units, select, stage_boundaries
 
@@ -34,7 +37,7 @@ PRESETS = {
     "smoke": dict(depths=[20, 56], seeds=[0, 1], steps=3, warmup_steps=50, probe_steps=2,
                   batch_size=16, widths={"basic": 4, "bottleneck": 4}, dataset="digits"),
 }
-OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", "probe_steps",
+OPTIONS = ("depths", "seeds", "width", "steps", "warmup_steps", "batch_size", probing.PROBE_STEPS,
            "dataset", "versions",
            "unit_kinds")
 NET = ["depth", "version", "seed"]      # what identifies a net
@@ -51,7 +54,7 @@ def parse_settings(argv=None) -> dict:
     if s.get("versions") and s.get("unit_kinds"):
         raise ValueError("give --versions or --unit-kinds, not both")
     s["unit_kinds"] = settings.unit_kinds(s)
-    s["probe_every"] = settings.probe_spacing(s["steps"], s["probe_steps"])
+    s["probe_every"] = probing.probe_spacing(s["steps"], s["probe_steps"])
     # No test evaluation: the question is the first iterations in training mode, and in eval
     # mode a 1001-layer V1 net's running BN statistics still lag (its test loss overflows).
     s["evaluate"] = False

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from resnet_lab.costs import REFERENCE, hours, step_seconds
-from resnet_lab.memory import check_fits, training_bytes
-from resnet_lab.runs import check_writable_dir
-from resnet_lab.shards import plan
-from resnet_lab.sweep import build
+from resnet_lab.runs.costs import REFERENCE, hours, step_seconds
+from resnet_lab.engine.memory import check_fits, training_bytes
+from resnet_lab.io.folders import check_writable_dir
+from resnet_lab.runs.shards import plan
+from resnet_lab.runs.sweep import build
 
 # How much more than its preset's work a run may be before it says its predicted time.
 FAR_LONGER = 10

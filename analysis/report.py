@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resnet_lab.runs import CODE_PATHS, atomic_write, write_table
+from resnet_lab.io.folders import CODE_PATHS, atomic_write, write_table
 
 from . import known_groups as G
 from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED,

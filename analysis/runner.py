@@ -20,9 +20,9 @@ from analysis import finish, merged, open_run, run_path, sweep
 from analysis.cells import checked_dataset
 from analysis.preflight import (check_memory, check_outputs, check_publish, plan_text,
                                 predicted_time)
-from resnet_lab import signals
-from resnet_lab.cellstore import CellStore
-from resnet_lab.runs import held, now
+from resnet_lab.io import signals
+from resnet_lab.runs.cellstore import CellStore
+from resnet_lab.io.folders import held, now
 
 
 def run_experiment(module, argv=None) -> int:

@@ -77,12 +77,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from probes import FormulaCheck, SignalProbe
-from resnet_lab import plotting, settings
-from resnet_lab.data import Batches, load_dataset
-from resnet_lab.networks import resolve_cifar_block
-from resnet_lab.runs import read_table
-from resnet_lab.sweep import Cell, CellResult, build
-from resnet_lab.units import VERSION_UNIT_KINDS, reference_formula
+from resnet_lab import plotting
+from resnet_lab.runs import settings
+from resnet_lab.engine.data import Batches, load_dataset
+from resnet_lab.networks.families import resolve_cifar_block
+from resnet_lab.io.folders import read_table
+from resnet_lab.runs.sweep import Cell, CellResult, build
+from resnet_lab.networks.units import VERSION_UNIT_KINDS, reference_formula
 
 from . import claims as C
 from .cells import dataset as load_cached
@@ -167,7 +168,7 @@ def predicted_increment(unit, height: int, width: int) -> float:
     k_h, k_w = conv.kernel_size
     p_h, p_w = conv.padding
     c_in, c_out = conv.in_channels, conv.out_channels
-    var_w = 2.0 / (k_h * k_w * c_out)          # He fan-out init (resnet_lab.networks)
+    var_w = 2.0 / (k_h * k_w * c_out)          # He fan-out init (resnet_lab.networks.families)
 
     def counts(size, k, p):                    # valid positions per kernel offset, stride 1
         return np.array([max(0, size - abs(o)) for o in range(-p, k - p)], dtype=float)

@@ -34,11 +34,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from resnet_lab import plotting, settings
-from resnet_lab.networks import resolve_cifar_block
-from resnet_lab.runs import atomic_write, read_table
-from resnet_lab.sweep import Cell
-from resnet_lab.units import UNIT_KINDS
+from resnet_lab import plotting
+
+from resnet_lab.runs import settings
+from resnet_lab.networks.families import resolve_cifar_block
+from resnet_lab.io.folders import atomic_write, read_table
+from resnet_lab.runs.sweep import Cell
+from resnet_lab.networks.units import UNIT_KINDS
 
 from . import claims as C
 from . import controls as K

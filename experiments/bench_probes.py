@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks import (CONFIGS, bench_one, describe, describe_split, output_path,  # noqa: E402
                         positive_int, split_one)
-from resnet_lab.cli import Parser, run_main  # noqa: E402
-from resnet_lab.networks import resolve_cifar_block  # noqa: E402
-from resnet_lab.runs import cpu_model, write_table  # noqa: E402
+from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
+from resnet_lab.networks.families import resolve_cifar_block  # noqa: E402
+from resnet_lab.io.folders import cpu_model, write_table  # noqa: E402
 
 MODES = ("per_step", "block")
 PRECISIONS = ("fp32", "bf16")

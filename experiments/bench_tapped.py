@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from probes import SignalProbe  # noqa: E402
 from probes.adapters.tapping import tap_model  # noqa: E402
-from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
-from resnet_lab.runs import check_writable_dir, device_name, write_table  # noqa: E402
+from resnet_lab.runs.cli import Parser, resolve_device, run_main  # noqa: E402
+from resnet_lab.io.folders import check_writable_dir, device_name, write_table  # noqa: E402
 
 DEFAULT_OUT = Path("results/runs/bench/bench_tapped.csv")
 PUBLISHED = Path("results/paper/bench_tapped.csv")

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks import output_path, positive_int  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
-from resnet_lab.cli import Parser, resolve_device, run_main  # noqa: E402
-from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.runs import atomic_write, cpu_model  # noqa: E402
-from resnet_lab.training import train  # noqa: E402
+from resnet_lab.runs.cli import Parser, resolve_device, run_main  # noqa: E402
+from resnet_lab.engine.data import load_dataset  # noqa: E402
+from resnet_lab.io.folders import atomic_write, cpu_model  # noqa: E402
+from resnet_lab.engine.training import train  # noqa: E402
 
 # (depth, width): ResNet-164 at the paper's width, ResNet-1001 at half of it
 CONFIGS = [(164, 16), (1001, 8)]

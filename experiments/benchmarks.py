@@ -23,8 +23,8 @@ from probes import SignalProbe  # noqa: E402
 from probes import kernels as K  # noqa: E402
 from probes.kernels import c_module, cpp_hooks  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
-from resnet_lab.runs import check_writable_dir, device_name  # noqa: E402
-from resnet_lab.training import autocast_for  # noqa: E402
+from resnet_lab.io.folders import check_writable_dir, device_name  # noqa: E402
+from resnet_lab.engine.training import autocast_for  # noqa: E402
 
 # depth -> (width, batch, image size), as issue 3 specifies (CPU-sized)
 CONFIGS = {164: (16, 128, 16), 1001: (8, 128, 8)}

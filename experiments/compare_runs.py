@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from resnet_lab.cli import Parser, run_main  # noqa: E402
-from resnet_lab.results import compare_runs, load_run  # noqa: E402
+from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
+from resnet_lab.runs.results import compare_runs, load_run  # noqa: E402
 
 
 def main(argv=None):

@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmarks import bench_one, describe, describe_split, positive_int, split_one  # noqa: E402
 from resnet_lab import cifar_resnet  # noqa: E402
-from resnet_lab.cli import Parser, run_main  # noqa: E402
-from resnet_lab.runs import atomic_write, check_writable_dir, cpu_model, device_name, write_table  # noqa: E402
-from resnet_lab.settings import widths_by_depth  # noqa: E402
-from resnet_lab.training import autocast_for  # noqa: E402
+from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
+from resnet_lab.io.folders import atomic_write, check_writable_dir, cpu_model, device_name, write_table  # noqa: E402
+from resnet_lab.runs.settings import widths_by_depth  # noqa: E402
+from resnet_lab.engine.training import autocast_for  # noqa: E402
 
 STAGES = ("tests", "launch", "bench", "presets")
 TARGETS = {1: 1.10, 10: 1.02}          # every -> largest probed / plain step time

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER, experiment  # noqa: E402
-from resnet_lab.cli import Parser, run_main  # noqa: E402
+from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 
 
 def jobs(name, run_dir, results=PAPER):

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import PAPER  # noqa: E402
 from analysis.report import build_report  # noqa: E402
-from resnet_lab.cli import Parser, run_main  # noqa: E402
+from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER  # noqa: E402
-from resnet_lab.cli import Parser, run_main  # noqa: E402
-from resnet_lab.runs import check_writable_dir  # noqa: E402
-from resnet_lab.settings import check_not_paper, check_path_text  # noqa: E402
+from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
+from resnet_lab.io.folders import check_writable_dir  # noqa: E402
+from resnet_lab.runs.settings import check_not_paper, check_path_text  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

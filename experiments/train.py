@@ -19,15 +19,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.runner import says_how_to_resume  # noqa: E402
 from probes import ProbeCallback  # noqa: E402
-from resnet_lab import create_model, list_models, settings  # noqa: E402
-from resnet_lab.cli import resolve_device, run_main  # noqa: E402
-from resnet_lab.data import load_dataset  # noqa: E402
-from resnet_lab.memory import check_fits, training_bytes  # noqa: E402
-from resnet_lab.runs import DEFAULT_ROOT, RunDir, check_writable_dir, read_config, settings_id  # noqa: E402
-from resnet_lab.schedule import Schedule  # noqa: E402
-from resnet_lab.shards import select_shard  # noqa: E402
-from resnet_lab.training import TrainSettings, setup_distributed, train  # noqa: E402
-from resnet_lab.units import UNIT_KINDS  # noqa: E402
+from resnet_lab import create_model, list_models  # noqa: E402
+from resnet_lab.runs import settings
+from resnet_lab.runs.cli import resolve_device, run_main  # noqa: E402
+from resnet_lab.engine.data import load_dataset  # noqa: E402
+from resnet_lab.engine.memory import check_fits, training_bytes  # noqa: E402
+from resnet_lab.io.folders import DEFAULT_ROOT, RunDir, check_writable_dir, read_config, settings_id  # noqa: E402
+from resnet_lab.engine.schedule import Schedule  # noqa: E402
+from resnet_lab.runs.shards import select_shard  # noqa: E402
+from resnet_lab.engine.training import TrainSettings, setup_distributed, train  # noqa: E402
+from resnet_lab.networks.units import UNIT_KINDS  # noqa: E402
 
 EXPERIMENT = "train"
 PRESETS = {

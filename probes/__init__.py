@@ -2,7 +2,7 @@
 FormulaCheck (the taps against a unit's formula), the statistic declarations (``stats``) and
 the backends that compute them (``kernels``); ProbeCallback, a probe for the training engine.
 
-Knows the tap contract (``resnet_lab.taps``), not architectures, data, training or claims.
+Knows the tap contract (``resnet_lab.networks.taps``), not architectures, data, training or claims.
 """
 from .callback import ProbeCallback
 from .formula import FormulaCheck

@@ -1,7 +1,7 @@
 """A SignalProbe as a training callback: made when training starts, in its ``with`` during each
 training step it probes, stepped after the backward; its rows are its state.
 
-The training engine (``resnet_lab.training.train(..., callbacks=[ProbeCallback(every=k)])``)
+The training engine (``resnet_lab.engine.training.train(..., callbacks=[ProbeCallback(every=k)])``)
 calls it as it is; the Lightning callback (``probes.adapters.lightning``) calls the same
 methods from Lightning's hooks. Steps are the numbers of the updates they make, counted from
 1, as in the engine's rows.

@@ -1,17 +1,19 @@
 """FormulaCheck: do the tapped tensors obey a unit's formula? (claim C1)
 
 An instrument like ``SignalProbe``: it finds the units through the tap contract
-(``resnet_lab.taps.tapped_units``), keeps each unit's five tapped tensors during a forward
-and scores them against a formula the caller supplies -- for the suite's nets
-``resnet_lab.units.reference_formula``, the paper's ``out = f(x + F(x))`` written out from the
-paper, not taken from the unit's code. It knows nothing of architectures itself.
+(``resnet_lab.networks.taps.tapped_units``), keeps each unit's five tapped tensors during a
+forward and scores them against a formula the caller supplies -- for the suite's nets
+``resnet_lab.networks.units.reference_formula``: ``out = f(h(x) + F(x))`` with the h and f
+that the unit's shortcut and after-addition modules declare (``reference``, written from the
+paper in plain torch, not taken from the modules' forward). It knows nothing of
+architectures itself.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from resnet_lab.taps import TAP_NAMES, tapped_units
+from resnet_lab.networks.taps import TAP_NAMES, tapped_units
 
 
 class FormulaCheck:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from resnet_lab.taps import TAP_NAMES
+from resnet_lab.networks.taps import TAP_NAMES
 
 from . import kernels
 from . import stats as S
@@ -44,7 +44,7 @@ class SignalProbe:
     """Record forward and backward statistics at the taps of any model built from resnet_lab units.
 
     Args:
-        model: a module with tapped residual units (``resnet_lab.taps``: each unit owns the
+        model: a module with tapped residual units (``resnet_lab.networks.taps``: each unit owns the
             five taps in ``unit.taps``; ``net.units()`` lists them in order).
         taps: which of ``input, shortcut, branch, sum, output`` to report.
         stats: which statistics to report (``probes.stats`` declares each); default

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from resnet_lab.taps import TAP_INDEX, TAP_NAMES, tapped_units
+from resnet_lab.networks.taps import TAP_INDEX, TAP_NAMES, tapped_units
 
 PER_UNIT = len(TAP_NAMES)
 INPUT, SHORTCUT, SUM, OUTPUT = TAP_INDEX["input"], TAP_INDEX["shortcut"], TAP_INDEX["sum"], TAP_INDEX["output"]

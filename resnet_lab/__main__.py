@@ -5,8 +5,8 @@ As the article's script prints its two nets. ``--list`` names every registered m
 import argparse
 import sys
 
-from .registry import create_model, list_models
-from .taps import Tap
+from .networks.registry import create_model, list_models
+from .networks.taps import Tap
 
 
 def summary(name, **overrides) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_lab.cli import main_guard
+from resnet_lab.runs.cli import main_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def redraw_without_model_code(experiment, folder):
     calling any module raises: the figures must come from the CSVs alone."""
     for png in (Path(folder) / "figures").glob("*.png"):
         png.unlink()
-    code = ("import resnet_lab.networks as n, torch, runpy, sys\n"
+    code = ("import resnet_lab.networks.families as n, torch, runpy, sys\n"
             "def boom(*a, **k): raise RuntimeError('model code ran')\n"
             "n.ResNet.__init__ = boom\n"
             "torch.nn.Module.__call__ = boom\n"

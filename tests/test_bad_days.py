@@ -24,14 +24,14 @@ import analysis.runner
 from analysis import experiment
 from analysis.preflight import predicted_time
 from experiment_checks import load_script, one_thread  # noqa: F401
-from resnet_lab import signals
-from resnet_lab.cellstore import CellStore
-from resnet_lab.cli import main_guard
-from resnet_lab.errors import CellFailed
-from resnet_lab.results import compare_runs, load_run
-from resnet_lab.runs import RunDir
-from resnet_lab.settings import probe_spacing, probed_count
-from resnet_lab.sweep import Cell, CellResult, run_cells
+from resnet_lab.io import signals
+from resnet_lab.runs.cellstore import CellStore
+from resnet_lab.runs.cli import main_guard
+from resnet_lab.io.errors import CellFailed
+from resnet_lab.runs.results import compare_runs, load_run
+from resnet_lab.io.folders import RunDir
+from analysis.probing import probe_spacing, probed_count
+from resnet_lab.runs.sweep import Cell, CellResult, run_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two nets of grad_flow (seconds); a few dozen steps of early_training (a signal lands mid-net).
@@ -223,7 +223,7 @@ class _RefusedFile:
                                           (errno.EACCES, "give this user permission")])
 def test_a_refused_write_is_one_line_and_the_rerun_completes(code, advice, small_reference,
                                                              tmp_path, capsys, monkeypatch):
-    import resnet_lab.runs as runs
+    import resnet_lab.io.folders as runs
     real = os.fdopen
 
     def fdopen(fd, *args, **kw):
@@ -246,7 +246,7 @@ def test_a_refused_write_is_one_line_and_the_rerun_completes(code, advice, small
 
 
 def test_an_unwritable_default_output_folder_is_refused_before_work(tmp_path, capsys, monkeypatch):
-    import resnet_lab.runs as runs
+    import resnet_lab.io.folders as runs
     monkeypatch.chdir(tmp_path)
 
     def refused(*args, **kw):
@@ -260,7 +260,7 @@ def test_an_unwritable_default_output_folder_is_refused_before_work(tmp_path, ca
 
 
 def test_an_unreadable_data_archive_names_it(tmp_path, capsys, monkeypatch):
-    import resnet_lab.data as data
+    import resnet_lab.engine.data as data
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"x")
 
     def refused(path):

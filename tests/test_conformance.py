@@ -21,7 +21,7 @@ from torch import nn
 from probes import SignalProbe, kernels
 from probes import stats as S
 from probes.kernels import cpp_hooks, torch_ops
-from resnet_lab.taps import make_taps
+from resnet_lab.networks.taps import make_taps
 from triton_interpreter import INTERPRETING, interpreted_kernels, run_in_child
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_lab.data import (CIFAR_URL, Batches, apply_augmentation, augment, draw_augmentation,
+from resnet_lab.engine.data import (CIFAR_URL, Batches, apply_augmentation, augment, draw_augmentation,
                              load_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]

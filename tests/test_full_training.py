@@ -13,8 +13,8 @@ from torch import nn
 from analysis import claims as C
 from analysis import controls as K
 from analysis import full_training as FT
-from resnet_lab.data import Batches, apply_augmentation, draw_augmentation, load_dataset
-from resnet_lab.sweep import Cell, build
+from resnet_lab.engine.data import Batches, apply_augmentation, draw_augmentation, load_dataset
+from resnet_lab.runs.sweep import Cell, build
 
 from experiment_checks import bad_input, help_text, redraw_without_model_code, run_smoke
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_lab.cli import main_guard
-from resnet_lab.data import Batches, apply_augmentation, draw_augmentation, load_dataset
-from resnet_lab.sweep import Cell, build
+from resnet_lab.runs.cli import main_guard
+from resnet_lab.engine.data import Batches, apply_augmentation, draw_augmentation, load_dataset
+from resnet_lab.runs.sweep import Cell, build
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "grad_flow.py"
@@ -83,7 +83,7 @@ def test_figures_redraw_from_csvs_alone(smoke_run, tmp_path):
     for name in ("probe.csv.gz", "train.csv"):
         shutil.copy(smoke_run / name, copy / name)
     # A fresh interpreter in which building any network fails: the figures must not need one.
-    code = ("import resnet_lab.networks as n, runpy, sys\n"
+    code = ("import resnet_lab.networks.families as n, runpy, sys\n"
             "n.ResNet.__init__ = lambda *a, **k: (_ for _ in ()).throw(RuntimeError('model code ran'))\n"
             f"sys.argv = ['make_figures.py', 'grad_flow', {str(copy)!r}]\n"
             f"runpy.run_path({str(ROOT / 'experiments' / 'make_figures.py')!r}, run_name='__main__')\n")

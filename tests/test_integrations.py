@@ -19,8 +19,8 @@ from probes import SignalProbe
 from probes.adapters.tapping import tap_model
 from reference_resnets import resnet18
 from resnet_lab import cifar_resnet
-from resnet_lab.results import load_run
-from resnet_lab.runs import RunDir, write_table
+from resnet_lab.runs.results import load_run
+from resnet_lab.io.folders import RunDir, write_table
 
 KEYS = ["step", "unit", "tap", "direction", "stat", "layer"]
 

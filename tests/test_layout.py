@@ -1,5 +1,6 @@
 """The layout of docs/DESIGN.md, checked on the source: experiments -> analysis -> probes ->
-resnet_lab, and the instruments know only the tap contract.
+resnet_lab, the instruments know only the tap contract, and resnet_lab's rooms (networks,
+engine, io, runs) point one way.
 
 Read from the import statements (not by importing), so a violation names its file and line.
 """
@@ -13,7 +14,7 @@ PACKAGES = ("analysis", "probes", "resnet_lab")
 # What each package may import from the others (module prefixes).
 ALLOWED = {
     "analysis": ("probes", "resnet_lab"),
-    "probes": ("resnet_lab.taps",),
+    "probes": ("resnet_lab.networks.taps",),
     "resnet_lab": (),
 }
 
@@ -40,6 +41,42 @@ def test_each_package_imports_only_what_lies_below_it(package):
             top = name.split(".")[0]
             if top != package and not any(name == a or name.startswith(a + ".") for a in ALLOWED[package]):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+# resnet_lab's rooms (docs/DESIGN.md) and the rooms each may import: runs -> engine -> networks,
+# and io (run folders, signals, one-line errors) beneath the engine and the runs. The package's
+# face (__init__, __main__) and the figure style (plotting) sit above them all.
+RESNET_LAB_ROOMS = {"networks": (), "io": (), "engine": ("networks", "io"),
+                    "runs": ("engine", "networks", "io")}
+
+
+def _resolved_imports(path: Path):
+    """(line, absolute module) of every import in ``path``, relative ones resolved."""
+    rel = path.relative_to(ROOT)
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = rel.parts[:len(rel.parts) - node.level] if node.level else ()
+            module = ".".join(base + ((node.module,) if node.module else ()))
+            yield node.lineno, module
+            yield from ((node.lineno, f"{module}.{a.name}") for a in node.names)
+
+
+def test_resnet_lab_rooms_import_only_what_lies_below_them():
+    found = {p.name for p in (ROOT / "resnet_lab").iterdir() if (p / "__init__.py").exists()}
+    assert found == set(RESNET_LAB_ROOMS), found
+    bad = []
+    for room, allowed in RESNET_LAB_ROOMS.items():
+        for path in sorted((ROOT / "resnet_lab" / room).rglob("*.py")):
+            for line, name in _resolved_imports(path):
+                parts = name.split(".")
+                if parts[0] == "resnet_lab" and len(parts) > 1 and parts[1] != room and \
+                        parts[1] not in allowed and parts[1] in RESNET_LAB_ROOMS:
+                    bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+                elif parts[0] == "resnet_lab" and len(parts) > 1 and parts[1] not in RESNET_LAB_ROOMS:
+                    bad.append(f"{path.relative_to(ROOT)}:{line} imports {name} (above the rooms)")
     assert not bad, "\n".join(bad)
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from analysis import EXPERIMENTS, experiment
 from experiment_checks import load_script, one_thread  # noqa: F401
-from resnet_lab.cli import main_guard
-from resnet_lab.results import load_run
+from resnet_lab.runs.cli import main_guard
+from resnet_lab.runs.results import load_run
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from probes import stats as S
 from probes.kernels import c_module, cpp_hooks
 from probes.recorder import TapRecorder
 from resnet_lab import TAP_NAMES, ResidualUnit, cifar_resnet
-from resnet_lab.networks import ResNet
+from resnet_lab.networks.families import ResNet
 
 from fp32_bounds import ratio_tolerance, tolerance
 from tap_checks import assert_grad_norm

@@ -17,7 +17,7 @@ from analysis import controls as K
 from analysis.report import (CLAIMS, CONTROLS_SUMMARY_FILE, SUMMARY_FILE, _num, answers,
                              build_report, parse_controls, parse_summary, render_report)
 from resnet_lab import plotting
-from resnet_lab.cli import main_guard
+from resnet_lab.runs.cli import main_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "seed" / "000_64b20d10b326a134.txt"

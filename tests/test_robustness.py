@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from experiment_checks import load_script
-from resnet_lab.cli import main_guard
-from resnet_lab.results import compare_runs, load_run
-from resnet_lab.runs import PAPER_ROOT as PAPER
-from resnet_lab.runs import RunDir
+from resnet_lab.runs.cli import main_guard
+from resnet_lab.runs.results import compare_runs, load_run
+from resnet_lab.io.folders import PAPER_ROOT as PAPER
+from resnet_lab.io.folders import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
@@ -205,7 +205,7 @@ def test_one_or_two_processes_give_the_same_tables(tmp_path):
 
 def test_a_live_run_is_locked(tmp_path):
     first = RunDir.create("x", {"a": 1}, out=tmp_path, run_id="r", lock=True)
-    code = ("from resnet_lab.runs import RunDir\n"
+    code = ("from resnet_lab.io.folders import RunDir\n"
             f"RunDir.create('x', {{'a': 1}}, out={str(tmp_path)!r}, run_id='r', lock=True)\n")
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert second.returncode != 0 and "in use by another running process" in second.stderr

@@ -19,13 +19,13 @@ import torch
 from analysis import EXPERIMENTS, experiment
 from analysis.preflight import plan_text
 from experiment_checks import load_script, one_thread, run_smoke  # noqa: F401
-from resnet_lab.cellstore import CellStore
-from resnet_lab.cli import main_guard
-from resnet_lab.results import compare_runs, load_run
-from resnet_lab.runs import RunDir
-from resnet_lab.settings import check_workers, resolve_devices
-from resnet_lab.shards import resolve_shard, shard_from_environment, split
-from resnet_lab.sweep import Cell, CellResult, run_cells
+from resnet_lab.runs.cellstore import CellStore
+from resnet_lab.runs.cli import main_guard
+from resnet_lab.runs.results import compare_runs, load_run
+from resnet_lab.io.folders import RunDir
+from resnet_lab.runs.settings import check_workers, resolve_devices
+from resnet_lab.runs.shards import resolve_shard, shard_from_environment, split
+from resnet_lab.runs.sweep import Cell, CellResult, run_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 

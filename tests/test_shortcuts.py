@@ -1,4 +1,4 @@
-"""Shortcuts and after-addition functions (resnet_lab.shortcuts): each module's formula against
+"""Shortcuts and after-addition functions (resnet_lab.networks.shortcuts): each module's formula against
 an fp64 hand computation, He et al. 2016 Table 1's variants built, counted and checked by the
 formula check, and every existing net unchanged bit for bit."""
 import importlib
@@ -12,9 +12,9 @@ import torch
 
 from probes import FormulaCheck
 from resnet_lab import cifar_resnet
-from resnet_lab.shortcuts import HE2016_TABLE1, VARIANTS, DropoutShortcut, Gating
-from resnet_lab.sweep import Cell, build
-from resnet_lab.units import UNIT_KINDS, ResidualUnit, reference_formula
+from resnet_lab.networks.shortcuts import HE2016_TABLE1, VARIANTS, DropoutShortcut, Gating
+from resnet_lab.runs.sweep import Cell, build
+from resnet_lab.networks.units import UNIT_KINDS, ResidualUnit, reference_formula
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE1 = [row[0] for row in HE2016_TABLE1]

@@ -15,8 +15,8 @@ from experiment_checks import (bad_input, help_text, one_thread, redraw_without_
 from analysis import signal_propagation as SP
 from resnet_lab import cifar_resnet
 from analysis import claims as C
-from resnet_lab.shortcuts import Identity, IdentityAfter, ReLUAfter
-from resnet_lab.units import ResidualUnit
+from resnet_lab.networks.shortcuts import Identity, IdentityAfter, ReLUAfter
+from resnet_lab.networks.units import ResidualUnit
 
 NAME = "signal_propagation"
 FIGURES = ["c1_formula_check", "c4_spp_gaussian", "c4_spp_digits", "c4_gap_vs_depth"]
@@ -120,7 +120,7 @@ def test_formula_check_catches_a_shortcut_that_is_not_the_identity():
                                                    ("bottleneck", 64, 8)])
 def test_predicted_increment_matches_a_direct_computation(block, channels, size):
     """The channel variance a V2 branch adds at init, over many inits, is the analytic delta."""
-    from resnet_lab.networks import he_fan_out_init
+    from resnet_lab.networks.families import he_fan_out_init
 
     torch.manual_seed(1)
     x = torch.randn(32, channels, size, size) * 3 + 1       # BN standardises whatever comes

@@ -20,9 +20,9 @@ import pytest
 
 from analysis import experiment
 from experiment_checks import load_script, one_thread  # noqa: F401
-from resnet_lab.cli import main_guard
-from resnet_lab.results import compare_runs, load_run
-from resnet_lab.shards import split
+from resnet_lab.runs.cli import main_guard
+from resnet_lab.runs.results import compare_runs, load_run
+from resnet_lab.runs.shards import split
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm,

@@ -4,9 +4,9 @@ import io
 
 import pandas as pd
 
-from resnet_lab import sweep
-from resnet_lab.runs import RunDir
-from resnet_lab.sweep import Cell, CellResult, SweepProgress, outcome, run_sweep
+from resnet_lab.runs import sweep
+from resnet_lab.io.folders import RunDir
+from resnet_lab.runs.sweep import Cell, CellResult, SweepProgress, outcome, run_sweep
 
 
 class Terminal(io.StringIO):

@@ -17,7 +17,7 @@ from torch import nn
 from probes import SignalProbe
 from probes.adapters.tapping import SUPPORTED, find_blocks, tap_model, untap_model
 from resnet_lab import TAP_NAMES, Tap, cifar_resnet
-from resnet_lab.taps import tapped_units
+from resnet_lab.networks.taps import tapped_units
 
 import reference_timm
 from reference_resnets import BasicBlock, ResNetV2, resnet18, resnet50

@@ -14,13 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_lab import cifar_resnet, create_model, runs
-from resnet_lab.data import load_dataset
-from resnet_lab.runs import RunDir, atomic_write, check_writable_dir
-from resnet_lab.schedule import Schedule
-from resnet_lab.shards import parse_shard, select_shard
-from resnet_lab.sweep import merge_runs
-from resnet_lab.training import train
+from resnet_lab import cifar_resnet, create_model
+
+from resnet_lab.io import folders as runs
+from resnet_lab.engine.data import load_dataset
+from resnet_lab.io.folders import RunDir, atomic_write, check_writable_dir
+from resnet_lab.engine.schedule import Schedule
+from resnet_lab.runs.shards import parse_shard, select_shard
+from resnet_lab.runs.sweep import merge_runs
+from resnet_lab.engine.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = dict(steps=20, batch_size=32, eval_every=10, checkpoint_every=5, quiet=True)

@@ -11,7 +11,7 @@ import pytest
 from analysis import unit_ablation as T2
 from analysis import claims as C
 from analysis.report import render_report
-from resnet_lab.units import UNIT_KINDS
+from resnet_lab.networks.units import UNIT_KINDS
 
 from experiment_checks import bad_input, redraw_without_model_code, run_smoke
 

@@ -34,7 +34,7 @@ except ImportError:
                           "(or, in the resnet-lab checkout, pip install -e '.[lightning]')") from None
 
 
-from resnet_lab.taps import TAP_NAMES, tapped_units
+from resnet_lab.networks.taps import TAP_NAMES, tapped_units
 
 from ..callback import ProbeCallback
 from .tapping import tap_model

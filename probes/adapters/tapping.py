@@ -7,7 +7,7 @@
     handle.remove()                    # or untap_model(model): the model is as it was
 
 ``tap_model`` finds the residual blocks it knows by their class name and attributes, gives
-each the five taps of the tap contract (``resnet_lab.taps``: ``unit.taps`` with input,
+each the five taps of the tap contract (``resnet_lab.networks.taps``: ``unit.taps`` with input,
 shortcut, branch, sum, output, and ``stage`` / ``index``) and replaces its ``forward``, on
 that instance only, by the same computation routed through the taps:
 
@@ -45,7 +45,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from resnet_lab.taps import is_tapped_unit, make_taps
+from resnet_lab.networks.taps import is_tapped_unit, make_taps
 
 _ADDED = ("forward", "stage", "index")     # instance attributes tap_model sets (taps aside)
 _SAVED = "_probes_tapping_saved"           # where a tapped block keeps what they were before
@@ -175,7 +175,7 @@ def _refusal(module: nn.Module, name: str):
 def _not_supported(module: nn.Module) -> ValueError:
     return ValueError(f"{type(module).__name__} is not a residual block probes.adapters.tapping knows; "
                       f"supported: {SUPPORTED}. Route your own block through "
-                      "resnet_lab.taps.make_taps() (see resnet_lab/units.py)")
+                      "resnet_lab.networks.taps.make_taps() (see resnet_lab/networks/units.py)")
 
 
 # ---- finding, tapping and untapping ---------------------------------------------------------------
@@ -232,7 +232,7 @@ def _no_blocks(model: nn.Module) -> ValueError:
     what = ", ".join(candidates) if candidates else type(model).__name__
     return ValueError(f"no residual block probes.adapters.tapping knows in {type(model).__name__} "
                       f"(unrecognised: {what}); supported: {SUPPORTED}. Route your own block "
-                      "through resnet_lab.taps.make_taps() (see resnet_lab/units.py)")
+                      "through resnet_lab.networks.taps.make_taps() (see resnet_lab/networks/units.py)")
 
 
 def _tap_block(block: nn.Module, stage: int, index: int):

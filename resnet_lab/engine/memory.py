@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .taps import Tap
+from ..networks.taps import Tap
 
 FLOAT_BYTES = 4
 STATE_COPIES = 6          # weights, gradients, momentum, a checkpoint's weights and momentum

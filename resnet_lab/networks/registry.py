@@ -5,7 +5,7 @@ Names carry their family, so the CIFAR and ImageNet nets of the same depth canno
 """
 from __future__ import annotations
 
-from .networks import (BASIC_CIFAR_DEPTHS, BOTTLENECK_CIFAR_DEPTHS, IMAGENET_LAYERS, cifar_resnet,
+from .families import (BASIC_CIFAR_DEPTHS, BOTTLENECK_CIFAR_DEPTHS, IMAGENET_LAYERS, cifar_resnet,
                        imagenet_resnet, resnet34_v1, resnet34_v2)
 
 _REGISTRY: dict[str, tuple] = {}

@@ -3,9 +3,9 @@
 The library raises ``ValueError`` (bad input, naming the valid choices) or ``FileNotFoundError``
 (missing data, saying where to get it); the operating system ``OSError`` (no space, permission
 ...), and memory can run out: a script wrapped in ``run_main`` turns each into one line on
-stderr that says what to do (``resnet_lab.errors``) and exit status 2. A signal ends it with
+stderr that says what to do (``resnet_lab.io.errors``) and exit status 2. A signal ends it with
 one line and 130 (SIGINT), 143 (SIGTERM) or 75 (SIGUSR1, "requeue me";
-``resnet_lab.signals``); a closed stdout (``| head``) ends it quietly. ``Parser`` makes
+``resnet_lab.io.signals``); a closed stdout (``| head``) ends it quietly. ``Parser`` makes
 argparse's own errors one line too.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-from . import signals
-from .errors import one_line
+from ..io import signals
+from ..io.errors import one_line
 
 DEVICES = ("auto", "cpu", "cuda")
 BROKEN_PIPE = 141          # what a shell reports for a process ended by SIGPIPE
@@ -80,7 +80,7 @@ def _silence_stdout():
 
 def run_main(fn, argv=None):
     """``sys.exit`` with what the guarded ``fn()`` (``fn(argv)`` when argv is given) returns;
-    None counts as 0. SIGINT, SIGTERM and SIGUSR1 stop it as ``resnet_lab.signals`` says."""
+    None counts as 0. SIGINT, SIGTERM and SIGUSR1 stop it as ``resnet_lab.io.signals`` says."""
     signals.install()
     guarded = main_guard(fn)
     code = (guarded() if argv is None else guarded(argv)) or 0

@@ -44,7 +44,7 @@ class ResNet(nn.Module):
         self.grad_checkpointing = False
 
     def units(self) -> list[ResidualUnit]:
-        """The residual units in order (the tap contract, ``resnet_lab.taps``)."""
+        """The residual units in order (the tap contract, ``resnet_lab.networks.taps``)."""
         return [unit for stage in self.stages for unit in stage]
 
     def forward(self, x):
@@ -148,7 +148,7 @@ def resolve_cifar_block(depth: int, block: str = "auto") -> str:
 
 def _with_variant(unit_kind, after, shortcut_variant):
     """(after, same-shape shortcut, final BN-ReLU?) of a net whose units have ``unit_kind``,
-    changed by the ``shortcut_variant`` named (``resnet_lab.shortcuts.VARIANTS``)."""
+    changed by the ``shortcut_variant`` named (``resnet_lab.networks.shortcuts.VARIANTS``)."""
     final_bn_relu = unit_kind not in ("original", "bn_after_add")
     if shortcut_variant is None:
         return after, None, final_bn_relu
@@ -163,7 +163,7 @@ def _with_variant(unit_kind, after, shortcut_variant):
     return after, change.same_shape, final_bn_relu
 
 
-# the options of ``cifar_resnet`` a sweep cell may name as factors (``resnet_lab.sweep.build``)
+# the options of ``cifar_resnet`` a sweep cell may name as factors (``resnet_lab.runs.sweep.build``)
 NETWORK_OPTIONS = ("shortcut", "after", "shortcut_variant")
 
 
@@ -185,9 +185,9 @@ def cifar_resnet(depth, version=None, unit_kind=None, num_classes=10, width=16, 
     first unit normalises it) and a final BN-ReLU before pooling, as the official code.
     ``block``: see ``resolve_cifar_block`` for which depths ``"auto"`` resolves and how.
     ``shortcut``: ``"A"`` or ``"B"`` where the shape changes (default: the block's, above).
-    ``after``: every unit's after-addition function by name (``resnet_lab.shortcuts.AFTERS``);
+    ``after``: every unit's after-addition function by name (``resnet_lab.networks.shortcuts.AFTERS``);
     default: the unit kind's.
-    ``shortcut_variant``: a name of ``resnet_lab.shortcuts.VARIANTS`` (He et al. 2016 Table 1's
+    ``shortcut_variant``: a name of ``resnet_lab.networks.shortcuts.VARIANTS`` (He et al. 2016 Table 1's
     shortcuts on every unit that keeps its shape; V1 without its after-addition ReLU; V1 with a
     final BN-ReLU). ValueError naming the valid ones.
     Init: He fan-out for convolutions (the official code's).

@@ -1,7 +1,7 @@
 """The training engine: the paper's recipe, resumable, on one CPU or many GPUs.
 
 ``train(model, data, run, TrainSettings(...))`` runs SGD (momentum 0.9, weight decay 1e-4 on
-every parameter) with a ``resnet_lab.schedule.Schedule`` (default: the paper's, scaled to
+every parameter) with a ``resnet_lab.engine.schedule.Schedule`` (default: the paper's, scaled to
 the run) and writes, when ``run`` is a ``RunDir``:
 
 * rows in the DESIGN.md schema ``step, epoch, split, metric, value`` (``metrics.csv.gz``):
@@ -62,11 +62,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.folders import RunDir, atomic_save, rank_and_world
+from ..io.signals import Interrupted, polled, stop_requested
+from ..io.signals import name as signal_name
 from .data import Batches, Dataset, apply_augmentation, draw_augmentation
-from .runs import RunDir, atomic_save, rank_and_world
 from .schedule import Schedule
-from .signals import Interrupted, polled, stop_requested
-from .signals import name as signal_name
 
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value"]
 CHECKPOINT = "checkpoint.pt"
@@ -483,7 +483,7 @@ class _Trainer:
         return self.flush()
 
     def _stop_asked(self) -> bool:
-        """A signal asked this run to stop (``resnet_lab.signals``; one process only)."""
+        """A signal asked this run to stop (``resnet_lab.io.signals``; one process only)."""
         return self.world == 1 and stop_requested() is not None
 
     def _stop(self):

@@ -188,7 +188,7 @@ def _read_extracted(path: Path, name: str, archive_name: str) -> dict:
             raise ValueError("not a CIFAR batch")
         return batch
     except PermissionError:
-        raise                                # not corrupt: unreadable (one line, resnet_lab.errors)
+        raise                                # not corrupt: unreadable (one line, resnet_lab.io.errors)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             UnicodeDecodeError, IndexError, OSError) as err:
         raise ValueError(f"{name}: {path} is corrupt ({type(err).__name__}); extract the official "

@@ -1,6 +1,6 @@
 """A run folder read back in one call: ``load_run(path)`` -> its config and tables.
 
-    from resnet_lab.results import load_run
+    from resnet_lab.runs.results import load_run
     run = load_run("results/paper/early_training")
     run.config["preset"]; run.summary.head(); run["claims"]
 """
@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from .runs import RunDir, read_table
+from ..io.folders import RunDir, read_table
 class _Tables(Mapping):
     """``{name: DataFrame}`` of a folder's tables, each read (``read_table``) when first
     asked for: a run's probe table can be large, and most uses read one or two tables."""

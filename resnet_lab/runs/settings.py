@@ -4,7 +4,7 @@ Every script declares its presets (``quick``, ``paper``, ``smoke``) and which of
 ``OPTIONS`` it takes; ``parser`` builds its command line and ``resolve`` turns the parsed
 arguments into one checked settings dict, *before anything is written*: a bad value is a
 ``ValueError`` naming the flag, the value and what is valid (a script turns it into one line
-on stderr and exit status 2, ``resnet_lab.cli``).
+on stderr and exit status 2, ``resnet_lab.runs.cli``).
 
 Preset values use the flags' names (``depths``, ``seeds``, ``width``, ``steps`` ...); a preset
 may give ``widths`` per unit block instead of one ``width`` (``{"basic": 16, "bottleneck":
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
+from ..engine.data import DATASETS
+from ..engine.schedule import Schedule, check_steps
+from ..engine.training import PRECISIONS
+from ..io.folders import PAPER_ROOT, check_writable_dir
+from ..networks.families import resolve_cifar_block
+from ..networks.units import UNIT_KINDS, VERSIONS, resolve_unit_kind
 from .cli import Parser, resolve_device
-from .data import DATASETS
-from .networks import resolve_cifar_block
-from .runs import PAPER_ROOT, check_writable_dir
-from .schedule import Schedule, check_steps
 from .shards import resolve_shard
-from .training import PRECISIONS
-from .units import UNIT_KINDS, VERSIONS, resolve_unit_kind
 
 MAX_SEED = 2**63 - 1          # torch.manual_seed's range
 MAX_THREADS = 1024
@@ -75,27 +75,6 @@ def check_lr(lr, s=None):
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"--lr {lr!r}: must be a positive finite number")
     return float(lr)
-
-
-def check_probe_steps(probe_steps, s):
-    steps = s.get("steps")
-    if not isinstance(probe_steps, int) or probe_steps < 1 or (steps and probe_steps > steps):
-        raise ValueError(f"--probe-steps {probe_steps!r}: must be an integer from 1 to --steps "
-                         f"({steps})")
-    minimum = s.get("min_probe_steps", 1)
-    if probe_steps < minimum:
-        raise ValueError(f"--probe-steps {probe_steps}: need at least {minimum} (initialisation "
-                         "and a later step)")
-    if steps and probed_count(steps, probe_spacing(steps, probe_steps)) != probe_steps:
-        window = range(max(1, minimum, probe_steps - 50), min(steps, probe_steps + 50) + 1)
-        counts = [c for c in window if probed_count(steps, probe_spacing(steps, c)) == c]
-        near = [max(c for c in counts if c < probe_steps) if counts[0] < probe_steps else None,
-                min(c for c in counts if c > probe_steps) if counts[-1] > probe_steps else None]
-        raise ValueError(f"--probe-steps {probe_steps}: {steps} steps cannot hold {probe_steps} "
-                         f"evenly spaced probed steps from step 1 (they would be "
-                         f"{probed_count(steps, probe_spacing(steps, probe_steps))}); "
-                         f"nearest counts that can: {' or '.join(str(c) for c in near if c)}")
-    return probe_steps
 
 
 def check_warmup_steps(warmup_steps, s):
@@ -161,10 +140,23 @@ def check_list_choices(flag, choices):
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One setting: its flag, argparse's description of it, and its check."""
+    """One setting: its flag, argparse's description of it, and its check.
+
+    A script's options are names of ``OPTIONS`` or ``Option`` s of their own (an instrument's
+    settings live with it, e.g. ``analysis.probing.PROBE_STEPS``)."""
     flag: str
     kwargs: dict
     check: object = None
+
+    @property
+    def name(self) -> str:
+        """The settings key: the flag without dashes, ``--probe-steps`` -> ``probe_steps``."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def _named(entry) -> tuple:
+    """(name, Option) of an entry of a script's options: a name of ``OPTIONS`` or an Option."""
+    return (entry.name, entry) if isinstance(entry, Option) else (entry, OPTIONS[entry])
 
 
 OPTIONS = {
@@ -179,9 +171,6 @@ OPTIONS = {
     "steps": Option("--steps", dict(type=int, help="training iterations per net"),
                     lambda v, s=None: check_steps(v)),
     "batch_size": Option("--batch-size", dict(type=int, help="batch size"), check_batch_size),
-    "probe_steps": Option("--probe-steps", dict(type=int, help="probed steps, evenly spaced from "
-                                                               "the first iteration"),
-                          check_probe_steps),
     "warmup_steps": Option("--warmup-steps", dict(type=int, help="iterations at lr 0.01 before --lr"),
                            check_warmup_steps),
     "lr": Option("--lr", dict(type=float, help="learning rate after the warm-up at 0.01"), check_lr),
@@ -208,8 +197,7 @@ def parser(description: str, presets: dict, options, *, prog=None, publish: bool
     default = "quick" if "quick" in presets else next(iter(presets))
     p.add_argument("--preset", choices=list(presets), default=default,
                    help=f"settings bundle: {', '.join(presets)} (default {default})")
-    for name in options:
-        option = OPTIONS[name]
+    for name, option in map(_named, options):
         p.add_argument(option.flag, dest=name, default=None,
                        **{**option.kwargs, "help": option.kwargs["help"] + " (default: the preset's)"})
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -255,10 +243,9 @@ def resolve(args, presets: dict, options, **rules) -> dict:
     ``rules`` are experiment rules the checks read (``min_seeds``, ``min_probe_steps``)."""
     preset = presets[args.preset]
     s = dict(rules)
-    for name in options:
+    for name, option in map(_named, options):
         given = getattr(args, name, None)
         value = given if given is not None else preset.get(name)
-        option = OPTIONS[name]
         s[name] = option.check(value, s) if option.check is not None and value is not None else value
     s["preset"] = args.preset
     if "depths" in options:
@@ -376,20 +363,6 @@ def unit_kinds(s) -> list:
     if s.get("unit_kinds"):
         return list(s["unit_kinds"])
     return [resolve_unit_kind(version=v) for v in (s.get("versions") or VERSIONS)]
-
-
-def probe_spacing(steps: int, probe_steps: int) -> int:
-    """probe_every so that ``probe_steps`` probed steps are spread from step 1 to near the end
-    (one checkpoint: step 1 alone, initialisation)."""
-    if probe_steps <= 1:
-        return max(1, steps)
-    return max(1, (steps - 1) // (probe_steps - 1))
-
-
-def probed_count(steps: int, every: int) -> int:
-    """How many of ``steps`` steps a probe with ``probe_every=every`` records (0-based steps
-    0, every, 2 every, ...)."""
-    return -(-steps // every)
 
 
 def paper_schedule(s, length=None) -> dict:

@@ -6,7 +6,7 @@ the net from the cell's seed, train or measure it) returns the cell's tables; th
 them with the cell's identifying columns (DESIGN.md: ``experiment, unit_kind, version, depth,
 width, seed``) and merges them, in cell order, into the run's tables.
 
-Survival: each cell has its own folder ``<run>/cells/<cell name>/`` (``resnet_lab.cellstore``);
+Survival: each cell has its own folder ``<run>/cells/<cell name>/`` (``resnet_lab.runs.cellstore``);
 its tables are written there (atomically) the moment it finishes, then ``done.json`` with
 their checksums. Rerunning the same command (the same run folder: its id comes from the
 settings) verifies and skips finished cells -- a cell whose tables changed is trained again --
@@ -15,11 +15,11 @@ merged tables do not depend on the order cells finished in, nor on how many proc
 machines ran them: a cell is a pure function of its settings (one PyTorch thread per cell by
 default).
 
-Parallel: ``workers`` processes (``resnet_lab.workers``; spawned, each with ``threads`` PyTorch
+Parallel: ``workers`` processes (``resnet_lab.runs.workers``; spawned, each with ``threads`` PyTorch
 threads, each on its own GPU of ``devices``) take cells, most expensive first. Shards
-(``resnet_lab.shards``): ``share`` is the part of the cells this process runs; the others'
+(``resnet_lab.runs.shards``): ``share`` is the part of the cells this process runs; the others'
 are run by other processes into the same folder (a per-cell lock keeps two from running one).
-Signals (``resnet_lab.signals``): a stopped sweep checkpoints its nets in progress and says,
+Signals (``resnet_lab.io.signals``): a stopped sweep checkpoints its nets in progress and says,
 in one line, what finished and what will resume. A progress bar shows the cells being worked
 on, their steps and the estimated time left (one line per finished cell when stderr is not a
 terminal).
@@ -35,15 +35,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import signals
+from ..engine.training import CHECKPOINT, CheckpointUnreadable
+from ..io import signals
+from ..io.errors import CellFailed, one_line
+from ..io.folders import RunDir, check_writable_dir, read_table, write_table
+from ..networks.families import NETWORK_OPTIONS, cifar_resnet
+from ..networks.units import version_of
 from .cellstore import CELL_COLUMNS, CellChanged, CellStore
 from .costs import step_seconds
-from .errors import CellFailed, one_line
-from .networks import NETWORK_OPTIONS, cifar_resnet
 from .progress import SweepProgress
-from .runs import RunDir, check_writable_dir, read_table, write_table
-from .training import CHECKPOINT, CheckpointUnreadable
-from .units import version_of
 from .workers import run_in_workers
 
 ID_COLUMNS = ["experiment", "unit_kind", "version", "depth", "width", "seed"]
@@ -83,7 +83,7 @@ class Cell:
     @property
     def cost(self) -> float:
         """Predicted milliseconds of one training step on the reference GPU
-        (``resnet_lab.costs``): what schedules cells, balances shards and weighs the progress
+        (``resnet_lab.runs.costs``): what schedules cells, balances shards and weighs the progress
         bar (a 1001-layer cell ~5x a 164-layer one)."""
         return 1000 * step_seconds(self.depth, self.width)
 

@@ -26,8 +26,8 @@ from multiprocessing.connection import wait
 
 import torch
 
-from . import signals
-from .errors import CellFailed, one_line
+from ..io import signals
+from ..io.errors import CellFailed, one_line
 
 GRACE = 60.0          # seconds a worker gets to checkpoint its net after a stop
 PARENT_POLL = 0.5     # seconds between a worker's looks at its parent

@@ -1,5 +1,5 @@
 """What went wrong, in one line that says what to do: the text a script prints for an error
-it expects (``resnet_lab.cli.main_guard``; exit status 2).
+it expects (``resnet_lab.runs.cli.main_guard``; exit status 2).
 
 Expected are bad input (``ValueError``, naming the valid choices), missing data
 (``FileNotFoundError`` saying where to get it), the operating system saying no (``OSError``:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import atomic_write, held, read_config, write_table
+from ..io.folders import atomic_write, held, read_config, write_table
 
 DONE = "done.json"
 # The fields of done.json that make the run's cells table (the rest -- checksums, device,

@@ -1,6 +1,6 @@
 """Shortcuts h(x) and after-addition functions f(y), each a small module that declares its formula.
 
-A residual unit computes ``out = f(h(x) + F(x))`` (``resnet_lab.units``). What varies between
+A residual unit computes ``out = f(h(x) + F(x))`` (``resnet_lab.networks.units``). What varies between
 He et al.'s designs is which h and which f; each is a module here that says, beside the code
 that computes it:
 

@@ -3,13 +3,13 @@
 Every unit computes
 
     h = h(x)            shortcut: identity, zero-padding (option A) or 1x1 projection (option B),
-                        or one of He et al. 2016 Table 1's (``resnet_lab.shortcuts``)
+                        or one of He et al. 2016 Table 1's (``resnet_lab.networks.shortcuts``)
     F = F(x)            branch: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1, expansion 4)
     y = h + F           the addition
     out = f(y)          after-addition function: ReLU for the original (V1) unit, identity for
                         full pre-activation (V2)
 
-and routes x, h, F, y and f(y) through its five taps (``unit.taps``, see ``resnet_lab.taps``).
+and routes x, h, F, y and f(y) through its five taps (``unit.taps``, see ``resnet_lab.networks.taps``).
 
 The five unit kinds of Fig. 4 differ only in where BN and ReLU sit:
 
@@ -143,12 +143,12 @@ class ResidualUnit(nn.Module):
             activation once to feed both paths (official resnet-1k-layers). ``False``
             reproduces the article's V2 unit, whose projection sees the raw input.
         projection_bn: whether the projection ends with BN; default: for kinds (a)-(c) only.
-        after: the after-addition function by name (``resnet_lab.shortcuts.AFTERS``);
+        after: the after-addition function by name (``resnet_lab.networks.shortcuts.AFTERS``);
             default: the kind's (``KIND_AFTER``).
         same_shape: ``(channels, unit_kind) -> Shortcut``, the shortcut where the shape does not
-            change (a ``resnet_lab.shortcuts.Variant``'s); default: the identity.
+            change (a ``resnet_lab.networks.shortcuts.Variant``'s); default: the identity.
 
-    ``unit.shortcut`` (h, a ``resnet_lab.shortcuts.Shortcut``) and ``unit.after`` (f, an
+    ``unit.shortcut`` (h, a ``resnet_lab.networks.shortcuts.Shortcut``) and ``unit.after`` (f, an
     ``Activation``) declare their formulas; ``reference_formula`` reads them.
     """
 
@@ -224,7 +224,7 @@ def reference_formula(unit: ResidualUnit, x, h, branch):
     for name in ("shortcut", "after") + (("preact",) if unit.shares_preact else ()):
         if not callable(getattr(getattr(unit, name), "reference", None)):
             raise ValueError(f"unit.{name} ({type(getattr(unit, name)).__name__}) declares no "
-                             "formula; use the modules of resnet_lab.shortcuts")
+                             "formula; use the modules of resnet_lab.networks.shortcuts")
     source = unit.preact.reference(x) if unit.shares_preact else x
     y = unit.shortcut.reference(source) + branch
     return y, unit.after.reference(y)
