@@ -82,6 +82,7 @@ from resnet_lab import plotting
 from resnet_lab.runs import settings
 from resnet_lab.io.folders import read_table
 from resnet_lab.engine.schedule import PAPER_ITERATIONS
+from resnet_lab.networks.families import NETWORK_OPTIONS
 from resnet_lab.runs.sweep import Cell
 
 from . import claims as C
@@ -231,9 +232,9 @@ def arm_depth(s) -> int:
 
 def check_arms():
     """Every network option an arm names must be one the cells' builder passes on
-    (``resnet_lab.networks.NETWORK_OPTIONS``): else the arm would silently be plain V1."""
-    from resnet_lab import networks
-    known = getattr(networks, "NETWORK_OPTIONS", ())
+    (``resnet_lab.networks.families.NETWORK_OPTIONS``): else the arm would silently be plain
+    V1."""
+    known = NETWORK_OPTIONS
     for name, (_, options, _) in ARMS.items():
         unknown = [k for k, _ in options if k not in known]
         if unknown:

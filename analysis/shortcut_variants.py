@@ -48,12 +48,13 @@ import torch
 import torch.nn.functional as F
 
 from probes import ShortcutPath, SignalProbe
-from resnet_lab import plotting, settings
-from resnet_lab.data import Batches
-from resnet_lab.networks import resolve_cifar_block
-from resnet_lab.runs import read_table
-from resnet_lab.shortcuts import HE2016_TABLE1, VARIANTS
-from resnet_lab.sweep import Cell, CellResult, build
+from resnet_lab import plotting
+from resnet_lab.engine.data import Batches
+from resnet_lab.io.folders import read_table
+from resnet_lab.networks.families import resolve_cifar_block
+from resnet_lab.networks.shortcuts import HE2016_TABLE1, VARIANTS
+from resnet_lab.runs import settings
+from resnet_lab.runs.sweep import Cell, CellResult, build
 
 from . import controls as K
 from . import known_groups as G

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import shortcut_variants as experiment  # noqa: E402
 from analysis.runner import run_experiment  # noqa: E402
-from resnet_lab.cli import run_main  # noqa: E402
+from resnet_lab.runs.cli import run_main  # noqa: E402
 
 
 def main(argv=None):

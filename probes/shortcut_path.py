@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from resnet_lab.taps import tapped_units
+from resnet_lab.networks.taps import tapped_units
 
 SHORTCUT_PATH_COLUMNS = ["stage", "first_index", "n_units", "energy_end", "energy_path", "share",
                          "log10_share"]

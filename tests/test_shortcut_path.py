@@ -15,7 +15,7 @@ from torch import nn
 
 from probes.shortcut_path import ShortcutPath
 from resnet_lab import cifar_resnet
-from resnet_lab.taps import make_taps
+from resnet_lab.networks.taps import make_taps
 
 U = 2.0 ** -24
 
