@@ -14,7 +14,7 @@ from probes import SignalProbe, kernels
 from probes import stats as S
 from probes.kernels import cpp_hooks
 from resnet_lab import cifar_resnet
-from resnet_lab.taps import make_taps
+from resnet_lab.networks.taps import make_taps
 
 PATH = ("path_share", "path_share_indep", "path_frac")
 U = 2.0 ** -24                           # fp32 unit roundoff

@@ -37,7 +37,7 @@ from .errors import one_line
 
 DEFAULT_ROOT = Path("results") / "runs"
 # The committed references: only ``--publish`` writes there.
-PAPER_ROOT = Path(__file__).resolve().parents[1] / "results" / "paper"
+PAPER_ROOT = Path(__file__).resolve().parents[2] / "results" / "paper"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
