@@ -156,7 +156,7 @@ class IdentityPath:
             if path.mask is None:
                 opened.fill_(path.numel)
             else:
-                opened.copy_(path.mask.sum())
+                opened.copy_(torch.count_nonzero(path.mask))     # a third of bool sum()'s time
             numel.fill_(path.numel)
             seen += [path.first, path.last, 1, int(path.grad_seen)]
         return self.sums.flatten(), seen
