@@ -40,7 +40,6 @@ error, and He et al.'s Table 1 column beside (ResNet-110, CIFAR-10 test error %,
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
