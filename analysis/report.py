@@ -487,6 +487,12 @@ def table1_section(results) -> list[str]:
         lines += _table(["measure", "better", "result"],
                         [[m, part["better"].iloc[0], G.summary(known, m)]
                          for m, part in known.groupby("measure", sort=False)]) + [""]
+    folder = Path(results) / G.KNOWN_GROUPS_EXPERIMENT / "figures"
+    shown = [f"[{stem}]({G.KNOWN_GROUPS_EXPERIMENT}/figures/{stem}.png)" for stem in
+             ("known_groups_init", "table1_test_error", "table1_training_error")
+             if (folder / f"{stem}.png").is_file()]
+    if shown:
+        lines += ["Figures: " + ", ".join(shown) + ".", ""]
     return lines
 
 
