@@ -319,25 +319,33 @@ def results_text(run_dir) -> str:
 
 # --------------------------------------------------------------------------- figures
 def figure_init(init: pd.DataFrame, known: pd.DataFrame, folder, name="known_groups_init"):
-    """Each measure at the series' deepest depths, V1, one dot per seed and shortcut; the
-    measure's known-groups result in its panel's title."""
+    """Each measure at the series' deepest depths, V1, one dot per seed and shortcut (the
+    identity black, the known-bad shortcuts vermillion; the shortcut path clipped at −60); a
+    value that is not a finite number (the gradient overflowed fp32) is an x on the panel's
+    top edge. The measure's known-groups result in its panel's title."""
     v1 = init[init["version"] == 1]
     depths = sorted(known["depth"].unique()) if len(known) else sorted(v1["depth"].unique())[-1:]
     present = [n for n in SHORTCUTS if n in set(v1[FACTOR])]
+    bad = {g.bad for g in KNOWN_GROUPS}
     fig, axes = plotting.new_figure("two", 1.6 * len(depths), len(depths), len(MEASURES))
     for r, depth in enumerate(depths):
         for ax, m in zip(axes[r], MEASURES):
             part = v1[v1["depth"] == depth]
+            finite = part[m.column].replace([np.inf, -np.inf], np.nan).dropna()
+            top = float(finite.clip(lower=-60).max()) if len(finite) else 1.0
             for k, shortcut in enumerate(present):
-                values = part.loc[part[FACTOR] == shortcut, m.column].clip(lower=-60)
-                color = "0.1" if shortcut == IDENTITY else ("C3" if shortcut in
-                                                            {g.bad for g in KNOWN_GROUPS} else "0.55")
-                ax.scatter(np.full(len(values), k) + np.linspace(-0.15, 0.15, len(values)),
-                           values, s=8, color=color)
+                values = part.loc[part[FACTOR] == shortcut, m.column].to_numpy(float)
+                color = "0.05" if shortcut == IDENTITY else (
+                    plotting.VERSION_COLORS["V1"] if shortcut in bad else "0.6")
+                xs = np.full(len(values), k) + np.linspace(-0.15, 0.15, len(values))
+                ok = np.isfinite(values)
+                ax.scatter(xs[ok], np.clip(values[ok], -60, None), s=8, color=color)
+                if (~ok).any():
+                    ax.scatter(xs[~ok], np.full((~ok).sum(), top), s=14, marker="x", color=color)
             ax.set_xticks(range(len(present)), present, rotation=60, ha="right")
             ok = G.passed(known, m.name)
             ax.set_title(f"{m.name}, {depth} layers\n({'passed' if ok else 'failed'}; "
-                         f"{m.better} = better)")
+                         f"{m.better} = better; x: not finite)")
     return plotting.save_figure(fig, folder, name)
 
 
