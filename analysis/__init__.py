@@ -16,7 +16,8 @@ import importlib
 from resnet_lab.io.folders import PAPER_ROOT
 
 
-EXPERIMENTS = ("grad_flow", "signal_propagation", "early_training", "full_training", "unit_ablation")
+EXPERIMENTS = ("grad_flow", "signal_propagation", "shortcut_variants", "early_training",
+               "full_training", "unit_ablation")
 PAPER = PAPER_ROOT
 
 

@@ -538,3 +538,74 @@ def derive_c7(answers: dict) -> str:
     if c3 == SUPPORTED and c5 == SUPPORTED:
         return SUPPORTED
     return INCONCLUSIVE
+
+
+# --------------------------------------------------------------------------- a share closed
+def share_closed(v1, arm, v2) -> TestResult:
+    """The share of V1's gap to V2 that an intervention closes, paired by seed:
+    R = mean(v1 − arm) / mean(v1 − v2) (1: the arm does as well as V2; 0: as badly as V1), with
+    one-sided 95% bounds (a 90% interval) by Fieller's method: the R for which the one-sample t
+    statistic of the per-seed values (v1 − arm) − R (v1 − v2) stays within ±t_{0.95, n−1},
+
+        (d̄ − R ē)² <= t² (s_dd − 2 R s_de + R² s_ee) / n,     d = v1 − arm, e = v1 − v2.
+
+    Where the denominator is not itself significant (ē² <= t² s_ee / n) that set is unbounded:
+    then the bounds are the 5th and 95th percentiles of R over every resampling of the seeds
+    with replacement (a paired bootstrap; exact enumeration for up to 8 seeds, else 20,000
+    draws of a fixed stream), and ``method`` says so. The p-value is the paired t test's of
+    "the arm closes nothing" (mean(v1 − arm) <= 0). Verdict: R > 0 by the module's rule."""
+    v1, ok1 = _finite(v1)
+    arm, ok2 = _finite(arm)
+    v2, ok3 = _finite(v2)
+    if not (v1.size == arm.size == v2.size):
+        raise ValueError(f"paired samples need equal lengths, got {v1.size}, {arm.size}, {v2.size}")
+    n = v1.size
+    kw = dict(direction="greater", margin=0.0)
+    if not (ok1 and ok2 and ok3):
+        return _finish(_NAN, _NAN, _NAN, _NAN, n, method="Fieller", note="non-finite values", **kw)
+    d, e = v1 - arm, v1 - v2
+    if n < 2 or e.mean() == 0:
+        return _finish(_NAN, _NAN, _NAN, _NAN, n, method="Fieller",
+                       note="no gap between V1 and V2" if n >= 2 else f"n={n}: no interval", **kw)
+    r = float(d.mean() / e.mean())
+    p = stats.ttest_1samp(d, 0.0, alternative="greater").pvalue if np.ptp(d) > 0 else _NAN
+    lo, hi = fieller_bounds(d, e)
+    if math.isfinite(lo):
+        return _finish(r, lo, hi, p, n, method="Fieller (paired by seed)", **kw)
+    lo, hi = bootstrap_ratio_bounds(d, e)
+    return _finish(r, lo, hi, p, n, method="paired bootstrap over seeds (Fieller unbounded)", **kw)
+
+
+def fieller_bounds(d, e) -> tuple[float, float]:
+    """Fieller's one-sided 95% bounds on mean(d) / mean(e) for paired samples (NaN, NaN where
+    the set is unbounded: the denominator is not significantly nonzero)."""
+    d, e = np.asarray(d, float), np.asarray(e, float)
+    n = d.size
+    t2 = stats.t(n - 1).ppf(1 - ALPHA) ** 2
+    cov = np.cov(np.vstack([d, e]), ddof=1)
+    s_dd, s_de, s_ee = cov[0, 0], cov[0, 1], cov[1, 1]
+    a = e.mean() ** 2 - t2 * s_ee / n
+    b = d.mean() * e.mean() - t2 * s_de / n
+    c = d.mean() ** 2 - t2 * s_dd / n
+    disc = b * b - a * c
+    if a <= 0 or disc < 0:
+        return _NAN, _NAN
+    root = math.sqrt(disc)
+    return float((b - root) / a), float((b + root) / a)
+
+
+def bootstrap_ratio_bounds(d, e, *, draws=20_000) -> tuple[float, float]:
+    """5th and 95th percentiles of mean(d*) / mean(e*) over resamplings of the pairs."""
+    import itertools
+    d, e = np.asarray(d, float), np.asarray(e, float)
+    n = d.size
+    if n <= 8:
+        idx = np.array(list(itertools.product(range(n), repeat=n)))
+    else:
+        idx = np.random.default_rng(0).integers(0, n, (draws, n))
+    num, den = d[idx].mean(axis=1), e[idx].mean(axis=1)
+    ratio = np.where(den != 0, num / np.where(den != 0, den, 1), np.nan)
+    ratio = ratio[np.isfinite(ratio)]
+    if not ratio.size:
+        return _NAN, _NAN
+    return float(np.quantile(ratio, ALPHA)), float(np.quantile(ratio, 1 - ALPHA))

@@ -17,6 +17,13 @@ Per net (``summary.csv``):
 ``err_end``        the same over the last quarter of the run: whether the net trains;
 ``warmup_error``   the mean training error over the warm-up's last epoch (He et al.'s rule:
                    the warm-up lasts until the training error is below 80%);
+``path_*``         log10 of the share of the stage-end gradient energy that passes every
+                   after-addition function along the identity path *element by element*
+                   (the probe's ``path_share``: the product of the masks), summed over stages
+                   (V2: 0), at init and at the last probed step;
+``path_indep_*``   the same from the product of per-unit averages (``path_share_indep``:
+                   as if the units' masks were independent) -- what assuming independence costs
+                   is ``path`` − ``path_indep``;
 ``survival_*``     log10 of the share of gradient energy that passes every unit's
                    after-addition function from the top to the first unit, sum over units of
                    log10(1 − grad_cut) (V2: 0), at init and at the last probed step;
@@ -30,14 +37,36 @@ The primary tests (``PRIMARY``, read from ``plans/plan.json``, frozen before the
 data; Holm within a claim) and the positive controls they need (``CONTROLS``, checked at every
 depth a primary uses):
 
-C2  V1 at 1001 layers, at init: ``survival_init`` < log10(1/2) -- the ReLUs cut off more than
-    half of the identity path's gradient energy on its way from the top to the first unit.
+C2  V1 at 1001 layers, at init: ``path_init`` < log10(1/2) -- the ReLUs cut off more than
+    half of the identity path's gradient energy, element by element, compounded over the
+    stages. Secondary: ``path_indep_init`` and ``survival_init`` (products of averages), and
+    He et al.'s "the truncation is more frequent at 1000 layers" (V1's per-unit cut at init,
+    1001 − 164 layers at equal width, Welch) as its own row (``paper_row`` = ``more_frequent``).
 C3  at 1001 layers: ``err_c3`` V1 − V2 > 5 points (controls W, A, E).
-C4  V2 at 1001 layers: ``stage_rho`` < 0.3 decades at init, and at the last probed step after
-    the main-lr phase (controls A, E): V2's identity path carries the signal across every
-    stage within a factor 2.
+C4  at 1001 layers, as the article states it: V2 (identity f) against V1 (ReLU f), V1 − V2 > 0
+    paired by seed, at init and at the last probed step after the main-lr phase (controls A,
+    E), on ``stage_rho``, on ``grad_ratio`` (|log10 ||g_first|| / ||g_last|||) and on the
+    identity path (``path``, V1 − V2 < 0; V2's is 1 by construction, so this row measures V1's
+    cut against the identity, early and late); each row rests on its measure's known-groups
+    result (``KNOWN_GROUP``): the pilot of shortcut_variants (quick, Part A) validated the
+    shortcut path and not stage_rho or grad_ratio, which at 1001 layers are not finite for the
+    known-bad shortcuts (their gradient overflows fp32 at init). "Late" is the end of this
+    run: full_training probes only the weight layers' inputs, so the end of a full training
+    would need its probe to record the unit inputs' and outputs' norms (taps input, output,
+    stat norm) and a 1001-layer net trained to the end. V2's own stability (``stage_rho`` < 0.3
+    decades) and its signed growth stay as secondary rows.
 Secondary rows: the same at the other depths, V1 − V2 of the transmission measures, the
 per-unit cut, He et al.'s "the cut is more frequent at 1000 layers" and "fades with training".
+
+Interventions (``ARMS``, at the run's deepest depth -- 1001 in the quick and paper presets --
+from the same seeds, so the same initialisation stream and batches as V1 and V2 there): (a) V1
+without its after-addition ReLU, nothing else changed; (b) V1 with a final BN-ReLU before
+pooling (V2's logit scale: V1-1001 starts at a loss of ~6 against V2's 2.3); (c) ReLU before
+the addition (He et al. Fig. 4c). Per arm (``interventions.csv``, and C3 secondary rows in
+claims.csv): the share of V1's slow start it closes, (err_c3[V1] − err_c3[arm]) /
+(err_c3[V1] − err_c3[V2]), paired by seed, with Fieller's 90% interval
+(``analysis.claims.share_closed``; a paired bootstrap where Fieller's is unbounded, said in
+``method``).
 """
 from __future__ import annotations
 
@@ -54,6 +83,7 @@ from resnet_lab import plotting
 from resnet_lab.runs import settings
 from resnet_lab.io.folders import read_table
 from resnet_lab.engine.schedule import PAPER_ITERATIONS
+from resnet_lab.networks.families import NETWORK_OPTIONS
 from resnet_lab.runs.sweep import Cell
 
 from . import claims as C
@@ -65,7 +95,7 @@ from .contract import Experiment
 from .figures import error_gap_figure, figure_inputs, seeds_dots, training_error_figure
 from .tables import write_raw
 from .measures import (NET, at_first_and_last, compounded_cut, per_net_curves, stage_rho,
-                       transmission, warmup_length)
+                       stage_transmission, training_curves, transmission, warmup_length)
 
 NAME = "early_training"
 PRESETS = {
@@ -110,11 +140,36 @@ CONTROLS = {
 HALF = math.log10(0.5)
 # The primary tests: plans/plan.json, the one source (analysis/plan.py).
 PRIMARY = P.primaries(NAME)
-PROBE = dict(taps=("input", "output", "sum"), stats=("norm", "shortcut_cut", "grad_cut", "frac_neg"),
+# V2's own stability (the growth BN nets show): the earlier C4 test, now a secondary row.
+V2_STABILITY = [C.Primary("C4", column, f"V2 alone: largest |log10 rho_in / rho_out| across a "
+                          f"stage, {when} (within 0.3 decades = a factor 2)", "noninferior", 0.3,
+                          "a factor 2 across a stage", (PRIMARY_DEPTH,), 0.0,
+                          "He et al. 2016, eqs. 4-5", version=2)
+                for column, when in (("stage_rho_init", "at init"),
+                                     ("stage_rho_last", "at the last probed step"))]
+# The signal measure each column rests on: its known-groups result (shortcut_variants'
+# known_groups.csv) gates the claim rows on it in the report (analysis.known_groups.gated_rows).
+KNOWN_GROUP = {"path_init": "shortcut_path", "path_last": "shortcut_path",
+               "path_indep_init": "shortcut_path",
+               "survival_init": "shortcut_path", "stage_rho_init": "stage_rho",
+               "stage_rho_last": "stage_rho", "grad_ratio_init": "grad_ratio",
+               "grad_ratio_last": "grad_ratio"}
+PROBE = dict(taps=("input", "output", "sum"), stats=("norm", "shortcut_cut", "grad_cut", "frac_neg",
+                                                     "path_share", "path_share_indep"),
              param_grads=False)
 CUTS = ("grad_cut", "shortcut_cut", "frac_neg")
+# Interventions at the run's deepest depth (issue 36 item 5): name -> (unit kind, the network
+# options the cell names as factors (resnet_lab.sweep.build), words).
+ARMS = {
+    "no_after_relu": ("original", (("shortcut_variant", "no_after_relu"),),
+                      "V1 without its after-addition ReLU (f = identity), nothing else changed"),
+    "final_bn_relu": ("original", (("shortcut_variant", "final_bn_relu"),),
+                      "V1 with a final BN-ReLU before pooling (V2's logit scale)"),
+    "relu_before_add": ("relu_before_add", (), "ReLU before the addition (He et al. Fig. 4c), "
+                        "f = identity"),
+}
 FILES = ("config.json", "claims.csv", "controls.csv", "cells.csv", "summary.csv", "cuts.csv",
-         "transmission.csv")
+         "transmission.csv", "interventions.csv")
 
 
 # --------------------------------------------------------------------------- settings, cells
@@ -136,9 +191,32 @@ def windows(s) -> dict:
     return {"c3": (w, w + max(1, (steps - w) // 2)), "end": (steps - max(1, steps // 4), steps)}
 
 
+def arm_depth(s) -> int:
+    """Where the interventions run: the run's deepest depth (the primary depth, 1001, in the
+    quick and paper presets)."""
+    return max(s["depths"])
+
+
+def check_arms():
+    """Every network option an arm names must be one the cells' builder passes on
+    (``resnet_lab.networks.families.NETWORK_OPTIONS``): else the arm would silently be plain
+    V1."""
+    known = NETWORK_OPTIONS
+    for name, (_, options, _) in ARMS.items():
+        unknown = [k for k, _ in options if k not in known]
+        if unknown:
+            raise ValueError(f"intervention {name}: the network builder takes no option "
+                             f"{unknown}; valid: {', '.join(known) or 'none'}")
+
+
 def cells(s) -> list:
-    return [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
-            for kind in VERSIONS]
+    check_arms()
+    pairs = [Cell(d, kind, seed, s["widths"][d]) for d in s["depths"] for seed in s["seeds"]
+             for kind in VERSIONS]
+    d = arm_depth(s)
+    arms = [Cell(d, kind, seed, s["widths"][d], (("arm", name),) + options)
+            for name, (kind, options, _) in ARMS.items() for seed in s["seeds"]]
+    return pairs + arms
 
 
 def context(s) -> dict:
@@ -153,10 +231,19 @@ def describe(s) -> str:
             f"{s['probe_every']}; on {s['device']} ({s['workers']} processes x {s['threads']} threads)")
 
 
+def split_arms(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the V1/V2 pairs' rows, the interventions' rows) of a merged table."""
+    if "arm" not in table.columns:
+        return table, table.iloc[:0]
+    is_arm = table["arm"].notna()
+    return table[~is_arm].drop(columns="arm"), table[is_arm]
+
+
 def analyse(run, tables, cells_table, s, data):
     """Write the run's tables, summary, controls and claims."""
-    train, probe = tables["train"], tables["probe"]
-    write_raw(run, data, cells_table, {"train.csv.gz": train, "probe.csv.gz": probe})
+    write_raw(run, data, cells_table, {"train.csv.gz": tables["train"],
+                                       "probe.csv.gz": tables["probe"]})
+    (train, arm_train), (probe, _) = split_arms(tables["train"]), split_arms(tables["probe"])
     cuts = cut_table(probe)
     run.write_csv("cuts.csv", cuts)
     run.write_csv("transmission.csv", transmission_table(probe))
@@ -165,17 +252,24 @@ def analyse(run, tables, cells_table, s, data):
     run.write_csv("summary.csv", table)
     controls = control_rows(table, s)
     K.write_controls(run.path, controls)
-    C.write_claims(run.path, claims_rows(table, controls, dataset=s["dataset"]))
+    arms = arm_summary(arm_train, s, num_classes=data.num_classes,
+                       epoch=len(data.train_x) // s["batch_size"])
+    shares = interventions(table, arms, arm_depth(s))
+    run.write_csv("interventions.csv", shares)
+    C.write_claims(run.path, claims_rows(table, controls, dataset=s["dataset"])
+                   + intervention_rows(shares, dataset=s["dataset"]))
 
 
 def results_text(run_dir) -> str:
-    """What the script prints: the controls, the primary tests and the per-version means."""
+    """What the script prints: the controls, the primary tests, the per-version means and the
+    interventions' shares."""
     table = read_table(run_dir, "summary", "an early_training run folder")
     means = table.groupby(["depth", "version"])[["warmup_error", "err_c3", "err_end",
                                                   "survival_init", "stage_rho_last"]].mean()
+    shares = read_table(run_dir, "interventions", "an early_training run folder")
     with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
         return (K.controls_text(Path(run_dir)) + "\n" + C.claims_text(Path(run_dir) / C.CLAIMS_FILE)
-                + "\n" + means.to_string())
+                + "\n" + means.to_string() + "\n" + shares.drop(columns=["text"]).to_string(index=False))
 
 
 # --------------------------------------------------------------------------- tables
@@ -186,13 +280,34 @@ def cut_table(probe: pd.DataFrame) -> pd.DataFrame:
     table = rows.groupby(NET + ["width", "step", "stat"])["value"].mean().unstack("stat")
     table.columns.name = None
     survival = compounded_cut(probe, NET + ["width"])[NET + ["width", "step", "log_survival"]]
-    return table.reset_index().merge(survival, on=NET + ["width", "step"], how="left")
+    out = table.reset_index().merge(survival, on=NET + ["width", "step"], how="left")
+    return out.merge(path_table(probe), on=NET + ["width", "step"], how="left")
+
+
+def path_table(probe: pd.DataFrame) -> pd.DataFrame:
+    """Per net and probed step: ``log_path`` (log10 ``path_share`` summed over stages: the
+    identity path element by element) and ``log_path_indep`` (the same of
+    ``path_share_indep``, the product of per-unit averages)."""
+    keys = NET + ["width", "step"]
+    rows = probe[probe["stat"].isin(["path_share", "path_share_indep"])]
+    if rows.empty:
+        return pd.DataFrame(columns=keys + ["log_path", "log_path_indep"])
+    logs = rows.assign(log=np.log10(rows["value"].clip(lower=1e-300)))
+    wide = logs.groupby(keys + ["stat"])["log"].sum().unstack("stat")
+    return wide.rename(columns={"path_share": "log_path", "path_share_indep": "log_path_indep"}) \
+        .reset_index()
 
 
 def transmission_table(probe: pd.DataFrame) -> pd.DataFrame:
-    """Per net and probed step: ``stage_rho`` and the ends-to-ends ratios."""
+    """Per net and probed step: ``stage_rho``, its signed value (``stage_rho_signed``: log10
+    rho_in / rho_out of the stage with the largest deviation; > 0 = growth towards the input)
+    and the ends-to-ends ratios."""
     ends = transmission(probe, NET)[NET + ["step", "abs_log_rho_ratio", "abs_log_grad_ratio"]]
-    return stage_rho(probe, NET).merge(ends, on=NET + ["step"], how="left")
+    stages = stage_transmission(probe, NET)
+    worst = stages.loc[stages.groupby(NET + ["step"])["abs_log_stage_rho"].idxmax()]
+    signed = worst.set_index(NET + ["step"])["log_stage_rho"].rename("stage_rho_signed")
+    return (stage_rho(probe, NET).merge(ends, on=NET + ["step"], how="left")
+            .merge(signed.reset_index(), on=NET + ["step"], how="left"))
 
 
 def summary(train, probe, s, *, num_classes, epoch) -> pd.DataFrame:
@@ -202,15 +317,73 @@ def summary(train, probe, s, *, num_classes, epoch) -> pd.DataFrame:
                            epoch=epoch).set_index(NET)
     flows = transmission_table(probe)
     for column, name in (("stage_rho", "stage_rho"), ("abs_log_rho_ratio", "rho"),
-                         ("abs_log_grad_ratio", "grad_ratio")):
+                         ("abs_log_grad_ratio", "grad_ratio"),
+                         ("stage_rho_signed", "stage_rho_signed")):
         table = table.join(at_first_and_last(flows, NET, column, name))
     cuts = cut_table(probe)
     table = table.join(at_first_and_last(cuts, NET, "log_survival", "survival"))
+    table = table.join(at_first_and_last(cuts, NET, "log_path", "path"))
+    table = table.join(at_first_and_last(cuts, NET, "log_path_indep", "path_indep"))
     for stat in CUTS:
         table = table.join(at_first_and_last(cuts, NET, stat, stat))
         table[f"{stat}_mean"] = cuts.groupby(NET)[stat].mean()
     table["probe_step_last"] = cuts.groupby(NET)["step"].max()
     return table.reset_index().sort_values(NET, kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- interventions
+def arm_summary(arm_train: pd.DataFrame, s, *, num_classes, epoch) -> pd.DataFrame:
+    """One row per intervention net: the training measures of ``per_net_curves``."""
+    if arm_train.empty:
+        return pd.DataFrame(columns=["arm", "seed", "err_c3", "err_end", "loss_init"])
+    rows = []
+    for arm, part in arm_train.groupby("arm", sort=False):
+        part = part.assign(version=part["version"].fillna(0))     # relu_before_add: no version
+        per = per_net_curves(part, windows=windows(s), steps=s["steps"],
+                             chance=1 - 1 / num_classes, warmup=warmup_length(s), epoch=epoch)
+        rows.append(per.assign(arm=arm))
+    return pd.concat(rows, ignore_index=True)
+
+
+def interventions(table: pd.DataFrame, arms: pd.DataFrame, depth) -> pd.DataFrame:
+    """Per arm: the share of V1's slow start (``err_c3`` V1 − V2) it closes, paired by seed,
+    with its bounds (``claims.share_closed``), and the means it comes from."""
+    pairs = table[table["depth"] == depth].set_index(["seed", "version"])
+    rows = []
+    for name, (_, _, text) in ARMS.items():
+        part = arms[arms["arm"] == name].set_index("seed") if len(arms) else arms
+        seeds = sorted(set(part.index) & {k[0] for k in pairs.index if k[1] == 1}
+                       & {k[0] for k in pairs.index if k[1] == 2})
+        v1 = np.array([pairs.loc[(k, 1), "err_c3"] for k in seeds], dtype=float)
+        v2 = np.array([pairs.loc[(k, 2), "err_c3"] for k in seeds], dtype=float)
+        arm = part.loc[seeds, "err_c3"].to_numpy(float) if seeds else np.array([])
+        result = C.share_closed(v1, arm, v2) if seeds else \
+            C.not_testable(0, f"no {name} nets with a V1/V2 pair at {depth} layers")
+        loss = lambda version: float(pairs.xs(version, level="version")["loss_init"].mean()) \
+            if len(pairs) else math.nan
+        rows.append({"arm": name, "text": text, "depth": int(depth), "effect": result.effect,
+                     "ci_low": result.ci_low, "ci_high": result.ci_high,
+                     "p_value": result.p_value, "n": result.n, "verdict": result.verdict,
+                     "method": result.method, "note": result.note,
+                     "err_c3_v1": v1.mean() if seeds else math.nan,
+                     "err_c3_v2": v2.mean() if seeds else math.nan,
+                     "err_c3_arm": arm.mean() if seeds else math.nan,
+                     "err_end_arm": part.loc[seeds, "err_end"].mean() if seeds else math.nan,
+                     "loss_init_v1": loss(1), "loss_init_v2": loss(2),
+                     "loss_init_arm": part.loc[seeds, "loss_init"].mean() if seeds else math.nan})
+    return pd.DataFrame(rows)
+
+
+def intervention_rows(shares: pd.DataFrame, *, dataset: str) -> list[dict]:
+    """C3 secondary rows: the share of V1's slow start each arm closes."""
+    rows = []
+    for r in shares.itertuples():
+        result = C.TestResult(r.effect, r.ci_low, r.ci_high, r.p_value, int(r.n), r.verdict,
+                              "greater", 0.0, r.method, r.note if isinstance(r.note, str) else "")
+        rows.append(C.claim_row("C3", "secondary", NAME, f"share of V1's slow start (err_c3 V1 − "
+                                f"V2) closed by {r.arm}: {r.text}", int(r.depth), result,
+                                dataset=dataset, arm=r.arm))
+    return rows
 
 
 # --------------------------------------------------------------------------- controls, claims
@@ -236,12 +409,26 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str) -> list[dict]:
     others = [d for d in depths if d != PRIMARY_DEPTH]
     failed = K.failed(controls)
     rows = []
+    for primary in V2_STABILITY:
+        rows += [{**r, "role": "secondary"} for r in C.primary_rows(
+            table, dataclasses.replace(primary, depths=tuple(depths)), experiment=NAME,
+            dataset=dataset, known_group=KNOWN_GROUP[primary.measure])]
+    for depth in depths:                 # growth or decay, signed
+        part = table[(table["depth"] == depth) & (table["version"] == 2)]
+        for when in ("init", "last"):
+            rows.append(C.claim_row("C4", "secondary", NAME, f"V2: signed log10 rho_in / rho_out "
+                                    f"of the stage with the largest deviation, {when} (> 0: the "
+                                    f"signal grows towards the input)", int(depth),
+                                    C.one_sample(part[f"stage_rho_signed_{when}"],
+                                                 direction="greater"), dataset=dataset))
     for primary in PRIMARY:
+        known = KNOWN_GROUP.get(primary.measure, "")
         rows += C.primary_rows(table, primary, experiment=NAME, failed_controls=failed,
-                               dataset=dataset)
+                               dataset=dataset, known_group=known)
         secondary = dataclasses.replace(primary, depths=tuple(others), untestable="")
         rows += [{**r, "role": "secondary"} for r in
-                 C.primary_rows(table, secondary, experiment=NAME, dataset=dataset)]
+                 C.primary_rows(table, secondary, experiment=NAME, dataset=dataset,
+                                known_group=known)]
     for column, text in (("stage_rho_init", "largest |log10 rho_in / rho_out| across a stage, "
                           "at init, V1 − V2"),
                          ("stage_rho_last", "largest |log10 rho_in / rho_out| across a stage, "
@@ -250,6 +437,23 @@ def claims_rows(table: pd.DataFrame, controls, *, dataset: str) -> list[dict]:
                           "at init, V1 − V2")):
         rows += C.paired_rows(table, column, claim="C4", role="secondary", experiment=NAME,
                               measure=text, depths=depths, dataset=dataset)
+    v1 = table[table["version"] == 1]
+    for column, text in (("path_indep_init", "V1: log10 share passing every ReLU from the product "
+                          "of per-unit averages (path_share_indep, as if independent), summed "
+                          "over stages, at init, − log10(1/2)"),
+                         ("survival_init", "V1: sum over units of log10(1 − grad_cut) (the "
+                          "earlier product of averages), at init, − log10(1/2)")):
+        for depth in depths:
+            rows.append(C.claim_row("C2", "secondary", NAME, text, int(depth), C.one_sample(
+                v1.loc[v1["depth"] == depth, column], null=HALF, direction="less"),
+                dataset=dataset, known_group=KNOWN_GROUP[column]))
+    for depth in depths:
+        part = v1[v1["depth"] == depth]
+        rows.append(C.claim_row("C2", "secondary", NAME, "V1: what assuming independence costs, "
+                                "path_init − path_indep_init (decades; < 0: the element-wise "
+                                "path is cut more than the product of averages says)", int(depth),
+                                C.one_sample(part["path_init"] - part["path_indep_init"],
+                                             direction="less"), dataset=dataset))
     rows += C.paired_rows(table, "err_end", claim="C3", role="secondary", experiment=NAME,
                           measure="training error over the run's last quarter, V1 − V2",
                           depths=depths, dataset=dataset)
@@ -262,13 +466,16 @@ def cut_rows(table, depths, dataset) -> list[dict]:
     v1 = table[table["version"] == 1]
     rows = []
     if len(depths) > 1:
-        deepest, ref = depths[-1], depths[-2]
+        deepest = depths[-1]
+        ref = 164 if 164 in depths and deepest != 164 else depths[-2]
         for stat in ("grad_cut", "shortcut_cut"):
             a, b = v1[v1["depth"] == deepest], v1[v1["depth"] == ref]
-            rows.append(C.claim_row("C2", "secondary", NAME, f"V1 {stat} at init (mean over "
-                                    f"units): {deepest} − {ref} layers", int(deepest),
+            rows.append(C.claim_row("C2", "secondary", NAME, f"He et al. §4.1, the truncation is "
+                                    f"more frequent at 1000 layers: V1 {stat} at init (mean over "
+                                    f"units), {deepest} − {ref} layers (equal width)", int(deepest),
                                     C.independent_difference(a[f"{stat}_init"], b[f"{stat}_init"]),
-                                    dataset=dataset))
+                                    dataset=dataset,
+                                    paper_row="more_frequent" if stat == "grad_cut" else ""))
     for depth in depths:
         part = v1[v1["depth"] == depth]
         rows.append(C.claim_row("C2", "secondary", NAME, "V1 grad_cut (mean over units): at init "
@@ -296,7 +503,7 @@ def figure_transmission(table: pd.DataFrame, folder, name="c4_transmission"):
     for ax, (column, title) in zip(axes[0], (("stage_rho_init", "initialisation"),
                                              ("stage_rho_last", "last probed step"))):
         seeds_dots(ax, table, column, depths)
-        ax.axhline(_margin("C4"), color="0.5", lw=0.6, ls=":")
+        ax.axhline(V2_STABILITY[0].margin, color="0.5", lw=0.6, ls=":")
         ax.set_title(title)
     axes[0][0].set_ylabel("largest $|\\log_{10} \\rho_{in} / \\rho_{out}|$\nacross a stage")
     plotting.legend_above(fig, axes[0][1])
@@ -310,7 +517,7 @@ def figure_cuts(cuts: pd.DataFrame, folder, name="c2_cut_over_training"):
     depths = sorted(v1["depth"].unique())
     colors = dict(zip(depths, matplotlib.colormaps["viridis"](np.linspace(0, 0.85, len(depths)))))
     fig, axes = plotting.new_figure("two", 2.0, 1, 2)
-    panels = (("log_survival", "log$_{10}$ share of gradient energy\npassing every ReLU"),
+    panels = (("log_path", "log$_{10}$ share of gradient energy\npassing every ReLU (element-wise)"),
               ("grad_cut", "gradient energy cut per unit"))
     for ax, (column, label) in zip(axes[0], panels):
         for depth in depths:
@@ -323,13 +530,48 @@ def figure_cuts(cuts: pd.DataFrame, folder, name="c2_cut_over_training"):
     return plotting.save_figure(fig, folder, name)
 
 
+def figure_interventions(train: pd.DataFrame, shares: pd.DataFrame, folder,
+                         name="c3_interventions"):
+    """Training error (10-iteration running mean) at the arms' depth: V1, V2 and each arm,
+    mean over seeds (thick) and every seed (thin); the share each arm closes in the legend."""
+    base, arms = split_arms(train)
+    depth = int(shares["depth"].iloc[0]) if len(shares) else int(base["depth"].max())
+    curves = []
+    for label, part in [("V1", base[(base["depth"] == depth) & (base["version"] == 1)]),
+                        ("V2", base[(base["depth"] == depth) & (base["version"] == 2)])] + \
+            [(a, arms[arms["arm"] == a]) for a in ARMS if len(arms) and (arms["arm"] == a).any()]:
+        wide = training_curves(part.assign(version=part["version"].fillna(0)))
+        wide["smooth"] = wide.groupby("seed")["error"].transform(
+            lambda e: e.rolling(10, min_periods=1).mean()) * 100
+        curves.append((label, wide))
+    fig, axes = plotting.new_figure("one", 2.6)
+    ax = axes[0][0]
+    colors = {"V1": plotting.VERSION_COLORS["V1"], "V2": plotting.VERSION_COLORS["V2"]}
+    others = iter(["0.15", "#009E73", "#CC79A7", "0.55"])
+    share = shares.set_index("arm") if len(shares) else None
+    for label, wide in curves:
+        color = colors.get(label) or next(others)
+        for _, seed in wide.groupby("seed"):
+            ax.plot(seed["step"], seed["smooth"], color=color, lw=0.4, alpha=0.5)
+        mean = wide.groupby("step")["smooth"].mean()
+        text = label
+        if share is not None and label in share.index:
+            r = share.loc[label]
+            text = f"{label}: closes {r['effect']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        ax.plot(mean.index, mean.values, color=color, lw=1.4, label=text)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"training error (%), {depth} layers")
+    ax.legend(loc="lower left", fontsize=6)
+    return plotting.save_figure(fig, folder, name)
+
+
 def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
-    train, table, cuts, claims, folder = figure_inputs(run_dir, NAME, "train", "summary", "cuts",
-                                                       "claims")
-    return (training_error_figure(train, table, folder, "c3_training_error")
+    train, table, cuts, claims, shares, folder = figure_inputs(
+        run_dir, NAME, "train", "summary", "cuts", "claims", "interventions")
+    return (training_error_figure(split_arms(train)[0], table, folder, "c3_training_error")
             + figure_gap(claims, folder) + figure_transmission(table, folder)
-            + figure_cuts(cuts, folder))
+            + figure_cuts(cuts, folder) + figure_interventions(train, shares, folder))
 
 
 def published_tables(run_dir) -> dict:
@@ -341,7 +583,7 @@ def published_tables(run_dir) -> dict:
 # ---- the declaration run_experiment reads (analysis/contract.py) ---------------------------
 
 EXPERIMENT = Experiment(
-    name=NAME, presets=PRESETS, quick_seconds=1000, files=FILES, work=train_cell,
+    name=NAME, presets=PRESETS, quick_seconds=2500, files=FILES, work=train_cell,
     parse_settings=parse_settings, cells=cells, context=context, describe=describe,
     analyse=analyse, results_text=results_text, draw_figures=draw_figures,
     published_tables=published_tables, claims=("C2", "C3", "C4"))

@@ -35,6 +35,8 @@ def _values(summary: pd.DataFrame, entry: dict):
     """(a, b) per seed for a paired measure, or (values, None) for a one-version one."""
     depth = entry["depths"][0]
     at = summary[summary["depth"] == depth]
+    if entry["measure"] not in at.columns:   # a measure the exploratory run did not record
+        return np.array([]), None
     if "unit_kind" in at.columns:            # unit_ablation: full pre-activation − original
         wide = at.pivot(index="seed", columns="unit_kind", values=entry["measure"])
         wide = wide.reindex(columns=["full_preact", "original"]).dropna()
@@ -54,7 +56,9 @@ def primary_power(entry: dict, summary: pd.DataFrame, n_test: int | None) -> dic
     if d.size < 2:
         return {"exploratory_seeds": int(d.size), "seeds_needed": None, "sd_paired": None,
                 "test_set_floor_sd": None, "expected_effect": None, "distance": None,
-                "expected_from": f"no exploratory nets at {entry['depths'][0]} layers"}
+                "expected_from": (f"no exploratory {entry['measure']} (the references predate it)"
+                                  if entry["measure"] not in summary.columns else
+                                  f"no exploratory nets at {entry['depths'][0]} layers")}
     sd = float(np.std(d, ddof=1))
     floor = C.test_set_sd(a, b, n_test) if entry.get("on_test_set") and n_test and b is not None \
         else 0.0

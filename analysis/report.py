@@ -40,6 +40,7 @@ import pandas as pd
 
 from resnet_lab.io.folders import CODE_PATHS, atomic_write, write_table
 
+from . import known_groups as G
 from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED,
                      claim_verdict, derive_c7, read_claims, verdict)
 from .controls import CONTROLS_FILE, read_controls
@@ -68,6 +69,9 @@ class Claim:
     paper: str = ""         # what He et al. compared ("" = no such comparison in the paper)
     paper_measured: bool = True   # False: He et al. derive it, they do not measure it
     windows: tuple = ()     # a label per primary measure, in order, where there are several
+    known_group: str = ""   # the signal measures its primaries rest on (known-groups check), ", "
+    interventions: bool = False   # the section shows early_training's interventions
+    paper_row: str = ""     # claims rows (``paper_row``) that test He et al.'s own statement
 
 
 CLAIMS = (
@@ -84,8 +88,10 @@ CLAIMS = (
           "c2_cut_over_training",
           "Measured at initialisation, compounded over the units (the identity path from the top "
           "to the first unit); how it changes with training is a secondary row.",
-          "V1, log10 share of gradient passing every ReLU − log10(1/2)",
-          paper="§4.1: the truncation is frequent at 1000 layers (no number)"),
+          "V1, log10 share of the stage-end gradient passing every ReLU element by element, "
+          "summed over stages, − log10(1/2)",
+          paper="§4.1: the truncation is more frequent at 1000 layers (no number)",
+          known_group="shortcut_path", interventions=True, paper_row="more_frequent"),
     Claim("C3", "very deep V1 nets (1001 layers) train very slowly at first",
           "Optimizing deep networks (the paper's experiments use a 1001-layer ResNet) is easier: "
           "because of the nature of ReLU, when the signal is negative the shortcut has no effect, "
@@ -99,17 +105,21 @@ CLAIMS = (
           "checks that rule at 1001 layers too: a warm-up that leaves V1-1001 near chance sends it "
           "into the main lr unwarmed, a slow start of the setting's making.",
           "training error at the main lr, V1 − V2 (points)", 100,
-          paper="Fig. 1: V1-1001 trains slowly at first, V2-1001 does not"),
+          paper="Fig. 1: V1-1001 trains slowly at first, V2-1001 does not", interventions=True),
     Claim("C4", "with identity mappings the signal travels freely, early and late",
           "Using an identity mapping lets the signal propagate smoothly through every layer, "
           "whether early or late in training.",
           "而采用identity mapping使得无论训练初期还是末期,信号都能顺利在各层传输",
           "c4_transmission",
           "'Late' is the end of the early-training run, after its main-lr phase, not the end of a "
-          "full training; measured across stages, through identity shortcuts only.",
-          "V2, largest |log10 rho_in / rho_out| across a stage (decades)",
+          "full training (full_training's probe records no unit norms, and it stops at 164 "
+          "layers). Each measure answers only if it passed the known-groups check.",
+          "V1 − V2 (paired by seed) on stage_rho, the identity path and the gradient's "
+          "end-to-end ratio",
           paper="eqs. 4-5: derived, not measured", paper_measured=False,
-          windows=("at init", "late")),
+          windows=("stage_rho at init", "stage_rho late", "path at init", "path late",
+                   "gradient ratio at init", "gradient ratio late"),
+          known_group="stage_rho, shortcut_path, grad_ratio"),
     Claim("C5", "V1's slow start is not serious below about 164 layers",
           "Of course, this phenomenon is not serious when the network has few layers (the "
           "experiments used fewer than 164 layers).",
@@ -186,7 +196,26 @@ def load_results(results) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         pd.DataFrame(columns=["claim", "role", "verdict", "folder"])
     controls = [read_controls(path) for path in sorted(results.glob(f"*/{CONTROLS_FILE}"))]
     controls = pd.concat(controls, ignore_index=True) if controls else pd.DataFrame()
-    return rows, configs, controls
+    # A claim row resting on a signal measure (its ``known_group``) that did not pass the
+    # known-groups check is not testable here: the gate, applied where every claim is read.
+    return G.gated_rows(rows, known_groups(results)), configs, controls
+
+
+def known_groups(results) -> pd.DataFrame | None:
+    """The known-groups check of these results (``shortcut_variants/known_groups.csv``), or
+    None where it has not run."""
+    path = Path(results) / G.KNOWN_GROUPS_EXPERIMENT / G.KNOWN_GROUPS_FILE
+    return G.read_known_groups(path) if path.is_file() else None
+
+
+def _optional(results, experiment, name) -> pd.DataFrame | None:
+    path = Path(results) / experiment / name
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable table ({exc})") from None
 
 
 # --------------------------------------------------------------------------- formatting
@@ -294,12 +323,21 @@ def why(claim: Claim, rows: pd.DataFrame, answer_of: dict, refused: str = "") ->
     return f"{claim.measure or part.iloc[0]['measure']}: " + "; ".join(parts)
 
 
-def he_et_al(claim: Claim, answer: str) -> str:
-    """Whether He et al. made the same comparison, and whether this answer agrees."""
+def he_et_al(claim: Claim, answer: str, rows: pd.DataFrame | None = None) -> str:
+    """Whether He et al. made the same comparison, and whether this answer agrees -- or, where
+    a row tests He et al.'s own statement (``Claim.paper_row``), what the data say for it."""
     if not claim.paper:
         return "no such comparison"
     if not claim.paper_measured:
         return f"{claim.paper}; —"
+    if claim.paper_row:
+        has = rows is not None and "paper_row" in rows.columns
+        own = rows[rows["paper_row"] == claim.paper_row] if has else pd.DataFrame()
+        if own.empty:
+            return f"{claim.paper}; the data: no row tests it"
+        r = own.iloc[0]
+        word = {SUPPORTED: "agree", NOT_SUPPORTED: "⚠ disagree"}.get(r["verdict"], "cannot say")
+        return (f"{claim.paper}; the data {word}: {r['measure']}, {_test(r)} ({r['verdict']})")
     word = {SUPPORTED: "agrees", NOT_SUPPORTED: "⚠ disagrees (see why)"}.get(answer, "cannot say")
     return f"{claim.paper}; {word}"
 
@@ -316,7 +354,7 @@ def summary_table(rows, configs, out_dir, current=None) -> pd.DataFrame:
         figure = f"[{stem}]({experiment}/figures/{stem}.png)" if png is not None and png.is_file() else "—"
         table.append({"claim": claim.id, "article": claim.article, "answer": answer_of[claim.id],
                       "why": why(claim, rows, answer_of, refused),
-                      "he_et_al": he_et_al(claim, answer_of[claim.id]), "figure": figure})
+                      "he_et_al": he_et_al(claim, answer_of[claim.id], rows), "figure": figure})
     return pd.DataFrame(table, columns=SUMMARY_COLUMNS)
 
 
@@ -370,7 +408,23 @@ def _secondary_sentence(part: pd.DataFrame) -> str:
     return text + "; ".join(shown) + "."
 
 
-def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs) -> list[str]:
+def interventions_sentence(shares: pd.DataFrame, out_dir=None) -> str:
+    """The share of V1's slow start each intervention closes, with its bounds."""
+    parts = []
+    for _, r in shares.iterrows():
+        bounds = f"[{_num(r['ci_low'], 2)}, {_num(r['ci_high'], 2)}]"
+        parts.append(f"{r['arm']} ({r['text']}) closes {_num(r['effect'], 2)} {bounds}, n "
+                     f"{_num(r['n'])}, {r['method']}; its loss at init {_num(r['loss_init_arm'], 3)}")
+    depth = _num(shares["depth"].iloc[0]) if len(shares) else "?"
+    figure = Path(out_dir or ".") / "early_training" / "figures" / "c3_interventions.png"
+    link = (" ([curves](early_training/figures/c3_interventions.png))" if figure.is_file() else "")
+    v1, v2 = (_num(shares[c].iloc[0], 3) if len(shares) else "—" for c in ("loss_init_v1", "loss_init_v2"))
+    return (f"Interventions at {depth} layers, paired by seed with V1 and V2 (share of V1's slow "
+            f"start, err_c3 V1 − V2, that each closes; 1 = as V2, 0 = as V1; loss at init V1 "
+            f"{v1}, V2 {v2}){link}: " + "; ".join(parts) + ".")
+
+
+def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extra) -> list[str]:
     lines = [f"## {claim.id} — {claim.article}", "", f"> “{claim.sentence}”"
              + (f"  \n> *{claim.original}*" if claim.original else ""), "",
              f"**Answer: {summary_row['answer']}.** {summary_row['why']}.", ""]
@@ -392,6 +446,11 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs) -> lis
     secondary = _secondary_sentence(part[part["role"] == "secondary"])
     if secondary:
         lines.append(f"Secondary: {secondary}")
+    for measure in filter(None, (m.strip() for m in claim.known_group.split(","))):
+        lines.append(f"Its measure on the known-groups check ([Table 1](#table-1)): "
+                     f"{measure} {G.summary(extra.get('known'), measure)}.")
+    if claim.interventions and extra.get("interventions") is not None:
+        lines.append(interventions_sentence(extra["interventions"], extra.get("out_dir")))
     folders = sorted(part["folder"].unique())
     links = ", ".join(f"[{f}/claims.csv]({f}/claims.csv)" for f in folders)
     lines += ["", f"Caveats: {claim.caveat} Rows: {links or '—'}.", ""]
@@ -612,11 +671,51 @@ RULES = ("A test's verdict: *supported* when the one-sided 95% bound on the clai
          "upper] one-sided 95% bounds (a 90% interval). Full rule: `analysis/claims.py`.")
 
 
+def table1_section(results) -> list[str]:
+    """He et al.'s Table 1 beside ours, and the known-groups check of every signal measure."""
+    t1 = _optional(results, G.KNOWN_GROUPS_EXPERIMENT, "table1.csv")
+    known = known_groups(results)
+    if t1 is None and known is None:
+        return []
+    lines = ['<a id="table-1"></a>', "## Table 1 — shortcut variants (He et al. 2016) and the "
+             "known-groups check", ""]
+    if t1 is not None and len(t1):
+        lines += ["Each shortcut on the original unit at 110 layers, trained in the quick "
+                  "regime; *trains*: training error over the last quarter below 50%; *fits*: "
+                  "eval-mode final training error at most 2% (seeds of n). He et al.: CIFAR-10 "
+                  "test error (%), *fail* where their training did not converge.", ""]
+        lines += _table(["shortcut", "He et al.", "trains", "fits", "test error (%)", "ours"],
+                        [[r["shortcut"], r["he_et_al_test_error"], f"{int(r['trains'])} of {int(r['n'])}",
+                          f"{int(r['fits'])} of {int(r['n'])}",
+                          f"{_num(100 * r['test_error_mean'], 3)} ({_num(100 * r['test_error_min'], 3)}–"
+                          f"{_num(100 * r['test_error_max'], 3)})", r["verdict"]]
+                         for _, r in t1.iterrows()]) + [""]
+    if known is not None and len(known):
+        lines += ["The known-groups check (declared in `analysis/shortcut_variants.py` before the "
+                  "data; rule in `analysis/known_groups.py`): at initialisation, at each series' "
+                  "deepest depth, a measure must rank the identity shortcut ahead of constant "
+                  "scaling 0.5 (both) and dropout 0.5, each a one-sided paired test that is "
+                  "supported. A claim resting on a measure that fails reads *not testable here "
+                  "(measure not validated)*.", ""]
+        lines += _table(["measure", "better", "result"],
+                        [[m, part["better"].iloc[0], G.summary(known, m)]
+                         for m, part in known.groupby("measure", sort=False)]) + [""]
+    folder = Path(results) / G.KNOWN_GROUPS_EXPERIMENT / "figures"
+    shown = [f"[{stem}]({G.KNOWN_GROUPS_EXPERIMENT}/figures/{stem}.png)" for stem in
+             ("known_groups_init", "table1_test_error", "table1_training_error")
+             if (folder / f"{stem}.png").is_file()]
+    if shown:
+        lines += ["Figures: " + ", ".join(shown) + ".", ""]
+    return lines
+
+
 def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """The report's markdown, its claims table and its controls table, for ``results``, answered
     only from runs made under ``plan``."""
     rows, configs, controls = load_results(results)
     the_plan, sha = read_plan(plan), plan_hash(plan)
+    extra = {"known": known_groups(results), "out_dir": out_dir,
+             "interventions": _optional(results, "early_training", "interventions.csv")}
     table = summary_table(rows, configs, out_dir, sha)
     checks = controls_table(controls)
     name = Path(plan).resolve()
@@ -638,9 +737,10 @@ def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.Da
     lines += _table(["claim", "the article says", "answer", "why", "He et al.", "figure"],
                     table[SUMMARY_COLUMNS].to_numpy().tolist()) + [""]
     for claim, (_, summary_row) in zip(CLAIMS, table.iterrows()):
-        lines += claim_section(claim, rows, summary_row, configs) + plan_lines(the_plan, claim.id)
+        lines += claim_section(claim, rows, summary_row, configs, **extra) + plan_lines(the_plan, claim.id)
         if claim.id == "T2":
             lines += unit_rows(rows, results)
+    lines += table1_section(results)
     lines += power_section(the_plan) + history_section(read_history(results), rows)
     lines += ['<a id="rules"></a>', "## Rules", "", RULES, "", "A claim's answer:", "",
               "```text", CLAIM_RULE, "```", "", "```text", C7_RULE, "```", "",

@@ -15,7 +15,8 @@ from experiment_checks import (bad_input, help_text, one_thread, redraw_without_
                                run_smoke)
 
 NAME = "early_training"
-FIGURES = ["c3_training_error", "c3_gap_vs_depth", "c4_transmission", "c2_cut_over_training"]
+FIGURES = ["c3_training_error", "c3_gap_vs_depth", "c4_transmission", "c2_cut_over_training",
+           "c3_interventions"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,10 @@ def test_smoke_writes_every_file_and_claim(smoke):
     assert config["preset"]["schedule"]["warmup_max_steps"] == 3            # one fixed warm-up
     assert config["data"]["image_size"] == [8, 8] and config["data"]["test"] == 360
     train = pd.read_csv(run / "train.csv.gz")
-    assert set(train["version"]) == {1, 2} and set(train["seed"]) == {0, 1, 2}
+    pairs = train[train["arm"].isna()]
+    assert set(pairs["version"]) == {1, 2} and set(train["seed"]) == {0, 1, 2}
+    assert set(train["arm"].dropna()) == set(ET.ARMS)                 # at the deepest depth only
+    assert set(train.loc[train["arm"].notna(), "depth"]) == {47}
     table = pd.read_csv(run / "summary.csv")
     assert len(table) == 3 * 2 * 3
     assert table[["err_c3", "err_end", "stage_rho_init", "survival_init"]].notna().all().all()
@@ -42,7 +46,9 @@ def test_smoke_writes_every_file_and_claim(smoke):
     assert set(claims["claim"]) == {"C2", "C3", "C4"}
     primary = claims[claims["role"] == "primary"]
     # the smoke preset has no 1001-layer net: every primary test says so
-    assert len(primary) == 4 and (primary["verdict"] == C.NOT_TESTABLE).all()
+    assert len(primary) == 8 and (primary["verdict"] == C.NOT_TESTABLE).all()
+    assert set(primary.loc[primary["claim"] != "C3", "known_group"]) == \
+        {"shortcut_path", "stage_rho", "grad_ratio"}
     assert primary["note"].str.contains("1001").all()
     controls = K.read_controls(run / "controls.csv")
     # W for both versions at the shallowest depth and at 1001 (none here: not measured, failed),
@@ -62,9 +68,14 @@ def test_both_nets_of_a_pair_share_one_lr_schedule(smoke):
     iteration (one fixed warm-up, no data-dependent switch)."""
     run, _ = smoke
     train = pd.read_csv(run / "train.csv.gz")
-    lr = train[train["metric"] == "lr"].pivot_table(index=["depth", "seed", "step"],
-                                                    columns="version", values="value")
+    rates = train[train["metric"] == "lr"]
+    lr = rates[rates["arm"].isna()].pivot_table(index=["depth", "seed", "step"],
+                                                columns="version", values="value")
     assert len(lr) == 3 * 3 * 10 and (lr[1] == lr[2]).all()
+    # and every intervention net of a seed the same schedule as its V1/V2 pair
+    arms = rates[rates["arm"].notna()].set_index(["arm", "depth", "seed", "step"])["value"]
+    for (arm, depth, seed, step), value in arms.items():
+        assert value == lr.loc[(depth, seed, step), 1]
     assert set(lr.loc[(29, 0)][1].iloc[:3]) == {0.01} and set(lr.loc[(29, 0)][1].iloc[3:]) == {0.1}
 
 
@@ -87,7 +98,7 @@ def test_survival_and_stage_transmission_recomputed_from_the_probe_rows(smoke):
     run, _ = smoke
     probe = pd.read_csv(run / "probe.csv.gz")
     row = pd.read_csv(run / "summary.csv").set_index(["depth", "version", "seed"]).loc[(47, 1, 0)]
-    net = probe.query("depth == 47 and version == 1 and seed == 0")
+    net = probe.query("depth == 47 and version == 1 and seed == 0 and arm != arm")   # not an arm
     first = net[net["step"] == net["step"].min()]
     cuts = first.query("tap == 'sum' and stat == 'grad_cut'")["value"]
     assert row["survival_init"] == pytest.approx(np.log10(1 - cuts).sum())
@@ -99,6 +110,43 @@ def test_survival_and_stage_transmission_recomputed_from_the_probe_rows(smoke):
         rho_out = norm[(stage, idx[-1], "output", "backward")] * norm[(stage, idx[-1], "output", "forward")]
         ratios.append(abs(np.log10(rho_in / rho_out)))
     assert row["stage_rho_init"] == pytest.approx(max(ratios))
+
+
+def test_identity_path_recomputed_from_the_probe_rows(smoke):
+    """C2's element-wise path and the product of averages: sums over stages of the probe's
+    per-stage path_share and path_share_indep at the first probed step."""
+    run, _ = smoke
+    probe = pd.read_csv(run / "probe.csv.gz")
+    row = pd.read_csv(run / "summary.csv").set_index(["depth", "version", "seed"]).loc[(47, 1, 0)]
+    net = probe.query("depth == 47 and version == 1 and seed == 0 and arm != arm")
+    first = net[net["step"] == net["step"].min()]
+    for stat, column in (("path_share", "path_init"), ("path_share_indep", "path_indep_init")):
+        values = first.loc[first["stat"] == stat, "value"]
+        assert len(values) == 3 and row[column] == pytest.approx(np.log10(values).sum())
+    v2 = pd.read_csv(run / "summary.csv").query("version == 2")
+    assert (v2["path_init"].abs() < 1e-6).all()                 # identity f: nothing is cut
+
+
+def test_interventions_share_recomputed_by_hand(smoke):
+    """The share of V1's slow start each arm closes, from the training rows: (err_c3[V1] −
+    err_c3[arm]) / (err_c3[V1] − err_c3[V2]), means over the same seeds."""
+    run, _ = smoke
+    train = pd.read_csv(run / "train.csv.gz")
+    errors = train[(train["split"] == "train") & (train["metric"] == "error") &
+                   (train["depth"] == 47) & train["step"].between(4, 6)]
+    c3 = lambda part: part.groupby("seed")["value"].mean()
+    pairs = errors[errors["arm"].isna()]
+    v1, v2 = c3(pairs[pairs["version"] == 1]), c3(pairs[pairs["version"] == 2])
+    shares = pd.read_csv(run / "interventions.csv").set_index("arm")
+    assert list(shares.index) == list(ET.ARMS)
+    for arm in ET.ARMS:
+        mine = c3(errors[errors["arm"] == arm])
+        assert shares.loc[arm, "err_c3_arm"] == pytest.approx(mine.mean())
+        expected = (v1 - mine).mean() / (v1 - v2).mean()
+        assert shares.loc[arm, "effect"] == pytest.approx(expected)
+        assert shares.loc[arm, "n"] == 3 and isinstance(shares.loc[arm, "method"], str)
+    claims = C.read_claims(run / "claims.csv")
+    assert (claims["arm"].dropna() == list(ET.ARMS)).all()
 
 
 def test_measures_of_a_diverged_net():
@@ -116,7 +164,7 @@ def test_cut_table_is_the_mean_over_units_of_the_probe_rows(smoke):
     run, _ = smoke
     probe = pd.read_csv(run / "probe.csv.gz")
     cuts = pd.read_csv(run / "cuts.csv").set_index(["depth", "version", "seed", "step"])
-    rows = probe.query("depth == 47 and version == 1 and seed == 0 and tap == 'sum' and "
+    rows = probe.query("depth == 47 and version == 1 and seed == 0 and arm != arm and tap == 'sum' and "
                        "stat == 'grad_cut'")
     for step, part in rows.groupby("step"):
         assert cuts.loc[(47, 1, 0, step), "grad_cut"] == pytest.approx(part["value"].mean())
@@ -127,7 +175,9 @@ def test_claims_are_recomputed_from_the_summary(smoke):
     table = pd.read_csv(run / "summary.csv")
     controls = ET.control_rows(table, {"depths": [20, 29, 47]})
     assert pd.DataFrame(controls)["passed"].tolist() == K.read_controls(run / "controls.csv")["passed"].tolist()
-    again = pd.DataFrame(C.apply_holm(ET.claims_rows(table, controls, dataset="digits")))
+    shares = pd.read_csv(run / "interventions.csv")
+    again = pd.DataFrame(C.apply_holm(ET.claims_rows(table, controls, dataset="digits")
+                                      + ET.intervention_rows(shares, dataset="digits")))
     written = C.read_claims(run / "claims.csv")
     assert again["verdict"].tolist() == written["verdict"].tolist()
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)

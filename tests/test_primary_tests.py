@@ -39,9 +39,10 @@ def answer(rows, claim):
 
 
 def early_table(depths=(29, 164, 1001), *, err_gap=0.0, survival=-3.0, stage_rho=0.1,
-                v2_trains=True, seed=0):
-    """An early_training summary: V2's values around a level, V1's shifted by the gaps; every
-    net leaves the warm-up below 80% and trains, but V2-1001 where ``v2_trains`` is False."""
+                rho_gap=0.5, v2_trains=True, seed=0):
+    """An early_training summary: V2's values around a level, V1's shifted by the gaps (V1's
+    identity path at ``survival``, V2's at 0; V1's stage_rho and grad_ratio ``rho_gap`` above
+    V2's); every net leaves the warm-up below 80% and trains, unless ``v2_trains`` is False."""
     rng = np.random.default_rng(seed)
     rows = []
     for depth in depths:
@@ -54,9 +55,14 @@ def early_table(depths=(29, 164, 1001), *, err_gap=0.0, survival=-3.0, stage_rho
                            err_end=0.1 if (v1 or v2_trains or depth != 1001) else 0.85,
                            warmup_error=0.5,
                            survival_init=(survival + rng.normal(0, 0.05)) if v1 else 0.0,
-                           stage_rho_init=stage_rho + rng.normal(0, 0.01),
-                           stage_rho_last=stage_rho + rng.normal(0, 0.01),
+                           path_indep_init=(0.8 * survival + rng.normal(0, 0.05)) if v1 else 0.0,
                            rho_init=0.5, rho_last=0.5)
+                for when in ("init", "last"):
+                    gap = rho_gap if v1 else 0.0
+                    row.update({f"path_{when}": (survival + rng.normal(0, 0.05)) if v1 else 0.0,
+                                f"stage_rho_{when}": stage_rho + gap + rng.normal(0, 0.01),
+                                f"grad_ratio_{when}": 1 + gap + rng.normal(0, 0.01),
+                                f"stage_rho_signed_{when}": stage_rho + rng.normal(0, 0.01)})
                 for stat in ET.CUTS:
                     value = 0.05 + rng.normal(0, 0.002) if v1 else 0.0
                     row.update({f"{stat}_init": value, f"{stat}_last": value})
@@ -77,8 +83,9 @@ def early_answer(table, claim):
     ("C3", early_table(err_gap=0.0), C.NOT_SUPPORTED),
     ("C3", early_table(depths=(29, 164), err_gap=0.3), C.NOT_TESTABLE),
     ("C3", early_table(err_gap=0.3, v2_trains=False), C.NOT_TESTABLE),      # control E failed
-    ("C4", early_table(stage_rho=0.1), C.SUPPORTED),
-    ("C4", early_table(stage_rho=1.0), C.NOT_SUPPORTED),
+    ("C4", early_table(rho_gap=0.5), C.SUPPORTED),
+    ("C4", early_table(rho_gap=-0.5), C.NOT_SUPPORTED),       # V2 transmits worse than V1
+    ("C4", early_table(survival=0.3, rho_gap=0.0), C.NOT_SUPPORTED),      # the path row decides
     ("C4", early_table(depths=(29, 164)), C.NOT_TESTABLE),
 ])
 def test_early_training_primary_tests(claim, table, expected):
@@ -98,7 +105,7 @@ def test_a_failed_control_is_named_in_the_dependent_rows():
     assert c3["verdict"] == C.NOT_TESTABLE and c3["note"].startswith("control E failed: V2-1001: 0 of 5")
     # C4 at init needs no trained net: still answered
     c4 = [r for r in rows if r["claim"] == "C4" and r["role"] == "primary"]
-    assert [r["verdict"] for r in c4] == [C.SUPPORTED, C.NOT_TESTABLE]
+    assert [r["verdict"] for r in c4] == [C.SUPPORTED, C.NOT_TESTABLE] * 3
 
 
 def test_w_fails_where_a_fixed_warm_up_leaves_v1_1001_near_chance():

@@ -284,3 +284,77 @@ def test_every_claim_but_the_derived_one_is_declared_by_one_experiment():
     declared = [c for e in analysis.experiments() for c in e.claims]
     assert sorted(declared) == sorted(set(declared))
     assert set(declared) == {c.id for c in CLAIMS} - {"C7"}
+
+
+def _known_groups_fixture(results: Path, stage_rho_passes: bool):
+    """C2 (on shortcut_path) and C4 (on stage_rho) supported in early_training's rows; the
+    known-groups check passes shortcut_path and passes or fails stage_rho; Table 1 and the
+    interventions beside."""
+    from analysis import known_groups as G
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(5):
+        for shortcut, level in (("identity", 0.0), ("scale_0.5_1", -3.0), ("dropout_0.5", -6.0)):
+            rows.append({"depth": 1001, "seed": seed, "shortcut_variant": shortcut,
+                         "path_log10": level + 0.1 * rng.standard_normal(),
+                         "stage_rho": (-level if stage_rho_passes else level)
+                         + 0.1 * rng.standard_normal()})
+    measures = [G.Measure("shortcut_path", "path_log10", "higher", "path"),
+                G.Measure("stage_rho", "stage_rho", "lower", "rho")]
+    groups = [G.KnownGroup("identity", "scale_0.5_1", "Table 1"),
+              G.KnownGroup("identity", "dropout_0.5", "Table 1")]
+    folder = results / G.KNOWN_GROUPS_EXPERIMENT
+    folder.mkdir(parents=True)
+    G.check(pd.DataFrame(rows), measures, groups, [1001], shortcut="shortcut_variant") \
+        .to_csv(folder / G.KNOWN_GROUPS_FILE, index=False)
+    pd.DataFrame([{"shortcut": "identity", "label": "original", "he_et_al_test_error": "6.61",
+                   "n": 2, "trains": 2, "fits": 2, "err_end_mean": 0.01, "train_error_mean": 0.0,
+                   "test_error_mean": 0.03, "test_error_min": 0.02, "test_error_max": 0.04,
+                   "verdict": "trains and fits"},
+                  {"shortcut": "dropout_0.5", "label": "dropout", "he_et_al_test_error": "fail",
+                   "n": 2, "trains": 0, "fits": 0, "err_end_mean": 0.9, "train_error_mean": 0.9,
+                   "test_error_mean": 0.9, "test_error_min": 0.88, "test_error_max": 0.91,
+                   "verdict": "fails"}]).to_csv(folder / "table1.csv", index=False)
+    early = C.read_claims(results / "early_training" / "claims.csv").to_dict("records")
+    early += [C.claim_row("C2", "primary", "early_training", "V1 path − log10(1/2)", 1001,
+                          C.one_sample(-3 + rng.normal(0, 0.1, 5), direction="less"),
+                          known_group="shortcut_path"),
+              C.claim_row("C2", "secondary", "early_training", "more frequent at 1000 layers", 1001,
+                          C.independent_difference(rng.normal(0.3, 0.01, 5), rng.normal(0.31, 0.01, 5)),
+                          paper_row="more_frequent"),
+              C.claim_row("C4", "primary", "early_training", "stage_rho, V1 − V2", 1001,
+                          C.paired_difference(*_arms(0.5, 3)), known_group="stage_rho")]
+    C.write_claims(results / "early_training", early)
+    pd.DataFrame([{"arm": "no_after_relu", "text": "V1 without its ReLU", "depth": 1001,
+                   "effect": 0.8, "ci_low": 0.6, "ci_high": 1.0, "p_value": 0.01, "n": 5,
+                   "verdict": C.SUPPORTED, "method": "Fieller (paired by seed)", "note": "",
+                   "err_c3_v1": 0.87, "err_c3_v2": 0.66, "err_c3_arm": 0.70, "err_end_arm": 0.3,
+                   "loss_init_v1": 6.2, "loss_init_v2": 2.3, "loss_init_arm": 4.6}]) \
+        .to_csv(results / "early_training" / "interventions.csv", index=False)
+
+
+@pytest.mark.parametrize("stage_rho_passes", [True, False])
+def test_the_known_groups_gate_table1_and_the_interventions(tmp_path, stage_rho_passes):
+    results = tmp_path / "paper"
+    _write_fixture(results, c3_gap=0.3)
+    _known_groups_fixture(results, stage_rho_passes)
+    text, table, _ = render_report(results, results)
+    by_claim = table.set_index("claim")
+    assert by_claim.loc["C2", "answer"] == C.SUPPORTED
+    if stage_rho_passes:
+        assert by_claim.loc["C4", "answer"] == C.SUPPORTED
+    else:     # the same supported row, gated: its measure failed the known-groups check
+        assert by_claim.loc["C4", "answer"] == C.NOT_TESTABLE
+        assert "measure not validated: stage_rho — failed: 2 of 2" in by_claim.loc["C4", "why"]
+    c2 = text.split("## C2")[1].split("\n## ")[0]
+    c3 = text.split("## C3")[1].split("\n## ")[0]
+    c4 = text.split("## C4")[1].split("\n## ")[0]
+    assert "shortcut_path passed (2 of 2 comparisons supported at 1001 layers)" in c2
+    assert ("stage_rho passed" if stage_rho_passes else "stage_rho failed") in c4
+    for section in (c2, c3):
+        assert "no_after_relu (V1 without its ReLU) closes 0.8 [0.6, 1], n 5, Fieller" in section
+    assert "the data cannot say" in by_claim.loc["C2", "he_et_al"] or \
+        "the data ⚠ disagree" in by_claim.loc["C2", "he_et_al"]
+    t1 = text.split("## Table 1")[1].split("\n## ")[0]
+    assert "| dropout_0.5 | fail | 0 of 2 | 0 of 2 | 90 (88–91) | fails |" in t1
+    assert text.index("## Positive controls") < text.index("## Table 1")
