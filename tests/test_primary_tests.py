@@ -84,7 +84,9 @@ def early_answer(table, claim):
     ("C3", early_table(depths=(29, 164), err_gap=0.3), C.NOT_TESTABLE),
     ("C3", early_table(err_gap=0.3, v2_trains=False), C.NOT_TESTABLE),      # control E failed
     ("C4", early_table(rho_gap=0.5), C.SUPPORTED),
-    ("C4", early_table(rho_gap=-0.5), C.NOT_SUPPORTED),       # V2 transmits worse than V1
+    # stage_rho and the gradient ratio are secondary in the plan (they failed the known-groups
+    # check at 1001 layers): V2 transmitting worse on them does not decide, the path rows do
+    ("C4", early_table(rho_gap=-0.5), C.SUPPORTED),
     ("C4", early_table(survival=0.3, rho_gap=0.0), C.NOT_SUPPORTED),      # the path row decides
     ("C4", early_table(depths=(29, 164)), C.NOT_TESTABLE),
 ])
@@ -105,7 +107,7 @@ def test_a_failed_control_is_named_in_the_dependent_rows():
     assert c3["verdict"] == C.NOT_TESTABLE and c3["note"].startswith("control E failed: V2-1001: 0 of 5")
     # C4 at init needs no trained net: still answered
     c4 = [r for r in rows if r["claim"] == "C4" and r["role"] == "primary"]
-    assert [r["verdict"] for r in c4] == [C.SUPPORTED, C.NOT_TESTABLE] * 3
+    assert [r["verdict"] for r in c4] == [C.SUPPORTED, C.NOT_TESTABLE]      # the path at init, late
 
 
 def test_w_fails_where_a_fixed_warm_up_leaves_v1_1001_near_chance():
