@@ -300,11 +300,13 @@ def answers(rows: pd.DataFrame, configs: dict | None = None, current: str | None
     return out
 
 
-def why(claim: Claim, rows: pd.DataFrame, answer_of: dict, refused: str = "") -> str:
+def why(claim: Claim, rows: pd.DataFrame, answer_of: dict, refused: str = "",
+        own_words: bool = False) -> str:
     """One sentence: the key primary test(s) with number and interval; ``refused``: why the
-    claim is not answered from them (they are shown as what they are, not as an answer)."""
+    claim is not answered from them (they are shown as what they are, not as an answer, each in
+    the words of the run that made it -- ``own_words``: its measure may not be the plan's)."""
     if refused:
-        return f"{refused}; its numbers, not an answer: {why(claim, rows, answer_of)}"
+        return f"{refused}; its numbers, not an answer: {why(claim, rows, answer_of, own_words=True)}"
     if claim.id == "C7":
         return f"by rule: C3 {answer_of.get('C3')}, C5 {answer_of.get('C5')}"
     role = "mechanism" if claim.id == "C1" else "primary"
@@ -315,6 +317,10 @@ def why(claim: Claim, rows: pd.DataFrame, answer_of: dict, refused: str = "") ->
         worst = part.loc[part["ci_high"].astype(float).idxmax()]
         return (f"largest per-net formula error {_num(worst['ci_high'])} (95% upper bound), "
                 f"tolerance {_num(worst['margin'])}, over {len(part)} depth × version checks")
+    if own_words:
+        return "; ".join(f"{_clip(r['measure'], 60)}, {_where(r)}: {_test(r, claim.scale)}"
+                         + ("" if r["verdict"] == NOT_TESTABLE else f" ({r['verdict']})")
+                         for _, r in part.iterrows())
     label = dict(zip(part["measure"].unique(), claim.windows))     # {measure: "early", ...}
     parts = [f"{label[r['measure']] + ', ' if r['measure'] in label else ''}{_where(r)}: "
              f"{_test(r, claim.scale)}"
@@ -353,7 +359,7 @@ def summary_table(rows, configs, out_dir, current=None) -> pd.DataFrame:
         png = Path(out_dir) / experiment / "figures" / f"{stem}.png" if stem else None
         figure = f"[{stem}]({experiment}/figures/{stem}.png)" if png is not None and png.is_file() else "—"
         table.append({"claim": claim.id, "article": claim.article, "answer": answer_of[claim.id],
-                      "why": why(claim, rows, answer_of, refused),
+                      "why": refused or why(claim, rows, answer_of),
                       "he_et_al": he_et_al(claim, answer_of[claim.id], rows), "figure": figure})
     return pd.DataFrame(table, columns=SUMMARY_COLUMNS)
 
@@ -429,6 +435,9 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extr
              + (f"  \n> *{claim.original}*" if claim.original else ""), "",
              f"**Answer: {summary_row['answer']}.** {summary_row['why']}.", ""]
     part = rows[rows["claim"] == claim.id]
+    if summary_row["answer"] == NOT_ANSWERED and claim.id != "C7" and not part.empty:
+        lines[-2] = lines[-2][:-1] + (f"; its numbers, not an answer: "
+                                      f"{why(claim, rows, {}, own_words=True)}.")
     primary = part[part["role"] == ("mechanism" if claim.id == "C1" else "primary")]
     if not primary.empty:
         first = primary.iloc[0]
@@ -446,9 +455,10 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extr
     secondary = _secondary_sentence(part[part["role"] == "secondary"])
     if secondary:
         lines.append(f"Secondary: {secondary}")
-    for measure in filter(None, (m.strip() for m in claim.known_group.split(","))):
-        lines.append(f"Its measure on the known-groups check ([Table 1](#table-1)): "
-                     f"{measure} {G.summary(extra.get('known'), measure)}.")
+    measures = [m.strip() for m in claim.known_group.split(",") if m.strip()]
+    if measures:
+        lines.append("On the known-groups check ([Table 1](#table-1)): " + "; ".join(
+            f"{measure} {G.summary(extra.get('known'), measure)}" for measure in measures) + ".")
     if claim.interventions and extra.get("interventions") is not None:
         lines.append(interventions_sentence(extra["interventions"], extra.get("out_dir")))
     folders = sorted(part["folder"].unique())
@@ -524,6 +534,9 @@ def _span(seeds) -> str:
     if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
         return f"{seeds[0]}-{seeds[-1]}"
     return ", ".join(map(str, seeds)) or "—"
+
+
+APPENDIX_FILE = "PLAN_AND_HISTORY.md"
 
 
 def power_section(plan: dict) -> list[str]:
@@ -741,7 +754,7 @@ def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.Da
         if claim.id == "T2":
             lines += unit_rows(rows, results)
     lines += table1_section(results)
-    lines += power_section(the_plan) + history_section(read_history(results), rows)
+    lines += appendix_pointer(the_plan, read_history(results))
     lines += ['<a id="rules"></a>', "## Rules", "", RULES, "", "A claim's answer:", "",
               "```text", CLAIM_RULE, "```", "", "```text", C7_RULE, "```", "",
               "## Where the results came from", ""]
@@ -749,15 +762,39 @@ def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.Da
     return "\n".join(lines).rstrip("\n") + "\n", table, checks
 
 
+def appendix_pointer(plan: dict, history: pd.DataFrame) -> list[str]:
+    """The report's last section: where the plan's power table and the history are, in brief
+    (they are long; the report stays one screen per claim and under 20 KB)."""
+    entries = plan["primaries"]
+    untestable = sum(bool(e.get("untestable")) for e in entries)
+    turned = [claim for claim, seq in answer_changes(history) if len(seq) > 1] if not history.empty else []
+    return ["## The plan's power and the history", "",
+            f"[{APPENDIX_FILE}]({APPENDIX_FILE}) holds the plan's a-priori power table ("
+            f"{len(entries)} entries, {untestable} declared untestable in advance, planned "
+            f"{_num((plan.get('budget') or {}).get('planned_seconds'))} s of 2-core CPU) and every "
+            "answer published before with the design commits between them"
+            + (f"; answers that turned: {', '.join(turned)}" if turned else "") + ".", ""]
+
+
+def render_appendix(results, plan=PLAN) -> str:
+    """The report's companion: the plan's power table and the history of published answers."""
+    rows, _, _ = load_results(results)
+    lines = ["# The plan's power and the history of the answers", "",
+             f"Companion of [REPORT.md](REPORT.md), written with it by `python experiments/report.py`.", ""]
+    lines += power_section(read_plan(plan)) + history_section(read_history(results), rows)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 def build_report(results, out, plan=PLAN) -> Path:
-    """Write the report (and ``claims_summary.csv``, ``controls_summary.csv`` beside it)
-    atomically; returns ``out``."""
+    """Write the report (and ``claims_summary.csv``, ``controls_summary.csv`` and its companion
+    ``APPENDIX_FILE`` beside it) atomically; returns ``out``."""
     out = Path(out)
     text, table, checks = render_report(results, out.parent, plan)      # checks the results folder first
     if not out.parent.is_dir():
         raise ValueError(f"no folder {out.parent} to write {out.name} into")
     write_table(out.parent / SUMMARY_FILE, table)
     write_table(out.parent / CONTROLS_SUMMARY_FILE, checks)
+    atomic_write(out.parent / APPENDIX_FILE, render_appendix(results, plan))
     return atomic_write(out, text)
 
 

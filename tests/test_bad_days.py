@@ -109,7 +109,7 @@ def test_a_signal_checkpoints_the_net_and_the_same_command_resumes(signum, statu
     monkeypatch.setattr(analysis.cells, "train", signalled)
     code, err = run("early_training", [*LONG, "--workers", "1"], tmp_path, capsys)
     line = one_line(err)
-    assert code == status and line.startswith(f"interrupted by {signals.name(signum)}: 2 of 6 nets "
+    assert code == status and line.startswith(f"interrupted by {signals.name(signum)}: 2 of 15 nets "
                                               "finished, 1 will resume from its checkpoint "
                                               "(d20_w4_original_s1 at step 7)"), line
     assert line.endswith(f"resume with: python experiments/early_training.py {' '.join(LONG)} "

@@ -472,7 +472,8 @@ def test_make_figures_on_an_empty_results_folder_says_so(tmp_path, capsys):
     code, err = run_in_process("make_figures", ["--results", str(tmp_path)], capsys)
     assert code == 2 and only_line(err) == (
         f"error: --results {tmp_path}: no experiment folder in it (looked for grad_flow, "
-        "signal_propagation, early_training, full_training, unit_ablation); nothing to draw")
+        "signal_propagation, shortcut_variants, early_training, full_training, unit_ablation); "
+        "nothing to draw")
 
 
 @pytest.mark.parametrize("kwargs, needle", [
