@@ -91,7 +91,8 @@ def handlers():
         signal.signal(s, handler)
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGUSR1, 75)])
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130),
+                                            pytest.param(signal.SIGUSR1, 75, marks=pytest.mark.slow)])
 def test_a_signal_checkpoints_the_net_and_the_same_command_resumes(signum, status, handlers,
                                                                    long_reference, tmp_path,
                                                                    capsys, monkeypatch):
@@ -162,6 +163,7 @@ def _wait_for_training(out, process):
     return workers
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for the worker processes")
 def test_sigterm_to_the_parent_alone_stops_its_workers_in_a_second(long_reference, tmp_path):
     process = _start(tmp_path)

@@ -183,6 +183,7 @@ def test_claims_are_recomputed_from_the_summary(smoke):
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)
 
 
+@pytest.mark.slow
 def test_published_copy_redraws_without_model_code(smoke):
     _, publish = smoke
     assert {"config.json", "claims.csv", "controls.csv", "summary.csv", "train.csv.gz",

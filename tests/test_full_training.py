@@ -113,6 +113,7 @@ def test_claims_are_recomputed_from_the_summary(smoke_run):
     assert np.allclose(again["effect"], written["effect"], equal_nan=True)
 
 
+@pytest.mark.slow
 def test_published_copy_is_small_and_redraws_without_model_code(smoke_run):
     _, publish = smoke_run
     names = {p.name for p in publish.iterdir()}

@@ -249,6 +249,7 @@ def test_publishing_into_another_experiments_references_is_refused(grad_flow_run
     assert files(dest) == before and not (tmp_path / "runs").exists()  # nothing touched or run
 
 
+@pytest.mark.slow
 def test_publishing_another_presets_references_over_them_is_refused(grad_flow_run, tmp_path, capsys):
     dest = tmp_path / "grad_flow"
     shutil.copytree(grad_flow_run[1], dest)

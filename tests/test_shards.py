@@ -95,6 +95,7 @@ def _process(*argv):
                             env={**os.environ, "OMP_NUM_THREADS": "1", "RESNET_LAB_NO_BAR": "1"})
 
 
+@pytest.mark.slow
 def test_two_shard_processes_give_one_process_csvs(tmp_path):
     argv = ["--preset", "smoke", "--depths", "20", "--workers", "1", "--device", "cpu"]
     shards = [_process(*argv, "--shard", f"{i}/2", "--out", str(tmp_path / "sharded"))
@@ -115,6 +116,7 @@ def test_two_shard_processes_give_one_process_csvs(tmp_path):
     assert len(hosts) == 1
 
 
+@pytest.mark.slow
 def test_a_shard_leaves_the_analysis_to_the_last_and_analyse_does_it(tmp_path, capsys):
     argv = ["--preset", "smoke", "--depths", "20", "--workers", "1", "--device", "cpu", "--out",
             str(tmp_path)]

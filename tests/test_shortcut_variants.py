@@ -95,6 +95,7 @@ def test_table1_recomputed_from_the_training_rows(smoke):
         assert t1.loc[name, "test_error_mean"] == pytest.approx(test.mean())
 
 
+@pytest.mark.slow
 def test_published_copy_redraws_without_model_code(smoke):
     _, publish = smoke
     assert {"config.json", "init.csv", "known_groups.csv", "table1.csv", "train.csv.gz"} <= \

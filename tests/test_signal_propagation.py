@@ -169,6 +169,7 @@ def test_claims_follow_the_data():
     assert verdicts[20] != C.SUPPORTED and verdicts[56] != C.SUPPORTED
 
 
+@pytest.mark.slow
 def test_published_copy_is_small_and_redraws_without_model_code(smoke):
     _, publish = smoke
     names = {p.name for p in publish.iterdir()}

@@ -97,6 +97,7 @@ def test_verdicts_follow_the_data(delta, verdict, monkeypatch):
     assert row["verdict"] == C.NOT_TESTABLE and row["note"].startswith(C.PLAN_UNTESTABLE)
 
 
+@pytest.mark.slow
 def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
     _, publish = smoke_run
     assert {"train.csv.gz", "probe.csv.gz", "summary.csv", "table2.md", "claims.csv",
