@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis import claims as C
 from analysis import controls as K
@@ -144,6 +145,10 @@ def test_interventions_share_recomputed_by_hand(smoke):
         assert shares.loc[arm, "err_c3_arm"] == pytest.approx(mine.mean())
         expected = (v1 - mine).mean() / (v1 - v2).mean()
         assert shares.loc[arm, "effect"] == pytest.approx(expected)
+        gain = (v1 - mine).to_numpy()             # V1 − arm paired by seed, a one-sided 95% bound
+        half = stats.t.ppf(0.95, len(gain) - 1) * gain.std(ddof=1) / np.sqrt(len(gain))
+        assert shares.loc[arm, "v1_minus_arm"] == pytest.approx(gain.mean())
+        assert shares.loc[arm, "v1_minus_arm_low"] == pytest.approx(gain.mean() - half)
         assert shares.loc[arm, "n"] == 3 and isinstance(shares.loc[arm, "method"], str)
     claims = C.read_claims(run / "claims.csv")
     assert (claims["arm"].dropna() == list(ET.ARMS)).all()
