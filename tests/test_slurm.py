@@ -97,7 +97,8 @@ def test_a_task_signalled_mid_net_is_requeued_and_resumes(slurm, tmp_path):
     t0 = time.time()
     job = submit(slurm, tmp_path, "early_training", LONG)
     module = experiment("early_training")
-    first = split(module.cells(module.parse_settings(LONG)), 2)[0][0]    # task 0's first net
+    share = split(module.cells(module.parse_settings(LONG)), 2)[0]     # task 0's nets
+    first = share[0]
     metrics = list((tmp_path / "runs").glob(f"early_training/*/cells/{first.name}/state/metrics.csv.gz"))
     while not metrics:                                  # written at its first checkpoint (step 25)
         assert time.time() - t0 < 300, logs(tmp_path)
@@ -109,7 +110,7 @@ def test_a_task_signalled_mid_net_is_requeued_and_resumes(slurm, tmp_path):
     print(f"2-task array with a requeue: {time.time() - t0:.0f} s")
     text = logs(tmp_path)
     assert tasks == {0: ("COMPLETED", "0:0", 1), 1: ("COMPLETED", "0:0", 0)}, text
-    assert re.search(rf"interrupted by SIGUSR1: 0 of 3 nets of this shard finished, 1 will resume "
+    assert re.search(rf"interrupted by SIGUSR1: 0 of {len(share)} nets of this shard finished, 1 will resume "
                      rf"from its checkpoint \({first.name} at step \d+\)", text), text
     assert f"requeueing {job}_0" in text and "Traceback" not in text
     (folder,) = (tmp_path / "runs" / "early_training").iterdir()
