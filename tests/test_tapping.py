@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probes import SignalProbe
-from probes.adapters.tapping import SUPPORTED, find_blocks, tap_model, untap_model
+from probes.adapters.tapping import SUPPORTED, find_units, tap_model, untap_model
 from resnet_lab import TAP_NAMES, Tap, cifar_resnet
 from resnet_lab.networks.taps import tapped_units
 
@@ -107,13 +107,13 @@ def test_stages_and_indices_follow_the_containers():
     assert tapped_units(model) == handle.units
     positions = [(u.stage, u.index) for u in handle.units]
     assert positions == [(s, i) for s, n in enumerate((3, 4, 6, 3), 1) for i in range(n)]
-    assert [n for n, _ in find_blocks(model)][:4] == ["layer1.0", "layer1.1", "layer1.2", "layer2.0"]
+    assert [n for n, _ in find_units(model)][:4] == ["layer1.0", "layer1.1", "layer1.2", "layer2.0"]
     timm = ResNetV2([2, 3])
     tap_model(timm)
     assert [(u.stage, u.index) for u in tapped_units(timm)] == [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
     assert tapped_units(timm)[2] is timm.stages[1].blocks[0]
     some = resnet18(num_classes=10)
-    tap_model(some, blocks=[some.layer3[1], some.layer2[0]])   # a few: their places in the model
+    tap_model(some, units=[some.layer3[1], some.layer2[0]])   # a few: their places in the model
     assert [(u.stage, u.index) for u in tapped_units(some)] == [(2, 0), (3, 1)]
 
 
@@ -121,7 +121,7 @@ def reference(model, x, y):
     """On the untouched model: every block's input, output and shortcut (the downsample's
     output, else the input), the loss gradient with respect to inputs and outputs, and
     the parameter gradients."""
-    blocks = [b for _, b in find_blocks(model)]
+    blocks = [b for _, b in find_units(model)]
     kept = {}
     hooks = []
     for u, b in enumerate(blocks):
@@ -213,18 +213,21 @@ def test_unknown_blocks_are_named():
         tap_model(nn.Sequential(nn.Conv2d(3, 3, 1)))
     model = nn.Sequential(MyBlock(), BasicBlock(3, 3))
     with pytest.raises(ValueError, match="^MyBlock is not a residual block") as err:
-        tap_model(model, blocks=[model[0]])
+        tap_model(model, units=[model[0]])
     assert SUPPORTED in str(err.value)
     other = BasicBlock(3, 3)
     other.relu = nn.GELU()                           # f is not a ReLU: refused, by name
     with pytest.raises(ValueError, match=r"^torchvision BasicBlock 0: its after-addition activation "
                                          r"relu is GELU; tap_model supports nn.ReLU there only$"):
-        tap_model(nn.Sequential(other), blocks=[other])
+        tap_model(nn.Sequential(other), units=[other])
     with pytest.raises(ValueError, match="torchvision BasicBlock 1: .* relu is GELU"):
         tap_model(nn.Sequential(BasicBlock(3, 3), other))   # found: nothing is tapped
     with pytest.raises(ValueError, match="not a submodule"):
-        tap_model(model, blocks=[BasicBlock(3, 3)])
-    assert tap_model(model, blocks=[model[1]]).units == [model[1]]
+        tap_model(model, units=[BasicBlock(3, 3)])
+    fresh = copy.deepcopy(model)
+    assert tap_model(model, units=[model[1]]).units == [model[1]]
+    with pytest.warns(DeprecationWarning):           # the old keyword still works
+        assert tap_model(fresh, blocks=[fresh[1]]).units == [fresh[1]]
     with pytest.raises(ValueError, match="already tapped"):
         tap_model(model)
     with pytest.raises(ValueError, match="already has tapped units"):

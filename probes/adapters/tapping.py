@@ -39,6 +39,8 @@ of functions of this module, so a tapped model still deep-copies and pickles.
 """
 from __future__ import annotations
 
+import warnings
+
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -183,9 +185,10 @@ def _not_supported(module: nn.Module) -> ValueError:
 
 # ---- finding, tapping and untapping ---------------------------------------------------------------
 
-def find_blocks(model: nn.Module) -> list:
-    """``(name, block)`` for every residual block of ``model`` that this module knows, in module
-    order (a known block's own submodules are not searched). ``tap_model`` refuses, by name,
+def find_units(model: nn.Module) -> list:
+    """``(name, module)`` for every residual unit of ``model`` that this module knows (the
+    libraries call theirs blocks: BasicBlock, Bottleneck, PreActBottleneck, ...), in module
+    order (a known unit's own submodules are not searched). ``tap_model`` refuses, by name,
     those with a part it does not support."""
     found = []
     for name, module in model.named_modules():
@@ -194,6 +197,9 @@ def find_blocks(model: nn.Module) -> list:
         if _kind_of(module) is not None:
             found.append((name, module))
     return found
+
+
+find_blocks = find_units          # the old name, kept for callers
 
 
 def _within(name: str, parent: str) -> bool:
@@ -285,13 +291,20 @@ class TapHandle:
         return f"TapHandle({type(self.model).__name__}, {len(self.units)} units)"
 
 
-def tap_model(model: nn.Module, blocks=None) -> TapHandle:
-    """Tap ``model``'s residual blocks in place (every known block, or the ``blocks`` given).
+def tap_model(model: nn.Module, units=None, *, blocks=None) -> TapHandle:
+    """Tap ``model``'s residual units in place (every known one, or the ``units`` given: the
+    libraries' block modules). ``blocks=`` is the old name of ``units``, kept for callers.
 
-    ValueError when a given block, or every block of the model, is of a kind this module does
-    not know (the message names it and the supported kinds), or when a block is tapped already.
+    ValueError when a given unit, or every unit of the model, is of a kind this module does
+    not know (the message names it and the supported kinds), or when a unit is tapped already.
     """
-    named = find_blocks(model) if blocks is None else _named(model, list(blocks))
+    if blocks is not None:
+        if units is not None:
+            raise ValueError("tap_model: give units= (blocks= is its old name), not both")
+        warnings.warn("tap_model(blocks=...) is now tap_model(units=...)", DeprecationWarning,
+                      stacklevel=2)
+        units = blocks
+    named = find_units(model) if units is None else _named(model, list(units))
     if not named:
         raise _no_blocks(model)
     for name, block in named:
@@ -303,7 +316,7 @@ def tap_model(model: nn.Module, blocks=None) -> TapHandle:
                              "(or has a 'taps' attribute); remove the taps first")
     # Positions come from all the model's known blocks, so that tapping a few of them gives
     # each the stage and index it has in the model.
-    layout = [n for n, _ in find_blocks(model)]
+    layout = [n for n, _ in find_units(model)]
     where = dict(zip(layout, _positions(layout)))
     for (name, block), fallback in zip(named, _positions([n for n, _ in named])):
         _tap_block(block, *where.get(name, fallback))
