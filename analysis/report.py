@@ -13,10 +13,13 @@ and writes:
   number and its interval, whether He et al. made the same comparison and whether this answer
   agrees (a contradiction is flagged), the figure that shows it -- also written as
   ``claims_summary.csv``;
-* one short section per claim: its primary test(s), a sentence on its secondary measures, the
-  caveats that apply to it;
-* the plan's a-priori power table, and the history of the answers published before
-  (``history.csv``, extracted from git by ``analysis.history``);
+* the known-groups result of each signal measure a claim rests on, and the share of V1's slow
+  start each intervention closes; He et al.'s Table 1 beside our shortcut variants;
+* in a companion, ``CLAIMS.md``, one short section per claim: its primary test(s), a sentence
+  on its secondary measures, the plan's primaries, the caveats that apply to it (the report
+  stays under 20 KB);
+* in another, ``PLAN_AND_HISTORY.md``, the plan's a-priori power table and the history of the
+  answers published before (``history.csv``, extracted from git by ``analysis.history``);
 * the rules (how a test's verdict, a claim's answer and C7 follow), and where every result
   came from (preset, data, widths, the commit -- a result made by a commit whose code differs
   from this checkout's is marked -- and the wall time with the machine it was taken on).
@@ -455,10 +458,9 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extr
     secondary = _secondary_sentence(part[part["role"] == "secondary"])
     if secondary:
         lines.append(f"Secondary: {secondary}")
-    measures = [m.strip() for m in claim.known_group.split(",") if m.strip()]
-    if measures:
-        lines.append("On the known-groups check ([Table 1](#table-1)): " + "; ".join(
-            f"{measure} {G.summary(extra.get('known'), measure)}" for measure in measures) + ".")
+    known = known_line(claim, extra.get("known"), "REPORT.md#table-1")
+    if known:
+        lines.append(f"On the known-groups check: {known}")
     if claim.interventions and extra.get("interventions") is not None:
         lines.append(interventions_sentence(extra["interventions"], extra.get("out_dir")))
     folders = sorted(part["folder"].unique())
@@ -537,6 +539,7 @@ def _span(seeds) -> str:
 
 
 APPENDIX_FILE = "PLAN_AND_HISTORY.md"
+DETAIL_FILE = "CLAIMS.md"        # the claims one by one, beside REPORT.md
 
 
 def power_section(plan: dict) -> list[str]:
@@ -725,6 +728,13 @@ def table1_section(results) -> list[str]:
 def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """The report's markdown, its claims table and its controls table, for ``results``, answered
     only from runs made under ``plan``."""
+    report, _, table, checks = render(results, out_dir, plan)
+    return report, table, checks
+
+
+def render(results, out_dir, plan=PLAN) -> tuple[str, str, pd.DataFrame, pd.DataFrame]:
+    """REPORT.md's markdown, its companion ``DETAIL_FILE`` (one section per claim), the claims
+    table and the controls table."""
     rows, configs, controls = load_results(results)
     the_plan, sha = read_plan(plan), plan_hash(plan)
     extra = {"known": known_groups(results), "out_dir": out_dir,
@@ -746,20 +756,52 @@ def render_report(results, out_dir, plan=PLAN) -> tuple[str, pd.DataFrame, pd.Da
     lines += ["## Claims", "",
               "Every answer comes from the primary tests of the plan (`plans/plan.json`), frozen "
               "before the confirmatory data; effects are V1 − V2 (paired by seed) unless the measure says "
-              "otherwise. How to read them: [rules](#rules).", ""]
+              "otherwise. How to read them: [rules](#rules); each claim's tests, secondary rows, "
+              f"plan and caveats: [{DETAIL_FILE}]({DETAIL_FILE}).", ""]
     lines += _table(["claim", "the article says", "answer", "why", "He et al.", "figure"],
                     table[SUMMARY_COLUMNS].to_numpy().tolist()) + [""]
-    for claim, (_, summary_row) in zip(CLAIMS, table.iterrows()):
-        lines += claim_section(claim, rows, summary_row, configs, **extra) + plan_lines(the_plan, claim.id)
-        if claim.id == "T2":
-            lines += unit_rows(rows, results)
+    lines += evidence_section(rows, **extra)
     lines += table1_section(results)
     lines += appendix_pointer(the_plan, read_history(results))
     lines += ['<a id="rules"></a>', "## Rules", "", RULES, "", "A claim's answer:", "",
               "```text", CLAIM_RULE, "```", "", "```text", C7_RULE, "```", "",
               "## Where the results came from", ""]
     lines += provenance(configs) + [""]
-    return "\n".join(lines).rstrip("\n") + "\n", table, checks
+    detail = ["# The claims one by one", "",
+              f"Companion of [REPORT.md](REPORT.md), written with it by `python "
+              f"experiments/report.py`: each claim's primary tests, its secondary rows, the "
+              f"plan's primaries for it and its caveats.", ""]
+    for claim, (_, summary_row) in zip(CLAIMS, table.iterrows()):
+        detail += claim_section(claim, rows, summary_row, configs, **extra) + plan_lines(the_plan, claim.id)
+        if claim.id == "T2":
+            detail += unit_rows(rows, results)
+    return _text(lines), _text(detail), table, checks
+
+
+def _text(lines) -> str:
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def known_line(claim: Claim, known, table1="#table-1") -> str:
+    """The known-groups result of each signal measure ``claim`` rests on ("" if none)."""
+    measures = [m.strip() for m in claim.known_group.split(",") if m.strip()]
+    if not measures:
+        return ""
+    return (f"([Table 1]({table1})) " + "; ".join(f"{m} {G.summary(known, m)}" for m in measures)
+            + ".")
+
+
+def evidence_section(rows: pd.DataFrame, known=None, interventions=None, out_dir=None) -> list[str]:
+    """In the report itself: which signal measures each claim rests on passed the known-groups
+    check, and what the interventions close -- the two checks of the claims' mechanism."""
+    lines = [f"- {claim.id}'s measures on the known-groups check: {known_line(claim, known)}"
+             for claim in CLAIMS
+             if known_line(claim, known) and not rows[rows["claim"] == claim.id].empty]
+    if interventions is not None:
+        lines.append(f"- {interventions_sentence(interventions, out_dir)}")
+    if not lines:
+        return []
+    return ["## Known cases and the intervention", ""] + lines + [""]
 
 
 def appendix_pointer(plan: dict, history: pd.DataFrame) -> list[str]:
@@ -786,14 +828,15 @@ def render_appendix(results, plan=PLAN) -> str:
 
 
 def build_report(results, out, plan=PLAN) -> Path:
-    """Write the report (and ``claims_summary.csv``, ``controls_summary.csv`` and its companion
-    ``APPENDIX_FILE`` beside it) atomically; returns ``out``."""
+    """Write the report (and ``claims_summary.csv``, ``controls_summary.csv`` and its companions
+    ``DETAIL_FILE`` and ``APPENDIX_FILE`` beside it) atomically; returns ``out``."""
     out = Path(out)
-    text, table, checks = render_report(results, out.parent, plan)      # checks the results folder first
+    text, detail, table, checks = render(results, out.parent, plan)      # checks the results folder first
     if not out.parent.is_dir():
         raise ValueError(f"no folder {out.parent} to write {out.name} into")
     write_table(out.parent / SUMMARY_FILE, table)
     write_table(out.parent / CONTROLS_SUMMARY_FILE, checks)
+    atomic_write(out.parent / DETAIL_FILE, detail)
     atomic_write(out.parent / APPENDIX_FILE, render_appendix(results, plan))
     return atomic_write(out, text)
 

@@ -15,8 +15,9 @@ import pytest
 from analysis import claims as C
 from analysis import controls as K
 from analysis.plan import PLAN, plan_hash, read_plan
-from analysis.report import (CLAIMS, CONTROLS_SUMMARY_FILE, NOT_ANSWERED, SUMMARY_FILE, _num,
-                             answers, build_report, parse_controls, parse_summary, render_report)
+from analysis.report import (CLAIMS, CONTROLS_SUMMARY_FILE, DETAIL_FILE, NOT_ANSWERED,
+                             SUMMARY_FILE, _num, answers, build_report, parse_controls,
+                             parse_summary, render, render_report)
 from resnet_lab import plotting
 from resnet_lab.runs.cli import main_guard
 
@@ -87,7 +88,7 @@ def test_first_screen_parsed_back_equals_the_summary_files(results):
     text = build_report(results, results / "REPORT.md").read_text()
     assert text.splitlines()[2].startswith("Regime: digits 8x8 (1,437 train / 360 test images), "
                                            "batch 128; lr 0.01 for 50 iterations, then 0.05")
-    assert text.index("## Positive controls") < text.index("| claim |") < text.index("## C1")
+    assert text.index("## Positive controls") < text.index("| claim |") < text.index("## Rules")
     table, checks = parse_summary(text), parse_controls(text)
     saved = pd.read_csv(results / SUMMARY_FILE).fillna("")
     assert table.to_dict("list") == saved.astype(str).to_dict("list")
@@ -170,8 +171,10 @@ def test_zero_prints_as_zero():
 
 def test_report_is_one_screen_per_claim_and_small(results):
     text = build_report(results, results / "REPORT.md").read_text()
-    assert len(text.encode()) < 20_000          # with the plan's power table (issue 37)
-    c6 = text.split("## C6")[1].split("\n## ")[0]
+    assert len(text.encode()) < 20_000
+    detail = (results / DETAIL_FILE).read_text()     # the claims one by one, beside it
+    assert f"]({DETAIL_FILE})" in text and "](REPORT.md)" in detail
+    c6 = detail.split("## C6")[1].split("\n## ")[0]
     assert "not testable" in c6 and C.PLAN_UNTESTABLE in c6 and "full_training/claims.csv" in c6
     assert C.C7_RULE.splitlines()[0] in text
 
@@ -267,10 +270,11 @@ def test_the_committed_report_is_what_report_py_writes_at_this_checkout(tmp_path
     `python experiments/report.py` and commit what it writes (or regenerate the references)."""
     paper = ROOT / "results" / "paper"
     out = tmp_path / "REPORT.md"
-    text, table, checks = render_report(paper, paper)
+    text, detail, table, checks = render(paper, paper)
     out.write_text(text)
     assert text == (paper / "REPORT.md").read_text(), \
         "results/paper/REPORT.md is stale: run python experiments/report.py and commit it"
+    assert detail == (paper / DETAIL_FILE).read_text(), f"results/paper/{DETAIL_FILE} is stale"
     assert table.astype(str).to_dict("list") == \
         pd.read_csv(paper / SUMMARY_FILE).fillna("").astype(str).to_dict("list")
     assert checks.astype(str).to_dict("list") == \
@@ -338,7 +342,7 @@ def test_the_known_groups_gate_table1_and_the_interventions(tmp_path, stage_rho_
     results = tmp_path / "paper"
     _write_fixture(results, c3_gap=0.3)
     _known_groups_fixture(results, stage_rho_passes)
-    text, table, _ = render_report(results, results)
+    text, detail, table, _ = render(results, results)
     by_claim = table.set_index("claim")
     assert by_claim.loc["C2", "answer"] == C.SUPPORTED
     if stage_rho_passes:
@@ -346,12 +350,14 @@ def test_the_known_groups_gate_table1_and_the_interventions(tmp_path, stage_rho_
     else:     # the same supported row, gated: its measure failed the known-groups check
         assert by_claim.loc["C4", "answer"] == C.NOT_TESTABLE
         assert "measure not validated: stage_rho — failed: 2 of 2" in by_claim.loc["C4", "why"]
-    c2 = text.split("## C2")[1].split("\n## ")[0]
-    c3 = text.split("## C3")[1].split("\n## ")[0]
-    c4 = text.split("## C4")[1].split("\n## ")[0]
-    assert "shortcut_path passed (2 of 2 comparisons supported at 1001 layers)" in c2
-    assert ("stage_rho passed" if stage_rho_passes else "stage_rho failed") in c4
-    for section in (c2, c3):
+    c2, c3, c4 = (detail.split(f"## {c}")[1].split("\n## ")[0] for c in ("C2", "C3", "C4"))
+    # the report itself names each claim's known-groups result and the interventions' shares
+    evidence = text.split("## Known cases and the intervention")[1].split("\n## ")[0]
+    for section in (c2, evidence):
+        assert "shortcut_path passed (2 of 2 comparisons supported at 1001 layers)" in section
+    for section in (c4, evidence):
+        assert ("stage_rho passed" if stage_rho_passes else "stage_rho failed") in section
+    for section in (c2, c3, evidence):
         assert "no_after_relu (V1 without its ReLU) closes 0.8 [0.6, 1], n 5, Fieller" in section
     assert "the data cannot say" in by_claim.loc["C2", "he_et_al"] or \
         "the data ⚠ disagree" in by_claim.loc["C2", "he_et_al"]
