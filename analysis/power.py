@@ -123,6 +123,28 @@ def confirmatory_seeds(seeds: dict, order) -> dict:
             for k, name in enumerate(order) if name in seeds}
 
 
+def measured_costs(results, experiments, scaled) -> tuple[dict, dict, str]:
+    """({experiment: seconds per seed}, {experiment: seconds}, where from): each experiment's
+    wall time as its exploratory reference measured it (``config.json``), per seed for the
+    ``scaled`` ones (their nets scale with the seeds), whole for the others (their seed count
+    is fixed)."""
+    per_seed, fixed, machines = {}, {}, set()
+    for name in experiments:
+        config = json.loads((Path(results) / name / "config.json").read_text())
+        wall = config.get("wall_seconds")
+        if not wall:
+            raise ValueError(f"{results}/{name}/config.json records no wall_seconds: rerun "
+                             f"experiments/{name}.py --preset quick --publish {results}/{name}")
+        machines.add(config.get("machine", "?"))
+        seeds = len((config.get("preset") or {}).get("seeds") or [1])
+        if name in scaled:
+            per_seed[name] = round(wall / seeds, 1)
+        else:
+            fixed[name] = round(wall)
+    return per_seed, fixed, (f"wall time of each exploratory reference in {results} "
+                             f"({', '.join(sorted(machines))}); cost linear in seeds")
+
+
 def read_reference(results, experiment) -> tuple[pd.DataFrame, int | None]:
     """An experiment's exploratory per-net table and its test-set size."""
     folder = Path(results) / experiment

@@ -6,7 +6,8 @@
 For every primary of the plan: the sd of the paired differences over the exploratory seeds
 (the committed references, seeds 0-4), the expected effect (He et al.'s, or the exploratory
 one, said which), the test set's own floor, the seeds needed for 80% power one-sided at 5%
-and the seeds the CPU budget allows (``make reproduce`` <= 3 h on 2 cores); a primary the
+and the seeds the CPU budget allows (2.5 h on 2 cores, within the 3 h ``make reproduce`` may take;
+each experiment's cost measured by its exploratory reference); a primary the
 budget cannot power is declared untestable in the plan. Also the fresh confirmatory seeds per
 experiment. The logic lives in analysis/power.py; the plan's hash changes with what this
 writes, so run it before the confirmatory run, never after.
@@ -18,22 +19,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER, experiment  # noqa: E402
 from analysis.plan import PLAN, read_plan  # noqa: E402
-from analysis.power import allocate, confirmatory_seeds, power_at, primary_power, read_reference  # noqa: E402
+from analysis.power import (allocate, confirmatory_seeds, measured_costs, power_at,  # noqa: E402
+                            primary_power, read_reference)
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 from resnet_lab.io.folders import atomic_write  # noqa: E402
 
-# make reproduce at 3c859f0 on the 2-core Xeon VM, 5 seeds (README): seconds per seed of the
-# experiments whose cost scales with seeds, and the ones that run once. early_training adds
-# three intervention nets at 1001 layers per seed (issue 36; ~100 s each on an idle core, from
-# 1,156 s for 40 nets of which ten at 1001), estimated at 2,500 s for 5 seeds; shortcut_variants
-# at its declared 1,440 s. Estimates until a make reproduce measures them.
-BUDGET = {"seconds": 3 * 3600, "cores": 2,
-          "seconds_per_seed": {"early_training": 2500 / 5, "full_training": 1905 / 5,
-                               "unit_ablation": 1571 / 5},
-          "fixed_seconds": {"grad_flow": 77, "signal_propagation": 102, "shortcut_variants": 1440},
-          "source": "make reproduce at 3c859f0: 81 min with 5 seeds on 2 cores (README); "
-                    "cost linear in seeds; early_training's interventions and shortcut_variants "
-                    "estimated"}
+# The confirmatory run's CPU budget: within the 3 h on 2 cores that `make reproduce` may take
+# (issue 37), 2.5 h, so that one working session can run it and still install, check and
+# publish. Each experiment's cost is what its exploratory reference measured (its config.json).
+BUDGET_SECONDS, BUDGET_CORES = 2.5 * 3600, 2
 
 
 def power_plan(plan: dict, results) -> dict:
@@ -46,7 +40,10 @@ def power_plan(plan: dict, results) -> dict:
             references[name] = read_reference(results, name)
         entry["power"] = primary_power(entry, *references[name])
         needed.setdefault(name, []).append((i, entry["power"]["seeds_needed"]))
-    seeds, dropped = allocate(needed, BUDGET)
+    per_seed, fixed, source = measured_costs(results, EXPERIMENTS, scaled=needed)
+    budget = {"seconds": BUDGET_SECONDS, "cores": BUDGET_CORES, "seconds_per_seed": per_seed,
+              "fixed_seconds": fixed, "source": source}
+    seeds, dropped = allocate(needed, budget)
     for i, entry in enumerate(plan["primaries"]):
         name = entry["experiment"]
         entry["power"]["seeds_allowed"] = seeds[name]
@@ -57,9 +54,8 @@ def power_plan(plan: dict, results) -> dict:
     # an experiment without primaries keeps its quick preset's count (its cost is fixed above)
     counts = {name: seeds.get(name, len(experiment(name).presets["quick"]["seeds"]))
               for name in EXPERIMENTS}
-    cost = sum(BUDGET["fixed_seconds"].values()) + sum(
-        BUDGET["seconds_per_seed"][n] * k for n, k in seeds.items())
-    plan["budget"] = {**BUDGET, "planned_seconds": round(cost)}
+    cost = sum(fixed.values()) + sum(per_seed[n] * k for n, k in seeds.items())
+    plan["budget"] = {**budget, "planned_seconds": round(cost)}
     plan["seeds"]["confirmatory"] = confirmatory_seeds(counts, EXPERIMENTS)
     return plan
 
