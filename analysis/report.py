@@ -470,22 +470,34 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extr
 
 
 # --------------------------------------------------------------------------- provenance
-# The report reads the results and makes none of them: a commit that differs from this
-# checkout only in the report's own code made the same results (and the committed REPORT.md is
-# what this checkout writes: tests/test_report.py).
-REPORT_CODE = ("analysis/report.py", "experiments/report.py")
+# Code that reads results and makes none of them (the report, the history, the plan's power
+# analysis): a commit that differs from this checkout only there made the same results (and the
+# committed REPORT.md is what this checkout writes: tests/test_report.py).
+READING_CODE = ("analysis/report.py", "experiments/report.py", "analysis/history.py",
+                "analysis/power.py", "experiments/plan_power.py")
 
 
-def _code_differs(commit) -> str | None:
-    """None if the code that makes results (``CODE_PATHS`` but the report's own) is the same at
-    ``commit`` as in this checkout; else a short reason."""
+def not_making(experiment: str | None) -> list[str]:
+    """The code that does not make ``experiment``'s results: ``READING_CODE`` and every other
+    experiment's own two modules (``analysis/<name>.py``, ``experiments/<name>.py``; no
+    experiment imports another's)."""
+    from . import EXPERIMENTS
+    others = [f"{room}/{name}.py" for name in EXPERIMENTS if experiment and name != experiment
+              for room in ("analysis", "experiments")]
+    return [*READING_CODE, *others]
+
+
+def _code_differs(commit, experiment: str | None = None) -> str | None:
+    """None if the code that makes ``experiment``'s results (``CODE_PATHS`` but
+    ``not_making(experiment)``) is the same at ``commit`` as in this checkout; else a short
+    reason."""
     if not commit:
         return "made outside git"
     root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(["git", "diff", "--quiet", commit, "HEAD", "--", *CODE_PATHS,
-                              *(f":(exclude){path}" for path in REPORT_CODE)], cwd=root,
-                             capture_output=True, timeout=20,
+                              *(f":(exclude){path}" for path in not_making(experiment))],
+                             cwd=root, capture_output=True, timeout=20,
                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.SubprocessError):
         return None
@@ -500,7 +512,7 @@ def provenance(configs) -> list[str]:
     for name, config in sorted(configs.items()):
         s = config.get("preset") or {}
         commit = config.get("code_commit") or config.get("git_commit")
-        stale = _code_differs(commit)
+        stale = _code_differs(commit, name)
         dirty = " (uncommitted changes)" if config.get("code_dirty") else ""
         rows.append([name, str(s.get("preset", "?")), str(s.get("dataset", "?")),
                      ", ".join(f"{d}: w{w}" for d, w in (s.get("widths") or {}).items()),

@@ -185,6 +185,21 @@ def test_second_build_is_byte_identical(results, tmp_path):
     assert a == b
 
 
+def test_the_code_that_makes_an_experiments_results_leaves_out_only_others_and_readers():
+    """A change to another experiment's own modules, or to code that only reads results, does
+    not make a reference stale; the shared code always counts."""
+    from analysis import EXPERIMENTS
+    from analysis.report import READING_CODE, not_making
+    skipped = not_making("early_training")
+    assert "analysis/early_training.py" not in skipped and "experiments/early_training.py" not in skipped
+    assert {f"analysis/{n}.py" for n in EXPERIMENTS if n != "early_training"} <= set(skipped)
+    assert not any(p in skipped for p in ("analysis/claims.py", "analysis/measures.py",
+                                          "analysis/plan.py", "analysis/cells.py"))
+    assert not_making(None) == list(READING_CODE)
+    for path in skipped:
+        assert (ROOT / path).is_file(), path
+
+
 def test_a_result_from_other_code_is_marked(tmp_path):
     import subprocess
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
