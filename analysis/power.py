@@ -123,11 +123,12 @@ def confirmatory_seeds(seeds: dict, order) -> dict:
             for k, name in enumerate(order) if name in seeds}
 
 
-def measured_costs(results, experiments, scaled) -> tuple[dict, dict, str]:
+def measured_costs(results, experiments, scaled, steps=None) -> tuple[dict, dict, str]:
     """({experiment: seconds per seed}, {experiment: seconds}, where from): each experiment's
     wall time as its exploratory reference measured it (``config.json``), per seed for the
     ``scaled`` ones (their nets scale with the seeds), whole for the others (their seed count
-    is fixed)."""
+    is fixed); times ``steps[experiment]`` / the reference's updates where the confirmatory run
+    trains longer or shorter (``steps``: {experiment: updates per net})."""
     per_seed, fixed, machines = {}, {}, set()
     for name in experiments:
         config = json.loads((Path(results) / name / "config.json").read_text())
@@ -136,7 +137,10 @@ def measured_costs(results, experiments, scaled) -> tuple[dict, dict, str]:
             raise ValueError(f"{results}/{name}/config.json records no wall_seconds: rerun "
                              f"experiments/{name}.py --preset quick --publish {results}/{name}")
         machines.add(config.get("machine", "?"))
-        seeds = len((config.get("preset") or {}).get("seeds") or [1])
+        preset = config.get("preset") or {}
+        if (steps or {}).get(name):
+            wall *= steps[name] / preset["steps"]
+        seeds = len(preset.get("seeds") or [1])
         if name in scaled:
             per_seed[name] = round(wall / seeds, 1)
         else:

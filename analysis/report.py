@@ -271,7 +271,8 @@ def _where(row) -> str:
 
 
 # --------------------------------------------------------------------------- answers
-def unplanned(claim: str, rows: pd.DataFrame, configs: dict, current: str | None) -> str:
+def unplanned(claim: str, rows: pd.DataFrame, configs: dict, current: str | None,
+              plan: dict | None = None) -> str:
     """Why ``claim`` is not answered from these runs ("" if every run behind its primary rows
     was made under the current plan, of sha256 ``current``; C1's mechanism checks are outside
     the plan)."""
@@ -279,11 +280,12 @@ def unplanned(claim: str, rows: pd.DataFrame, configs: dict, current: str | None
         return ""
     folders = sorted(rows.loc[rows["claim"] == claim, "folder"].unique()) \
         if "folder" in rows else []
-    reasons = [plan_mismatch(configs.get(f, {}), current) for f in folders]
+    reasons = [plan_mismatch(configs.get(f, {}), current, plan, f) for f in folders]
     return next((r for r in reasons if r), "")
 
 
-def answers(rows: pd.DataFrame, configs: dict | None = None, current: str | None = None) -> dict:
+def answers(rows: pd.DataFrame, configs: dict | None = None, current: str | None = None,
+            plan: dict | None = None) -> dict:
     """{claim: answer}: primary rows by the claim rule (C1: its mechanism rows), C7 by rule;
     a claim whose runs were not made under the current plan (sha256 ``current``) is not
     answered, and C7 with it."""
@@ -295,7 +297,7 @@ def answers(rows: pd.DataFrame, configs: dict | None = None, current: str | None
                                                                  else "primary"))]
         if not len(part):
             out[claim] = "no data yet"
-        elif unplanned(claim, rows, configs or {}, current):
+        elif unplanned(claim, rows, configs or {}, current, plan):
             out[claim] = NOT_ANSWERED
         else:
             out[claim] = claim_verdict(part)
@@ -351,11 +353,11 @@ def he_et_al(claim: Claim, answer: str, rows: pd.DataFrame | None = None) -> str
     return f"{claim.paper}; {word}"
 
 
-def summary_table(rows, configs, out_dir, current=None) -> pd.DataFrame:
-    answer_of, experiment_of = answers(rows, configs, current), tested_in()
+def summary_table(rows, configs, out_dir, current=None, plan=None) -> pd.DataFrame:
+    answer_of, experiment_of = answers(rows, configs, current, plan), tested_in()
     table = []
     for claim in CLAIMS:
-        refused = unplanned(claim.id, rows, configs, current)
+        refused = unplanned(claim.id, rows, configs, current, plan)
         if claim.id == "C7" and answer_of["C7"] == NOT_ANSWERED:
             refused = "not answered: C3 or C5 is not answered"
         experiment, stem = experiment_of.get(claim.id, ""), claim.figure
@@ -751,7 +753,7 @@ def render(results, out_dir, plan=PLAN) -> tuple[str, str, pd.DataFrame, pd.Data
     the_plan, sha = read_plan(plan), plan_hash(plan)
     extra = {"known": known_groups(results), "out_dir": out_dir,
              "interventions": _optional(results, "early_training", "interventions.csv")}
-    table = summary_table(rows, configs, out_dir, sha)
+    table = summary_table(rows, configs, out_dir, sha, the_plan)
     checks = controls_table(controls)
     name = Path(plan).resolve()
     name = name.relative_to(ROOT) if name.is_relative_to(ROOT) else name

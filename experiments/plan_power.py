@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER, experiment  # noqa: E402
-from analysis.plan import PLAN, read_plan  # noqa: E402
+from analysis.plan import PLAN, read_plan, settings  # noqa: E402
 from analysis.power import (allocate, confirmatory_seeds, measured_costs, power_at,  # noqa: E402
                             primary_power, read_reference)
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
@@ -40,7 +40,8 @@ def power_plan(plan: dict, results) -> dict:
             references[name] = read_reference(results, name)
         entry["power"] = primary_power(entry, *references[name])
         needed.setdefault(name, []).append((i, entry["power"]["seeds_needed"]))
-    per_seed, fixed, source = measured_costs(results, EXPERIMENTS, scaled=needed)
+    steps = {name: settings(name, plan=plan).get("steps") for name in EXPERIMENTS}
+    per_seed, fixed, source = measured_costs(results, EXPERIMENTS, scaled=needed, steps=steps)
     budget = {"seconds": BUDGET_SECONDS, "cores": BUDGET_CORES, "seconds_per_seed": per_seed,
               "fixed_seconds": fixed, "source": source}
     seeds, dropped = allocate(needed, budget)

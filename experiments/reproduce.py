@@ -3,7 +3,7 @@ every figure -- what `make reproduce` runs.
 
     python experiments/reproduce.py                  # quick presets -> results/paper/
     python experiments/reproduce.py --preset smoke --paper /tmp/paper   # a fast rehearsal
-    python experiments/reproduce.py --confirmatory   # the plan's fresh seeds (plans/plan.json)
+    python experiments/reproduce.py --confirmatory   # the plan's fresh seeds and settings (plans/plan.json)
 
 Each experiment runs in its own process and publishes its reference files to
 ``<paper>/<experiment>``; one line per experiment says how it went and how long it took, and
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER  # noqa: E402
-from analysis.plan import seeds as plan_seeds  # noqa: E402
+from analysis.plan import confirmatory_args  # noqa: E402
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 from resnet_lab.io.folders import check_writable_dir  # noqa: E402
 from resnet_lab.runs.settings import check_not_paper, check_path_text  # noqa: E402
@@ -43,8 +43,8 @@ def main(argv=None):
                         help="where the reference files go (default results/paper)")
     parser.add_argument("--out", help="root folder of the run folders (default results/runs)")
     parser.add_argument("--confirmatory", action="store_true",
-                        help="each experiment with the plan's confirmatory seeds (the confirmatory "
-                             "run; the quick presets' seeds are the exploratory ones)")
+                        help="each experiment with the plan's confirmatory seeds and settings (the "
+                             "confirmatory run; the quick presets' seeds are the exploratory ones)")
     args = parser.parse_args(argv)
     check_path_text("paper", str(args.paper))
     check_writable_dir(args.paper, "--paper")
@@ -55,9 +55,9 @@ def main(argv=None):
     start = time.perf_counter()
     extra = ["--out", args.out] if args.out else []
     for i, name in enumerate(EXPERIMENTS, start=1):
-        seeds = ["--seeds", *map(str, plan_seeds(name))] if args.confirmatory else []
+        planned = confirmatory_args(name) if args.confirmatory else []
         code, seconds = run(f"{name}.py", "--preset", args.preset, "--publish",
-                            str(args.paper / name), *seeds, *extra)
+                            str(args.paper / name), *planned, *extra)
         print(f"[{i}/{len(EXPERIMENTS)}] {name}: {'done' if code == 0 else f'FAILED (exit {code})'} "
               f"in {seconds:.0f} s", flush=True)
         if code != 0:

@@ -69,6 +69,22 @@ def test_a_run_records_the_plan_it_was_made_under(tmp_path):
     assert "before any plan" in P.plan_mismatch({}, P.plan_hash())
 
 
+def test_a_run_under_the_plan_answers_only_with_its_seeds_and_settings():
+    """After the freeze, a quick-preset run records the current plan too: it answers only if it
+    used the plan's confirmatory seeds and the plan's settings (a longer warm-up, say)."""
+    plan = {"seeds": {"confirmatory": {"early_training": [400, 401, 402]}},
+            "settings": {"early_training": {"warmup_steps": 150, "reason": "why"}}, "primaries": []}
+    sha = "a" * 64
+    good = {"plan_sha256": sha, "preset": {"seeds": [400, 401, 402], "warmup_steps": 150}}
+    assert P.plan_mismatch(good, sha, plan, "early_training") == ""
+    exploratory = {"plan_sha256": sha, "preset": {"seeds": [0, 1, 2], "warmup_steps": 150}}
+    why = P.plan_mismatch(exploratory, sha, plan, "early_training")
+    assert why.startswith("not answered") and "seeds [0, 1, 2] (the plan's: [400, 401, 402])" in why
+    short_warmup = {"plan_sha256": sha, "preset": {"seeds": [400, 401, 402], "warmup_steps": 50}}
+    assert "warmup_steps 50 (the plan's: 150)" in P.plan_mismatch(short_warmup, sha, plan, "early_training")
+    assert P.settings("early_training", plan=plan) == {"warmup_steps": 150}     # the reason is not an option
+
+
 def test_every_run_records_the_plan_it_runs_under():
     source = (ROOT / "analysis" / "runner.py").read_text()
     body = source.split("def run_experiment")[1].split("\ndef ")[0]
@@ -169,6 +185,10 @@ def test_the_budget_costs_are_the_references_measured_wall_times(tmp_path):
             {"wall_seconds": wall, "machine": "cpu X", "preset": {"seeds": seeds}}))
     per_seed, fixed, source = W.measured_costs(tmp_path, ["a", "b"], scaled={"a"})
     assert per_seed == {"a": 200.0} and fixed == {"b": 90} and "cpu X" in source
+    (tmp_path / "a" / "config.json").write_text(json.dumps(
+        {"wall_seconds": 1000.0, "preset": {"seeds": [0, 1, 2, 3, 4], "steps": 200}}))
+    # the confirmatory run trains 300 updates where the reference trained 200: 1.5x the cost
+    assert W.measured_costs(tmp_path, ["a", "b"], scaled={"a"}, steps={"a": 300})[0] == {"a": 300.0}
     (tmp_path / "b" / "config.json").write_text(json.dumps({"preset": {"seeds": [0]}}))
     with pytest.raises(ValueError, match="no wall_seconds: rerun experiments/b.py"):
         W.measured_costs(tmp_path, ["a", "b"], scaled={"a"})
@@ -185,6 +205,9 @@ def test_reproduce_confirmatory_runs_each_experiment_with_the_plans_seeds(tmp_pa
         (args,) = [a for s, a in calls if s == f"{name}.py"]
         i = args.index("--seeds")
         assert [int(x) for x in args[i + 1:i + 1 + len(P.seeds(name))]] == P.seeds(name)
+        for option, value in P.settings(name).items():        # and the plan's settings
+            flag = f"--{option.replace('_', '-')}"
+            assert args[args.index(flag) + 1] == str(value)
     calls.clear()
     assert reproduce.main(["--paper", str(tmp_path)]) == 0
     assert not any("--seeds" in a for _, a in calls)
