@@ -49,6 +49,7 @@ from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTAB
 from .controls import CONTROLS_FILE, read_controls
 from .history import answer_changes, read as read_history
 from .plan import PLAN, ROOT, plan_hash, plan_mismatch, read_plan, short
+from .plan import settings as plan_settings
 
 SUMMARY_FILE = "claims_summary.csv"
 CONTROLS_SUMMARY_FILE = "controls_summary.csv"
@@ -540,9 +541,12 @@ def plan_screen(plan: dict, sha: str, plan_name: str, configs: dict) -> list[str
            f"({_span(seeds.get('exploratory', []))}); their numbers are shown, not taken as "
            "answers (a claim reads *not answered* until a run under this plan is published), "
            "and the controls below are the ones those runs checked.")
+    changed = "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in plan_settings(n, plan=plan).items())
+                        for n in (plan.get("settings") or {}) if plan_settings(n, plan=plan))
+    changed = f" Settings beyond the quick presets: {changed} (the plan says why)." if changed else ""
     return [f"**Plan**: `{plan_name}` (sha256 `{short(sha)}`), frozen before the confirmatory "
             f"run: every primary test, its margin, controls and power. Confirmatory seeds, fresh: "
-            f"{fresh or '—'}. {run}", ""]
+            f"{fresh or '—'}.{changed} {run}", ""]
 
 
 def _span(seeds) -> str:
@@ -580,7 +584,11 @@ def power_section(plan: dict) -> list[str]:
              f"{budget.get('cores', '?')} cores; planned {_num(budget.get('planned_seconds'))} s). "
              "A primary the budget cannot power is declared untestable here, in advance.", ""]
             + _table(["claim", "measure", "depth", "test", "sd", "test-set sd", "expected",
-                      "seeds needed", "seeds", "power", "role"], rows) + [""])
+                      "seeds needed", "seeds", "power", "role"], rows) + [""]
+            + [f"Settings of the confirmatory run beyond the quick preset, {name}: "
+               + ", ".join(f"{k} {v}" for k, v in chosen.items() if k != "reason")
+               + f". Why: {chosen.get('reason', '—')}" for name, chosen in
+               (plan.get("settings") or {}).items()] + [""])
 
 
 def reread(rows: pd.DataFrame) -> dict:

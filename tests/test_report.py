@@ -14,6 +14,7 @@ import pytest
 
 from analysis import claims as C
 from analysis import controls as K
+from analysis import plan as P
 from analysis.plan import PLAN, plan_hash, read_plan
 from analysis.report import (CLAIMS, CONTROLS_SUMMARY_FILE, DETAIL_FILE, NOT_ANSWERED,
                              SUMMARY_FILE, _num, answers, build_report, parse_controls,
@@ -61,11 +62,12 @@ def _write_fixture(results: Path, c3_gap: float, commit="0" * 40, control_e=True
         C.write_claims(results / name, rows)
         K.write_controls(results / name, controls[name])
         (results / name / "config.json").write_text(json.dumps(
+            # made as the plan says: its confirmatory seeds and settings
             {"experiment": name, "preset": {"preset": "quick", "dataset": "digits", "widths": {"20": 16},
-                                            "seeds": [0, 1, 2, 3, 4], "steps": 250,
+                                            "seeds": P.seeds(name, path=plan), "steps": 250,
                                             "batch_size": 128, "schedule": {
                                                 "warmup_lr": 0.01, "warmup_max_steps": 50,
-                                                "lr": 0.05}},
+                                                "lr": 0.05}, **P.settings(name, plan)},
              "data": {"name": "digits", "image_size": [8, 8], "train": 1437, "test": 360},
              "code_commit": commit, "wall_seconds": 12.5, "machine": "Test CPU, 2 CPUs",
              "plan_file": "plans/plan.json", "plan_sha256": plan_hash(plan),
