@@ -145,8 +145,8 @@ def measured_costs(results, experiments, scaled, steps=None) -> tuple[dict, dict
             per_seed[name] = round(wall / seeds, 1)
         else:
             fixed[name] = round(wall)
-    return per_seed, fixed, (f"wall time of each exploratory reference in {results} "
-                             f"({', '.join(sorted(machines))}); cost linear in seeds")
+    return per_seed, fixed, (f"each exploratory reference's wall time (its config.json; "
+                             f"{', '.join(sorted(machines))}); cost linear in seeds and updates")
 
 
 def read_reference(results, experiment) -> tuple[pd.DataFrame, int | None]:
