@@ -87,6 +87,11 @@ def settings(experiment: str, path=PLAN, plan: dict | None = None) -> dict:
     return {k: v for k, v in chosen.items() if k != "reason"}
 
 
+def exploratory_only(path=PLAN) -> dict:
+    """{experiment: why}: the experiments the confirmatory run leaves out (they test no claim)."""
+    return dict(read_plan(path).get("exploratory_only") or {})
+
+
 def confirmatory_args(experiment: str, path=PLAN) -> list[str]:
     """The command-line options of ``experiment``'s confirmatory run: the plan's fresh seeds
     and its settings (``--warmup-steps 150``)."""

@@ -544,6 +544,9 @@ def plan_screen(plan: dict, sha: str, plan_name: str, configs: dict) -> list[str
     changed = "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in plan_settings(n, plan=plan).items())
                         for n in (plan.get("settings") or {}) if plan_settings(n, plan=plan))
     changed = f" Settings beyond the quick presets: {changed} (the plan says why)." if changed else ""
+    calibration = ", ".join(plan.get("exploratory_only") or {})
+    if calibration:
+        changed += f" On the exploratory seeds only (calibration, no claim): {calibration}."
     return [f"**Plan**: `{plan_name}` (sha256 `{short(sha)}`), frozen before the confirmatory "
             f"run: every primary test, its margin, controls and power. Confirmatory seeds, fresh: "
             f"{fresh or '—'}.{changed} {run}", ""]

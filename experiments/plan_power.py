@@ -28,6 +28,12 @@ from resnet_lab.io.folders import atomic_write  # noqa: E402
 # 37). Each experiment's cost is what its exploratory reference measured (its config.json);
 # each experiment publishes on its own, so the run may also be made one experiment at a time.
 BUDGET_SECONDS, BUDGET_CORES = 3 * 3600, 2
+# Experiments that test no claim and calibrate the instruments instead run on the exploratory
+# seeds only, not in the confirmatory run.
+CALIBRATION = {"shortcut_variants": "the known-groups check (He et al.'s Table 1 shortcuts) "
+               "calibrates the signal measures and tests no claim: its comparisons were declared "
+               "before its data (issue 36) and it runs once, on the exploratory seeds; the "
+               "confirmatory seeds go to the claims"}
 
 
 def power_plan(plan: dict, results) -> dict:
@@ -41,7 +47,8 @@ def power_plan(plan: dict, results) -> dict:
         entry["power"] = primary_power(entry, *references[name])
         needed.setdefault(name, []).append((i, entry["power"]["seeds_needed"]))
     steps = {name: settings(name, plan=plan).get("steps") for name in EXPERIMENTS}
-    per_seed, fixed, source = measured_costs(results, EXPERIMENTS, scaled=needed, steps=steps)
+    confirmatory = [name for name in EXPERIMENTS if name not in CALIBRATION]
+    per_seed, fixed, source = measured_costs(results, confirmatory, scaled=needed, steps=steps)
     budget = {"seconds": BUDGET_SECONDS, "cores": BUDGET_CORES, "seconds_per_seed": per_seed,
               "fixed_seconds": fixed, "source": source}
     seeds, dropped = allocate(needed, budget)
@@ -54,10 +61,11 @@ def power_plan(plan: dict, results) -> dict:
             entry["untestable"] = _why_unresolvable(entry["power"])
     # an experiment without primaries keeps its quick preset's count (its cost is fixed above)
     counts = {name: seeds.get(name, len(experiment(name).presets["quick"]["seeds"]))
-              for name in EXPERIMENTS}
+              for name in confirmatory}
     cost = sum(fixed.values()) + sum(per_seed[n] * k for n, k in seeds.items())
     plan["budget"] = {**budget, "planned_seconds": round(cost)}
     plan["seeds"]["confirmatory"] = confirmatory_seeds(counts, EXPERIMENTS)
+    plan["exploratory_only"] = dict(CALIBRATION)
     return plan
 
 

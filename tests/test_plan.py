@@ -43,7 +43,8 @@ def test_the_experiments_read_their_primaries_from_the_plan():
 
 def test_confirmatory_seeds_are_fresh_and_no_two_experiments_share_a_net():
     exploratory = set(P.seeds("early_training", "exploratory"))
-    blocks = {name: set(P.seeds(name)) for name in EXPERIMENTS}
+    blocks = {name: set(P.seeds(name)) for name in EXPERIMENTS if name not in P.exploratory_only()}
+    assert set(blocks) | set(P.exploratory_only()) == set(EXPERIMENTS)
     for name, seeds in blocks.items():
         assert seeds and not seeds & exploratory, name
     names = list(blocks)
@@ -201,7 +202,9 @@ def test_reproduce_confirmatory_runs_each_experiment_with_the_plans_seeds(tmp_pa
     calls = []
     monkeypatch.setattr(reproduce, "run", lambda script, *args: calls.append((script, args)) or (0, 0.0))
     assert reproduce.main(["--confirmatory", "--paper", str(tmp_path)]) == 0
-    for name in EXPERIMENTS:
+    left_out = P.exploratory_only()
+    assert not [s for s, _ in calls if s[:-3] in left_out]      # calibration: exploratory seeds only
+    for name in (n for n in EXPERIMENTS if n not in left_out):
         (args,) = [a for s, a in calls if s == f"{name}.py"]
         i = args.index("--seeds")
         assert [int(x) for x in args[i + 1:i + 1 + len(P.seeds(name))]] == P.seeds(name)
