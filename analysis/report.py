@@ -425,15 +425,19 @@ def interventions_sentence(shares: pd.DataFrame, out_dir=None) -> str:
     parts = []
     for _, r in shares.iterrows():
         bounds = f"[{_num(r['ci_low'], 2)}, {_num(r['ci_high'], 2)}]"
+        gap = (f"; V1 − arm {_num(100 * r['v1_minus_arm'], 3)} points [{_num(100 * r['v1_minus_arm_low'], 3)}, "
+               f"{_num(100 * r['v1_minus_arm_high'], 3)}], its err_c3 {_num(100 * r['err_c3_arm'], 3)}%"
+               if "v1_minus_arm" in r else "")
         parts.append(f"{r['arm']} ({r['text']}) closes {_num(r['effect'], 2)} {bounds}, n "
-                     f"{_num(r['n'])}, {r['method']}; its loss at init {_num(r['loss_init_arm'], 3)}")
+                     f"{_num(r['n'])}, {r['method']}{gap}; its loss at init {_num(r['loss_init_arm'], 3)}")
     depth = _num(shares["depth"].iloc[0]) if len(shares) else "?"
     figure = Path(out_dir or ".") / "early_training" / "figures" / "c3_interventions.png"
     link = (" ([curves](early_training/figures/c3_interventions.png))" if figure.is_file() else "")
     v1, v2 = (_num(shares[c].iloc[0], 3) if len(shares) else "—" for c in ("loss_init_v1", "loss_init_v2"))
+    e1, e2 = (_num(100 * shares[c].iloc[0], 3) if len(shares) else "—" for c in ("err_c3_v1", "err_c3_v2"))
     return (f"Interventions at {depth} layers, paired by seed with V1 and V2 (share of V1's slow "
-            f"start, err_c3 V1 − V2, that each closes; 1 = as V2, 0 = as V1; loss at init V1 "
-            f"{v1}, V2 {v2}){link}: " + "; ".join(parts) + ".")
+            f"start, err_c3 V1 − V2, that each closes; 1 = as V2, 0 = as V1; err_c3 V1 {e1}%, V2 "
+            f"{e2}%; loss at init V1 {v1}, V2 {v2}){link}: " + "; ".join(parts) + ".")
 
 
 def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extra) -> list[str]:
@@ -461,9 +465,9 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extr
     secondary = _secondary_sentence(part[part["role"] == "secondary"])
     if secondary:
         lines.append(f"Secondary: {secondary}")
-    known = known_line(claim, extra.get("known"), "REPORT.md#table-1")
+    known = known_line(claim, extra.get("known"))
     if known:
-        lines.append(f"On the known-groups check: {known}")
+        lines.append(f"On the [known-groups check](REPORT.md#table-1): {known}")
     if claim.interventions and extra.get("interventions") is not None:
         lines.append(interventions_sentence(extra["interventions"], extra.get("out_dir")))
     folders = sorted(part["folder"].unique())
@@ -807,19 +811,18 @@ def _text(lines) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def known_line(claim: Claim, known, table1="#table-1") -> str:
+def known_line(claim: Claim, known) -> str:
     """The known-groups result of each signal measure ``claim`` rests on ("" if none)."""
     measures = [m.strip() for m in claim.known_group.split(",") if m.strip()]
     if not measures:
         return ""
-    return (f"([Table 1]({table1})) " + "; ".join(f"{m} {G.summary(known, m)}" for m in measures)
-            + ".")
+    return "; ".join(f"{m} {G.summary(known, m)}" for m in measures) + "."
 
 
 def evidence_section(rows: pd.DataFrame, known=None, interventions=None, out_dir=None) -> list[str]:
     """In the report itself: which signal measures each claim rests on passed the known-groups
     check, and what the interventions close -- the two checks of the claims' mechanism."""
-    lines = [f"- {claim.id}'s measures on the known-groups check: {known_line(claim, known)}"
+    lines = [f"- {claim.id}'s measures on the [known-groups check](#table-1): {known_line(claim, known)}"
              for claim in CLAIMS
              if known_line(claim, known) and not rows[rows["claim"] == claim.id].empty]
     if interventions is not None:
