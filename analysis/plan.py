@@ -78,29 +78,6 @@ def seeds(experiment: str, kind: str = "confirmatory", path=PLAN) -> list[int]:
     return list(chosen[experiment] if isinstance(chosen, dict) else chosen)
 
 
-def settings(experiment: str, path=PLAN, plan: dict | None = None) -> dict:
-    """The plan's settings of ``experiment``'s confirmatory run beyond its quick preset's
-    (``plan["settings"][experiment]``, e.g. a longer warm-up), {option: value}; its
-    ``reason`` is the plan's record, not an option."""
-    plan = read_plan(path) if plan is None else plan
-    chosen = (plan.get("settings") or {}).get(experiment) or {}
-    return {k: v for k, v in chosen.items() if k != "reason"}
-
-
-def exploratory_only(path=PLAN) -> dict:
-    """{experiment: why}: the experiments the confirmatory run leaves out (they test no claim)."""
-    return dict(read_plan(path).get("exploratory_only") or {})
-
-
-def confirmatory_args(experiment: str, path=PLAN) -> list[str]:
-    """The command-line options of ``experiment``'s confirmatory run: the plan's fresh seeds
-    and its settings (``--warmup-steps 150``)."""
-    args = ["--seeds", *map(str, seeds(experiment, path=path))]
-    for option, value in settings(experiment, path).items():
-        args += [f"--{option.replace('_', '-')}", str(value)]
-    return args
-
-
 def record_plan(run, path=PLAN) -> None:
     """Record in the run's config.json the plan it is made under: path and sha256."""
     path = Path(path)
@@ -108,22 +85,12 @@ def record_plan(run, path=PLAN) -> None:
     run.update_config(plan_file=str(shown), plan_sha256=plan_hash(path))
 
 
-def plan_mismatch(config: dict, current: str, plan: dict | None = None,
-                  experiment: str | None = None) -> str:
-    """"" when ``config`` (a run's) was made under the plan of sha256 ``current`` -- and, given
-    the ``plan`` and the ``experiment``, with the plan's confirmatory seeds and settings (a
-    quick-preset run made after the freeze uses the exploratory seeds); else why the report
-    will not answer from it."""
+def plan_mismatch(config: dict, current: str) -> str:
+    """"" when ``config`` (a run's) was made under the plan of sha256 ``current``; else why
+    the report will not answer from it."""
     made = config.get("plan_sha256")
     if made == current:
-        if plan is None or experiment is None:
-            return ""
-        run = config.get("preset") or {}
-        want = {"seeds": list((plan["seeds"].get("confirmatory") or {}).get(experiment, [])),
-                **settings(experiment, plan=plan)}
-        differ = [f"{k} {run.get(k)} (the plan's: {v})" for k, v in want.items() if run.get(k) != v]
-        return (f"not answered: run made under plan {short(current)} but not as it says: "
-                f"{'; '.join(differ)}") if differ else ""
+        return ""
     if not made:
         return (f"not answered: run made before any plan (exploratory), current plan "
                 f"{short(current)}")

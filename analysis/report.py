@@ -6,7 +6,7 @@ and writes:
 * the regime in one line (data, image size, schedule, updates, widths, seeds, machine);
 * the plan (``plans/plan.json``, its sha256), the confirmatory seeds and which run is
   confirmatory -- a claim is *not answered* from a run made under another plan, or none
-  (``analysis.plan.plan_mismatch``): its numbers are shown, not taken as an answer;
+  (``analysis.confirmatory.run_mismatch``): its numbers are shown, not taken as an answer;
 * the positive controls (He et al.'s baselines in that regime), each with its numbers and
   pass/fail -- also written as ``controls_summary.csv``;
 * one table -- claim, the article's words (short), the answer, one sentence of why with the key
@@ -48,8 +48,8 @@ from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTAB
                      claim_verdict, derive_c7, read_claims, verdict)
 from .controls import CONTROLS_FILE, read_controls
 from .history import answer_changes, read as read_history
-from .plan import PLAN, ROOT, plan_hash, plan_mismatch, read_plan, short
-from .plan import settings as plan_settings
+from .confirmatory import run_mismatch, settings as plan_settings
+from .plan import PLAN, ROOT, plan_hash, read_plan, short
 
 SUMMARY_FILE = "claims_summary.csv"
 CONTROLS_SUMMARY_FILE = "controls_summary.csv"
@@ -281,7 +281,7 @@ def unplanned(claim: str, rows: pd.DataFrame, configs: dict, current: str | None
         return ""
     folders = sorted(rows.loc[rows["claim"] == claim, "folder"].unique()) \
         if "folder" in rows else []
-    reasons = [plan_mismatch(configs.get(f, {}), current, plan, f) for f in folders]
+    reasons = [run_mismatch(configs.get(f, {}), current, plan, f) for f in folders]
     return next((r for r in reasons if r), "")
 
 
@@ -477,11 +477,13 @@ def claim_section(claim: Claim, rows: pd.DataFrame, summary_row, configs, **extr
 
 
 # --------------------------------------------------------------------------- provenance
-# Code that reads results and makes none of them (the report, the history, the plan's power
-# analysis): a commit that differs from this checkout only there made the same results (and the
-# committed REPORT.md is what this checkout writes: tests/test_report.py).
+# Code that makes none of the results: it reads them (the report, the history, the plan's power
+# analysis) or launches the experiments with options their config.json records (reproduce, the
+# confirmatory run's settings). A commit that differs from this checkout only there made the
+# same results (and the committed REPORT.md is what this checkout writes: tests/test_report.py).
 READING_CODE = ("analysis/report.py", "experiments/report.py", "analysis/history.py",
-                "analysis/power.py", "experiments/plan_power.py")
+                "analysis/power.py", "experiments/plan_power.py", "analysis/confirmatory.py",
+                "experiments/reproduce.py")
 
 
 def not_making(experiment: str | None) -> list[str]:

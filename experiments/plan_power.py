@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER, experiment  # noqa: E402
-from analysis.plan import PLAN, read_plan, settings  # noqa: E402
+from analysis.confirmatory import settings  # noqa: E402
+from analysis.plan import PLAN, read_plan  # noqa: E402
 from analysis.power import (allocate, confirmatory_seeds, measured_costs, power_at,  # noqa: E402
                             primary_power, read_reference)
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER  # noqa: E402
-from analysis.plan import confirmatory_args, exploratory_only  # noqa: E402
+from analysis.confirmatory import confirmatory_args, exploratory_only  # noqa: E402
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 from resnet_lab.io.folders import check_writable_dir  # noqa: E402
 from resnet_lab.runs.settings import check_not_paper, check_path_text  # noqa: E402
