@@ -6,7 +6,7 @@ and writes:
 * the regime in one line (data, image size, schedule, updates, widths, seeds, machine);
 * the plan (``plans/plan.json``, its sha256), the confirmatory seeds and which run is
   confirmatory -- a claim is *not answered* from a run made under another plan, or none
-  (``analysis.confirmatory.run_mismatch``): its numbers are shown, not taken as an answer;
+  (``analysis.plan.plan_mismatch``, ``analysis.confirmatory.run_differs``): its numbers are shown, not taken as an answer;
 * the positive controls (He et al.'s baselines in that regime), each with its numbers and
   pass/fail -- also written as ``controls_summary.csv``;
 * one table -- claim, the article's words (short), the answer, one sentence of why with the key
@@ -48,8 +48,8 @@ from .claims import (C7_RULE, CLAIM_RULE, CLAIMS_FILE, NOT_SUPPORTED, NOT_TESTAB
                      claim_verdict, derive_c7, read_claims, verdict)
 from .controls import CONTROLS_FILE, read_controls
 from .history import answer_changes, read as read_history
-from .confirmatory import run_mismatch, settings as plan_settings
-from .plan import PLAN, ROOT, plan_hash, read_plan, short
+from .confirmatory import run_differs, settings as plan_settings
+from .plan import PLAN, ROOT, plan_hash, plan_mismatch, read_plan, short
 
 SUMMARY_FILE = "claims_summary.csv"
 CONTROLS_SUMMARY_FILE = "controls_summary.csv"
@@ -281,7 +281,9 @@ def unplanned(claim: str, rows: pd.DataFrame, configs: dict, current: str | None
         return ""
     folders = sorted(rows.loc[rows["claim"] == claim, "folder"].unique()) \
         if "folder" in rows else []
-    reasons = [run_mismatch(configs.get(f, {}), current, plan, f) for f in folders]
+    reasons = [plan_mismatch(configs.get(f, {}), current)
+               or (run_differs(configs.get(f, {}), plan, f) if plan is not None else "")
+               for f in folders]
     return next((r for r in reasons if r), "")
 
 
@@ -547,8 +549,8 @@ def plan_screen(plan: dict, sha: str, plan_name: str, configs: dict) -> list[str
            f"({_span(seeds.get('exploratory', []))}); their numbers are shown, not taken as "
            "answers (a claim reads *not answered* until a run under this plan is published), "
            "and the controls below are the ones those runs checked.")
-    changed = "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in plan_settings(n, plan=plan).items())
-                        for n in (plan.get("settings") or {}) if plan_settings(n, plan=plan))
+    changed = "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in plan_settings(n, plan).items())
+                        for n in (plan.get("settings") or {}) if plan_settings(n, plan))
     changed = f" Settings beyond the quick presets: {changed} (the plan says why)." if changed else ""
     calibration = ", ".join(plan.get("exploratory_only") or {})
     if calibration:

@@ -47,7 +47,7 @@ def power_plan(plan: dict, results) -> dict:
             references[name] = read_reference(results, name)
         entry["power"] = primary_power(entry, *references[name])
         needed.setdefault(name, []).append((i, entry["power"]["seeds_needed"]))
-    steps = {name: settings(name, plan=plan).get("steps") for name in EXPERIMENTS}
+    steps = {name: settings(name, plan).get("steps") for name in EXPERIMENTS}
     confirmatory = [name for name in EXPERIMENTS if name not in CALIBRATION]
     per_seed, fixed, source = measured_costs(results, confirmatory, scaled=needed, steps=steps)
     budget = {"seconds": BUDGET_SECONDS, "cores": BUDGET_CORES, "seconds_per_seed": per_seed,

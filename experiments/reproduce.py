@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER  # noqa: E402
 from analysis.confirmatory import confirmatory_args, exploratory_only  # noqa: E402
+from analysis.plan import read_plan  # noqa: E402
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 from resnet_lab.io.folders import check_writable_dir  # noqa: E402
 from resnet_lab.runs.settings import check_not_paper, check_path_text  # noqa: E402
@@ -54,12 +55,13 @@ def main(argv=None):
         check_writable_dir(args.out)
     start = time.perf_counter()
     extra = ["--out", args.out] if args.out else []
+    plan = read_plan() if args.confirmatory else {}
     for i, name in enumerate(EXPERIMENTS, start=1):
-        if args.confirmatory and name in exploratory_only():
+        if args.confirmatory and name in exploratory_only(plan):
             print(f"[{i}/{len(EXPERIMENTS)}] {name}: not in the confirmatory run (the plan: "
-                  f"{exploratory_only()[name].split(':')[0]})", flush=True)
+                  f"{exploratory_only(plan)[name].split(':')[0]})", flush=True)
             continue
-        planned = confirmatory_args(name) if args.confirmatory else []
+        planned = confirmatory_args(name, plan) if args.confirmatory else []
         code, seconds = run(f"{name}.py", "--preset", args.preset, "--publish",
                             str(args.paper / name), *planned, *extra)
         print(f"[{i}/{len(EXPERIMENTS)}] {name}: {'done' if code == 0 else f'FAILED (exit {code})'} "

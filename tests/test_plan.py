@@ -44,8 +44,8 @@ def test_the_experiments_read_their_primaries_from_the_plan():
 
 def test_confirmatory_seeds_are_fresh_and_no_two_experiments_share_a_net():
     exploratory = set(P.seeds("early_training", "exploratory"))
-    blocks = {name: set(P.seeds(name)) for name in EXPERIMENTS if name not in Q.exploratory_only()}
-    assert set(blocks) | set(Q.exploratory_only()) == set(EXPERIMENTS)
+    blocks = {name: set(P.seeds(name)) for name in EXPERIMENTS if name not in Q.exploratory_only(P.read_plan())}
+    assert set(blocks) | set(Q.exploratory_only(P.read_plan())) == set(EXPERIMENTS)
     for name, seeds in blocks.items():
         assert seeds and not seeds & exploratory, name
     names = list(blocks)
@@ -78,13 +78,13 @@ def test_a_run_under_the_plan_answers_only_with_its_seeds_and_settings():
             "settings": {"early_training": {"warmup_steps": 150, "reason": "why"}}, "primaries": []}
     sha = "a" * 64
     good = {"plan_sha256": sha, "preset": {"seeds": [400, 401, 402], "warmup_steps": 150}}
-    assert Q.run_mismatch(good, sha, plan, "early_training") == ""
+    assert Q.run_differs(good, plan, "early_training") == ""
     exploratory = {"plan_sha256": sha, "preset": {"seeds": [0, 1, 2], "warmup_steps": 150}}
-    why = Q.run_mismatch(exploratory, sha, plan, "early_training")
+    why = Q.run_differs(exploratory, plan, "early_training")
     assert why.startswith("not answered") and "seeds [0, 1, 2] (the plan's: [400, 401, 402])" in why
     short_warmup = {"plan_sha256": sha, "preset": {"seeds": [400, 401, 402], "warmup_steps": 50}}
-    assert "warmup_steps 50 (the plan's: 150)" in Q.run_mismatch(short_warmup, sha, plan, "early_training")
-    assert Q.settings("early_training", plan=plan) == {"warmup_steps": 150}     # the reason is not an option
+    assert "warmup_steps 50 (the plan's: 150)" in Q.run_differs(short_warmup, plan, "early_training")
+    assert Q.settings("early_training", plan) == {"warmup_steps": 150}     # the reason is not an option
 
 
 def test_every_run_records_the_plan_it_runs_under():
@@ -203,13 +203,13 @@ def test_reproduce_confirmatory_runs_each_experiment_with_the_plans_seeds(tmp_pa
     calls = []
     monkeypatch.setattr(reproduce, "run", lambda script, *args: calls.append((script, args)) or (0, 0.0))
     assert reproduce.main(["--confirmatory", "--paper", str(tmp_path)]) == 0
-    left_out = Q.exploratory_only()
+    left_out = Q.exploratory_only(P.read_plan())
     assert not [s for s, _ in calls if s[:-3] in left_out]      # calibration: exploratory seeds only
     for name in (n for n in EXPERIMENTS if n not in left_out):
         (args,) = [a for s, a in calls if s == f"{name}.py"]
         i = args.index("--seeds")
         assert [int(x) for x in args[i + 1:i + 1 + len(P.seeds(name))]] == P.seeds(name)
-        for option, value in Q.settings(name).items():        # and the plan's settings
+        for option, value in Q.settings(name, P.read_plan()).items():        # and the plan's settings
             flag = f"--{option.replace('_', '-')}"
             assert args[args.index(flag) + 1] == str(value)
     calls.clear()

@@ -68,7 +68,7 @@ def _write_fixture(results: Path, c3_gap: float, commit="0" * 40, control_e=True
                                             "seeds": P.seeds(name, path=plan), "steps": 250,
                                             "batch_size": 128, "schedule": {
                                                 "warmup_lr": 0.01, "warmup_max_steps": 50,
-                                                "lr": 0.05}, **Q.settings(name, plan)},
+                                                "lr": 0.05}, **Q.settings(name, P.read_plan(plan))},
              "data": {"name": "digits", "image_size": [8, 8], "train": 1437, "test": 360},
              "code_commit": commit, "wall_seconds": 12.5, "machine": "Test CPU, 2 CPUs",
              "plan_file": "plans/plan.json", "plan_sha256": plan_hash(plan),
