@@ -549,8 +549,8 @@ def plan_screen(plan: dict, sha: str, plan_name: str, configs: dict) -> list[str
            f"({_span(seeds.get('exploratory', []))}); their numbers are shown, not taken as "
            "answers (a claim reads *not answered* until a run under this plan is published), "
            "and the controls below are the ones those runs checked.")
-    changed = "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in plan_settings(n, plan).items())
-                        for n in (plan.get("settings") or {}) if plan_settings(n, plan))
+    changed = "; ".join(f"{n} {_settings_text(n, plan)}" for n in (plan.get("settings") or {})
+                        if plan_settings(n, plan))
     changed = f" Settings beyond the quick presets: {changed} (the plan says why)." if changed else ""
     calibration = ", ".join(plan.get("exploratory_only") or {})
     if calibration:
@@ -558,6 +558,11 @@ def plan_screen(plan: dict, sha: str, plan_name: str, configs: dict) -> list[str
     return [f"**Plan**: `{plan_name}` (sha256 `{short(sha)}`), frozen before the confirmatory "
             f"run: every primary test, its margin, controls and power. Confirmatory seeds, fresh: "
             f"{fresh or '—'}.{changed} {run}", ""]
+
+
+def _settings_text(experiment: str, plan: dict) -> str:
+    """The plan's confirmatory settings of ``experiment`` in words: 'steps 300, warmup_steps 150'."""
+    return ", ".join(f"{k} {v}" for k, v in plan_settings(experiment, plan).items())
 
 
 def _span(seeds) -> str:
@@ -597,9 +602,8 @@ def power_section(plan: dict) -> list[str]:
             + _table(["claim", "measure", "depth", "test", "sd", "test-set sd", "expected",
                       "seeds needed", "seeds", "power", "role"], rows) + [""]
             + [f"Settings of the confirmatory run beyond the quick preset, {name}: "
-               + ", ".join(f"{k} {v}" for k, v in chosen.items() if k != "reason")
-               + f". Why: {chosen.get('reason', '—')}" for name, chosen in
-               (plan.get("settings") or {}).items()] + [""])
+               f"{_settings_text(name, plan)}. Why: {chosen.get('reason', '—')}"
+               for name, chosen in (plan.get("settings") or {}).items()] + [""])
 
 
 def reread(rows: pd.DataFrame) -> dict:
