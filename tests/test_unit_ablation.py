@@ -10,7 +10,7 @@ import pytest
 
 from analysis import unit_ablation as T2
 from analysis import claims as C
-from analysis.report import render_report
+from analysis.report import render
 from resnet_lab.networks.units import UNIT_KINDS
 
 from experiment_checks import bad_input, redraw_without_model_code, run_smoke
@@ -104,8 +104,8 @@ def test_published_copy_redraws_without_model_code(smoke_run, tmp_path):
             "controls.csv"} <= \
         {p.name for p in publish.iterdir()}
     assert set(FIGURES) <= set(redraw_without_model_code("unit_ablation", publish))
-    text, _, _ = render_report(publish.parent, publish.parent)
-    t2 = text.split("## T2")[1].split("\n## ")[0]
+    _, detail, _, _ = render(publish.parent, publish.parent)
+    t2 = detail.split("## T2")[1].split("\n## ")[0]
     assert "unit_ablation/claims.csv" in t2 and "full pre-activation − original" in t2
 
 
