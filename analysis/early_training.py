@@ -550,7 +550,7 @@ def figure_interventions(train: pd.DataFrame, shares: pd.DataFrame, folder,
         wide["smooth"] = wide.groupby("seed")["error"].transform(
             lambda e: e.rolling(10, min_periods=1).mean()) * 100
         curves.append((label, wide))
-    fig, axes = plotting.new_figure("one", 2.6)
+    fig, axes = plotting.new_figure("one", 3.4)
     ax = axes[0][0]
     colors = {"V1": plotting.VERSION_COLORS["V1"], "V2": plotting.VERSION_COLORS["V2"]}
     others = iter(["0.15", "#009E73", "#CC79A7", "0.55"])
@@ -567,7 +567,7 @@ def figure_interventions(train: pd.DataFrame, shares: pd.DataFrame, folder,
         ax.plot(mean.index, mean.values, color=color, lw=1.4, label=text)
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"training error (%), {depth} layers")
-    ax.legend(loc="lower left", fontsize=6)
+    plotting.legend_above(fig, ax, ncol=1)      # inside the panel it covered the seeds' curves
     return plotting.save_figure(fig, folder, name)
 
 
