@@ -8,9 +8,10 @@ its distance from the threshold on either side (what the test must resolve to re
 verdict), the floor a fixed test set puts under the sd (``claims.test_set_sd``: it does not
 average out over seeds), and the seeds needed for power 0.8 one-sided at 5%
 (``claims.seeds_needed``). Then the CPU budget decides: each experiment gets the seeds its
-testable primaries need (at least ``MIN_SEEDS``), and where the sum does not fit the budget
-the primary that needs the most seeds is declared untestable in the plan, before the data --
-never after.
+testable primaries need (at least ``MIN_SEEDS``); an experiment left with no testable primary
+runs for its secondary rows only, on what the budget leaves (down to ``FEWEST_SEEDS``); and
+where the sum still does not fit the budget the primary that needs the most seeds is declared
+untestable in the plan, before the data -- never after.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from . import claims as C
 from .plan import primary_of
 
 MIN_SEEDS = 5           # every experiment runs at least the exploratory count (secondary rows)
+# ...unless none of its primaries can be powered: then it answers secondary rows only, and the
+# budget goes to the powered primaries first, down to the fewest seeds a paired CI is read from.
+FEWEST_SEEDS = 3
 # Confirmatory seeds start here, one block per experiment: fresh (the exploratory ones are
 # 0-4), and disjoint, so no two experiments train the same net (T2 on nets of its own).
 SEED_BLOCK = 100
@@ -96,9 +100,10 @@ def _round(x, digits=6):
 
 def allocate(needed: dict, budget: dict) -> tuple[dict, dict]:
     """({experiment: seeds}, {(experiment, index): why untestable}): each experiment gets the
-    most seeds any of its testable primaries needs (at least MIN_SEEDS); while the total cost
-    exceeds the budget, the primary needing the most seeds is declared untestable.
-    ``needed``: {experiment: [(index, seeds needed or None), ...]}."""
+    most seeds any of its testable primaries needs (at least MIN_SEEDS); one with no testable
+    primary gives seeds back, down to FEWEST_SEEDS, before any primary is dropped; while the
+    total cost still exceeds the budget, the primary needing the most seeds is declared
+    untestable. ``needed``: {experiment: [(index, seeds needed or None), ...]}."""
     per_seed, fixed, total = budget["seconds_per_seed"], budget["fixed_seconds"], budget["seconds"]
     out = {k: [(i, n) for i, n in v] for k, v in needed.items()}
     dropped = {}
@@ -106,12 +111,19 @@ def allocate(needed: dict, budget: dict) -> tuple[dict, dict]:
         for i, n in items:
             if n is None:
                 dropped[(experiment, i)] = "no number of seeds resolves it"
+
+    def cost(seeds):
+        return sum(fixed.values()) + sum(per_seed[e] * n for e, n in seeds.items())
+
     while True:
-        seeds = {e: max([MIN_SEEDS] + [n for i, n in v if (e, i) not in dropped]) for e, v in out.items()}
-        cost = sum(fixed.values()) + sum(per_seed[e] * n for e, n in seeds.items())
+        testable = {e: [n for i, n in v if (e, i) not in dropped] for e, v in out.items()}
+        seeds = {e: max([MIN_SEEDS] + testable[e]) for e in out}
+        for e in sorted(out, key=lambda e: -per_seed[e]):     # the costliest gives back first
+            while not testable[e] and seeds[e] > FEWEST_SEEDS and cost(seeds) > total:
+                seeds[e] -= 1
         live = [(n * per_seed[e], e, i, n) for e, v in out.items() for i, n in v
                 if (e, i) not in dropped and n > MIN_SEEDS]
-        if cost <= total or not live:
+        if cost(seeds) <= total or not live:
             return seeds, dropped
         _, e, i, n = max(live)
         dropped[(e, i)] = f"needs {n} seeds, more than the budget ({total / 3600:g} h) pays for"

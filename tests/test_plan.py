@@ -166,6 +166,20 @@ def test_the_budget_declares_the_costliest_primary_untestable():
     assert "needs 90 seeds" in dropped[("a", 1)]
 
 
+def test_an_experiment_with_no_testable_primary_gives_seeds_back_before_a_primary_is_dropped():
+    budget = {"seconds": 950, "seconds_per_seed": {"a": 100, "b": 100}, "fixed_seconds": {}}
+    # a needs 6 seeds (600 s); b tests nothing: its 5 would overrun (1100 s), 4 too, so it runs 3
+    seeds, dropped = W.allocate({"a": [(0, 6)], "b": [(1, None)]}, budget)
+    assert seeds == {"a": 6, "b": 3} and set(dropped) == {("b", 1)}
+    # a primary needing 9 overruns even with b at 3 (1200 s): it goes, a keeps MIN_SEEDS for
+    # its other primary, and b gives back to 4
+    seeds, dropped = W.allocate({"a": [(0, 9), (2, 3)], "b": [(1, None)]}, budget)
+    assert set(dropped) == {("a", 0), ("b", 1)} and seeds == {"a": W.MIN_SEEDS, "b": 4}
+    # with room to spare nothing is given back
+    seeds, _ = W.allocate({"a": [(0, 6)], "b": [(1, None)]}, {**budget, "seconds": 1100})
+    assert seeds == {"a": 6, "b": W.MIN_SEEDS}
+
+
 def test_the_committed_plan_is_what_plan_power_writes_from_the_references():
     """The frozen power analysis is reproducible: run on the committed plan and the exploratory
     references, plan_power writes the same plan."""
