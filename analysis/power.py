@@ -1,7 +1,7 @@
 """The a-priori power analysis of the plan, from the exploratory seeds' spread.
 
 For each primary of ``plans/plan.json`` (one depth each): the per-net values of the exploratory
-references (``results/paper/<experiment>/summary.csv``, seeds 0-4), the sd of the paired
+references (``results/exploratory/<experiment>/summary.csv``, seeds 0-4), the sd of the paired
 differences (or of the values, for a one-version measure), the expected effect -- He et al.'s
 where they give one in the measure's units, otherwise the exploratory effect, said which --
 its distance from the threshold on either side (what the test must resolve to reach a
@@ -24,8 +24,12 @@ import pandas as pd
 from scipy import stats
 
 from . import claims as C
-from .plan import primary_of
+from .plan import ROOT, primary_of
 
+# The exploratory references (seeds 0-4) the frozen plan's power was computed from: their
+# config.json, summary.csv, claims.csv and controls.csv, kept once the confirmatory run has
+# replaced them in results/paper, so the plan stays reproducible from committed files.
+EXPLORATORY = ROOT / "results" / "exploratory"
 MIN_SEEDS = 5           # every experiment runs at least the exploratory count (secondary rows)
 # ...unless none of its primaries can be powered: then it answers secondary rows only, and the
 # budget goes to the powered primaries first, down to the fewest seeds a paired CI is read from.

@@ -1,10 +1,10 @@
 """Write the a-priori power analysis into the plan, before the confirmatory run.
 
-    python experiments/plan_power.py                  # plans/plan.json from results/paper
+    python experiments/plan_power.py                  # plans/plan.json from results/exploratory
     python experiments/plan_power.py --plan FILE --results DIR
 
 For every primary of the plan: the sd of the paired differences over the exploratory seeds
-(the committed references, seeds 0-4), the expected effect (He et al.'s, or the exploratory
+(results/exploratory, seeds 0-4), the expected effect (He et al.'s, or the exploratory
 one, said which), the test set's own floor, the seeds needed for 80% power one-sided at 5%
 and the seeds the CPU budget allows (``make reproduce`` <= 3 h on 2 cores, each experiment's
 cost as its exploratory reference measured it); a primary the
@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import EXPERIMENTS, PAPER, experiment  # noqa: E402
+from analysis import EXPERIMENTS, experiment  # noqa: E402
 from analysis.confirmatory import settings  # noqa: E402
 from analysis.plan import PLAN, read_plan  # noqa: E402
-from analysis.power import (allocate, confirmatory_seeds, measured_costs, power_at,  # noqa: E402
-                            primary_power, read_reference)
+from analysis.power import (EXPLORATORY, allocate, confirmatory_seeds,  # noqa: E402
+                            measured_costs, power_at, primary_power, read_reference)
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 from resnet_lab.io.folders import atomic_write  # noqa: E402
 
@@ -82,7 +82,7 @@ def _why_unresolvable(power: dict) -> str:
 def main(argv=None) -> int:
     parser = Parser(prog="experiments/plan_power.py", description=__doc__.splitlines()[0])
     parser.add_argument("--plan", type=Path, default=PLAN, help="plan file (default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=PAPER,
+    parser.add_argument("--results", type=Path, default=EXPLORATORY,
                         help="the exploratory references (default: %(default)s)")
     args = parser.parse_args(argv)
     plan = power_plan(read_plan(args.plan), args.results)
