@@ -350,6 +350,8 @@ def he_et_al(claim: Claim, answer: str, rows: pd.DataFrame | None = None) -> str
         if own.empty:
             return f"{claim.paper}; the data: no row tests it"
         r = own.iloc[0]
+        if answer == NOT_ANSWERED:        # a run the plan does not answer from: no agreement
+            return f"{claim.paper}; not answered (its numbers: {r['measure']}, {_test(r)})"
         word = {SUPPORTED: "agree", NOT_SUPPORTED: "⚠ disagree"}.get(r["verdict"], "cannot say")
         return (f"{claim.paper}; the data {word}: {r['measure']}, {_test(r)} ({r['verdict']})")
     word = {SUPPORTED: "agrees", NOT_SUPPORTED: "⚠ disagrees (see why)"}.get(answer, "cannot say")

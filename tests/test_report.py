@@ -379,6 +379,13 @@ def test_the_known_groups_gate_table1_and_the_interventions(tmp_path, stage_rho_
         assert "no_after_relu (V1 without its ReLU) closes 0.8 [0.6, 1], n 5, Fieller" in section
     assert "the data cannot say" in by_claim.loc["C2", "he_et_al"] or \
         "the data ⚠ disagree" in by_claim.loc["C2", "he_et_al"]
+    # under another plan the row's numbers are shown, but neither agreement nor disagreement
+    plan = read_plan(PLAN)
+    plan["primaries"][0]["margin"] += 0.01
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    _, _, other, _ = render(results, results, tmp_path / "plan.json")
+    he = other.set_index("claim").loc["C2", "he_et_al"]
+    assert "not answered (its numbers: " in he and "agree" not in he
     t1 = text.split("## Table 1")[1].split("\n## ")[0]
     assert "| dropout_0.5 | fail | 0 of 2 | 0 of 2 | 90 (88–91) | fails |" in t1
     assert text.index("## Positive controls") < text.index("## Table 1")
