@@ -20,8 +20,9 @@ install: $(BIN)/python
 run: install
 	$(BIN)/python experiments/grad_flow.py
 
+# The committed references: the frozen plan's confirmatory run (plans/plan.json), ~3 h on 2 cores.
 reproduce: install
-	$(BIN)/python experiments/reproduce.py
+	$(BIN)/python experiments/reproduce.py --confirmatory
 
 test: install
 	$(BIN)/python -m pytest -q

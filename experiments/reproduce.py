@@ -1,9 +1,14 @@
-"""Reproduce every reference result: each experiment's quick preset, then the report, then
-every figure -- what `make reproduce` runs.
+"""Reproduce the reference results, then the report, then every figure.
 
-    python experiments/reproduce.py                  # quick presets -> results/paper/
+    python experiments/reproduce.py --confirmatory   # make reproduce: the plan's run -> results/paper/
+    python experiments/reproduce.py                  # quick presets (seeds 0-4) -> results/exploratory/
     python experiments/reproduce.py --preset smoke --paper /tmp/paper   # a fast rehearsal
-    python experiments/reproduce.py --confirmatory   # the plan's fresh seeds and settings (plans/plan.json)
+
+``--confirmatory`` is what the committed references are: each experiment the plan answers from,
+with its fresh seeds and settings (plans/plan.json); the plan's exploratory-only experiments
+(shortcut_variants, a calibration) keep their reference, made once on the exploratory seeds.
+Without it, every experiment's quick preset: the exploratory data the plan's power was computed
+from, which therefore goes to results/exploratory, never over the confirmatory references.
 
 Each experiment runs in its own process and publishes its reference files to
 ``<paper>/<experiment>``; one line per experiment says how it went and how long it took, and
@@ -19,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import EXPERIMENTS, PAPER  # noqa: E402
 from analysis.confirmatory import confirmatory_args, exploratory_only  # noqa: E402
 from analysis.plan import read_plan  # noqa: E402
+from analysis.power import EXPLORATORY  # noqa: E402
 from resnet_lab.runs.cli import Parser, run_main  # noqa: E402
 from resnet_lab.io.folders import check_writable_dir  # noqa: E402
 from resnet_lab.runs.settings import check_not_paper, check_path_text  # noqa: E402
@@ -40,13 +46,16 @@ def main(argv=None):
     parser = Parser(prog="experiments/reproduce.py", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=("quick", "smoke"), default="quick",
                         help="quick (the committed references) or smoke (seconds; a rehearsal)")
-    parser.add_argument("--paper", type=Path, default=PAPER,
-                        help="where the reference files go (default results/paper)")
+    parser.add_argument("--paper", type=Path, default=None,
+                        help="where the reference files go (default results/paper with "
+                             "--confirmatory, else results/exploratory)")
     parser.add_argument("--out", help="root folder of the run folders (default results/runs)")
     parser.add_argument("--confirmatory", action="store_true",
                         help="each experiment with the plan's confirmatory seeds and settings (the "
                              "confirmatory run; the quick presets' seeds are the exploratory ones)")
     args = parser.parse_args(argv)
+    if args.paper is None:
+        args.paper = PAPER if args.confirmatory else EXPLORATORY
     check_path_text("paper", str(args.paper))
     check_writable_dir(args.paper, "--paper")
     if args.out is not None:
@@ -59,7 +68,9 @@ def main(argv=None):
     for i, name in enumerate(EXPERIMENTS, start=1):
         if args.confirmatory and name in exploratory_only(plan):
             print(f"[{i}/{len(EXPERIMENTS)}] {name}: not in the confirmatory run (the plan: "
-                  f"{exploratory_only(plan)[name].split(':')[0]})", flush=True)
+                  f"{exploratory_only(plan)[name].split(':')[0]}); its reference stays, remade "
+                  f"by python experiments/{name}.py --preset quick --publish "
+                  f"{args.paper / name}", flush=True)
             continue
         planned = confirmatory_args(name, plan) if args.confirmatory else []
         code, seconds = run(f"{name}.py", "--preset", args.preset, "--publish",

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import EXPERIMENTS
+from analysis import EXPERIMENTS, PAPER
 from analysis import claims as C
 from analysis import early_training as ET
 from analysis import full_training as FT
@@ -230,3 +230,9 @@ def test_reproduce_confirmatory_runs_each_experiment_with_the_plans_seeds(tmp_pa
     calls.clear()
     assert reproduce.main(["--paper", str(tmp_path)]) == 0
     assert not any("--seeds" in a for _, a in calls)
+    # by default the confirmatory run publishes the references, the quick presets beside them
+    for argv, folder in ((["--confirmatory"], PAPER), ([], W.EXPLORATORY)):
+        calls.clear()
+        assert reproduce.main(argv) == 0
+        (args,) = [a for s, a in calls if s == "full_training.py"]
+        assert args[args.index("--publish") + 1] == str(folder / "full_training")
