@@ -39,7 +39,9 @@ error, and He et al.'s Table 1 column beside (ResNet-110, CIFAR-10 test error %,
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -349,49 +351,73 @@ def figure_init(init: pd.DataFrame, known: pd.DataFrame, folder, name="known_gro
     return plotting.save_figure(fig, folder, name)
 
 
-def figure_table1(t1: pd.DataFrame, folder, name="table1_test_error"):
-    """Our test error per shortcut (range over seeds) beside He et al.'s (x: "fail")."""
-    fig, axes = plotting.new_figure("one", 2.4)
+def figure_table1(t1: pd.DataFrame, folder, *, classes: int, name="table1_test_error"):
+    """Our test error per shortcut (range over seeds) beside He et al.'s. Their "fail" has no
+    number: it is an x on the right edge (an error that stayed high), never a point at 0; the
+    dotted line is chance on our data."""
+    fig, axes = plotting.new_figure("one", 2.6)
     ax = axes[0][0]
     ys = np.arange(len(t1))
     ax.errorbar(t1["test_error_mean"] * 100, ys,
                 xerr=[(t1["test_error_mean"] - t1["test_error_min"]) * 100,
                       (t1["test_error_max"] - t1["test_error_mean"]) * 100],
-                fmt="o", color="0.1", ms=3, lw=0.8, label="this suite (digits)")
+                fmt="o", color="0.1", ms=3, lw=0.8, label="this suite (digits, 110 layers)")
+    he = plotting.V2_COLOR
     for y, text in zip(ys, t1["he_et_al_test_error"]):
         if text == "fail":
-            ax.scatter([0], [y], marker="x", color="C3", s=14)
+            ax.scatter([100], [y], marker="x", color=he, s=16, clip_on=False)
         else:
-            ax.scatter([float(text)], [y], marker="s", color="C3", s=10)
-    ax.scatter([], [], marker="s", color="C3", s=10, label="He et al. (CIFAR-10; x: fail)")
+            ax.scatter([float(text)], [y], marker="s", color=he, s=10)
+    ax.scatter([], [], marker="s", color=he, s=10, label="He et al. (CIFAR-10, ResNet-110)")
+    ax.scatter([], [], marker="x", color=he, s=16, label="He et al.: fail (no number)")
+    ax.axvline(100 * (1 - 1 / classes), color="0.45", ls=":", lw=0.8,
+               label=f"chance ({classes} classes)")
+    ax.set_xlim(-2, 100)
     ax.set_yticks(ys, t1["shortcut"])
     ax.invert_yaxis()
-    ax.set_xlabel("test error (%), 110 layers")
-    ax.legend(loc="lower right")
+    ax.set_xlabel("test error (%)")
+    plotting.legend_above(fig, ax, ncol=2)
     return plotting.save_figure(fig, folder, name)
 
 
 def figure_training(train: pd.DataFrame, folder, name="table1_training_error"):
-    """Part B: training error (10-iteration running mean, train mode) per shortcut, mean over
-    seeds; the identity shortcut black, the known-bad ones red."""
+    """Part B, one panel per shortcut (small multiples: ten curves in one panel hide each
+    other): each seed's training error (10-iteration running mean, train mode), the identity
+    shortcut's mean in grey behind for reference; the panel's title gives He et al.'s result."""
     rows = train[(train["split"] == "train") & (train["metric"] == "error")]
-    fig, axes = plotting.new_figure("one", 2.6)
-    ax = axes[0][0]
-    grey = iter(np.linspace(0.35, 0.75, len(SHORTCUTS)))
+    present = [n for n in SHORTCUTS if n in set(rows[FACTOR])]
+    smooth = rows.sort_values("step").assign(value=lambda t: 100 * t.groupby(
+        [FACTOR, "seed"])["value"].transform(lambda e: e.rolling(10, min_periods=1).mean()))
+    reference = smooth[smooth[FACTOR] == IDENTITY].groupby("step")["value"].mean()
     bad = {g.bad for g in KNOWN_GROUPS}
-    for shortcut in SHORTCUTS:
-        part = rows[rows[FACTOR] == shortcut]
-        if part.empty:
-            continue
-        smooth = part.sort_values("step").groupby("seed")["value"].transform(
-            lambda e: e.rolling(10, min_periods=1).mean())
-        mean = part.assign(smooth=smooth * 100).groupby("step")["smooth"].mean()
-        color = "0.05" if shortcut == IDENTITY else ("C3" if shortcut in bad else str(next(grey)))
-        ax.plot(mean.index, mean.values, color=color, lw=1.2 if shortcut == IDENTITY else 0.8,
-                ls="-" if shortcut in bad or shortcut == IDENTITY else "--", label=shortcut)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training error (%)")
-    ax.legend(loc="upper right", fontsize=5, ncol=2)
+    ncols = 5
+    nrows = math.ceil(len(present) / ncols)
+    fig, axes = plotting.new_figure("two", 1.45 * nrows + 0.3, nrows, ncols, sharex=True,
+                                    sharey=True)
+    kinds = {IDENTITY: ("0.05", "each seed: identity"),
+             "bad": (plotting.V1_COLOR, "each seed: a known-bad shortcut (the known-groups check)"),
+             "other": (plotting.V2_COLOR, "each seed: another shortcut")}
+    for ax, shortcut in zip(axes.flat, present):
+        ax.plot(reference.index, reference.values, color="0.7", lw=1.6,
+                label="identity, mean over seeds")
+        color, label = kinds[shortcut if shortcut == IDENTITY else
+                             "bad" if shortcut in bad else "other"]
+        for _, part in smooth[smooth[FACTOR] == shortcut].groupby("seed"):
+            ax.plot(part["step"], part["value"], color=color, lw=0.8, label=label)
+        he = he_et_al_text(HE_TABLE1[shortcut])
+        ax.set_title(f"{shortcut}\nHe et al.: {he}{'' if he == 'fail' else '%'}", fontsize=6.5)
+        ax.set_ylim(-3, 100)
+    for ax in axes.flat[len(present):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("iteration")
+    for row in axes:
+        row[0].set_ylabel("training error (%)")
+    kept = {}                                    # every kind of curve once, from every panel
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            kept.setdefault(label, handle)
+    fig.legend(kept.values(), kept.keys(), loc="outside upper center", ncol=2)
     return plotting.save_figure(fig, folder, name)
 
 
@@ -399,7 +425,8 @@ def draw_figures(run_dir) -> list:
     """Redraw every figure from ``run_dir``'s CSVs alone (no model code runs)."""
     init, known, t1, train, folder = figure_inputs(run_dir, NAME, "init", "known_groups",
                                                    "table1", "train")
-    return (figure_init(init, known, folder) + figure_table1(t1, folder)
+    classes = json.loads((Path(run_dir) / "config.json").read_text())["data"]["classes"]
+    return (figure_init(init, known, folder) + figure_table1(t1, folder, classes=classes)
             + figure_training(train, folder))
 
 
