@@ -72,7 +72,8 @@ class Claim:
     scale: float = 1.0      # shown as effect x scale (100: errors in points)
     paper: str = ""         # what He et al. compared ("" = no such comparison in the paper)
     paper_measured: bool = True   # False: He et al. derive it, they do not measure it
-    windows: tuple = ()     # a label per primary measure, in order, where there are several
+    windows: tuple = ()     # a label per primary measure of the plan, in its order, where
+    #                         there are several (tests/test_report.py holds them to the plan)
     known_group: str = ""   # the signal measures its primaries rest on (known-groups check), ", "
     interventions: bool = False   # the section shows early_training's interventions
     paper_row: str = ""     # claims rows (``paper_row``) that test He et al.'s own statement
@@ -118,11 +119,11 @@ CLAIMS = (
           "'Late' is the end of the early-training run, after its main-lr phase, not the end of a "
           "full training (full_training's probe records no unit norms, and it stops at 164 "
           "layers). Each measure answers only if it passed the known-groups check.",
-          "V1 − V2 (paired by seed) on stage_rho, the identity path and the gradient's "
-          "end-to-end ratio",
+          "log10 share of the gradient passing every after-addition function along the "
+          "identity path element by element, V1 − V2 (paired by seed; stage_rho and the "
+          "gradient's end-to-end ratio are secondary rows)",
           paper="eqs. 4-5: derived, not measured", paper_measured=False,
-          windows=("stage_rho at init", "stage_rho late", "path at init", "path late",
-                   "gradient ratio at init", "gradient ratio late"),
+          windows=("at init", "late"),
           known_group="stage_rho, shortcut_path, grad_ratio"),
     Claim("C5", "V1's slow start is not serious below about 164 layers",
           "Of course, this phenomenon is not serious when the network has few layers (the "
@@ -629,8 +630,10 @@ def history_section(history: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
         return []
     lines = ["## History: the answers published before", "",
              "Every answer the committed report gave (from git: `results/paper/history.csv`, "
-             "written by `python experiments/report.py --history`), all from the exploratory "
-             "seeds; between publications the design changed after the data had been seen:", ""]
+             "written by `python experiments/report.py --history`). The answers before the plan "
+             "came from the exploratory seeds, and between them the design changed after the "
+             "data had been seen; since the plan, a claim is answered only from a run made under "
+             "it, on fresh seeds (else it reads *not answered*):", ""]
     answers = history[history["kind"] == "answer"].set_index(["claim", "commit"])["text"]
     for claim, seq in answer_changes(history):
         lines.append(f"- {claim}: " + " → ".join(

@@ -299,6 +299,20 @@ def test_the_committed_report_is_what_report_py_writes_at_this_checkout(tmp_path
         pd.read_csv(paper / CONTROLS_SUMMARY_FILE).astype(str).to_dict("list")
 
 
+def test_each_claims_window_labels_name_the_plans_primaries():
+    """A claim with several primary measures labels them in the plan's order: as many labels
+    as the plan has primary measures, or a row is shown under another measure's name (C4 once
+    labelled its identity-path rows "stage_rho")."""
+    plan = read_plan()
+    for claim in CLAIMS:
+        measures = list(dict.fromkeys(e["measure"] for e in plan["primaries"]
+                                      if e["claim"] == claim.id and e["role"] == "primary"))
+        if claim.windows:
+            assert len(claim.windows) == len(measures), (claim.id, claim.windows, measures)
+        else:
+            assert len(measures) <= 1, (claim.id, measures)
+
+
 def test_every_claim_but_the_derived_one_is_declared_by_one_experiment():
     """The claims' registry (report.CLAIMS, their words) and the experiments' declarations
     (Experiment.claims, where each is tested) name the same claims, each tested once."""
