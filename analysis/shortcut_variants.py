@@ -361,21 +361,21 @@ def figure_table1(t1: pd.DataFrame, folder, *, classes: int, name="table1_test_e
     ax.errorbar(t1["test_error_mean"] * 100, ys,
                 xerr=[(t1["test_error_mean"] - t1["test_error_min"]) * 100,
                       (t1["test_error_max"] - t1["test_error_mean"]) * 100],
-                fmt="o", color="0.1", ms=3, lw=0.8, label="this suite (digits, 110 layers)")
+                fmt="o", color="0.1", ms=3, lw=0.8, label="ours (digits)")
     he = plotting.V2_COLOR
     for y, text in zip(ys, t1["he_et_al_test_error"]):
         if text == "fail":
             ax.scatter([100], [y], marker="x", color=he, s=16, clip_on=False)
         else:
             ax.scatter([float(text)], [y], marker="s", color=he, s=10)
-    ax.scatter([], [], marker="s", color=he, s=10, label="He et al. (CIFAR-10, ResNet-110)")
-    ax.scatter([], [], marker="x", color=he, s=16, label="He et al.: fail (no number)")
+    ax.scatter([], [], marker="s", color=he, s=10, label="He et al. (CIFAR-10)")
+    ax.scatter([], [], marker="x", color=he, s=16, label="He et al.: fail")
     ax.axvline(100 * (1 - 1 / classes), color="0.45", ls=":", lw=0.8,
-               label=f"chance ({classes} classes)")
+               label="chance")
     ax.set_xlim(-2, 100)
     ax.set_yticks(ys, t1["shortcut"])
     ax.invert_yaxis()
-    ax.set_xlabel("test error (%)")
+    ax.set_xlabel("test error (%), ResNet-110")
     plotting.legend_above(fig, ax, ncol=2)
     return plotting.save_figure(fig, folder, name)
 
